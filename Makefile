@@ -1,0 +1,27 @@
+# ml-endpoints: every entry point a person or CI uses. Each target sets up what it needs.
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+PY := .venv/bin/python
+export PULUMI_SKIP_UPDATE_CHECK := true
+
+.PHONY: help setup python lint test test-fast bench
+
+help:
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+python: ## Python venv with the project and pinned deps (.venv)
+	@scripts/setup_python.sh
+
+setup: python ## Everything the tests and deploys need
+
+lint: python ## ruff check
+	@.venv/bin/ruff check .
+
+test-fast: python ## unit + mock + real-HTTP tiers only (while you work)
+	@$(PY) -m pytest -q tests/unit tests/mocks tests/http
+
+test: setup lint ## the README's test command: set up everything, run every tier
+	@$(PY) -m pytest -q tests
+
+bench: python ## benchmarks (not tests): prints tables
+	@$(PY) -m bench
