@@ -25,3 +25,7 @@ test: setup lint ## the README's test command: set up everything, run every tier
 
 bench: python ## benchmarks (not tests): prints tables
 	@$(PY) -m bench
+
+# Each area keeps its targets in its own file: mk/toolchain.mk (Pulumi CLI, Docker, base
+# image, wheelhouse, registry), mk/cluster.mk (local Kubernetes).
+-include mk/*.mk
