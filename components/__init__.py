@@ -1,0 +1,41 @@
+"""Pulumi components for ml-endpoints: what users may import.
+
+Layout: one public module per component (`model_asset`, `environment`, `online_deployment`,
+`online_endpoint`), pure validation rules in `rules`, and private helpers in `_*` modules
+(labels, naming, hashing, conda translation, build contexts, generated keys; `_images` belongs to
+the toolchain area and builds/pushes images on `pulumi up` only).
+"""
+
+from components.environment import Environment, EnvironmentArgs
+from components.model_asset import ModelAsset, ModelAssetArgs
+from components.online_deployment import (
+    CodeConfiguration,
+    OnlineDeployment,
+    OnlineDeploymentArgs,
+    Probe,
+    RequestSettings,
+    Resources,
+)
+from components.online_endpoint import (
+    KeyVersions,
+    OnlineEndpoint,
+    OnlineEndpointArgs,
+    RouterSettings,
+)
+
+__all__ = [
+    "CodeConfiguration",
+    "Environment",
+    "EnvironmentArgs",
+    "KeyVersions",
+    "ModelAsset",
+    "ModelAssetArgs",
+    "OnlineDeployment",
+    "OnlineDeploymentArgs",
+    "OnlineEndpoint",
+    "OnlineEndpointArgs",
+    "Probe",
+    "RequestSettings",
+    "Resources",
+    "RouterSettings",
+]

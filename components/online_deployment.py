@@ -1,0 +1,297 @@
+"""OnlineDeployment: one model version behind an endpoint: scoring image, Deployment, Service."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components import _build, _labels, _naming, rules
+from components._hashing import hash_parts, hash_tree
+from components.environment import Environment
+from components.model_asset import ModelAsset
+
+
+@dataclass
+class Probe:
+    """Kubernetes probe timings (Azure ML's probe settings, same defaults)."""
+
+    initial_delay_s: int = 10
+    period_s: int = 10
+    timeout_s: int = 2
+    failure_threshold: int = 30
+    success_threshold: int = 1
+
+
+@dataclass
+class RequestSettings:
+    """Per-request limits the inference server enforces."""
+
+    request_timeout_ms: int = 5000
+    max_concurrent_requests_per_instance: int = 1
+    max_queue_wait_ms: int = 500
+
+
+@dataclass
+class Resources:
+    """Container requests and limits, Kubernetes quantities (`cpu: 500m`, `memory: 1Gi`)."""
+
+    requests: dict[str, str] = field(default_factory=lambda: {"cpu": "100m", "memory": "256Mi"})
+    limits: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class CodeConfiguration:
+    """The scoring script and the folder it lives in (copied whole into the image)."""
+
+    code: str
+    scoring_script: str = "score.py"
+    exclude: list[Path] = field(default_factory=list)
+    """Folders inside `code` left out of the image (other models, data)."""
+
+
+@dataclass
+class OnlineDeploymentArgs:
+    """One deployment. Either `model` + `environment` + `code_configuration`, or `image`.
+
+    Attributes:
+        endpoint_name: the endpoint this deployment serves behind (fixed at creation).
+        namespace: Kubernetes namespace of the endpoint.
+        image: a prebuilt scoring image (bring your own container); nothing is built.
+        rollout_timeout_s: how long `pulumi up` waits for Ready pods before failing with the
+            pods' status (the scoring server's log tail when init() fails), instead of 10 min.
+    """
+
+    endpoint_name: str
+    namespace: str = "default"
+    model: ModelAsset | None = None
+    environment: Environment | None = None
+    code_configuration: CodeConfiguration | None = None
+    image: str | None = None
+    instance_count: int = 1
+    worker_count: int = 1
+    resources: Resources = field(default_factory=Resources)
+    request_settings: RequestSettings = field(default_factory=RequestSettings)
+    liveness_probe: Probe = field(default_factory=Probe)
+    readiness_probe: Probe = field(
+        default_factory=lambda: Probe(initial_delay_s=2, period_s=2, failure_threshold=3)
+    )
+    environment_variables: dict[str, str] = field(default_factory=dict)
+    rollout_timeout_s: int = 300
+    registry: str = "127.0.0.1:5000"
+
+
+class OnlineDeployment(pulumi.ComponentResource):
+    """Scoring image (environment + model + code, tagged by content), Deployment and Service.
+
+    The Deployment's selector holds only labels fixed at creation (endpoint, deployment), so new
+    images and model versions roll pods in place, never replace the Deployment. Pods are Ready only
+    after the scoring server's init() succeeded (`GET /ready`); the rolling update never removes a
+    Ready pod before its successor is Ready (maxUnavailable 0).
+    """
+
+    service_url: pulumi.Output[str]
+    image_ref: pulumi.Output[str]
+    image_digest: pulumi.Output[str]
+    deployment_name: pulumi.Output[str]
+
+    def __init__(
+        self, name: str, args: OnlineDeploymentArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        _validate(name, args)
+        super().__init__("mlendpoints:index:OnlineDeployment", name, {}, opts)
+        self.deployment_label = name
+        self.endpoint_name = args.endpoint_name
+        object_name = _naming.deployment_object(args.endpoint_name, name)
+        selector = _labels.scoring_selector(args.endpoint_name, name)
+        labels = {**_labels.common("scoring"), **selector}
+
+        self.image = None
+        content_tag = ""
+        if args.image:
+            image_ref: pulumi.Input[str] = args.image
+            image_digest: pulumi.Input[str] = ""
+        else:
+            image_ref, image_digest, content_tag = self._scoring_image(name, args)
+        model_version = args.model.version_label if args.model else "external"
+
+        container = k8s.core.v1.ContainerArgs(
+            name="scoring",
+            image=image_ref,
+            image_pull_policy="IfNotPresent",
+            command=None if args.image else ["python", "-m", "scoring", "serve"],
+            args=None if args.image else [
+                "--entry-script", _entry_script(args),
+                "--model-dir", _build.MODEL_DIR,
+                "--port", str(_naming.SCORING_PORT),
+                "--workers", str(args.worker_count),
+            ],
+            ports=[k8s.core.v1.ContainerPortArgs(
+                name="http", container_port=_naming.SCORING_PORT)],
+            env=[k8s.core.v1.EnvVarArgs(name=k, value=v) for k, v in _env(args).items()],
+            resources=k8s.core.v1.ResourceRequirementsArgs(
+                requests=args.resources.requests or None, limits=args.resources.limits or None
+            ),
+            readiness_probe=_probe("/ready", args.readiness_probe),
+            liveness_probe=_probe("/", args.liveness_probe),
+            # When init() fails the server exits; the kubelet keeps the log tail as the
+            # termination message, which the provider's await reports in `pulumi up`.
+            termination_message_policy="FallbackToLogsOnError",
+        )
+        self.deployment = k8s.apps.v1.Deployment(
+            _naming.child(name, "deployment"),
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=object_name,
+                namespace=args.namespace,
+                labels={**labels, "mlendpoints/model-version": model_version},
+                annotations={"pulumi.com/timeoutSeconds": str(args.rollout_timeout_s)},
+            ),
+            spec=k8s.apps.v1.DeploymentSpecArgs(
+                replicas=args.instance_count,
+                selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector),
+                strategy=k8s.apps.v1.DeploymentStrategyArgs(
+                    type="RollingUpdate",
+                    rolling_update=k8s.apps.v1.RollingUpdateDeploymentArgs(
+                        max_unavailable=0, max_surge=1
+                    ),
+                ),
+                min_ready_seconds=0,
+                template=k8s.core.v1.PodTemplateSpecArgs(
+                    metadata=k8s.meta.v1.ObjectMetaArgs(
+                        labels=labels,
+                        annotations={
+                            "mlendpoints/model-version": model_version,
+                            "mlendpoints/content-tag": content_tag or "external",
+                        },
+                    ),
+                    spec=k8s.core.v1.PodSpecArgs(
+                        containers=[container],
+                        termination_grace_period_seconds=30,
+                        enable_service_links=False,
+                    ),
+                ),
+            ),
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                custom_timeouts=pulumi.CustomTimeouts(
+                    create=f"{args.rollout_timeout_s}s", update=f"{args.rollout_timeout_s}s"
+                ),
+            ),
+        )
+        self.service = k8s.core.v1.Service(
+            _naming.child(name, "service"),
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=object_name, namespace=args.namespace, labels=labels
+            ),
+            spec=k8s.core.v1.ServiceSpecArgs(
+                type="ClusterIP",
+                selector=selector,
+                ports=[k8s.core.v1.ServicePortArgs(
+                    name="http", port=_naming.SCORING_PORT, target_port="http")],
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.service_url = pulumi.Output.from_input(
+            _naming.service_url(args.endpoint_name, name, args.namespace)
+        )
+        self.image_ref = pulumi.Output.from_input(image_ref)
+        self.image_digest = pulumi.Output.from_input(image_digest)
+        self.deployment_name = pulumi.Output.from_input(object_name)
+        self.register_outputs(
+            {"service_url": self.service_url, "image_ref": self.image_ref,
+             "image_digest": self.image_digest, "deployment_name": self.deployment_name}
+        )
+
+    def _scoring_image(
+        self, name: str, args: OnlineDeploymentArgs
+    ) -> tuple[pulumi.Output[str], pulumi.Output[str], str]:
+        """Declare the scoring image: FROM the environment image, plus model and code folders."""
+        from components._images import Image, ImageArgs  # owned by the toolchain area
+
+        assert args.model and args.environment and args.code_configuration  # checked in _validate
+        code_dir = Path(args.code_configuration.code).expanduser().resolve()
+        # A model folder inside the code folder is the model's, not the code's: a new model
+        # must not change the code hash of deployments that do not use it.
+        exclude = [args.model.local_path, *args.code_configuration.exclude]
+        digest = hash_parts([
+            "scoring/v1", args.environment.digest, args.model.content_hash,
+            hash_tree(code_dir, exclude),
+        ])
+        context = _build.stage("scoring", digest, {
+            **_build.tree("model", args.model.local_path),
+            **_build.tree("code", code_dir, exclude),
+        })
+        self.image = Image(
+            _naming.child(name, "image"),
+            ImageArgs(
+                context=str(context),
+                dockerfile=str(_build.SCORING_DOCKERFILE),
+                build_args={"ENV_IMAGE": args.environment.image_ref},
+                repository=f"{args.registry}/mlendpoints/{args.endpoint_name}-{name}",
+                tag=digest[:16],
+            ),
+            pulumi.ResourceOptions(parent=self),
+        )
+        return self.image.ref, self.image.digest, digest[:16]
+
+
+def _validate(name: str, args: OnlineDeploymentArgs) -> None:
+    """All argument problems at once, before any child exists."""
+    where = f"deployment {name!r}"
+    problems = rules.check_name(f"{where} name", name)
+    problems += rules.check_name(f"{where} endpoint_name", args.endpoint_name)
+    if not problems:
+        problems += rules.check_object_name(f"{where} name", args.endpoint_name, name)
+    if args.image is None:
+        missing = [k for k in ("model", "environment", "code_configuration")
+                   if getattr(args, k) is None]
+        if missing:
+            problems.append(f"{where}: needs {', '.join(missing)} (or a prebuilt image)")
+        elif args.code_configuration is not None:
+            code = Path(args.code_configuration.code).expanduser()
+            script = code / args.code_configuration.scoring_script
+            if not script.is_file():
+                problems.append(
+                    f"{where} code_configuration.scoring_script: {str(script)!r} is not a file"
+                )
+    for key, low in (("instance_count", 0), ("worker_count", 1), ("rollout_timeout_s", 10)):
+        value = getattr(args, key)
+        if not isinstance(value, int) or value < low:
+            problems.append(f"{where} {key}: {value!r} must be an integer >= {low}")
+    if problems:
+        raise ValueError("\n".join(problems))
+
+
+def _entry_script(args: OnlineDeploymentArgs) -> str:
+    assert args.code_configuration is not None
+    return f"{_build.CODE_DIR}/{args.code_configuration.scoring_script}"
+
+
+def _env(args: OnlineDeploymentArgs) -> dict[str, str]:
+    """Server settings as env vars (the Azure ML names where one exists), user vars last."""
+    env = {
+        "WORKER_COUNT": str(args.worker_count),
+        "SCORING_TIMEOUT_MS": str(args.request_settings.request_timeout_ms),
+        "MAX_CONCURRENT_REQUESTS_PER_INSTANCE": str(
+            args.request_settings.max_concurrent_requests_per_instance
+        ),
+        "MAX_QUEUE_WAIT_MS": str(args.request_settings.max_queue_wait_ms),
+    }
+    if args.image is None:
+        env["AZUREML_MODEL_DIR"] = _build.MODEL_DIR
+        env["AZUREML_ENTRY_SCRIPT"] = _entry_script(args)
+    env.update(args.environment_variables)
+    return env
+
+
+def _probe(path: str, probe: Probe) -> k8s.core.v1.ProbeArgs:
+    return k8s.core.v1.ProbeArgs(
+        http_get=k8s.core.v1.HTTPGetActionArgs(path=path, port="http"),
+        initial_delay_seconds=probe.initial_delay_s,
+        period_seconds=probe.period_s,
+        timeout_seconds=probe.timeout_s,
+        failure_threshold=probe.failure_threshold,
+        success_threshold=probe.success_threshold,
+    )

@@ -1,0 +1,363 @@
+"""OnlineEndpoint: the stable front door — keys, router config, router Deployment and Service."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components import _labels, _naming, rules
+from components._keys import GeneratedKey
+from components.online_deployment import OnlineDeployment
+
+AuthMode = Literal["key", "aml_token", "none"]
+ServiceType = Literal["NodePort", "LoadBalancer", "ClusterIP"]
+ReloadMode = Literal["rollout", "hot"]
+
+
+@dataclass
+class KeyVersions:
+    """Bump one number to regenerate that key alone on the next `pulumi up`."""
+
+    primary: int = 1
+    secondary: int = 1
+    token_signing: int = 1
+
+
+@dataclass
+class RouterSettings:
+    """The router pods and how clients reach them.
+
+    Attributes:
+        image: an image with the `ml-endpoints` package (`python -m scoring router`).
+        service_type: NodePort (a local cluster: reached on `public_host:node_port`),
+            LoadBalancer, or ClusterIP (in-cluster clients only).
+        node_port: fixed NodePort (30000-32767) so `scoring_uri` is stable; None lets
+            Kubernetes pick one.
+        public_host: host clients use with a NodePort.
+        reload: `rollout` puts a hash of the router config in the pod template, so a traffic
+            change rolls the router pods (only them) and is in effect when `pulumi up` returns;
+            `hot` only updates the ConfigMap and lets the router reload the file when the kubelet
+            refreshes the mount (up to about a minute later).
+    """
+
+    image: str = "127.0.0.1:5000/ml-endpoints/runtime:latest"
+    replicas: int = 1
+    service_type: ServiceType = "NodePort"
+    node_port: int | None = None
+    public_host: str = "127.0.0.1"
+    request_timeout_ms: int = 5000
+    reload: ReloadMode = "rollout"
+    resources: dict[str, dict[str, str]] = field(
+        default_factory=lambda: {"requests": {"cpu": "100m", "memory": "128Mi"}}
+    )
+
+
+@dataclass
+class OnlineEndpointArgs:
+    """The endpoint and its routing.
+
+    Attributes:
+        deployments: the OnlineDeployments behind this endpoint.
+        traffic: deployment -> percent of live traffic (sum 0 or 100).
+        mirror_traffic: deployment -> percent of requests copied to it (one deployment, <= 50).
+        previous_traffic / previous_mirror: what the deployed stack routes now (None on the first
+            deployment); used for the traffic plan and to refuse removing a deployment that
+            still takes traffic.
+    """
+
+    deployments: Sequence[OnlineDeployment]
+    namespace: str = "default"
+    auth_mode: AuthMode = "key"
+    traffic: Mapping[str, int] = field(default_factory=dict)
+    mirror_traffic: Mapping[str, int] = field(default_factory=dict)
+    key_versions: KeyVersions = field(default_factory=KeyVersions)
+    router: RouterSettings = field(default_factory=RouterSettings)
+    previous_traffic: pulumi.Input[Mapping[str, int] | None] = None
+    previous_mirror: pulumi.Input[Mapping[str, int] | None] = None
+
+
+class OnlineEndpoint(pulumi.ComponentResource):
+    """Keys (Pulumi secrets, in a Kubernetes Secret), router ConfigMap, router Deployment+Service.
+
+    The router's ConfigMap and Deployment depend on every deployment it routes to: a new
+    deployment's pods are Ready before any router config naming it is written. A traffic or
+    mirror change touches only the ConfigMap (updated in place, same name) and, in `rollout`
+    reload mode, the router pod template's config hash: no model pod restarts, no replacement.
+    """
+
+    scoring_uri: pulumi.Output[str]
+    swagger_uri: pulumi.Output[str]
+    primary_key: pulumi.Output[str]
+    secondary_key: pulumi.Output[str]
+    traffic: pulumi.Output[dict[str, int]]
+    mirror_traffic: pulumi.Output[dict[str, int]]
+
+    def __init__(
+        self, name: str, args: OnlineEndpointArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        names = [d.deployment_label for d in args.deployments]
+        _validate(name, args, names)
+        super().__init__("mlendpoints:index:OnlineEndpoint", name, {}, opts)
+        self.endpoint_label = name
+        traffic = {n: int(args.traffic.get(n, 0)) for n in names}
+        mirror = {n: int(v) for n, v in args.mirror_traffic.items() if int(v) > 0}
+        object_name = _naming.router_object(name)
+        selector = _labels.router_selector(name)
+        labels = {**_labels.common("router"), **selector}
+
+        # Keys first: they do not depend on anything and are generated once.
+        versions = args.key_versions
+        self.keys = {
+            purpose: GeneratedKey(
+                _naming.child(name, purpose.replace("_", "-")),
+                purpose,
+                version,
+                pulumi.ResourceOptions(parent=self),
+            )
+            for purpose, version in (
+                ("primary_key", versions.primary),
+                ("secondary_key", versions.secondary),
+                ("token_signing_key", versions.token_signing),
+            )
+        }
+        self.secret = k8s.core.v1.Secret(
+            _naming.child(name, "keys"),
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=f"{object_name}-keys", namespace=args.namespace, labels=labels
+            ),
+            type="Opaque",
+            string_data={purpose: key.value for purpose, key in self.keys.items()},
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+
+        router_config = {
+            "endpoint_name": name,
+            "auth_mode": args.auth_mode,
+            "deployments": {
+                d.deployment_label: {
+                    "url": _naming.service_url(name, d.deployment_label, args.namespace)
+                }
+                for d in args.deployments
+            },
+            "traffic": traffic,
+            "mirror_traffic": mirror,
+            "secrets_dir": _naming.SECRETS_DIR,
+            "request_timeout_ms": args.router.request_timeout_ms,
+        }
+        config_json = json.dumps(router_config, indent=2, sort_keys=True)
+        # The plan (and the "still takes traffic" check) needs the deployed stack's routing, an
+        # Output; the ConfigMap consumes the checked value so a refusal stops the update.
+        checked = pulumi.Output.all(args.previous_traffic, args.previous_mirror).apply(
+            lambda prev: _plan_and_check(name, names, traffic, mirror, prev[0], prev[1])
+        )
+        routed_to = [r for d in args.deployments for r in (d.deployment, d.service)]
+        self.config_map = k8s.core.v1.ConfigMap(
+            _naming.child(name, "router-config"),
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=f"{object_name}-config", namespace=args.namespace, labels=labels
+            ),
+            data={_naming.CONFIG_FILE: checked.apply(lambda _: config_json)},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=routed_to),
+        )
+
+        template_annotations = {"mlendpoints/key-versions": _key_versions(versions)}
+        if args.router.reload == "rollout":
+            template_annotations["mlendpoints/config-hash"] = hashlib.sha256(
+                config_json.encode()
+            ).hexdigest()[:16]
+        self.router = k8s.apps.v1.Deployment(
+            _naming.child(name, "router"),
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=object_name, namespace=args.namespace, labels=labels
+            ),
+            spec=_router_spec(args, object_name, selector, labels, template_annotations),
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[self.config_map, self.secret, *routed_to]
+            ),
+        )
+        ports = {"name": "http", "port": 80, "target_port": "http"}
+        if args.router.service_type == "NodePort" and args.router.node_port:
+            ports["node_port"] = args.router.node_port
+        self.service = k8s.core.v1.Service(
+            _naming.child(name, "router-service"),
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=object_name, namespace=args.namespace, labels=labels
+            ),
+            spec=k8s.core.v1.ServiceSpecArgs(
+                type=args.router.service_type,
+                selector=selector,
+                ports=[k8s.core.v1.ServicePortArgs(**ports)],
+            ),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.router]),
+        )
+
+        base = _base_url(self.service, args, object_name)
+        self.scoring_uri = base.apply(lambda b: f"{b}/score")
+        self.swagger_uri = base.apply(lambda b: f"{b}/swagger.json")
+        self.primary_key = pulumi.Output.secret(self.keys["primary_key"].value)
+        self.secondary_key = pulumi.Output.secret(self.keys["secondary_key"].value)
+        self.token_signing_key = pulumi.Output.secret(self.keys["token_signing_key"].value)
+        self.traffic = checked.apply(lambda _: traffic)
+        self.mirror_traffic = pulumi.Output.from_input(mirror)
+        self.register_outputs(
+            {
+                "scoring_uri": self.scoring_uri,
+                "swagger_uri": self.swagger_uri,
+                "primary_key": self.primary_key,
+                "secondary_key": self.secondary_key,
+                "traffic": self.traffic,
+                "mirror_traffic": self.mirror_traffic,
+            }
+        )
+
+
+def _validate(name: str, args: OnlineEndpointArgs, names: list[str]) -> None:
+    """Names, traffic and mirror rules, router settings: every problem at once, before children."""
+    problems = rules.check_name(f"endpoint {name!r} name", name)
+    seen: set[str] = set()
+    for deployment in args.deployments:
+        if deployment.endpoint_name != name:
+            problems.append(
+                f"endpoint {name!r} deployments: {deployment.deployment_label!r} was declared for "
+                f"endpoint {deployment.endpoint_name!r}"
+            )
+        if deployment.deployment_label in seen:
+            problems.append(
+                f"endpoint {name!r} deployments: {deployment.deployment_label!r} appears twice"
+            )
+        seen.add(deployment.deployment_label)
+    problems += rules.check_traffic(dict(args.traffic), names, "endpoint.traffic")
+    problems += rules.check_mirror(
+        dict(args.mirror_traffic), dict(args.traffic), names, "endpoint.mirror_traffic"
+    )
+    if args.auth_mode not in ("key", "aml_token", "none"):
+        problems.append(
+            f"endpoint.auth_mode: {args.auth_mode!r} is not one of 'key', 'aml_token', 'none'"
+        )
+    port = args.router.node_port
+    if port is not None and not 30000 <= port <= 32767:
+        problems.append(f"endpoint.router.node_port: {port} is outside 30000..32767")
+    if problems:
+        raise ValueError("\n".join(problems))
+
+
+def _plan_and_check(
+    name: str,
+    names: list[str],
+    traffic: dict[str, int],
+    mirror: dict[str, int],
+    previous: Mapping[str, int] | None,
+    previous_mirror: Mapping[str, int] | None,
+) -> bool:
+    """Log the traffic plan; refuse to drop a deployment that still takes traffic."""
+    problems = rules.check_removal(previous, previous_mirror, names)
+    if problems:
+        raise pulumi.RunError("\n".join(problems))
+    plan = rules.traffic_plan(previous, traffic, previous_mirror, mirror, names)
+    pulumi.log.info(f"endpoint {name!r} " + "\n".join(plan))
+    return True
+
+
+def _key_versions(versions: KeyVersions) -> str:
+    return f"primary={versions.primary},secondary={versions.secondary}," \
+        f"token_signing={versions.token_signing}"
+
+
+def _router_spec(
+    args: OnlineEndpointArgs,
+    object_name: str,
+    selector: dict[str, str],
+    labels: dict[str, str],
+    annotations: dict[str, str],
+) -> k8s.apps.v1.DeploymentSpecArgs:
+    settings = args.router
+    probe = {"initial_delay_seconds": 1, "period_seconds": 2, "timeout_seconds": 2}
+    return k8s.apps.v1.DeploymentSpecArgs(
+        replicas=settings.replicas,
+        selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector),
+        strategy=k8s.apps.v1.DeploymentStrategyArgs(
+            type="RollingUpdate",
+            rolling_update=k8s.apps.v1.RollingUpdateDeploymentArgs(max_unavailable=0, max_surge=1),
+        ),
+        template=k8s.core.v1.PodTemplateSpecArgs(
+            metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels, annotations=annotations),
+            spec=k8s.core.v1.PodSpecArgs(
+                enable_service_links=False,
+                termination_grace_period_seconds=30,
+                containers=[
+                    k8s.core.v1.ContainerArgs(
+                        name="router",
+                        image=settings.image,
+                        image_pull_policy="IfNotPresent",
+                        command=["python", "-m", "scoring", "router"],
+                        args=[
+                            "--config", f"{_naming.CONFIG_DIR}/{_naming.CONFIG_FILE}",
+                            "--port", str(_naming.ROUTER_PORT),
+                            "--host", "0.0.0.0",
+                        ],
+                        ports=[k8s.core.v1.ContainerPortArgs(
+                            name="http", container_port=_naming.ROUTER_PORT)],
+                        readiness_probe=k8s.core.v1.ProbeArgs(
+                            http_get=k8s.core.v1.HTTPGetActionArgs(path="/ready", port="http"),
+                            failure_threshold=3, **probe,
+                        ),
+                        liveness_probe=k8s.core.v1.ProbeArgs(
+                            http_get=k8s.core.v1.HTTPGetActionArgs(path="/", port="http"),
+                            failure_threshold=10, **probe,
+                        ),
+                        resources=k8s.core.v1.ResourceRequirementsArgs(
+                            requests=settings.resources.get("requests"),
+                            limits=settings.resources.get("limits"),
+                        ),
+                        termination_message_policy="FallbackToLogsOnError",
+                        volume_mounts=[
+                            k8s.core.v1.VolumeMountArgs(
+                                name="config", mount_path=_naming.CONFIG_DIR, read_only=True),
+                            k8s.core.v1.VolumeMountArgs(
+                                name="keys", mount_path=_naming.SECRETS_DIR, read_only=True),
+                        ],
+                    )
+                ],
+                volumes=[
+                    k8s.core.v1.VolumeArgs(
+                        name="config",
+                        config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(
+                            name=f"{object_name}-config"),
+                    ),
+                    k8s.core.v1.VolumeArgs(
+                        name="keys",
+                        secret=k8s.core.v1.SecretVolumeSourceArgs(
+                            secret_name=f"{object_name}-keys",
+                            default_mode=0o440,
+                        ),
+                    ),
+                ],
+            ),
+        ),
+    )
+
+
+def _base_url(
+    service: k8s.core.v1.Service, args: OnlineEndpointArgs, object_name: str
+) -> pulumi.Output[str]:
+    """Where clients reach the router, by service type."""
+    settings = args.router
+    if settings.service_type == "NodePort":
+        if settings.node_port:
+            return pulumi.Output.from_input(f"http://{settings.public_host}:{settings.node_port}")
+        return service.spec.apply(
+            lambda spec: f"http://{settings.public_host}:{spec.ports[0].node_port}"
+        )
+    if settings.service_type == "LoadBalancer":
+        def _lb(status: k8s.core.v1.outputs.ServiceStatus | None) -> str:
+            ingress = (status and status.load_balancer and status.load_balancer.ingress) or []
+            host = (ingress[0].ip or ingress[0].hostname) if ingress else "pending"
+            return f"http://{host}"
+        return service.status.apply(_lb)
+    return pulumi.Output.from_input(f"http://{object_name}.{args.namespace}.svc")

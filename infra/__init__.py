@@ -1,0 +1,1 @@
+"""The Pulumi program: validated stack config (`config`) composed into components (`program`)."""

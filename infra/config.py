@@ -1,0 +1,335 @@
+"""Stack config (`Pulumi.<stack>.yaml`) read into one pydantic model, checked before any resource.
+
+One model per config section; the top-level `StackConfig` forbids unknown keys so typos fail. Cross-
+field rules (names, traffic, mirror, references between sections) call `components.rules`. A bad
+value fails `pulumi preview` with one line per problem: the key path, the bad value and what is
+accepted, e.g. `endpoint.traffic: values sum to 90 (blue=60, green=30); must be 0 or 100`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from components import rules
+
+PROJECT = "ml-endpoints"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ClusterConfig(_Section):
+    """Which Kubernetes cluster and namespace; the provider is built from this only."""
+
+    kubeconfig: str = "$ML_ENDPOINTS_CACHE/cluster/kubeconfig"
+    """Path to a kubeconfig (`~` and `$VARS` expanded; `$ML_ENDPOINTS_CACHE` defaults to
+    ~/.cache/ml-endpoints). Its content, not its path, goes to the provider."""
+    context: str | None = None
+    """kubeconfig context; the file's current context when unset."""
+    cluster_id: str = Field("local", min_length=1)
+    """Stable name of the cluster: the provider (and everything on it) is replaced only when this
+    changes, not when the kubeconfig path or its credentials change."""
+    namespace: str = "ml-endpoints"
+    """Namespace of every object of this stack."""
+    create_namespace: bool = True
+    """Create the namespace (False: it must exist)."""
+    render_yaml_to: str | None = None
+    """Write manifests to this folder instead of applying them (no cluster needed)."""
+
+
+class RegistryConfig(_Section):
+    """Where images are pushed and what they start from."""
+
+    url: str = "127.0.0.1:5000"
+    """Registry host:port images are pushed to and pulled from."""
+    base_image: str = "ml-endpoints/base:bookworm"
+    """Image environments are built on (build arg BASE_IMAGE)."""
+    runtime_image: str = "127.0.0.1:5000/ml-endpoints/runtime:latest"
+    """Image with the ml-endpoints package, used by the router pods."""
+    python: str = Field("3.11", pattern=r"^3\.\d+$")
+    """Python major.minor of the base image; conda `python=` pins must agree."""
+
+
+class ModelConfig(_Section):
+    """A model registered as an asset (file or folder)."""
+
+    path: str
+    version: str | None = None
+    description: str = ""
+    tags: dict[str, str] = {}
+
+
+class EnvironmentConfig(_Section):
+    """Exactly one of conda_file, requirements_file, requirements, image."""
+
+    conda_file: str | None = None
+    requirements_file: str | None = None
+    requirements: list[str] | None = None
+    image: str | None = None
+    base_image: str | None = None
+    """Overrides registry.base_image for this environment."""
+
+
+class CodeConfig(_Section):
+    path: str
+    """Folder with the scoring script (copied whole into the image)."""
+    scoring_script: str = "score.py"
+
+
+class ProbeConfig(_Section):
+    initial_delay_s: int = Field(10, ge=0, le=3600)
+    period_s: int = Field(10, ge=1, le=3600)
+    timeout_s: int = Field(2, ge=1, le=3600)
+    failure_threshold: int = Field(30, ge=1, le=1000)
+    success_threshold: int = Field(1, ge=1, le=100)
+
+
+class RequestSettingsConfig(_Section):
+    request_timeout_ms: int = Field(5000, ge=1, le=600_000)
+    max_concurrent_requests_per_instance: int = Field(1, ge=1, le=1000)
+    max_queue_wait_ms: int = Field(500, ge=0, le=600_000)
+
+
+class ResourcesConfig(_Section):
+    requests: dict[Literal["cpu", "memory"], str] = {"cpu": "100m", "memory": "256Mi"}
+    limits: dict[Literal["cpu", "memory"], str] = {}
+
+
+class DeploymentConfig(_Section):
+    """One deployment behind the endpoint (blue, green, ...)."""
+
+    name: str
+    model: str | None = None
+    """Key of `models`."""
+    environment: str | None = None
+    """Key of `environments`."""
+    code: CodeConfig | None = None
+    image: str | None = None
+    """Prebuilt scoring image; model/environment/code are then not built."""
+    instance_count: int = Field(1, ge=0, le=100)
+    worker_count: int = Field(1, ge=1, le=64)
+    resources: ResourcesConfig = ResourcesConfig()
+    request_settings: RequestSettingsConfig = RequestSettingsConfig()
+    liveness_probe: ProbeConfig = ProbeConfig()
+    readiness_probe: ProbeConfig = ProbeConfig(initial_delay_s=2, period_s=2, failure_threshold=3)
+    environment_variables: dict[str, str] = {}
+    rollout_timeout_s: int = Field(300, ge=10, le=3600)
+
+
+class KeysConfig(_Section):
+    """Bump a version to regenerate that key alone on the next `pulumi up`."""
+
+    primary_version: int = Field(1, ge=1)
+    secondary_version: int = Field(1, ge=1)
+    token_signing_version: int = Field(1, ge=1)
+
+
+class RouterConfig(_Section):
+    replicas: int = Field(1, ge=1, le=20)
+    service_type: Literal["NodePort", "LoadBalancer", "ClusterIP"] = "NodePort"
+    node_port: int | None = Field(None, ge=30000, le=32767)
+    public_host: str = "127.0.0.1"
+    request_timeout_ms: int = Field(5000, ge=1, le=600_000)
+    reload: Literal["rollout", "hot"] = "rollout"
+    image: str | None = None
+    """Overrides registry.runtime_image for the router pods."""
+
+
+class EndpointConfig(_Section):
+    name: str
+    auth_mode: Literal["key", "aml_token", "none"] = "key"
+    traffic: dict[str, int] = {}
+    mirror_traffic: dict[str, int] = {}
+    keys: KeysConfig = KeysConfig()
+    router: RouterConfig = RouterConfig()
+
+
+class ConfigProblems(ValueError):
+    """Cross-field problems, one readable line each (already prefixed with the key path)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class StackConfig(_Section):
+    """Everything a stack declares. Sections are keys of the `ml-endpoints` config namespace."""
+
+    cluster: ClusterConfig = ClusterConfig()
+    registry: RegistryConfig = RegistryConfig()
+    models: dict[str, ModelConfig] = {}
+    environments: dict[str, EnvironmentConfig] = {}
+    endpoint: EndpointConfig
+    deployments: list[DeploymentConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> StackConfig:
+        problems = cross_field_problems(self)
+        if problems:
+            raise ConfigProblems(problems)
+        return self
+
+
+def cross_field_problems(cfg: StackConfig) -> list[str]:
+    """Names, references between sections, traffic and mirror rules."""
+    problems = rules.check_name("endpoint.name", cfg.endpoint.name)
+    problems += rules.check_name("cluster.namespace", cfg.cluster.namespace)
+    seen: set[str] = set()
+    for i, dep in enumerate(cfg.deployments):
+        where = f"deployments[{i}]"
+        name_problems = rules.check_name(f"{where}.name", dep.name)
+        if not name_problems and not rules.check_name("endpoint.name", cfg.endpoint.name):
+            name_problems = rules.check_object_name(f"{where}.name", cfg.endpoint.name, dep.name)
+        problems += name_problems
+        if dep.name in seen:
+            problems.append(f"{where}.name: {dep.name!r} is used by another deployment")
+        seen.add(dep.name)
+        if dep.image is None:
+            for key, table in (("model", cfg.models), ("environment", cfg.environments)):
+                ref = getattr(dep, key)
+                if ref is None:
+                    problems.append(f"{where}.{key}: missing (or set {where}.image)")
+                elif ref not in table:
+                    problems.append(
+                        f"{where}.{key}: {ref!r} is not declared; declared {key}s: "
+                        f"{', '.join(sorted(table)) or 'none'}"
+                    )
+            if dep.code is None:
+                problems.append(f"{where}.code: missing (or set {where}.image)")
+    for name, env in cfg.environments.items():
+        given = [k for k in ("conda_file", "requirements_file", "requirements", "image")
+                 if getattr(env, k) is not None]
+        if len(given) != 1:
+            problems.append(
+                f"environments.{name}: give exactly one of conda_file, requirements_file, "
+                f"requirements, image (got {', '.join(given) or 'none'})"
+            )
+    names = [d.name for d in cfg.deployments]
+    problems += rules.check_traffic(cfg.endpoint.traffic, names, "endpoint.traffic")
+    problems += rules.check_mirror(
+        cfg.endpoint.mirror_traffic, cfg.endpoint.traffic, names, "endpoint.mirror_traffic"
+    )
+    return problems
+
+
+class StackConfigError(ValueError):
+    """A stack config that cannot be used; the message has one line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid stack config:\n  " + "\n  ".join(problems))
+
+
+def parse(raw: dict[str, Any]) -> StackConfig:
+    """Validate raw config (section name -> value) into a StackConfig.
+
+    Raises:
+        StackConfigError: every problem found, one line each.
+    """
+    try:
+        return StackConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise StackConfigError(render(exc)) from exc
+
+
+def render(exc: ValidationError) -> list[str]:
+    """One line per pydantic error: `key.path: what is wrong (got VALUE; accepted: ...)`."""
+    lines: list[str] = []
+    for err in exc.errors(include_url=False):
+        inner = (err.get("ctx") or {}).get("error")
+        if isinstance(inner, ConfigProblems):
+            lines += inner.problems
+            continue
+        path = _path(err["loc"])
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            accepted = _accepted_keys(err["loc"][:-1])
+            lines.append(
+                f"{path}: unknown key" + (f"; accepted keys: {', '.join(accepted)}" if accepted
+                                          else "")
+            )
+        elif kind == "missing":
+            lines.append(f"{path}: required key is missing")
+        elif kind in ("literal_error", "enum"):
+            expected = (err.get("ctx") or {}).get("expected", "")
+            lines.append(f"{path}: {_show(err['input'])} is not accepted; accepted: {expected}")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"{path}: {msg} (got {_show(err['input'])})")
+    return lines
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(stack config)"
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _accepted_keys(loc: tuple[int | str, ...]) -> list[str]:
+    """Field names of the model at `loc` (for 'unknown key' messages)."""
+    model: Any = StackConfig
+    for part in loc:
+        if isinstance(part, int) or model is None:
+            continue
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            # a dict key (models.NAME, environments.NAME): keep the value type
+            model = _value_model(model)
+            continue
+        model = _value_model(field.annotation)
+    return sorted(getattr(model, "model_fields", {}))
+
+
+def _value_model(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _value_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def raw_from_pulumi() -> dict[str, Any]:
+    """Every key of the `ml-endpoints` config namespace, JSON values decoded (objects, lists)."""
+    from pulumi.runtime import config as runtime_config
+
+    merged = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
+    raw: dict[str, Any] = {}
+    for key, value in merged.items():
+        namespace, _, name = key.partition(":")
+        if namespace != PROJECT or not name:
+            continue
+        raw[name] = _decode(value)
+    return raw
+
+
+def _decode(value: Any) -> Any:
+    if not isinstance(value, str) or not value.lstrip().startswith(("{", "[")):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def project_path(value: str) -> Path:
+    """A config path: `~` and `$VARS` expanded, relative paths from the project root."""
+    cache = os.environ.get("ML_ENDPOINTS_CACHE") or str(Path.home() / ".cache" / "ml-endpoints")
+    expanded = os.path.expandvars(value.replace("$ML_ENDPOINTS_CACHE", cache).replace(
+        "${ML_ENDPOINTS_CACHE}", cache))
+    path = Path(expanded).expanduser()
+    return path if path.is_absolute() else PROJECT_ROOT / path

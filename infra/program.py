@@ -1,0 +1,184 @@
+"""Compose the components from validated stack config; export what clients need."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components import (
+    CodeConfiguration,
+    Environment,
+    EnvironmentArgs,
+    KeyVersions,
+    ModelAsset,
+    ModelAssetArgs,
+    OnlineDeployment,
+    OnlineDeploymentArgs,
+    OnlineEndpoint,
+    OnlineEndpointArgs,
+    Probe,
+    RequestSettings,
+    Resources,
+    RouterSettings,
+)
+from infra import config as cfgmod
+from infra.config import StackConfig, StackConfigError
+
+
+def main() -> None:
+    """Read config, build the graph, export outputs. Every user error is a clean `RunError`."""
+    try:
+        cfg = cfgmod.parse(cfgmod.raw_from_pulumi())
+    except StackConfigError as exc:
+        raise pulumi.RunError(str(exc)) from None
+    try:
+        build(cfg, previous_routing())
+    except ValueError as exc:  # component argument checks (paths, conda files, ...)
+        raise pulumi.RunError(str(exc)) from None
+
+
+def provider(cluster: cfgmod.ClusterConfig) -> k8s.Provider:
+    """Explicit provider. It receives the kubeconfig *content* and a stable `cluster_identifier`:
+    moving the file or rotating its credentials updates the provider in place instead of
+    replacing every object on the cluster."""
+    args: dict[str, Any] = {
+        "cluster_identifier": cluster.cluster_id,
+        "namespace": cluster.namespace,
+        # Traffic changes update the router ConfigMap / key Secret in place (same name).
+        "enable_config_map_mutable": True,
+        "enable_secret_mutable": True,
+    }
+    if cluster.render_yaml_to:
+        args["render_yaml_to_directory"] = str(cfgmod.project_path(cluster.render_yaml_to))
+    else:
+        path = cfgmod.project_path(cluster.kubeconfig)
+        if not path.is_file():
+            raise ValueError(
+                f"cluster.kubeconfig: {str(path)!r} does not exist; start the local cluster "
+                f"(make cluster-up) or point cluster.kubeconfig at your cluster's kubeconfig"
+            )
+        args["kubeconfig"] = pulumi.Output.secret(path.read_text())
+        if cluster.context:
+            args["context"] = cluster.context
+    return k8s.Provider("k8s", **args)
+
+
+def previous_routing() -> tuple[pulumi.Output[Any], pulumi.Output[Any]]:
+    """This stack's own last outputs (traffic, mirror_traffic), for the plan and removal check."""
+    ref = pulumi.StackReference(
+        "previous-routing",
+        stack_name=f"{pulumi.get_organization()}/{pulumi.get_project()}/{pulumi.get_stack()}",
+    )
+    return ref.get_output("traffic"), ref.get_output("mirror_traffic")
+
+
+def build(cfg: StackConfig, previous: tuple[Any, Any] = (None, None)) -> OnlineEndpoint:
+    """Every component of the stack, parented to the stack, on one explicit provider."""
+    k8s_provider = provider(cfg.cluster)
+    on_cluster = pulumi.ResourceOptions(providers=[k8s_provider])
+    depends: list[pulumi.Resource] = []
+    if cfg.cluster.create_namespace:
+        depends.append(k8s.core.v1.Namespace(
+            "namespace",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=cfg.cluster.namespace,
+                labels={"app.kubernetes.io/part-of": "ml-endpoints"},
+            ),
+            opts=pulumi.ResourceOptions(provider=k8s_provider),
+        ))
+    used_models = {d.model for d in cfg.deployments if d.image is None}
+    used_envs = {d.environment for d in cfg.deployments if d.image is None}
+    models = {
+        name: ModelAsset(name, ModelAssetArgs(
+            path=str(cfgmod.project_path(m.path)), version=m.version,
+            description=m.description, tags=dict(m.tags)))
+        for name, m in cfg.models.items() if name in used_models
+    }
+    envs = {
+        name: Environment(name, EnvironmentArgs(
+            conda_file=_opt_path(e.conda_file),
+            requirements_file=_opt_path(e.requirements_file),
+            requirements=e.requirements,
+            image=e.image,
+            base_image=e.base_image or cfg.registry.base_image,
+            python=cfg.registry.python,
+            registry=cfg.registry.url))
+        for name, e in cfg.environments.items() if name in used_envs
+    }
+    model_paths = [cfgmod.project_path(m.path) for m in cfg.models.values()]
+    deployments = []
+    for d in cfg.deployments:
+        deployments.append(OnlineDeployment(
+            d.name,
+            OnlineDeploymentArgs(
+                endpoint_name=cfg.endpoint.name,
+                namespace=cfg.cluster.namespace,
+                model=models.get(d.model or ""),
+                environment=envs.get(d.environment or ""),
+                code_configuration=CodeConfiguration(
+                    code=str(cfgmod.project_path(d.code.path)),
+                    scoring_script=d.code.scoring_script,
+                    exclude=model_paths) if d.code else None,
+                image=d.image,
+                instance_count=d.instance_count,
+                worker_count=d.worker_count,
+                resources=Resources(requests=dict(d.resources.requests),
+                                    limits=dict(d.resources.limits)),
+                request_settings=RequestSettings(**d.request_settings.model_dump()),
+                liveness_probe=Probe(**d.liveness_probe.model_dump()),
+                readiness_probe=Probe(**d.readiness_probe.model_dump()),
+                environment_variables=dict(d.environment_variables),
+                rollout_timeout_s=d.rollout_timeout_s,
+                registry=cfg.registry.url,
+            ),
+            pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(depends_on=depends)),
+        ))
+    ep = cfg.endpoint
+    endpoint = OnlineEndpoint(
+        ep.name,
+        OnlineEndpointArgs(
+            deployments=deployments,
+            namespace=cfg.cluster.namespace,
+            auth_mode=ep.auth_mode,
+            traffic=dict(ep.traffic),
+            mirror_traffic=dict(ep.mirror_traffic),
+            key_versions=KeyVersions(
+                primary=ep.keys.primary_version,
+                secondary=ep.keys.secondary_version,
+                token_signing=ep.keys.token_signing_version),
+            router=RouterSettings(
+                image=ep.router.image or cfg.registry.runtime_image,
+                replicas=ep.router.replicas,
+                service_type=ep.router.service_type,
+                node_port=ep.router.node_port,
+                public_host=ep.router.public_host,
+                request_timeout_ms=ep.router.request_timeout_ms,
+                reload=ep.router.reload),
+            previous_traffic=previous[0],
+            previous_mirror=previous[1],
+        ),
+        pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(depends_on=depends)),
+    )
+    pulumi.export("endpoint_name", ep.name)
+    pulumi.export("namespace", cfg.cluster.namespace)
+    pulumi.export("auth_mode", ep.auth_mode)
+    pulumi.export("scoring_uri", endpoint.scoring_uri)
+    pulumi.export("swagger_uri", endpoint.swagger_uri)
+    pulumi.export("primary_key", endpoint.primary_key)
+    pulumi.export("secondary_key", endpoint.secondary_key)
+    pulumi.export("token_signing_key", endpoint.token_signing_key)
+    pulumi.export("traffic", endpoint.traffic)
+    pulumi.export("mirror_traffic", endpoint.mirror_traffic)
+    pulumi.export("deployments", {
+        d.deployment_label: {"kubernetes_name": d.deployment_name, "service_url": d.service_url,
+                             "image": d.image_ref}
+        for d in deployments
+    })
+    pulumi.export("image_digests", {d.deployment_label: d.image_digest for d in deployments})
+    return endpoint
+
+
+def _opt_path(value: str | None) -> str | None:
+    return None if value is None else str(cfgmod.project_path(value))
