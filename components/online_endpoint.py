@@ -256,12 +256,20 @@ def _plan_and_check(
     previous_mirror: Mapping[str, int] | None,
 ) -> bool:
     """Log the traffic plan; refuse to drop a deployment that still takes traffic."""
+    previous, previous_mirror = _percents(previous), _percents(previous_mirror)
     problems = rules.check_removal(previous, previous_mirror, names)
     if problems:
         raise pulumi.RunError("\n".join(problems))
     plan = rules.traffic_plan(previous, traffic, previous_mirror, mirror, names)
     pulumi.log.info(f"endpoint {name!r} " + "\n".join(plan))
     return True
+
+
+def _percents(value: Mapping[str, object] | None) -> dict[str, int] | None:
+    """Previous stack outputs come back as JSON numbers (floats): make them whole percents."""
+    if not isinstance(value, Mapping):
+        return None
+    return {str(k): int(v) for k, v in value.items() if isinstance(v, int | float)}
 
 
 def _key_versions(versions: KeyVersions) -> str:

@@ -67,9 +67,10 @@ def provider(cluster: cfgmod.ClusterConfig) -> k8s.Provider:
 
 def previous_routing() -> tuple[pulumi.Output[Any], pulumi.Output[Any]]:
     """This stack's own last outputs (traffic, mirror_traffic), for the plan and removal check."""
+    # The file backend's organization is always "organization".
+    org = pulumi.get_organization() or "organization"
     ref = pulumi.StackReference(
-        "previous-routing",
-        stack_name=f"{pulumi.get_organization()}/{pulumi.get_project()}/{pulumi.get_stack()}",
+        "previous-routing", stack_name=f"{org}/{pulumi.get_project()}/{pulumi.get_stack()}"
     )
     return ref.get_output("traffic"), ref.get_output("mirror_traffic")
 
