@@ -1,0 +1,5 @@
+"""Stand-in for ``azureml.ai.monitoring``: the server's own data collector."""
+
+from scoring.collector import Collector
+
+__all__ = ["Collector"]

@@ -1,0 +1,98 @@
+"""Errors a request can end in, and the one place that renders them.
+
+Every failure the server answers with is a ``ScoringError`` carrying an HTTP status and a
+message a person can act on (what was wrong, the bad value, what to do). The body is
+always ``{"error": message, "request_id": id}``; tracebacks go to the log, never here.
+"""
+
+from __future__ import annotations
+
+import json
+
+
+class ScoringError(Exception):
+    """A request failed with ``status``; ``message`` is safe to show the caller."""
+
+    status = 500
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+
+
+class BadInput(ScoringError):
+    """The body is not something the script, schema or model accepts (400)."""
+
+    status = 400
+
+
+class NotFound(ScoringError):
+    status = 404
+
+
+class MethodNotAllowed(ScoringError):
+    status = 405
+
+
+class PayloadTooLarge(ScoringError):
+    """The body is over ``max_request_body_bytes`` (413)."""
+
+    status = 413
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(
+            f"request body is {size} bytes; the limit is {limit} bytes "
+            "(max_request_body_bytes)", 413)
+
+
+class UnsupportedMediaType(ScoringError):
+    """The Content-Type is not one the scorer reads (415)."""
+
+    status = 415
+
+    def __init__(self, content_type: str) -> None:
+        super().__init__(
+            f"Content-Type {content_type!r} is not supported; send application/json "
+            "(or text/plain for scripts that read the raw string)", 415)
+
+
+class ScriptFailed(ScoringError):
+    """``run()`` raised; the traceback is in the server log under the request id (500)."""
+
+    status = 500
+
+    def __init__(self, exc: BaseException, where: str = "run()") -> None:
+        super().__init__(f"{where} raised {type(exc).__name__}; see server log", 500)
+
+
+class TimedOut(ScoringError):
+    """``run()`` took longer than ``request_timeout_ms`` (504)."""
+
+    status = 504
+
+    def __init__(self, timeout_ms: int, interrupted: bool) -> None:
+        what = "it was interrupted" if interrupted else "it is still running in the background"
+        super().__init__(
+            f"run() did not finish within request_timeout_ms={timeout_ms}; {what}", 504)
+
+
+class Overloaded(ScoringError):
+    """More requests are waiting than the instance takes, for longer than allowed (429)."""
+
+    status = 429
+
+    def __init__(self, max_concurrent: int, waited_ms: float, max_wait_ms: int) -> None:
+        super().__init__(
+            f"too many requests: {max_concurrent} already running in this worker and this one "
+            f"waited {waited_ms:.0f} ms (max_queue_wait_ms={max_wait_ms}); retry later", 429)
+
+
+class NotReady(ScoringError):
+    status = 503
+
+
+def error_body(message: str, request_id: str) -> bytes:
+    """The JSON body of every error response."""
+    return json.dumps({"error": message, "request_id": request_id}).encode()

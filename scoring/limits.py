@@ -1,0 +1,180 @@
+"""Request limits: body size, media type, run() timeout, and the per-worker queue.
+
+Two ways to execute ``run()`` (``Settings.execution``), picked once at start-up:
+
+- inline (default): ``run()`` is called on the event-loop thread, the fastest path (no
+  thread hand-off; ``run()`` holds the GIL anyway). ``request_timeout_ms`` is enforced with
+  ``SIGALRM``: the handler raises ``RunInterrupted`` inside ``run()``, so the script is really
+  stopped and the worker answers 504 and goes on serving. ``RunInterrupted`` derives from
+  ``BaseException`` so a script's ``except Exception`` cannot swallow it (and the handler
+  records that it fired, so even a bare ``except:`` still yields 504). C code that never
+  returns to Python cannot be interrupted; the liveness probe then restarts the pod.
+- thread: ``run()`` runs in a pool of ``slots`` threads; requests wait for a free slot at
+  most ``max_queue_wait_ms`` (then 429) and past ``request_timeout_ms`` the caller gets 504
+  while the thread finishes in the background, keeping its slot until then. Needed for
+  ``max_concurrent_requests_per_instance``: inline, waiting requests sit in the kernel's
+  accept queue where their wait cannot be measured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from scoring import collector
+from scoring.errors import BadInput, Overloaded, PayloadTooLarge, TimedOut, UnsupportedMediaType
+
+_TEXTUAL = (b"application/json", b"text/", b"application/x-www-form-urlencoded")
+
+
+def check_content_type(value: bytes | None) -> None:
+    """JSON, text, a form-encoded body (curl -d's default) or no header pass; others 415."""
+    if value is None or value.startswith(b"application/json"):
+        return
+    media = value.split(b";", 1)[0].strip().lower()
+    if media.startswith(_TEXTUAL) or media.endswith(b"+json") or media == b"":
+        return
+    raise UnsupportedMediaType(value.decode("latin-1"))
+
+
+async def read_body(receive: Callable[[], Awaitable[dict]], length: bytes | None,
+                    limit: int) -> bytes:
+    """The whole body, or ``PayloadTooLarge`` as soon as it is known to exceed ``limit``."""
+    if length is not None:
+        try:
+            size = int(length)
+        except ValueError as exc:
+            raise BadInput(f"Content-Length {length.decode('latin-1')!r} is not a number") from exc
+        if size > limit:
+            raise PayloadTooLarge(size, limit)
+    message = await receive()
+    body = message.get("body", b"")
+    if not message.get("more_body"):
+        return body
+    chunks = [body]
+    total = len(body)
+    while message.get("more_body"):
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise BadInput("client disconnected before sending the whole body")
+        chunk = message.get("body", b"")
+        total += len(chunk)
+        if total > limit:
+            raise PayloadTooLarge(total, limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class RunInterrupted(BaseException):
+    """Raised inside ``run()`` by SIGALRM when ``request_timeout_ms`` has passed."""
+
+
+class InlineRunner:
+    """Calls ``run()`` on the loop thread; SIGALRM enforces the timeout."""
+
+    threaded = False
+
+    def __init__(self, timeout_ms: int) -> None:
+        self.timeout_ms = timeout_ms
+        self.timeout_s = timeout_ms / 1000.0
+        self._armed = False
+        self._fired = False
+        if timeout_ms > 0:
+            signal.signal(signal.SIGALRM, self._on_alarm)
+
+    def _on_alarm(self, signum: int, frame: Any) -> None:
+        if self._armed:
+            self._fired = True
+            raise RunInterrupted
+
+    def __call__(self, call: Callable[[str, Any], Any], raw: str, headers: Any,
+                 request_id: str, sampled: bool) -> tuple[Any, float]:
+        """``(result, seconds in run())``; raises what ``run()`` raised or ``TimedOut``."""
+        collector.set_request(request_id, sampled)
+        if self.timeout_s <= 0:
+            start = time.perf_counter()
+            result = call(raw, headers)
+            return result, time.perf_counter() - start
+        self._fired = False
+        self._armed = True
+        setitimer = signal.setitimer
+        start = time.perf_counter()
+        try:
+            setitimer(signal.ITIMER_REAL, self.timeout_s)
+            try:
+                result = call(raw, headers)
+            finally:
+                setitimer(signal.ITIMER_REAL, 0)
+                self._armed = False
+        except RunInterrupted as exc:
+            raise TimedOut(self.timeout_ms, interrupted=True) from exc
+        if self._fired:  # the script caught RunInterrupted with a bare except
+            raise TimedOut(self.timeout_ms, interrupted=True)
+        return result, time.perf_counter() - start
+
+
+class ThreadRunner:
+    """Calls ``run()`` in a thread pool behind a bounded wait for one of ``slots``."""
+
+    threaded = True
+
+    def __init__(self, timeout_ms: int, slots: int, max_concurrent: int,
+                 max_queue_wait_ms: int) -> None:
+        self.timeout_ms = timeout_ms
+        self.slots = slots
+        self.max_concurrent = max_concurrent
+        self.max_queue_wait_ms = max_queue_wait_ms
+        self.pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="run")
+        self._sem: asyncio.Semaphore | None = None
+
+    @staticmethod
+    def _job(call: Callable[[str, Any], Any], raw: str, headers: Any, request_id: str,
+             sampled: bool) -> tuple[Any, float]:
+        collector.set_request(request_id, sampled)
+        start = time.perf_counter()
+        result = call(raw, headers)
+        return result, time.perf_counter() - start
+
+    async def __call__(self, call: Callable[[str, Any], Any], raw: str, headers: Any,
+                       request_id: str, sampled: bool) -> tuple[Any, float]:
+        if self._sem is None:
+            self._sem = asyncio.Semaphore(self.slots)
+        sem = self._sem
+        if sem.locked():
+            queued = time.perf_counter()
+            try:
+                await asyncio.wait_for(sem.acquire(), self.max_queue_wait_ms / 1000.0)
+            except TimeoutError:
+                waited = (time.perf_counter() - queued) * 1000
+                raise Overloaded(self.slots, waited, self.max_queue_wait_ms) from None
+        else:
+            await sem.acquire()
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self.pool, self._job, call, raw, headers, request_id,
+                                      sampled)
+        if self.timeout_ms <= 0:
+            try:
+                return await future
+            finally:
+                sem.release()
+        try:
+            result = await asyncio.wait_for(asyncio.shield(future), self.timeout_ms / 1000.0)
+        except TimeoutError:
+            if future.done():  # run() itself raised TimeoutError
+                sem.release()
+                raise
+            # the thread keeps its slot until run() returns: capacity really is in use
+            future.add_done_callback(lambda _: sem.release())
+            raise TimedOut(self.timeout_ms, interrupted=False) from None
+        except BaseException:
+            sem.release()
+            raise
+        sem.release()
+        return result
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,136 @@
+"""Serve an MLflow model folder with no scoring script (Azure's "no-code" deployment).
+
+Accepted bodies (what Azure ML and ``mlflow models serve`` accept):
+
+- ``{"input_data": {"columns": [...], "index": [...], "data": [[...]]}}`` (pandas split)
+- ``{"input_data": [[...], ...]}`` (rows; named by the signature's columns when it has them)
+- ``{"input_data": {"col": [...], ...}}`` (columns) and ``{"input_data": [{"col": v}, ...]}``
+- MLflow's ``dataframe_split``, ``dataframe_records``, ``instances`` and ``inputs``.
+
+mlflow is an optional extra: without it, start-up fails with a message naming
+``pip install 'ml-endpoints[mlflow]'``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from scoring.errors import BadInput, ScoringError, ScriptFailed
+from scoring.script import describe_folder
+
+KEYS = ("input_data", "dataframe_split", "dataframe_records", "instances", "inputs")
+
+
+def find_mlmodel(model_dir: Path) -> Path | None:
+    """The folder holding ``MLmodel``: ``model_dir`` itself or one or two levels below it."""
+    for pattern in ("MLmodel", "*/MLmodel", "*/*/MLmodel"):
+        hits = sorted(model_dir.glob(pattern))
+        if hits:
+            return hits[0].parent
+    return None
+
+
+class MlflowScorer:
+    """An MLflow pyfunc model behind the same ``init()``/``call()`` interface as a script."""
+
+    kind = "mlflow"
+    wants_headers = False
+
+    def __init__(self, model_dir: Path) -> None:
+        self.model_dir = model_dir
+        self.model: Any = None
+        self.columns: list[str] | None = None
+        self.call = self._call
+
+    @property
+    def source(self) -> str:
+        return str(self.model_dir / "MLmodel")
+
+    def init(self) -> None:
+        from scoring.script import InitFailed
+
+        folder = find_mlmodel(self.model_dir)
+        if folder is None:
+            raise InitFailed(f"no entry script given and {str(self.model_dir)!r} has no MLmodel "
+                             f"file; it holds: {describe_folder(self.model_dir)}")
+        try:
+            import mlflow.pyfunc
+        except ImportError as exc:
+            raise InitFailed(
+                f"{folder / 'MLmodel'} is an MLflow model but mlflow is not installed "
+                f"({exc}); install it with: pip install 'ml-endpoints[mlflow]'") from exc
+        try:
+            self.model = mlflow.pyfunc.load_model(str(folder))
+        except Exception as exc:
+            raise InitFailed(
+                f"loading the MLflow model in {str(folder)!r} failed: {type(exc).__name__}: "
+                f"{exc}; it holds: {describe_folder(folder)}") from exc
+        schema = self.model.metadata.get_input_schema()
+        if schema is not None and schema.has_input_names():
+            self.columns = list(schema.input_names())
+
+    def _call(self, raw: str, headers: Any) -> Any:
+        try:
+            payload = json.loads(raw)
+        except ValueError as exc:
+            raise BadInput(f"request body is not valid JSON: {exc}") from exc
+        data = self.decode(payload)
+        return jsonable(self.model.predict(data))
+
+    def decode(self, payload: Any) -> Any:
+        """Turn one of the accepted body shapes into what ``predict`` takes."""
+        import pandas as pd
+
+        if not isinstance(payload, dict) or not any(k in payload for k in KEYS):
+            raise BadInput(f"request body must be a JSON object with one of {list(KEYS)}, "
+                           'e.g. {"input_data": {"columns": [...], "data": [[...]]}}')
+        key = next(k for k in KEYS if k in payload)
+        value = payload[key]
+        try:
+            if key == "dataframe_records":
+                return pd.DataFrame.from_records(value, columns=self.columns)
+            if isinstance(value, dict) and "data" in value:
+                return pd.DataFrame(value["data"], columns=value.get("columns") or self.columns,
+                                    index=value.get("index"))
+            if isinstance(value, dict):
+                return pd.DataFrame(value)
+            if isinstance(value, list) and value and isinstance(value[0], dict):
+                return pd.DataFrame.from_records(value)
+            if isinstance(value, list):
+                if self.columns is not None:
+                    return pd.DataFrame(value, columns=self.columns)
+                import numpy as np
+                return np.asarray(value)
+        except (ValueError, TypeError) as exc:
+            raise BadInput(f"{key}: cannot be read as a table: {exc}") from exc
+        raise BadInput(f"{key}: expected a list of rows or an object, got "
+                       f"{type(value).__name__}")
+
+    def classify(self, exc: BaseException) -> ScoringError:
+        if isinstance(exc, ScoringError):
+            return exc
+        if type(exc).__name__ == "MlflowException":  # schema enforcement rejected the input
+            return BadInput(f"input does not match the model's signature: {exc}")
+        return ScriptFailed(exc, where="model.predict()")
+
+    def swagger(self) -> dict[str, Any]:
+        from scoring.swagger import document
+        schema = None
+        if self.columns:
+            schema = {"type": "object", "properties": {"input_data": {
+                "type": "object", "properties": {
+                    "columns": {"type": "array", "items": {"type": "string"},
+                                "example": self.columns},
+                    "index": {"type": "array", "items": {"type": "integer"}},
+                    "data": {"type": "array", "items": {"type": "array", "items": {}}}}}}}
+        return document(title=self.model_dir.name, input_schema=schema)
+
+
+def jsonable(value: Any) -> Any:
+    """Predictions as JSON values: arrays as lists, DataFrames as records."""
+    if type(value).__name__ == "DataFrame":
+        return value.to_dict(orient="records")
+    tolist = getattr(value, "tolist", None)
+    return tolist() if tolist is not None else value

@@ -1,0 +1,226 @@
+"""``python -m scoring serve``: start N worker processes that each load the model and serve.
+
+Process model. The supervisor (this process) parses the settings, binds the listening
+socket and forks the workers; it never imports the script. Each worker calls ``init()``
+before it accepts a connection (so a worker that takes traffic is ready), then runs uvicorn
+(uvloop + httptools) on the shared socket. Forking, rather than uvicorn's spawn-based
+multiprocess supervisor, keeps cold start short (workers inherit the imported server) and
+lets us treat a failed ``init()`` as fatal: uvicorn's supervisor would respawn such a worker
+forever. Here the worker logs the script, the exception and the model folder's contents and
+exits 3, and the supervisor stops the others and exits 3. A worker that crashes later is
+respawned (at most 5 times a minute, then the supervisor gives up with exit 1).
+
+Shutdown. SIGTERM or SIGINT to the supervisor is forwarded to the workers; each stops
+accepting, finishes in-flight requests (up to ``graceful_timeout_s``), flushes logs, metrics
+and collected data, and exits 0. Workers still alive 5 s after that are killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Generator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from scoring import collector, logs
+from scoring.config import Settings, SettingsError, load
+from scoring.metrics import Stats
+
+INIT_FAILED = 3
+_MAX_CRASHES_PER_MINUTE = 5
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m scoring serve``; returns the exit code."""
+    try:
+        settings = load(sys.argv[1:] if argv is None else argv)
+    except SettingsError as exc:
+        print(f"python -m scoring serve: {exc}", file=sys.stderr)
+        return 2
+    logs.configure(settings.access_log, settings.log_level)
+    created_dir = None
+    if settings.metrics_dir is None:
+        created_dir = Path(tempfile.mkdtemp(prefix="ml-endpoints-metrics-"))
+        settings = replace(settings, metrics_dir=created_dir)
+    try:
+        return Supervisor(settings).run()
+    finally:
+        if created_dir is not None:
+            shutil.rmtree(created_dir, ignore_errors=True)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket every worker shares."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+class Supervisor:
+    """Forks, watches and stops the worker processes."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.log = logs.get_log()
+        self.children: dict[int, int] = {}  # pid -> worker index
+        self.stopping = False
+        self.exit_code = 0
+        self.crashes: list[float] = []
+
+    def run(self) -> int:
+        s = self.settings
+        try:
+            sock = bind(s.host, s.port)
+        except OSError as exc:
+            self.log.event("error", f"cannot listen on {s.host}:{s.port}: {exc}")
+            return 1
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+        what = s.entry_script or f"MLflow model in {s.model_dir}"
+        self.log.event("info", f"serving {what} on http://{s.host}:{s.port} with {s.workers} "
+                               f"worker(s)", event="start", execution=(
+                                   "thread" if s.run_in_thread else "inline"))
+        for index in range(s.workers):
+            self._spawn(index, sock)
+        deadline: float | None = None
+        while self.children:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+            if pid == 0:
+                if self.stopping:
+                    deadline = deadline or time.monotonic() + s.graceful_timeout_s + 5
+                    if time.monotonic() > deadline:
+                        self._signal_all(signal.SIGKILL)
+                time.sleep(0.05)
+                continue
+            index = self.children.pop(pid, None)
+            if index is None:
+                continue
+            code = os.waitstatus_to_exitcode(status)
+            if self.stopping:
+                continue
+            if code == INIT_FAILED:
+                self.log.event("error", f"worker {index} (pid {pid}): init failed (see the "
+                                        "worker's log line above); stopping", event="stop")
+                self.exit_code = INIT_FAILED
+                self._stop()
+            else:
+                self._respawn(index, pid, code, sock)
+        sock.close()
+        self.log.event("info", f"stopped (exit {self.exit_code})", event="stop")
+        return self.exit_code
+
+    def _respawn(self, index: int, pid: int, code: int, sock: socket.socket) -> None:
+        now = time.monotonic()
+        self.crashes = [t for t in self.crashes if now - t < 60] + [now]
+        if len(self.crashes) > _MAX_CRASHES_PER_MINUTE:
+            self.log.event("error", f"worker {index} (pid {pid}) exited with {code}; "
+                                    f"{len(self.crashes)} crashes in a minute, giving up")
+            self.exit_code = 1
+            self._stop()
+            return
+        self.log.event("error", f"worker {index} (pid {pid}) exited with {code}; restarting it")
+        self._spawn(index, sock)
+
+    def _spawn(self, index: int, sock: socket.socket) -> None:
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    signal.signal(sig, signal.SIG_DFL)
+                code = worker(self.settings, sock)
+            except BaseException as exc:  # never return into the supervisor's loop
+                logs.get_log().event("error", f"worker crashed: {type(exc).__name__}: {exc}")
+            finally:
+                logs.get_log().flush()
+                os._exit(code)
+        self.children[pid] = index
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        if self.stopping:  # second signal: stop now
+            self._signal_all(signal.SIGKILL)
+            return
+        self.log.event("info", f"{signal.Signals(signum).name}: draining in-flight requests",
+                       event="stop")
+        self._stop()
+
+    def _stop(self) -> None:
+        self.stopping = True
+        self._signal_all(signal.SIGTERM)
+
+    def _signal_all(self, sig: int) -> None:
+        for pid in list(self.children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+
+
+def make_scorer(settings: Settings) -> Any:
+    """A ScriptScorer for an entry script, else an MlflowScorer for the model folder."""
+    if settings.entry_script is not None:
+        from scoring.script import ScriptScorer
+        return ScriptScorer(settings.entry_script, settings.model_dir)
+    from scoring.mlflow_model import MlflowScorer
+    assert settings.model_dir is not None  # checked by config
+    return MlflowScorer(settings.model_dir)
+
+
+def worker(settings: Settings, sock: socket.socket | None) -> int:
+    """One worker: ``init()``, then serve until SIGTERM. Returns the exit code."""
+    from scoring.script import InitFailed
+    from scoring.server import ScoringApp, make_runner
+
+    log = logs.configure(settings.access_log, settings.log_level)
+    scorer = make_scorer(settings)
+    started = time.perf_counter()
+    try:
+        scorer.init()
+    except InitFailed as exc:
+        cause = exc.__cause__
+        import traceback
+        log.event("error", str(exc), event="init_failed", script=scorer.source,
+                  traceback="".join(traceback.format_exception(cause)) if cause else None)
+        return INIT_FAILED
+    log.event("info", f"init() done in {time.perf_counter() - started:.3f} s",
+              event="ready", script=scorer.source)
+    stats = Stats(settings.metrics_dir)
+    sink = collector.Sink(settings.collect_dir, settings.collect_max_file_bytes, stats)
+    collector.configure(sink)
+    app = ScoringApp(scorer, stats=stats, log=log, runner=make_runner(settings),
+                     max_body=settings.max_request_body_bytes, collect=settings.collect,
+                     sampling_rate=settings.collect_sampling_rate, sink=sink)
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, loop="uvloop", http="httptools",
+        lifespan="on", access_log=False, log_config=None, server_header=False,
+        timeout_graceful_shutdown=int(settings.graceful_timeout_s), backlog=2048)
+    server = _Server(config)
+    server.run(sockets=[sock] if sock is not None else None)
+    app.flush()
+    return 0
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's Server without re-raising the stop signal at the end (exit 0 when drained)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        sigs = (signal.SIGINT, signal.SIGTERM)
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in sigs}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)

@@ -1,0 +1,315 @@
+"""The inference server's ASGI app: HTTP in, data plane call, HTTP out. Nothing more.
+
+A raw ASGI callable rather than a framework: on ``POST /score`` it does one pass over the
+headers, reads the body, calls the scorer through the runner (``limits``), encodes the
+result and answers; metrics, the access log and collection are a few in-memory appends.
+Everything slower (metric snapshots, log and collection flushes) runs on timers.
+
+Routes: ``GET /`` liveness, ``GET /ready`` (also ``/readyz``) readiness, ``POST /score``
+(also ``GET`` with a query string, and ``OPTIONS``), ``GET /swagger.json``, ``GET /metrics``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from typing import Any
+from urllib.parse import parse_qsl
+
+from scoring import collector
+from scoring.errors import (
+    BadInput,
+    MethodNotAllowed,
+    NotFound,
+    ScoringError,
+    TimedOut,
+    error_body,
+)
+from scoring.limits import InlineRunner, ThreadRunner, check_content_type, read_body
+from scoring.logs import Log
+from scoring.metrics import Stats
+from scoring.request_id import request_id_from
+from scoring.script import headers_from
+
+_JSON = b"application/json"
+_TEXT = b"text/plain; charset=utf-8"
+_METRICS = b"text/plain; version=0.0.4; charset=utf-8"
+_ROUTES = {"/": "/", "/ready": "/ready", "/readyz": "/ready", "/score": "/score",
+           "/swagger.json": "/swagger.json", "/metrics": "/metrics"}
+_ERROR_KIND = {400: "bad_input", 413: "too_large", 415: "unsupported_media_type",
+               429: "overloaded", 500: "script_failed", 503: "not_ready", 504: "timeout"}
+
+
+def _default(value: Any) -> Any:
+    """JSON for numpy/pandas results that a script forgot to convert."""
+    if type(value).__name__ == "DataFrame":
+        return value.to_dict(orient="records")
+    for attr in ("tolist", "item"):
+        fn = getattr(value, attr, None)
+        if fn is not None:
+            return fn()
+    raise TypeError(f"run() returned a {type(value).__name__}, which is not JSON serialisable")
+
+
+_dumps = json.JSONEncoder(default=_default, ensure_ascii=True).encode
+
+
+def encode_result(result: Any) -> tuple[int, bytes, bytes, list[tuple[bytes, bytes]]]:
+    """``(status, body, content type, extra headers)`` for what ``run()`` returned.
+
+    Like azmlinfsrv, any value is sent as JSON (a ``str`` becomes a JSON string); an
+    ``AMLResponse`` sets status, body and headers itself; ``bytes`` go out as they are.
+    """
+    if isinstance(result, list | dict):
+        return 200, _dumps(result).encode(), _JSON, []
+    status = getattr(result, "status_code", None)
+    if status is not None and hasattr(result, "get_data"):
+        headers = [(k.lower().encode("latin-1"), str(v).encode("latin-1"))
+                   for k, v in dict(getattr(result, "headers", {}) or {}).items()]
+        ctype = _JSON
+        for k, v in headers:
+            if k == b"content-type":
+                ctype = v
+        headers = [(k, v) for k, v in headers if k not in (b"content-type", b"content-length")]
+        return int(status), result.get_data(), ctype, headers
+    if isinstance(result, bytes | bytearray):
+        return 200, bytes(result), b"application/octet-stream", []
+    return 200, _dumps(result).encode(), _JSON, []
+
+
+class ScoringApp:
+    """ASGI app around one scorer (script or MLflow) in one worker process."""
+
+    def __init__(self, scorer: Any, *, stats: Stats, log: Log, runner: Any,
+                 max_body: int, collect: bool, sampling_rate: float,
+                 sink: collector.Sink | None) -> None:
+        self.scorer = scorer
+        self.stats = stats
+        self.log = log
+        self.runner = runner
+        self.threaded = isinstance(runner, ThreadRunner)
+        self.max_body = max_body
+        self.collect = collect and sink is not None
+        self.sampling_rate = sampling_rate
+        self.sink = sink
+        self.ready = False
+        self._timers: list[asyncio.TimerHandle] = []
+        self._swagger: bytes | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self.ready = True
+                self.stats.ready = 1
+                self._tick()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self.ready = False
+                self.stats.ready = 0
+                for timer in self._timers:
+                    timer.cancel()
+                self.flush()
+                if isinstance(self.runner, ThreadRunner):
+                    self.runner.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def flush(self) -> None:
+        """Write buffered logs, collected records and the metrics snapshot."""
+        if self.sink is not None:
+            self.sink.flush()
+        self.stats.write()
+        self.log.flush()
+
+    def _tick(self) -> None:
+        """Every 0.25 s: flush logs; every 0.5 s collection; every 1 s metrics."""
+        loop = asyncio.get_running_loop()
+        count = 0
+
+        def tick() -> None:
+            nonlocal count
+            count += 1
+            self.log.flush()
+            if self.sink is not None and count % 2 == 0:
+                self.sink.flush()
+            if count % 4 == 0:
+                self.stats.write()
+            self._timers[:] = [loop.call_later(0.25, tick)]
+
+        self._timers[:] = [loop.call_later(0.25, tick)]
+
+    # -- requests ---------------------------------------------------------------------------
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            if scope["path"] == "/score" and scope["method"] == "POST":
+                await self._score(scope, receive, send, None)
+            else:
+                await self._other(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _score(self, scope: dict, receive: Any, send: Any, raw: str | None) -> None:
+        start = time.perf_counter()
+        stats = self.stats
+        stats.in_flight += 1
+        content_type = length = rid_header = None
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                content_type = value
+            elif name == b"content-length":
+                length = value
+            elif name == b"x-request-id":
+                rid_header = value
+        request_id = request_id_from(rid_header)
+        run_s: float | None = None
+        extra: list[tuple[bytes, bytes]] = []
+        close = False
+        try:
+            if raw is None:
+                check_content_type(content_type)
+                body = await read_body(receive, length, self.max_body)
+                try:
+                    raw = body.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise BadInput(f"request body is not UTF-8 text: {exc}") from exc
+            sampled = self.collect and (self.sampling_rate >= 1.0
+                                        or random.random() < self.sampling_rate)
+            headers = headers_from(scope["headers"]) if self.scorer.wants_headers else None
+            scorer = self.scorer
+            try:
+                if self.threaded:
+                    result, run_s = await self.runner(scorer.call, raw, headers, request_id,
+                                                      sampled)
+                else:
+                    result, run_s = self.runner(scorer.call, raw, headers, request_id, sampled)
+            except ScoringError:
+                raise
+            except Exception as exc:
+                error = scorer.classify(exc)
+                if error.status >= 500:
+                    self.log.event("error", f"run() raised {type(exc).__name__}: {exc}",
+                                   event="run_failed", request_id=request_id,
+                                   script=scorer.source,
+                                   traceback=_traceback(exc))
+                raise error from exc
+            status, out, ctype, extra = encode_result(result)
+            stats.run_seconds += run_s
+            if sampled:
+                self._collect(raw, out, request_id)
+        except ScoringError as error:
+            status, ctype = error.status, _JSON
+            out = error_body(error.message, request_id)
+            stats.error(_ERROR_KIND.get(status, str(status)))
+            if isinstance(error, TimedOut):
+                self.log.event("error", error.message, event="run_timeout",
+                               request_id=request_id, script=self.scorer.source)
+            close = status == 413  # the rest of the body was not read
+        except Exception as exc:  # encoding the result failed, say
+            status, ctype = 500, _JSON
+            out = error_body(f"the server failed to answer: {type(exc).__name__}; see server log",
+                             request_id)
+            self.log.event("error", f"{type(exc).__name__}: {exc}", event="server_error",
+                           request_id=request_id, traceback=_traceback(exc))
+            stats.error("server_error")
+        headers_out = [(b"content-type", ctype), (b"content-length", str(len(out)).encode()),
+                       (b"x-request-id", request_id.encode()),
+                       (b"x-ms-request-id", request_id.encode())]
+        if run_s is not None:
+            headers_out.append((b"x-ms-run-fn-exec-ms", f"{run_s * 1000:.3f}".encode()))
+        if extra:
+            headers_out.extend(extra)
+        if close:
+            headers_out.append((b"connection", b"close"))
+        try:
+            await send({"type": "http.response.start", "status": status, "headers": headers_out})
+            await send({"type": "http.response.body", "body": out})
+        finally:
+            stats.in_flight -= 1
+        elapsed = time.perf_counter() - start
+        stats.observe("/score", status, elapsed)
+        if self.log.access_enabled:
+            self.log.access(request_id, scope["method"], "/score", status, elapsed * 1000,
+                            None if run_s is None else run_s * 1000)
+
+    def _collect(self, raw: str, out: bytes, request_id: str) -> None:
+        """Queue the request's input and output (``model_inputs``/``model_outputs``)."""
+        sink = self.sink
+        try:
+            data_in = json.dumps(json.loads(raw))
+        except ValueError:
+            data_in = json.dumps(raw)
+        sink.record("model_inputs", None, request_id, request_id, raw_json=data_in)
+        try:
+            out_json = json.dumps(json.loads(out))
+        except ValueError:
+            out_json = json.dumps(out.decode(errors="replace"))
+        sink.record("model_outputs", None, request_id, request_id, raw_json=out_json)
+
+    async def _other(self, scope: dict, receive: Any, send: Any) -> None:
+        start = time.perf_counter()
+        path, method = scope["path"], scope["method"]
+        route = _ROUTES.get(path, "other")
+        rid_header = next((v for k, v in scope["headers"] if k == b"x-request-id"), None)
+        request_id = request_id_from(rid_header)
+        headers = [(b"x-request-id", request_id.encode())]
+        try:
+            if route == "/score":
+                if method == "GET":
+                    query = parse_qsl(scope.get("query_string", b"").decode("latin-1"),
+                                      keep_blank_values=True)
+                    args: dict[str, Any] = {}
+                    for k, v in query:
+                        args.setdefault(k, []).append(v)
+                    raw = json.dumps({k: v[0] if len(v) == 1 else v for k, v in args.items()})
+                    await self._score(scope, receive, send, raw)
+                    return
+                if method == "OPTIONS":
+                    status, ctype, body = 200, _TEXT, b""
+                    headers.append((b"allow", b"GET, POST, OPTIONS"))
+                else:
+                    raise MethodNotAllowed(f"{method} /score is not allowed; use POST", 405)
+            elif method not in ("GET", "HEAD"):
+                raise MethodNotAllowed(f"{method} {path} is not allowed; use GET", 405)
+            elif route == "/":
+                status, ctype, body = 200, _TEXT, b"Healthy"
+            elif route == "/ready":
+                if not self.ready:
+                    raise ScoringError("init() has not finished in this worker", 503)
+                status, ctype, body = 200, _TEXT, b"Ready"
+            elif route == "/swagger.json":
+                if self._swagger is None:
+                    self._swagger = json.dumps(self.scorer.swagger(), indent=2).encode()
+                status, ctype, body = 200, _JSON, self._swagger
+            elif route == "/metrics":
+                status, ctype, body = 200, _METRICS, self.stats.render()
+            else:
+                raise NotFound(f"no route {path!r}; try POST /score, GET /, GET /ready, "
+                               "GET /swagger.json or GET /metrics", 404)
+        except ScoringError as error:
+            status, ctype, body = error.status, _JSON, error_body(error.message, request_id)
+        headers += [(b"content-type", ctype), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body if method != "HEAD" else b""})
+        elapsed = time.perf_counter() - start
+        self.stats.observe(route, status, elapsed)
+        if self.log.access_enabled:
+            self.log.access(request_id, method, route, status, elapsed * 1000, None)
+
+
+def _traceback(exc: BaseException) -> str:
+    import traceback
+    return "".join(traceback.format_exception(exc))
+
+
+def make_runner(settings: Any) -> InlineRunner | ThreadRunner:
+    """The runner ``settings.execution`` asks for (see ``limits``)."""
+    if settings.run_in_thread:
+        return ThreadRunner(settings.request_timeout_ms, settings.slots_per_worker or 1,
+                            settings.max_concurrent_requests_per_instance,
+                            settings.max_queue_wait_ms)
+    return InlineRunner(settings.request_timeout_ms)
