@@ -154,7 +154,7 @@ class OnlineEndpoint(pulumi.ComponentResource):
         # The plan (and the "still takes traffic" check) needs the deployed stack's routing, an
         # Output; the ConfigMap consumes the checked value so a refusal stops the update.
         checked = pulumi.Output.all(args.previous_traffic, args.previous_mirror).apply(
-            lambda prev: _plan_and_check(name, names, traffic, mirror, prev[0], prev[1])
+            lambda prev: _plan_and_check(self, names, traffic, mirror, prev[0], prev[1])
         )
         routed_to = [r for d in args.deployments for r in (d.deployment, d.service)]
         self.config_map = k8s.core.v1.ConfigMap(
@@ -248,7 +248,7 @@ def _validate(name: str, args: OnlineEndpointArgs, names: list[str]) -> None:
 
 
 def _plan_and_check(
-    name: str,
+    endpoint: OnlineEndpoint,
     names: list[str],
     traffic: dict[str, int],
     mirror: dict[str, int],
@@ -261,7 +261,9 @@ def _plan_and_check(
     if problems:
         raise pulumi.RunError("\n".join(problems))
     plan = rules.traffic_plan(previous, traffic, previous_mirror, mirror, names)
-    pulumi.log.info(f"endpoint {name!r} " + "\n".join(plan))
+    pulumi.log.info(
+        f"endpoint {endpoint.endpoint_label!r} " + "\n".join(plan), resource=endpoint
+    )
     return True
 
 
