@@ -1,0 +1,248 @@
+"""Router benchmark: one upstream reached directly, through HAProxy, and through the router.
+
+``python -m bench.router [--duration S] [--connections 1,8,64]`` (not a test; prints a table).
+
+Upstreams: the real inference server on samples/diabetes (``python -m scoring serve``, one
+worker each) when it and the trained model exist, else ``tests/assets/echo_upstream.py``
+(a raw ASGI app on uvicorn); the table says which. Two instances, blue and green, take an
+80/20 split. HAProxy (Debian's package) gets the same key check and split; the router runs
+with ``auth_mode: key``. A last row runs the router with 50% of requests mirrored to a
+third instance. Load: wrk from Debian, on the same 2 cores; the load average is printed
+with the table because other work on the machine moves every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from tests.procs import REPO, free_port, stop, wait_http
+
+KEY1, KEY2 = "bench-primary-key", "bench-secondary-key"
+SAMPLE = REPO / "samples" / "diabetes"
+
+
+def _body() -> str:
+    req = SAMPLE / "sample-request.json"
+    if req.exists():
+        return req.read_text().strip()
+    return json.dumps({"data": [[0.03, 0.05, 0.06, 0.02, -0.04, -0.03, -0.04, 0.0, 0.02, -0.01]]})
+
+
+def _real_server_ready() -> bool:
+    return (REPO / "scoring" / "serve.py").exists() and (SAMPLE / "score.py").exists() and \
+        any((SAMPLE / "model").glob("*.pkl"))
+
+
+@contextlib.contextmanager
+def _proc(argv: list[str], ready_url: str, log: Path,
+          env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as fh:
+        p = subprocess.Popen(argv, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT,
+                             env={**os.environ, **(env or {})})
+    try:
+        wait_http(ready_url, 60, p, log)
+        yield p
+    finally:
+        stop(p)
+
+
+def _upstream(name: str, tmp: Path, real: bool) -> contextlib.AbstractContextManager:
+    port = free_port()
+    if real:
+        argv = [sys.executable, "-m", "scoring", "serve", "--entry-script",
+                str(SAMPLE / "score.py"), "--model-dir", str(SAMPLE / "model"),
+                "--port", str(port), "--host", "127.0.0.1", "--workers", "1"]
+        ready = f"http://127.0.0.1:{port}/ready"
+    else:
+        argv = [sys.executable, "tests/assets/echo_upstream.py", "--name", name,
+                "--port", str(port)]
+        ready = f"http://127.0.0.1:{port}/"
+    return _proc(argv, ready, tmp / f"{name}.log"), port
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+def _ms(text: str) -> float:
+    m = re.match(r"([\d.]+)(us|ms|s)$", text)
+    if not m:
+        raise ValueError(f"cannot read wrk latency {text!r}")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process (all its threads) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk(url: str, connections: int, seconds: float, script: Path,
+        pid: int | None = None) -> dict[str, float]:
+    """Run wrk once; req/s, p50/p99 ms, non-2xx/socket errors, proxy CPU µs per request."""
+    threads = min(connections, 2)
+    cpu0 = cpu_seconds(pid) if pid else 0.0
+    out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s",
+                          "--latency", "-s", str(script), url],
+                         capture_output=True, text=True, timeout=seconds + 30, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))
+    p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors = (int(bad.group(1)) if bad else 0) + (sum(map(int, sock.groups())) if sock else 0)
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    cpu_us = (cpu_seconds(pid) - cpu0) / max(total, 1) * 1e6 if pid else float("nan")
+    return {"rps": rps, "p50": p50, "p99": p99, "errors": errors, "cpu_us": cpu_us}
+
+
+def haproxy_cfg(port: int, blue: int, green: int, threads: int | None) -> str:
+    nbthread = f"    nbthread {threads}\n" if threads else ""
+    return f"""global
+    maxconn 4096
+{nbthread}defaults
+    mode http
+    timeout connect 2s
+    timeout client 30s
+    timeout server 5s
+    option http-keep-alive
+    http-reuse always
+frontend fe
+    bind 127.0.0.1:{port}
+    acl key_ok req.hdr(authorization) -m str "Bearer {KEY1}" "Bearer {KEY2}"
+    http-request deny deny_status 401 unless key_ok
+    default_backend deployments
+backend deployments
+    balance random
+    server blue 127.0.0.1:{blue} weight 80
+    server green 127.0.0.1:{green} weight 20
+"""
+
+
+def router_cfg(blue: int, green: int, shadow: int | None) -> dict[str, object]:
+    deps = {"blue": {"url": f"http://127.0.0.1:{blue}"},
+            "green": {"url": f"http://127.0.0.1:{green}"}}
+    mirror: dict[str, int] = {}
+    if shadow is not None:
+        deps["shadow"] = {"url": f"http://127.0.0.1:{shadow}"}
+        mirror = {"shadow": 50}
+    return {"endpoint_name": "bench", "auth_mode": "key", "deployments": deps,
+            "traffic": {"blue": 80, "green": 20}, "mirror_traffic": mirror,
+            "request_timeout_ms": 10000}
+
+
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.router")
+    p.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
+    p.add_argument("--connections", default="1,8,64")
+    p.add_argument("--echo", action="store_true", help="use the echo upstream even if the "
+                   "real inference server is available")
+    args = p.parse_args(argv)
+    for tool in ("wrk", "haproxy"):
+        if not shutil.which(tool):
+            print(f"{tool} not found: apt-get install -y wrk haproxy", file=sys.stderr)
+            return 2
+    conns = [int(c) for c in args.connections.split(",")]
+    real = _real_server_ready() and not args.echo
+    tmp = Path(tempfile.mkdtemp(prefix="bench-router-"))
+    script = tmp / "post.lua"
+    script.write_text(
+        'wrk.method = "POST"\n'
+        f"wrk.body = {json.dumps(_body())}\n"
+        'wrk.headers["Content-Type"] = "application/json"\n'
+        f'wrk.headers["Authorization"] = "Bearer {KEY1}"\n')
+    env = {"ML_ENDPOINTS_PRIMARY_KEY": KEY1, "ML_ENDPOINTS_SECONDARY_KEY": KEY2}
+    load_before = loadavg()
+    rows: list[tuple[str, int, dict[str, float]]] = []
+    with contextlib.ExitStack() as stack:
+        ups = {}
+        for name in ("blue", "green", "shadow"):
+            cm, port = _upstream(name, tmp, real)
+            stack.enter_context(cm)
+            ups[name] = port
+        hport, h1port, rport, mport = free_port(), free_port(), free_port(), free_port()
+        pids: dict[str, int] = {}
+        for label, port, threads in (("haproxy", hport, None), ("haproxy-1thread", h1port, 1)):
+            cfg = tmp / f"{label}.cfg"
+            cfg.write_text(haproxy_cfg(port, ups["blue"], ups["green"], threads))
+            hap = subprocess.Popen(["haproxy", "-f", str(cfg)], stdout=subprocess.DEVNULL,
+                                   stderr=(tmp / f"{label}.log").open("wb"))
+            stack.callback(stop, hap)
+            pids[label] = hap.pid
+        for port, cfg_name, shadow in ((rport, "router.json", None),
+                                       (mport, "router-mirror.json", ups["shadow"])):
+            (tmp / cfg_name).write_text(json.dumps(router_cfg(ups["blue"], ups["green"], shadow)))
+            rp = stack.enter_context(_proc(
+                [sys.executable, "-m", "scoring", "router", "--config", str(tmp / cfg_name),
+                 "--port", str(port), "--host", "127.0.0.1"],
+                f"http://127.0.0.1:{port}/ready", tmp / f"{cfg_name}.log", env))
+            pids["router" if shadow is None else "router+mirror50"] = rp.pid
+        time.sleep(0.5)
+        paths = [("direct", f"http://127.0.0.1:{ups['blue']}/score"),
+                 ("haproxy", f"http://127.0.0.1:{hport}/score"),
+                 ("haproxy-1thread", f"http://127.0.0.1:{h1port}/score"),
+                 ("router", f"http://127.0.0.1:{rport}/score"),
+                 ("router+mirror50", f"http://127.0.0.1:{mport}/score")]
+        for _, url in paths:  # warm up pools and caches
+            wrk(url, 8, 1, script)
+        for c in conns:
+            for name, url in paths:
+                rows.append((name, c, wrk(url, c, args.duration, script, pids.get(name))))
+        mirror_summary = subprocess.run(
+            ["curl", "-s", "-H", f"Authorization: Bearer {KEY1}",
+             f"http://127.0.0.1:{mport}/mirror/summary"], capture_output=True, text=True).stdout
+    upstream = ("inference server (python -m scoring serve, samples/diabetes, 1 worker)"
+                if real else "echo upstream (tests/assets/echo_upstream.py, uvicorn, 1 worker)")
+    print(f"router benchmark {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, upstream: {upstream}")
+    print(f"wrk {args.duration:g}s per cell; load average before {load_before}, "
+          f"after {loadavg()}; HAProxy {_haproxy_version()}")
+    print()
+    print("| path            | conns |   req/s | p50 ms | p99 ms | errors | req/s vs haproxy | "
+          "p50 added vs direct | proxy CPU µs/req |")
+    print("|-----------------|------:|--------:|-------:|-------:|-------:|-----------------:|"
+          "--------------------:|-----------------:|")
+    by = {(n, c): r for n, c, r in rows}
+    for name, c, r in rows:
+        hap_rps = by[("haproxy", c)]["rps"]
+        added = r["p50"] - by[("direct", c)]["p50"]
+        print(f"| {name:<15} | {c:>5} | {r['rps']:>7.0f} | {r['p50']:>6.3f} | {r['p99']:>6.2f} | "
+              f"{int(r['errors']):>6} | {r['rps'] / hap_rps:>15.2f}x | {added:>+19.3f} | "
+              f"{r['cpu_us']:>16.0f} |")
+    print()
+    for c in conns:
+        live, mirrored = by[("router", c)]["rps"], by[("router+mirror50", c)]["rps"]
+        print(f"mirror 50% at {c} conns: live throughput {mirrored / live - 1:+.1%} vs router "
+              "without mirror")
+    try:
+        s = json.loads(mirror_summary)["mirrors"]["shadow"]
+        print(f"mirror summary: sent {s['sent']}, statuses {s['statuses']}, "
+              f"skipped {s['skipped_overload']}, errors {s['errors']}")
+    except (ValueError, KeyError):
+        print(f"mirror summary unavailable: {mirror_summary[:200]}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+def _haproxy_version() -> str:
+    out = subprocess.run(["haproxy", "-v"], capture_output=True, text=True).stdout
+    m = re.search(r"version (\S+)", out)
+    return m.group(1) if m else "?"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""What mirrored requests tell about a candidate deployment: counts, statuses, latency, equality.
+
+The client only ever sees the live response; the mirror's copy is compared with it and
+counted here, so ``GET /mirror/summary`` and ``/metrics`` show whether the candidate
+answers like the live deployment before it takes real traffic.
+"""
+
+from __future__ import annotations
+
+import json
+from bisect import bisect_left
+from dataclasses import dataclass, field
+
+#: Latency histogram bounds in seconds (Prometheus ``le`` buckets), shared with live metrics.
+BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+@dataclass
+class Histogram:
+    """Cumulative-at-render latency histogram (counts per bucket, sum, count)."""
+
+    counts: list[int] = field(default_factory=lambda: [0] * (len(BUCKETS) + 1))
+    total: float = 0.0
+    n: int = 0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(BUCKETS, seconds)] += 1
+        self.total += seconds
+        self.n += 1
+
+    def quantile(self, q: float) -> float | None:
+        """Upper bound of the bucket holding quantile ``q`` (None when empty)."""
+        if not self.n:
+            return None
+        rank, seen = q * self.n, 0
+        for i, c in enumerate(self.counts):
+            seen += c
+            if seen >= rank:
+                return BUCKETS[i] if i < len(BUCKETS) else float("inf")
+        return float("inf")
+
+
+def same_answer(a: bytes, b: bytes) -> bool:
+    """Equal bytes, or equal JSON values (key order and spacing do not count)."""
+    if a == b:
+        return True
+    try:
+        return json.loads(a) == json.loads(b)
+    except ValueError:
+        return False
+
+
+@dataclass
+class MirrorStats:
+    """Counters for one mirror deployment."""
+
+    sent: int = 0
+    statuses: dict[str, int] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)
+    equal: int = 0
+    different: int = 0
+    not_compared: int = 0
+    skipped: int = 0
+    latency: Histogram = field(default_factory=Histogram)
+
+    def record(self, status: int | None, seconds: float, error: str | None,
+               live: tuple[int, bytes] | None, body: bytes = b"") -> None:
+        """One finished mirror call; ``live`` is the live (status, body) or None if it failed."""
+        self.sent += 1
+        self.latency.observe(seconds)
+        if status is None:
+            self.errors[error or "error"] = self.errors.get(error or "error", 0) + 1
+            self.not_compared += 1
+            return
+        key = str(status)
+        self.statuses[key] = self.statuses.get(key, 0) + 1
+        if live is None:
+            self.not_compared += 1
+        elif live[0] == status and same_answer(live[1], body):
+            self.equal += 1
+        else:
+            self.different += 1
+
+    def summary(self) -> dict[str, object]:
+        compared = self.equal + self.different
+        return {
+            "sent": self.sent,
+            "statuses": dict(sorted(self.statuses.items())),
+            "errors": dict(sorted(self.errors.items())),
+            "equal": self.equal,
+            "different": self.different,
+            "not_compared": self.not_compared,
+            "skipped_overload": self.skipped,
+            "equal_ratio": round(self.equal / compared, 4) if compared else None,
+            "latency_ms": {
+                "mean": round(self.latency.total / self.latency.n * 1000, 3)
+                if self.latency.n else None,
+                "p50_le": _ms(self.latency.quantile(0.5)),
+                "p99_le": _ms(self.latency.quantile(0.99)),
+            },
+        }
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 3)

@@ -1,0 +1,249 @@
+"""The router's configuration file: a pydantic model, its rules, and the secrets it points to.
+
+The file is JSON (docs/router.md has the schema). It is checked once, when loaded; the
+request path never checks anything. A bad file yields one line per problem naming the field
+and the bad value (never a secret), so ``router --config`` can exit 2 with an actionable
+message and a reload can be rejected while the old configuration keeps serving.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+_DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+#: Secret file names inside ``secrets_dir`` and the env variables that may supply them instead.
+SECRET_SOURCES = {
+    "primary_key": "ML_ENDPOINTS_PRIMARY_KEY",
+    "secondary_key": "ML_ENDPOINTS_SECONDARY_KEY",
+    "token_signing_key": "ML_ENDPOINTS_TOKEN_SIGNING_KEY",
+}
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; ``problems`` holds one line per problem."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: " + "; ".join(problems))
+
+
+class DeploymentConfig(BaseModel):
+    """One upstream deployment: where its inference server listens."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str
+    """``http://host:port`` of the deployment's Service (an optional path prefix is kept)."""
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme != "http":
+            raise ValueError(f"{value!r} must start with http:// (the router speaks plain HTTP "
+                             "to deployments inside the cluster)")
+        if not parts.hostname:
+            raise ValueError(f"{value!r} has no host")
+        try:
+            parts.port  # noqa: B018  (raises on a bad port)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} has a bad port") from exc
+        if parts.query or parts.fragment:
+            raise ValueError(f"{value!r} must not have a query or fragment")
+        return value
+
+
+class RouterConfig(BaseModel):
+    """The whole router config file (one router per endpoint)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    endpoint_name: str
+    """The endpoint's name (DNS-1123); the audience of its tokens."""
+    auth_mode: Literal["key", "aml_token", "none"] = "key"
+    """``key``: Bearer primary or secondary key; ``aml_token``: Bearer signed token; ``none``."""
+    deployments: dict[str, DeploymentConfig] = Field(min_length=1)
+    """Deployment name → upstream."""
+    traffic: dict[str, int] = {}
+    """Deployment name → percent of live traffic; values sum to 0 or 100."""
+    mirror_traffic: dict[str, int] = {}
+    """Deployment name → percent of unpinned requests copied to it (one deployment, ≤ 50)."""
+    secrets_dir: str | None = None
+    """Folder with files primary_key, secondary_key, token_signing_key (a mounted Secret)."""
+    request_timeout_ms: int = Field(5000, ge=1, le=600_000)
+    """Time a deployment has to answer one request before the router returns 504."""
+    connect_timeout_ms: int = Field(2000, ge=1, le=60_000)
+    """Time to get a connection to a deployment: open one (else 502), or wait for a busy pool
+    to free one (else 503)."""
+    max_connections_per_deployment: int = Field(256, ge=1, le=10_000)
+    """Pooled keep-alive connections per deployment; when all are busy a request waits, then 503."""
+    max_body_bytes: int = Field(10 * 1024 * 1024, ge=1, le=1024 * 1024 * 1024)
+    """Largest request body accepted (413 above)."""
+
+    @field_validator("endpoint_name")
+    @classmethod
+    def _endpoint_name(cls, value: str) -> str:
+        if not _DNS1123.match(value):
+            raise ValueError(f"{value!r} is not DNS-1123 (lowercase, digits, '-', ≤63 chars)")
+        return value
+
+    @field_validator("deployments")
+    @classmethod
+    def _deployment_names(cls, value: dict[str, DeploymentConfig]) -> dict[str, DeploymentConfig]:
+        bad = [name for name in value if not _DNS1123.match(name)]
+        if bad:
+            raise ValueError(f"{bad[0]!r} is not DNS-1123 (lowercase, digits, '-', ≤63 chars)")
+        return value
+
+    @model_validator(mode="after")
+    def _traffic_rules(self) -> RouterConfig:
+        problems = traffic_problems(set(self.deployments), self.traffic, self.mirror_traffic)
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+
+def traffic_problems(names: set[str], traffic: dict[str, int],
+                     mirror: dict[str, int]) -> list[str]:
+    """Every way ``traffic`` and ``mirror_traffic`` break the rules, one line each."""
+    known = ", ".join(sorted(names))
+    out: list[str] = []
+    for field, table, top in (("traffic", traffic, 100), ("mirror_traffic", mirror, 50)):
+        for name, pct in table.items():
+            if name not in names:
+                out.append(f"{field}.{name}: {name!r} is not a deployment (known: {known})")
+            if not 0 <= pct <= top:
+                out.append(f"{field}.{name}: {pct} is outside 0..{top}")
+    total = sum(traffic.values())
+    if total not in (0, 100):
+        shares = ", ".join(f"{k}={v}" for k, v in traffic.items())
+        out.append(f"traffic: values sum to {total} ({shares}); must be 0 or 100")
+    mirrored = [k for k, v in mirror.items() if v > 0]
+    if len(mirrored) > 1:
+        out.append(f"mirror_traffic: mirrors to {len(mirrored)} deployments "
+                   f"({', '.join(mirrored)}); at most one")
+    for name in mirrored:
+        if traffic.get(name, 0) > 0:
+            out.append(f"mirror_traffic.{name}: {name!r} takes live traffic "
+                       f"({traffic[name]}%); mirror only to a deployment at 0%")
+    return out
+
+
+@dataclass(frozen=True, repr=False)
+class Secrets:
+    """Keys read from ``secrets_dir`` files or env; ``repr`` never shows them."""
+
+    primary_key: bytes | None
+    secondary_key: bytes | None
+    token_signing_key: bytes | None
+
+    def __repr__(self) -> str:
+        have = [k for k in SECRET_SOURCES if getattr(self, k)]
+        return f"Secrets(present={have})"
+
+
+def secret_paths(config: RouterConfig) -> list[Path]:
+    """The secret files this config reads (watched for changes, like the config file)."""
+    if not config.secrets_dir:
+        return []
+    return [Path(config.secrets_dir) / name for name in SECRET_SOURCES]
+
+
+def load_secrets(config: RouterConfig, env: dict[str, str] | None = None) -> Secrets:
+    """Read each secret from its file in ``secrets_dir`` if present, else from env.
+
+    Raises:
+        ConfigError: when ``auth_mode`` needs a secret that neither source has.
+    """
+    env = os.environ if env is None else env
+    values: dict[str, bytes | None] = {}
+    for name, var in SECRET_SOURCES.items():
+        value: str | None = None
+        if config.secrets_dir:
+            path = Path(config.secrets_dir) / name
+            try:
+                value = path.read_text().strip()
+            except FileNotFoundError:
+                value = None
+            except OSError as exc:
+                raise ConfigError("secrets", [f"secrets_dir: cannot read {path}: {exc}"]) from exc
+        if not value:
+            value = env.get(var, "").strip()
+        values[name] = value.encode() if value else None
+    secrets = Secrets(**values)
+    where = (f"file {config.secrets_dir}/{{name}} or " if config.secrets_dir else "") + "env {var}"
+    needs = {"key": ["primary_key"], "aml_token": ["token_signing_key"], "none": []}
+    need = needs[config.auth_mode]
+    problems = [
+        f"secrets.{name}: auth_mode {config.auth_mode!r} needs it; none found in "
+        + where.format(name=name, var=SECRET_SOURCES[name])
+        for name in need if values[name] is None
+    ]
+    if problems:
+        raise ConfigError("secrets", problems)
+    return secrets
+
+
+def _render(exc: ValidationError) -> list[str]:
+    """One line per pydantic error: ``field.path: message (got VALUE)``."""
+    lines: list[str] = []
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{loc}: unknown field (got {err['input']!r}); check its spelling")
+            continue
+        for part in msg.split("\n"):
+            if loc:
+                got = "" if err["type"] == "value_error" else f" (got {err['input']!r})"
+                lines.append(f"{loc}: {part}{got}")
+            else:
+                lines.append(part)
+    return lines
+
+
+def parse_config(text: str, source: str = "config") -> RouterConfig:
+    """Parse and check config JSON text.
+
+    Raises:
+        ConfigError: one line per problem, naming field and bad value.
+    """
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(source, [f"not valid JSON: {exc}"]) from exc
+    if not isinstance(data, dict):
+        raise ConfigError(source, [f"top level must be a JSON object (got {type(data).__name__})"])
+    try:
+        return RouterConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, _render(exc)) from exc
+
+
+def load_config(path: str | Path, env: dict[str, str] | None = None
+                ) -> tuple[RouterConfig, Secrets]:
+    """Read the config file at ``path`` and the secrets it names.
+
+    Raises:
+        ConfigError: unreadable file, bad JSON, a broken rule, or a missing secret.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(str(path), [f"cannot read: {exc.strerror or exc}"]) from exc
+    config = parse_config(text, str(path))
+    try:
+        return config, load_secrets(config, env)
+    except ConfigError as exc:
+        raise ConfigError(str(path), exc.problems) from exc

@@ -1,0 +1,180 @@
+"""``python -m scoring router``: the router's lifecycle (start, reload, drain).
+
+Startup: load and check the config (exit 2 with one line per problem), listen, serve.
+Reload: on SIGHUP, or when the config file or a secret file changes (polled about once a
+second by content, through symlinks, so a Kubernetes ConfigMap/Secret volume's atomic
+symlink swap is seen), a new immutable state is built and swapped in; an invalid file is
+rejected with a log line and the old state keeps serving. Shutdown on SIGTERM/SIGINT, in
+order: readiness false, stop accepting, finish in-flight requests (and mirror calls), close
+idle client connections and upstream pools, exit 0. A second signal forces exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import uvloop
+
+from scoring.router import HttpProtocol, Router, RouterState, log
+from scoring.router_config import ConfigError, load_config, secret_paths
+
+POLL_S = 1.0
+
+
+def _fingerprint(config_path: Path, secrets: list[Path]) -> str:
+    """Hash of the config file and every secret file's content (missing files count too)."""
+    h = hashlib.sha256()
+    for path in (config_path, *secrets):
+        try:
+            h.update(path.read_bytes())
+        except OSError as exc:
+            h.update(f"<{type(exc).__name__}>".encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+class RouterProcess:
+    """Owns the listening socket, the ``Router`` and the reload/drain machinery."""
+
+    def __init__(self, config_path: Path, router: Router, drain_timeout: float,
+                 drain_delay: float) -> None:
+        self.config_path = config_path
+        self.router = router
+        self.drain_timeout = drain_timeout
+        self.drain_delay = drain_delay
+        self.conns: set[HttpProtocol] = set()
+        self.stop_event = asyncio.Event()
+        self.signals = 0
+        self.fingerprint = _fingerprint(config_path, secret_paths(router.state.config))
+
+    def reload(self, why: str) -> bool:
+        """Load the file again; swap it in if valid, else keep serving the old config."""
+        old = self.router.state
+        try:
+            config, secrets = load_config(self.config_path)
+        except ConfigError as exc:
+            self.router.metrics.reloads["rejected"] += 1
+            log(f"config reload ({why}) rejected, still serving generation {old.generation}: "
+                + "; ".join(exc.problems))
+            return False
+        finally:
+            self.fingerprint = _fingerprint(self.config_path, secret_paths(old.config))
+        state = RouterState.build(config, secrets, old.generation + 1)
+        self.fingerprint = _fingerprint(self.config_path, secret_paths(config))
+        self.router.swap(state)
+        self.router.metrics.reloads["ok"] += 1
+        log(f"config reloaded ({why}): generation {state.generation}, "
+            f"traffic {dict(config.traffic)}, mirror {dict(config.mirror_traffic)}, "
+            f"auth {config.auth_mode}")
+        return True
+
+    async def watch(self) -> None:
+        """Poll the config and secret files; reload when their content changes."""
+        while not self.stop_event.is_set():
+            try:
+                await asyncio.wait_for(self.stop_event.wait(), POLL_S)
+                return
+            except TimeoutError:
+                pass
+            fp = _fingerprint(self.config_path, secret_paths(self.router.state.config))
+            if fp != self.fingerprint:
+                self.reload("file changed")
+
+    def on_stop_signal(self, signum: int) -> None:
+        self.signals += 1
+        if self.signals > 1:
+            log(f"second {signal.Signals(signum).name}: exiting now")
+            sys.stderr.flush()
+            import os
+
+            os._exit(1)
+        log(f"{signal.Signals(signum).name}: draining "
+            f"({self.router.in_flight} request(s) in flight)")
+        self.router.draining = True
+        self.stop_event.set()
+
+    async def serve(self, host: str, port: int) -> int:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(lambda: HttpProtocol(self.router, self.conns),
+                                          host, port, backlog=2048, reuse_address=True)
+        for sock in server.sockets:
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        loop.add_signal_handler(signal.SIGHUP, self.reload, "SIGHUP")
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.on_stop_signal, sig)
+        state = self.router.state
+        log(f"listening on http://{host}:{port} for endpoint {state.config.endpoint_name!r} "
+            f"(auth {state.config.auth_mode}, traffic {dict(state.config.traffic)}, "
+            f"mirror {dict(state.config.mirror_traffic)})")
+        watcher = loop.create_task(self.watch())
+        await self.stop_event.wait()
+        # Drain, in order. 1) readiness is already false (router.draining).
+        if self.drain_delay > 0:
+            # Let the Service stop sending new connections here before we stop accepting.
+            await asyncio.sleep(self.drain_delay)
+        # 2) stop accepting.
+        server.close()
+        # 3) idle keep-alive connections close now; busy ones close after their response.
+        for conn in list(self.conns):
+            if conn.idle:
+                conn.close()
+        # 4) finish in-flight requests and mirror calls.
+        done = await self.router.wait_idle(self.drain_timeout)
+        if not done:
+            log(f"drain: {self.router.in_flight} request(s) still in flight after "
+                f"{self.drain_timeout:.0f}s; closing anyway")
+        for conn in list(self.conns):
+            conn.close()
+        # 5) close upstream pools.
+        await self.router.client.aclose()
+        watcher.cancel()
+        log("drained; bye")
+        return 0 if done else 1
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m scoring router",
+                                description="Endpoint router: auth, weighted traffic, "
+                                            "pinning and mirroring in front of deployments.")
+    p.add_argument("--config", required=True, type=Path, help="router config JSON file")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--host", default="0.0.0.0")
+    p.add_argument("--drain-timeout", type=float, default=None, metavar="S",
+                   help="longest wait for in-flight requests on SIGTERM "
+                        "(default: request_timeout_ms + 5 s)")
+    p.add_argument("--drain-delay", type=float, default=0.0, metavar="S",
+                   help="keep accepting this long after SIGTERM (readiness already false) so "
+                        "the Service stops routing here first; e.g. 5 in Kubernetes")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        config, secrets = load_config(args.config)
+    except ConfigError as exc:
+        print(f"router: bad config {exc.source}:", file=sys.stderr)
+        for line in exc.problems:
+            print(f"  {line}", file=sys.stderr)
+        return 2
+
+    async def run() -> int:
+        router = Router(RouterState.build(config, secrets))
+        drain_timeout = args.drain_timeout
+        if drain_timeout is None:
+            drain_timeout = config.request_timeout_ms / 1000.0 + 5.0
+        proc = RouterProcess(args.config, router, drain_timeout, args.drain_delay)
+        try:
+            return await proc.serve(args.host, args.port)
+        except OSError as exc:
+            log(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
+            return 1
+
+    return uvloop.run(run())

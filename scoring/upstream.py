@@ -1,0 +1,414 @@
+"""How the router reaches deployments: one small interface, a pooled client, one error mapping.
+
+``UpstreamClient`` is the only thing the router calls (tests may inject another
+implementation). ``PooledClient`` keeps keep-alive HTTP/1.1 connections per deployment
+address, parses responses with httptools and runs on the router's (uv)loop: measured here,
+the client library on the hot path decides the router's speed (ENVIRONMENT.md), so this is
+deliberately lean. ``upstream_failure`` is the one place connect errors, timeouts and pool
+exhaustion become 502/504/503 with a message naming the deployment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NamedTuple, Protocol
+from urllib.parse import urlsplit
+
+import httptools
+
+Headers = list[tuple[bytes, bytes]]
+
+
+@dataclass(frozen=True)
+class Target:
+    """A deployment as the client sees it: name (for messages), address and path prefix."""
+
+    name: str
+    url: str
+    host: str
+    port: int
+    prefix: bytes
+    host_header: bytes
+
+    @classmethod
+    def from_url(cls, name: str, url: str) -> Target:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port or 80
+        prefix = parts.path.rstrip("/").encode()
+        host_header = (f"{host}:{port}" if parts.port else host).encode()
+        return cls(name, url, host, port, prefix, host_header)
+
+
+class UpstreamResponse(NamedTuple):
+    status: int
+    headers: Headers
+    body: bytes
+
+
+class UpstreamError(Exception):
+    """A deployment did not give a response. ``kind``: connect, timeout, pool or closed."""
+
+    def __init__(self, kind: str, target: Target, detail: str = "") -> None:
+        self.kind = kind
+        self.target = target
+        self.detail = detail
+        super().__init__(f"{kind}: {target.name} ({target.url}) {detail}".strip())
+
+
+OnDone = Callable[[UpstreamResponse | None, "UpstreamError | None"], None]
+
+
+class UpstreamClient(Protocol):
+    """Send one request to one deployment; the router needs nothing else from the network.
+
+    Callback-shaped on purpose: the router's hot path then needs no task, future or
+    coroutine per request. ``request()`` below wraps it for code that prefers ``await``.
+    """
+
+    def send(self, target: Target, method: bytes, path: bytes, headers: Headers, body: bytes,
+             timeout: float, on_done: OnDone) -> None:
+        """Start the request; later call ``on_done(response, None)`` or ``(None, error)``.
+
+        ``path`` is relative to the target (its prefix is added); ``on_done`` is called exactly
+        once, never before ``send`` returns.
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """Close every connection (after the last request finished)."""
+        ...
+
+
+async def request(client: UpstreamClient, target: Target, method: bytes, path: bytes,
+                  headers: Headers, body: bytes, timeout: float) -> UpstreamResponse:
+    """``await``-style call through any ``UpstreamClient``. Raises UpstreamError."""
+    fut: asyncio.Future[UpstreamResponse] = asyncio.get_running_loop().create_future()
+
+    def done(resp: UpstreamResponse | None, err: UpstreamError | None) -> None:
+        if fut.done():
+            return
+        if err is not None:
+            fut.set_exception(err)
+        else:
+            fut.set_result(resp)  # type: ignore[arg-type]
+
+    client.send(target, method, path, headers, body, timeout, done)
+    return await fut
+
+
+def upstream_failure(exc: UpstreamError) -> tuple[int, str]:
+    """The status and message a client gets when a deployment gave no response."""
+    t = exc.target
+    if exc.kind == "timeout":
+        return 504, f"deployment {t.name!r} did not answer within {exc.detail}"
+    if exc.kind == "pool":
+        return 503, (f"deployment {t.name!r} has all {exc.detail} connections busy; "
+                     "retry later")
+    if exc.kind == "connect":
+        return 502, f"deployment {t.name!r} is unreachable at {t.url}: {exc.detail}"
+    return 502, f"deployment {t.name!r} closed the connection before answering: {exc.detail}"
+
+
+class _Job:
+    """One request waiting for, or using, a connection."""
+
+    __slots__ = ("data", "deadline", "on_done", "retried", "target", "timeout", "timer")
+
+    def __init__(self, target: Target, data: bytes, timeout: float, deadline: float,
+                 on_done: OnDone) -> None:
+        self.target = target
+        self.data = data
+        self.timeout = timeout
+        self.deadline = deadline
+        self.on_done = on_done
+        self.retried = False
+        self.timer: asyncio.TimerHandle | None = None
+
+
+class _Conn(asyncio.Protocol):
+    """One keep-alive connection to a deployment; one request at a time."""
+
+    __slots__ = (
+        "_body",
+        "_got",
+        "_headers",
+        "_parser",
+        "closed",
+        "job",
+        "loop",
+        "pool",
+        "timer",
+        "transport",
+        "uses",
+    )
+
+    def __init__(self, pool: _Pool) -> None:
+        self.pool = pool
+        self.loop = pool.loop
+        self._parser = httptools.HttpResponseParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.job: _Job | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self._headers: Headers = []
+        self._body: list[bytes] = []
+        self._got = False
+        self.closed = False
+        self.uses = 0
+
+    def start(self, job: _Job) -> None:
+        self.job = job
+        self.uses += 1
+        self._got = False
+        self.timer = self.loop.call_at(job.deadline, self._expire)
+        self.transport.write(job.data)  # type: ignore[union-attr]
+
+    def _finish(self, resp: UpstreamResponse | None, err: UpstreamError | None) -> None:
+        job, self.job = self.job, None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if job is not None:
+            job.on_done(resp, err)
+
+    def _expire(self) -> None:
+        job = self.job
+        self.timer = None
+        self.close()
+        if job is not None:
+            self.job = None
+            job.on_done(None, UpstreamError("timeout", job.target, f"{job.timeout * 1000:.0f} ms"))
+
+    # asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self._got = True
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            job = self.job
+            self.close()
+            if job is not None:
+                self._finish(None, UpstreamError("closed", job.target,
+                                                 f"bad HTTP response ({exc})"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.pool.forget(self)
+        job = self.job
+        if job is None:
+            return
+        if self.uses > 1 and not self._got and not job.retried:
+            # A kept-alive connection the server closed before answering: retry once, fresh.
+            self.job = None
+            if self.timer is not None:
+                self.timer.cancel()
+            job.retried = True
+            self.pool.submit(job)
+            return
+        self._finish(None, UpstreamError("closed", job.target,
+                                         str(exc) if exc else "connection closed"))
+
+    # httptools callbacks
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+
+    def on_body(self, body: bytes) -> None:
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        parser = self._parser
+        resp = UpstreamResponse(parser.get_status_code(), self._headers, b"".join(self._body))
+        self._headers, self._body = [], []
+        keep = parser.should_keep_alive()
+        job, self.job = self.job, None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if keep:
+            self.pool.release(self)
+        else:
+            self.close()
+        if job is not None:
+            job.on_done(resp, None)
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+
+class _Pool:
+    """Keep-alive connections to one address, at most ``limit`` open at once."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, target: Target, limit: int,
+                 connect_timeout: float) -> None:
+        self.loop = loop
+        self.target = target
+        self.limit = limit
+        self.connect_timeout = connect_timeout
+        self.idle: list[_Conn] = []
+        self.open = 0
+        self.waiters: deque[_Job] = deque()
+        self.closing = False
+        self.connecting: set[asyncio.Task[None]] = set()
+
+    def submit(self, job: _Job) -> None:
+        idle = self.idle
+        while idle:
+            conn = idle.pop()
+            if not conn.closed:
+                conn.start(job)
+                return
+        if self.open < self.limit:
+            self._connect(job)
+            return
+        # Getting a connection (new or freed) is bounded by connect_timeout, like a connect.
+        wait = min(job.deadline - self.loop.time(), self.connect_timeout)
+        job.timer = self.loop.call_later(max(wait, 0), self._waited_too_long, job)
+        self.waiters.append(job)
+
+    def _waited_too_long(self, job: _Job) -> None:
+        with contextlib.suppress(ValueError):
+            self.waiters.remove(job)
+            job.on_done(None, UpstreamError("pool", job.target, str(self.limit)))
+
+    def _connect(self, job: _Job) -> None:
+        self.open += 1
+        task = self.loop.create_task(self._open(job))
+        self.connecting.add(task)
+        task.add_done_callback(self.connecting.discard)
+
+    async def _open(self, job: _Job) -> None:
+        timeout = min(self.connect_timeout, max(job.deadline - self.loop.time(), 0))
+        try:
+            _, conn = await asyncio.wait_for(
+                self.loop.create_connection(lambda: _Conn(self), self.target.host,
+                                            self.target.port), timeout)
+        except TimeoutError:
+            self._slot_freed()
+            job.on_done(None, UpstreamError("connect", job.target,
+                                            f"no connection within {timeout * 1000:.0f} ms"))
+            return
+        except OSError as exc:
+            self._slot_freed()
+            job.on_done(None, UpstreamError("connect", job.target, exc.strerror or str(exc)))
+            return
+        except BaseException:
+            self._slot_freed()
+            raise
+        sock = conn.transport.get_extra_info("socket")  # type: ignore[union-attr]
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn.start(job)
+
+    def release(self, conn: _Conn) -> None:
+        """Reuse a connection after a complete response: next waiter first, else idle."""
+        if conn.closed or self.closing:
+            conn.close()
+            return
+        waiters = self.waiters
+        if waiters:
+            job = waiters.popleft()
+            if job.timer is not None:
+                job.timer.cancel()
+            conn.start(job)
+            return
+        self.idle.append(conn)
+
+    def forget(self, conn: _Conn) -> None:
+        """A connection closed: drop it and let a waiter open a new one."""
+        if conn in self.idle:
+            self.idle.remove(conn)
+        self._slot_freed()
+
+    def _slot_freed(self) -> None:
+        self.open -= 1
+        if self.waiters and not self.closing and self.open < self.limit:
+            job = self.waiters.popleft()
+            if job.timer is not None:
+                job.timer.cancel()
+            self._connect(job)
+
+    def close_idle(self) -> None:
+        self.closing = True
+        for conn in list(self.idle):
+            conn.close()
+        self.idle.clear()
+
+
+_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding",
+                  b"content-length", b"host", b"te", b"trailer", b"upgrade",
+                  b"proxy-authorization", b"authorization"})
+
+
+def encode_request(target: Target, method: bytes, path: bytes, headers: Headers,
+                   body: bytes) -> bytes:
+    """The HTTP/1.1 request bytes: hop-by-hop and credential headers are not forwarded."""
+    parts = [method, b" ", target.prefix, path, b" HTTP/1.1\r\nhost: ", target.host_header,
+             b"\r\ncontent-length: ", str(len(body)).encode(), b"\r\n"]
+    for name, value in headers:
+        if name not in _HOP:
+            parts += (name, b": ", value, b"\r\n")
+    parts += (b"\r\n", body)
+    return b"".join(parts)
+
+
+class PooledClient:
+    """The production ``UpstreamClient``: keep-alive pools keyed by deployment address."""
+
+    def __init__(self, max_connections: int = 256, connect_timeout: float = 2.0) -> None:
+        self.max_connections = max_connections
+        self.connect_timeout = connect_timeout
+        self._pools: dict[tuple[str, int], _Pool] = {}
+        self._retired: list[_Pool] = []
+
+    def _pool(self, target: Target) -> _Pool:
+        key = (target.host, target.port)
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = self._pools[key] = _Pool(asyncio.get_running_loop(), target,
+                                            self.max_connections, self.connect_timeout)
+        return pool
+
+    def configure(self, max_connections: int, connect_timeout: float) -> None:
+        """New limits from a reloaded config; open pools use them from now on."""
+        self.max_connections = max_connections
+        self.connect_timeout = connect_timeout
+        for pool in self._pools.values():
+            pool.limit = max_connections
+            pool.connect_timeout = connect_timeout
+
+    def retire(self, keep: set[tuple[str, int]]) -> None:
+        """Close idle connections to addresses no deployment uses any more.
+
+        Busy connections finish their request first, then close on release.
+        """
+        for key in [k for k in self._pools if k not in keep]:
+            pool = self._pools.pop(key)
+            pool.close_idle()
+            self._retired.append(pool)
+
+    def send(self, target: Target, method: bytes, path: bytes, headers: Headers, body: bytes,
+             timeout: float, on_done: OnDone) -> None:
+        pool = self._pools.get((target.host, target.port)) or self._pool(target)
+        data = encode_request(target, method, path, headers, body)
+        job = _Job(target, data, timeout, pool.loop.time() + timeout, on_done)
+        pool.submit(job)
+
+    async def aclose(self) -> None:
+        for pool in [*self._pools.values(), *self._retired]:
+            pool.close_idle()
+            for task in list(pool.connecting):
+                task.cancel()
+        self._pools.clear()
+        self._retired.clear()
+        await asyncio.sleep(0)

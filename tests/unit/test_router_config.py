@@ -1,0 +1,123 @@
+"""The router config model: schema, rules, secrets; every error names field and bad value."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from scoring.router import RouteError, RouterState, authorize, route
+from scoring.router_config import ConfigError, load_config, load_secrets, parse_config
+
+BASE = {"endpoint_name": "diabetes", "auth_mode": "key",
+        "deployments": {"blue": {"url": "http://blue:5001"}, "green": {"url": "http://green:5001"}},
+        "traffic": {"blue": 90, "green": 10}, "mirror_traffic": {"green": 0},
+        "secrets_dir": "/var/run/secrets/ml-endpoints", "request_timeout_ms": 5000}
+
+
+def problems(**changes: object) -> list[str]:
+    data = {**BASE, **changes}
+    with pytest.raises(ConfigError) as info:
+        parse_config(json.dumps(data), "router.json")
+    return info.value.problems
+
+
+def test_documented_example_parses() -> None:
+    cfg = parse_config(json.dumps(BASE))
+    assert cfg.traffic == {"blue": 90, "green": 10}
+    assert cfg.connect_timeout_ms == 2000 and cfg.max_connections_per_deployment == 256
+
+
+@pytest.mark.parametrize(("changes", "expected"), [
+    ({"trafic": {"blue": 100}}, ["trafic: unknown field (got {'blue': 100}); check its spelling"]),
+    ({"auth_mode": "keys"}, ["auth_mode: Input should be 'key', 'aml_token' or 'none' "
+                             "(got 'keys')"]),
+    ({"traffic": {"blue": 60, "green": 30}},
+     ["traffic: values sum to 90 (blue=60, green=30); must be 0 or 100"]),
+    ({"traffic": {"blue": 100, "purple": 0}},
+     ["traffic.purple: 'purple' is not a deployment (known: blue, green)"]),
+    ({"mirror_traffic": {"blue": 10}},
+     ["mirror_traffic.blue: 'blue' takes live traffic (90%); mirror only to a deployment at 0%"]),
+    ({"traffic": {"blue": 100}, "mirror_traffic": {"green": 60}},
+     ["mirror_traffic.green: 60 is outside 0..50"]),
+    ({"deployments": {"blue": {"url": "https://blue:5001"}, "green": {"url": "http://g:1"}}},
+     ["deployments.blue.url: 'https://blue:5001' must start with http:// (the router speaks "
+      "plain HTTP to deployments inside the cluster)"]),
+    ({"deployments": {"blue": {"url": "http://blue:5001", "weight": 3},
+                      "green": {"url": "http://g:1"}}},
+     ["deployments.blue.weight: unknown field (got 3); check its spelling"]),
+    ({"deployments": {"Blue_1": {"url": "http://b:1"}}, "traffic": {}, "mirror_traffic": {}},
+     ["deployments: 'Blue_1' is not DNS-1123 (lowercase, digits, '-', ≤63 chars)"]),
+    ({"request_timeout_ms": 0}, ["request_timeout_ms: Input should be greater than or equal "
+                                 "to 1 (got 0)"]),
+    ({"endpoint_name": "Diabetes"},
+     ["endpoint_name: 'Diabetes' is not DNS-1123 (lowercase, digits, '-', ≤63 chars)"]),
+])
+def test_each_problem_names_field_and_value(changes: dict, expected: list[str]) -> None:
+    assert problems(**changes) == expected
+
+
+def test_several_problems_reported_together() -> None:
+    got = problems(auth_mode="nope", request_timeout_ms=-1, extra_thing=1)
+    assert len(got) == 3
+    assert [line.split(":")[0] for line in got] == ["auth_mode", "request_timeout_ms",
+                                                    "extra_thing"]
+
+
+def test_not_json_and_not_object(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        parse_config("{", "x")
+    with pytest.raises(ConfigError, match=r"top level must be a JSON object \(got list\)"):
+        parse_config("[]", "x")
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.json")
+
+
+def test_secrets_from_files_then_env(tmp_path: Path) -> None:
+    (tmp_path / "primary_key").write_text("file-key\n")
+    cfg = parse_config(json.dumps({**BASE, "secrets_dir": str(tmp_path)}))
+    s = load_secrets(cfg, env={"ML_ENDPOINTS_PRIMARY_KEY": "env-key",
+                               "ML_ENDPOINTS_SECONDARY_KEY": "env-key-2"})
+    assert (s.primary_key, s.secondary_key, s.token_signing_key) == (b"file-key", b"env-key-2",
+                                                                      None)
+    assert "file-key" not in repr(s) and "env-key" not in repr(s)
+
+
+def test_missing_secret_names_where_it_was_looked_for(tmp_path: Path) -> None:
+    cfg = parse_config(json.dumps({**BASE, "secrets_dir": str(tmp_path),
+                                   "auth_mode": "aml_token"}))
+    with pytest.raises(ConfigError) as info:
+        load_secrets(cfg, env={})
+    assert info.value.problems == [
+        f"secrets.token_signing_key: auth_mode 'aml_token' needs it; none found in file "
+        f"{tmp_path}/token_signing_key or env ML_ENDPOINTS_TOKEN_SIGNING_KEY"]
+
+
+def _state(**changes: object) -> RouterState:
+    cfg = parse_config(json.dumps({**BASE, "secrets_dir": None, **changes}))
+    return RouterState.build(cfg, load_secrets(cfg, env={"ML_ENDPOINTS_PRIMARY_KEY": "k1",
+                                                         "ML_ENDPOINTS_SECONDARY_KEY": "k2"}))
+
+
+def test_route_decisions_without_sockets() -> None:
+    state = _state(traffic={"blue": 100}, mirror_traffic={"green": 50})
+    live, mirror = route(state, None, 0.3, 0.49)
+    assert (live.name, mirror.name if mirror else None) == ("blue", "green")
+    assert route(state, None, 0.3, 0.5)[1] is None
+    live, mirror = route(state, b"green", 0.3, 0.0)  # pinned: never mirrored
+    assert (live.name, mirror) == ("green", None)
+    with pytest.raises(RouteError) as info:
+        route(state, b"red", 0.3, 0.0)
+    assert info.value.status == 404 and "(known: blue, green)" in info.value.message
+    with pytest.raises(RouteError, match="has no deployment with traffic"):
+        route(_state(traffic={}, mirror_traffic={}), None, 0.3, 0.0)
+
+
+def test_authorize_modes() -> None:
+    state = _state()
+    authorize(state, b"Bearer k1")
+    authorize(state, b"Bearer k2")
+    with pytest.raises(Exception, match="invalid key"):
+        authorize(state, b"Bearer k3")
+    authorize(_state(auth_mode="none"), None)
