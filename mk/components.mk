@@ -1,0 +1,8 @@
+# Components and stacks (issue 6): fast tiers while you work, and the real-CLI preview tier.
+.PHONY: test-components test-preview
+
+test-components: python ## components: unit + Pulumi-mock tiers (no CLI, no cluster)
+	@$(PY) -m pytest -q tests/unit/test_rules.py tests/unit/test_config.py tests/unit/test_conda.py tests/mocks
+
+test-preview: python ## components: real Pulumi CLI via the Automation API (needs `make setup`)
+	@$(PY) -m pytest -q tests/preview
