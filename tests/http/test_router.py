@@ -344,7 +344,7 @@ def test_upstream_down_slow_and_busy(ups: dict[str, Proc], tmp_path: Path,
                                      client: httpx.Client) -> None:
     dead_port = free_port()
     config = cfg({"blue": ups["blue"].url, "dead": f"http://127.0.0.1:{dead_port}"},
-                 {"blue": 100}, request_timeout_ms=1500, connect_timeout_ms=200,
+                 {"blue": 100}, request_timeout_ms=2500, connect_timeout_ms=200,
                  max_connections_per_deployment=1)
     with router(tmp_path, config) as (proc, _):
         url = proc.url
@@ -356,14 +356,14 @@ def test_upstream_down_slow_and_busy(ups: dict[str, Proc], tmp_path: Path,
                                      f"http://127.0.0.1:{dead_port}: Connection refused")
         assert r.headers["azureml-model-deployment"] == "dead"
         # Slow: no answer within request_timeout_ms -> 504.
-        r = client.post(f"{url}/score", content=b"{}", headers={**AUTH1, "x-test-delay-ms": "3000"})
+        r = client.post(f"{url}/score", content=b"{}", headers={**AUTH1, "x-test-delay-ms": "4000"})
         assert r.status_code == 504
-        assert r.json()["error"] == "deployment 'blue' did not answer within 1500 ms"
-        # Busy: the one allowed connection is held by a slow request (1.4 s) -> the next one
+        assert r.json()["error"] == "deployment 'blue' did not answer within 2500 ms"
+        # Busy: the one allowed connection is held by a slow request (1.2 s) -> the next one
         # waits connect_timeout_ms (0.2 s) for it, then gets 503.
         results: list[int] = []
         slow = threading.Thread(target=lambda: results.append(client.post(
-            f"{url}/score", content=b"{}", headers={**AUTH1, "x-test-delay-ms": "1400"},
+            f"{url}/score", content=b"{}", headers={**AUTH1, "x-test-delay-ms": "1200"},
         ).status_code))
         slow.start()
         try:
