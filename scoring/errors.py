@@ -83,10 +83,10 @@ class Overloaded(ScoringError):
 
     status = 429
 
-    def __init__(self, max_concurrent: int, waited_ms: float, max_wait_ms: int) -> None:
+    def __init__(self, slots: int, max_wait_ms: int) -> None:
         super().__init__(
-            f"too many requests: {max_concurrent} already running in this worker and this one "
-            f"waited {waited_ms:.0f} ms (max_queue_wait_ms={max_wait_ms}); retry later", 429)
+            f"too many requests: {slots} already running in this worker and this one waited "
+            f"longer than max_queue_wait_ms={max_wait_ms}; retry later", 429)
 
 
 class NotReady(ScoringError):

@@ -145,12 +145,10 @@ class ThreadRunner:
             self._sem = asyncio.Semaphore(self.slots)
         sem = self._sem
         if sem.locked():
-            queued = time.perf_counter()
             try:
                 await asyncio.wait_for(sem.acquire(), self.max_queue_wait_ms / 1000.0)
             except TimeoutError:
-                waited = (time.perf_counter() - queued) * 1000
-                raise Overloaded(self.slots, waited, self.max_queue_wait_ms) from None
+                raise Overloaded(self.slots, self.max_queue_wait_ms) from None
         else:
             await sem.acquire()
         loop = asyncio.get_running_loop()

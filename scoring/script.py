@@ -152,10 +152,10 @@ class ScriptScorer:
         self.accepts_kwargs = any(p.kind is p.VAR_KEYWORD for p in params.values())
         schema = _input_schema(run)
         if schema is not None:
-            self.schema_args = tuple(schema)
+            self.schema_args = tuple(schema.get("properties") or {})
             self.required_args = tuple(
                 n for n, p in params.items()
-                if n in schema and p.default is p.empty)
+                if n in self.schema_args and p.default is p.empty)
             self.call = self._call_schema
         elif self.wants_headers:
             self.call = lambda raw, headers: run(raw, request_headers=headers)
@@ -201,13 +201,15 @@ class ScriptScorer:
         inputs = outputs = None
         if self.schema_args:
             from inference_schema.schema_util import get_input_schema, get_output_schema
-            inputs = get_input_schema(self.run)
+            inputs = dict(get_input_schema(self.run))
+            inputs.setdefault("required", list(self.required_args))
             outputs = get_output_schema(self.run) or None
-        return document(title=self.path.stem, input_properties=inputs, output_schema=outputs)
+        return document(title=self.path.stem, input_schema=inputs, output_schema=outputs)
 
 
 def _input_schema(run: Callable[..., Any]) -> Mapping[str, Any] | None:
-    """inference-schema's input description of ``run``, or None if undecorated/not installed."""
+    """inference-schema's input description of ``run`` (an object schema whose properties are
+    run()'s arguments), or None if undecorated or not installed."""
     if "inference_schema" not in sys.modules:
         return None  # the script did not import it, so run() cannot be decorated
     try:

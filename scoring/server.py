@@ -177,8 +177,8 @@ class ScoringApp:
                     raw = body.decode("utf-8")
                 except UnicodeDecodeError as exc:
                     raise BadInput(f"request body is not UTF-8 text: {exc}") from exc
-            sampled = self.collect and (self.sampling_rate >= 1.0
-                                        or random.random() < self.sampling_rate)
+            rate = self.sampling_rate
+            sampled = rate >= 1.0 or random.random() < rate
             headers = headers_from(scope["headers"]) if self.scorer.wants_headers else None
             scorer = self.scorer
             try:
@@ -199,7 +199,7 @@ class ScoringApp:
                 raise error from exc
             status, out, ctype, extra = encode_result(result)
             stats.run_seconds += run_s
-            if sampled:
+            if sampled and self.collect:
                 self._collect(raw, out, request_id)
         except ScoringError as error:
             status, ctype = error.status, _JSON

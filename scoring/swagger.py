@@ -7,17 +7,9 @@ from typing import Any
 _ANY = {"type": "object", "description": "Any JSON the scoring script accepts."}
 
 
-def document(title: str, input_properties: dict[str, Any] | None = None,
-             output_schema: dict[str, Any] | None = None,
-             input_schema: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Describe ``POST /score``; ``input_properties`` maps run() argument -> swagger schema."""
-    if input_schema is None and input_properties:
-        example = {k: v["example"] for k, v in input_properties.items()
-                   if isinstance(v, dict) and "example" in v}
-        input_schema = {"type": "object", "properties": input_properties,
-                        "required": list(input_properties)}
-        if example:
-            input_schema["example"] = example
+def document(title: str, input_schema: dict[str, Any] | None = None,
+             output_schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Describe ``POST /score``; a missing schema means "any JSON the script accepts"."""
     return {
         "swagger": "2.0",
         "info": {"title": title, "version": "1.0",

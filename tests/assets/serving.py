@@ -1,0 +1,34 @@
+"""Helpers the scoring-server tests share: train the sample model, start the server."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from tests.procs import REPO, Proc, run_python
+
+SAMPLE = REPO / "samples" / "diabetes"
+SCRIPTS = Path(__file__).parent / "scripts"
+
+
+def train_sample(out: Path, version: int = 1) -> Path:
+    """Train the sample diabetes model with its real CLI; returns the model folder."""
+    subprocess.run([sys.executable, str(SAMPLE / "train.py"), "--out", str(out),
+                    "--version", str(version)], check=True, capture_output=True, cwd=REPO)
+    return out
+
+
+@contextlib.contextmanager
+def serve(script: Path | None, model_dir: Path | None, *args: str,
+          env: dict[str, str] | None = None, timeout: float = 60.0) -> Iterator[Proc]:
+    """``python -m scoring serve`` on 127.0.0.1, ready when a worker's init() is done."""
+    argv = ["-m", "scoring", "serve", "--host", "127.0.0.1", "--port", "{port}"]
+    if script is not None:
+        argv += ["--entry-script", str(script)]
+    if model_dir is not None:
+        argv += ["--model-dir", str(model_dir)]
+    with run_python([*argv, *args], ready_path="/ready", env=env, timeout=timeout) as proc:
+        yield proc
