@@ -7,7 +7,6 @@ which values travel as secrets.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import sys
 import types
@@ -151,7 +150,8 @@ def install(stack_outputs: dict[str, Any] | None = None, preview: bool = True) -
 
 
 def _fake_images_module() -> types.ModuleType:
-    """Stand-in for the toolchain's components/_images.py until it exists (same shape)."""
+    """Stand-in for the toolchain's components/_images.py (same shape: Image(name, ImageArgs(
+    context, dockerfile, build_args, repository, tag), opts) with `ref` and `digest`)."""
     module = types.ModuleType("components._images")
 
     @dataclass
@@ -181,8 +181,9 @@ def _fake_images_module() -> types.ModuleType:
 @pytest.fixture(autouse=True)
 def _images_and_cache(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
                       ) -> None:
-    if importlib.util.find_spec("components._images") is None:
-        monkeypatch.setitem(sys.modules, "components._images", _fake_images_module())
+    # Always the stand-in: these tests pin our graph, not the toolchain's image internals
+    # (the real components._images runs in tests/preview with the real CLI).
+    monkeypatch.setitem(sys.modules, "components._images", _fake_images_module())
     monkeypatch.setenv("ML_ENDPOINTS_CACHE", str(tmp_path_factory.mktemp("cache")))
 
 
