@@ -5,9 +5,11 @@
 Upstreams: the real inference server on samples/diabetes (``python -m scoring serve``, one
 worker each) when it and the trained model exist, else ``tests/assets/echo_upstream.py``
 (a raw ASGI app on uvicorn); the table says which. Two instances, blue and green, take an
-80/20 split. HAProxy (Debian's package) gets the same key check and split; the router runs
-with ``auth_mode: key``. A last row runs the router with 50% of requests mirrored to a
-third instance. Load: wrk from Debian, on the same 2 cores; the load average is printed
+80/20 split. HAProxy (Debian's package) gets the same key check and split, twice: with its
+default threads (one per core: the anchor for the ratios) and with ``nbthread 1`` (the same
+single thread the router runs on); the router runs with ``auth_mode: key``. A last row runs
+the router with 50% of requests mirrored to a third instance. The proxy CPU column is the
+proxy process's user+system CPU per request (less sensitive to a busy machine than req/s). Load: wrk from Debian, on the same 2 cores; the load average is printed
 with the table because other work on the machine moves every figure.
 """
 

@@ -124,11 +124,10 @@ def route(state: RouterState, pin: bytes | None, r_live: float,
     return state.targets[name], mirror
 
 
-def request_id(headers: Headers) -> bytes:
+def request_id(header: bytes | None) -> bytes:
     """The caller's ``x-request-id`` if it is sane, else a new one (the inference server's rule)."""
-    for name, value in headers:
-        if name == REQUEST_ID_HEADER:
-            return request_id_from(value).encode()
+    if header is not None:
+        return request_id_from(header).encode()
     return new_request_id().encode()
 
 
@@ -244,14 +243,25 @@ class Metrics:
 # --------------------------------------------------------------------------------- router
 
 
-@dataclass
 class Request:
-    method: bytes
-    path: bytes
-    query: bytes
-    headers: Headers
-    body: bytes
-    keep_alive: bool
+    """A parsed request. ``headers`` holds the ones forwarded to a deployment (lowercase
+    names); the three the router acts on are parsed out once, while reading."""
+
+    __slots__ = ("authorization", "body", "headers", "keep_alive", "method", "path", "pin",
+                 "query", "request_id")
+
+    def __init__(self, method: bytes, path: bytes, query: bytes, headers: Headers, body: bytes,
+                 keep_alive: bool = True, authorization: bytes | None = None,
+                 pin: bytes | None = None, request_id: bytes | None = None) -> None:
+        self.method = method
+        self.path = path
+        self.query = query
+        self.headers = headers
+        self.body = body
+        self.keep_alive = keep_alive
+        self.authorization = authorization
+        self.pin = pin
+        self.request_id = request_id
 
 
 Response = tuple[int, Headers, bytes]
@@ -260,6 +270,7 @@ _TEXT = (b"content-type", b"text/plain; charset=utf-8")
 _PROM = (b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
 _DROP_FROM_UPSTREAM = frozenset({b"connection", b"keep-alive", b"transfer-encoding",
                                  b"content-length", PIN_HEADER, REQUEST_ID_HEADER})
+_CAPTURED = frozenset({b"authorization", REQUEST_ID_HEADER, PIN_HEADER})
 ROUTES = ("GET /", "GET /ready", "POST /score", "GET /swagger.json", "GET /metrics",
           "GET /mirror/summary")
 
@@ -293,7 +304,7 @@ class Router:
     def handle(self, req: Request, respond: Respond) -> None:
         """Answer ``req`` by calling ``respond`` exactly once (now, or when upstream answers)."""
         state = self.state  # one config for the whole request
-        rid = request_id(req.headers)
+        rid = request_id(req.request_id)
         try:
             self._dispatch(state, req, rid, respond)
         except RouteError as exc:
@@ -346,12 +357,7 @@ class Router:
 
     @staticmethod
     def _authorize(state: RouterState, req: Request) -> None:
-        auth = None
-        for name, value in req.headers:
-            if name == b"authorization":
-                auth = value
-                break
-        authorize(state, auth)
+        authorize(state, req.authorization)
 
     def mirror_summary(self, state: RouterState) -> dict[str, object]:
         return {
@@ -364,15 +370,10 @@ class Router:
 
     def _proxy(self, state: RouterState, req: Request, rid: bytes, method: bytes, path: bytes,
                respond: Respond, mirrorable: bool) -> None:
-        self._authorize(state, req)
-        pin = None
-        for name, value in req.headers:
-            if name == PIN_HEADER:
-                pin = value
-                break
+        authorize(state, req.authorization)
         rand = self._rand
-        target, mirror = route(state, pin, rand(), rand() if state.mirror_name else 1.0)
-        headers = [(n, v) for n, v in req.headers if n != REQUEST_ID_HEADER]
+        target, mirror = route(state, req.pin, rand(), rand() if state.mirror_name else 1.0)
+        headers = req.headers  # owned by this request: extend in place
         headers.append((REQUEST_ID_HEADER, rid))
         upath = path + b"?" + req.query if req.query else path
         pair = None
@@ -495,8 +496,9 @@ def encode_response(status: int, headers: Headers, body: bytes, keep_alive: bool
 class HttpProtocol(asyncio.Protocol):
     """One client connection: parse with httptools, handle requests in order, keep-alive."""
 
-    __slots__ = ("_body", "_body_size", "_busy", "_headers", "_keep", "_parser", "_queue",
-                 "_too_large", "_url", "closed", "conns", "router", "transport")
+    __slots__ = ("_auth", "_body", "_body_size", "_busy", "_headers", "_keep", "_parser",
+                 "_pin", "_queue", "_rid", "_too_large", "_url", "closed", "conns", "router",
+                 "transport")
 
     def __init__(self, router: Router, conns: set[HttpProtocol]) -> None:
         self.router = router
@@ -511,6 +513,9 @@ class HttpProtocol(asyncio.Protocol):
         self._queue: deque[Request] = deque()
         self._busy = False
         self._keep = True
+        self._auth: bytes | None = None
+        self._pin: bytes | None = None
+        self._rid: bytes | None = None
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -536,12 +541,22 @@ class HttpProtocol(asyncio.Protocol):
         self._body = []
         self._body_size = 0
         self._too_large = False
+        self._auth = self._pin = self._rid = None
 
     def on_url(self, url: bytes) -> None:
         self._url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name.lower(), value))
+        name = name.lower()
+        if name in _CAPTURED:
+            if name == b"authorization":
+                self._auth = value
+                return  # never forwarded
+            if name == REQUEST_ID_HEADER:
+                self._rid = value
+                return  # forwarded as the router's (checked) id
+            self._pin = value
+        self._headers.append((name, value))
 
     def on_body(self, body: bytes) -> None:
         self._body_size += len(body)
@@ -558,7 +573,8 @@ class HttpProtocol(asyncio.Protocol):
             return
         path, _, query = self._url.partition(b"?")
         req = Request(self._parser.get_method(), path, query, self._headers,
-                      b"".join(self._body), self._parser.should_keep_alive())
+                      b"".join(self._body), self._parser.should_keep_alive(), self._auth,
+                      self._pin, self._rid)
         if self._busy:
             self._queue.append(req)
             if len(self._queue) > 16 and self.transport is not None:
@@ -574,7 +590,7 @@ class HttpProtocol(asyncio.Protocol):
         except Exception as exc:  # a bug: log it, answer 500, keep serving
             log(f"internal error on {req.method.decode()} {req.path.decode('latin-1')}: "
                 f"{type(exc).__name__}: {exc}")
-            rid = request_id(req.headers)
+            rid = request_id(req.request_id)
             self._respond(500, [_JSON], error_body("internal router error", rid))
 
     def _respond(self, status: int, headers: Headers, body: bytes) -> None:
