@@ -3,14 +3,17 @@
 ``python -m bench.router [--duration S] [--connections 1,8,64]`` (not a test; prints a table).
 
 Upstreams: the real inference server on samples/diabetes (``python -m scoring serve``, one
-worker each) when it and the trained model exist, else ``tests/assets/echo_upstream.py``
-(a raw ASGI app on uvicorn); the table says which. Two instances, blue and green, take an
-80/20 split. HAProxy (Debian's package) gets the same key check and split, twice: with its
-default threads (one per core: the anchor for the ratios) and with ``nbthread 1`` (the same
-single thread the router runs on); the router runs with ``auth_mode: key``. A last row runs
-the router with 50% of requests mirrored to a third instance. The proxy CPU column is the
-proxy process's user+system CPU per request (less sensitive to a busy machine than req/s). Load: wrk from Debian, on the same 2 cores; the load average is printed
-with the table because other work on the machine moves every figure.
+worker each) when it and the trained model exist, else ``tests/assets/echo_upstream.py`` (a
+raw ASGI app on uvicorn); the table says which. Two instances, blue and green, take an 80/20
+split. HAProxy (Debian's package) gets the same key check and split, twice: with its default
+threads (one per core: the anchor for the ratios) and with ``nbthread 1`` (the same single
+thread the router runs on); the router runs with ``auth_mode: key``. A last row runs the
+router with 50% of requests mirrored: to a third instance on the same cores
+(``router+mirror50``), and to a near-free static responder standing in for a candidate whose
+CPU is elsewhere, as in a cluster (``router+mirror50ext``). The proxy CPU column is the
+proxy process's user+system CPU per request (less sensitive to a busy machine than req/s).
+Load: wrk from Debian, on the same 2 cores; the load average is printed with the table
+because other work on the machine moves every figure.
 """
 
 from __future__ import annotations
@@ -132,6 +135,22 @@ backend deployments
 """
 
 
+def static_cfg(port: int) -> str:
+    """A near-free HTTP responder: stands in for a mirror candidate running on other nodes."""
+    return f"""global
+    maxconn 4096
+    nbthread 1
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 30s
+    timeout server 5s
+frontend fe
+    bind 127.0.0.1:{port}
+    http-request return status 200 content-type application/json string "[1, 0]"
+"""
+
+
 def router_cfg(blue: int, green: int, shadow: int | None) -> dict[str, object]:
     deps = {"blue": {"url": f"http://127.0.0.1:{blue}"},
             "green": {"url": f"http://127.0.0.1:{green}"}}
@@ -177,65 +196,75 @@ def main(argv: list[str] | None = None) -> int:
             cm, port = _upstream(name, tmp, real)
             stack.enter_context(cm)
             ups[name] = port
-        hport, h1port, rport, mport = free_port(), free_port(), free_port(), free_port()
+        hport, h1port, static = free_port(), free_port(), free_port()
         pids: dict[str, int] = {}
-        for label, port, threads in (("haproxy", hport, None), ("haproxy-1thread", h1port, 1)):
+        for label, text in (
+                ("haproxy", haproxy_cfg(hport, ups["blue"], ups["green"], None)),
+                ("haproxy-1thread", haproxy_cfg(h1port, ups["blue"], ups["green"], 1)),
+                ("static", static_cfg(static))):
             cfg = tmp / f"{label}.cfg"
-            cfg.write_text(haproxy_cfg(port, ups["blue"], ups["green"], threads))
+            cfg.write_text(text)
             hap = subprocess.Popen(["haproxy", "-f", str(cfg)], stdout=subprocess.DEVNULL,
                                    stderr=(tmp / f"{label}.log").open("wb"))
             stack.callback(stop, hap)
             pids[label] = hap.pid
-        for port, cfg_name, shadow in ((rport, "router.json", None),
-                                       (mport, "router-mirror.json", ups["shadow"])):
-            (tmp / cfg_name).write_text(json.dumps(router_cfg(ups["blue"], ups["green"], shadow)))
+        routers = {"router": None, "router+mirror50": ups["shadow"],
+                   "router+mirror50ext": static}
+        ports: dict[str, int] = {}
+        for label, shadow in routers.items():
+            port = ports[label] = free_port()
+            cfg_path = tmp / f"{label}.json"
+            cfg_path.write_text(json.dumps(router_cfg(ups["blue"], ups["green"], shadow)))
             rp = stack.enter_context(_proc(
-                [sys.executable, "-m", "scoring", "router", "--config", str(tmp / cfg_name),
+                [sys.executable, "-m", "scoring", "router", "--config", str(cfg_path),
                  "--port", str(port), "--host", "127.0.0.1"],
-                f"http://127.0.0.1:{port}/ready", tmp / f"{cfg_name}.log", env))
-            pids["router" if shadow is None else "router+mirror50"] = rp.pid
+                f"http://127.0.0.1:{port}/ready", tmp / f"{label}.log", env))
+            pids[label] = rp.pid
         time.sleep(0.5)
         paths = [("direct", f"http://127.0.0.1:{ups['blue']}/score"),
                  ("haproxy", f"http://127.0.0.1:{hport}/score"),
                  ("haproxy-1thread", f"http://127.0.0.1:{h1port}/score"),
-                 ("router", f"http://127.0.0.1:{rport}/score"),
-                 ("router+mirror50", f"http://127.0.0.1:{mport}/score")]
+                 *((label, f"http://127.0.0.1:{ports[label]}/score") for label in routers)]
         for _, url in paths:  # warm up pools and caches
             wrk(url, 8, 1, script)
         for c in conns:
             for name, url in paths:
                 rows.append((name, c, wrk(url, c, args.duration, script, pids.get(name))))
-        mirror_summary = subprocess.run(
+        summaries = {label: subprocess.run(
             ["curl", "-s", "-H", f"Authorization: Bearer {KEY1}",
-             f"http://127.0.0.1:{mport}/mirror/summary"], capture_output=True, text=True).stdout
+             f"http://127.0.0.1:{ports[label]}/mirror/summary"],
+            capture_output=True, text=True).stdout for label in list(routers)[1:]}
     upstream = ("inference server (python -m scoring serve, samples/diabetes, 1 worker)"
                 if real else "echo upstream (tests/assets/echo_upstream.py, uvicorn, 1 worker)")
     print(f"router benchmark {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, upstream: {upstream}")
     print(f"wrk {args.duration:g}s per cell; load average before {load_before}, "
-          f"after {loadavg()}; HAProxy {_haproxy_version()}")
+          f"after {loadavg()}; HAProxy {_haproxy_version()}; {os.cpu_count()} cores")
     print()
-    print("| path            | conns |   req/s | p50 ms | p99 ms | errors | req/s vs haproxy | "
-          "p50 added vs direct | proxy CPU µs/req |")
-    print("|-----------------|------:|--------:|-------:|-------:|-------:|-----------------:|"
-          "--------------------:|-----------------:|")
+    print("| path               | conns |   req/s | p50 ms | p99 ms | errors | req/s vs haproxy "
+          "| p50 added vs direct | proxy CPU µs/req |")
+    print("|--------------------|------:|--------:|-------:|-------:|-------:|-----------------:"
+          "|--------------------:|-----------------:|")
     by = {(n, c): r for n, c, r in rows}
     for name, c, r in rows:
         hap_rps = by[("haproxy", c)]["rps"]
         added = r["p50"] - by[("direct", c)]["p50"]
-        print(f"| {name:<15} | {c:>5} | {r['rps']:>7.0f} | {r['p50']:>6.3f} | {r['p99']:>6.2f} | "
+        cpu = "" if r["cpu_us"] != r["cpu_us"] else f"{r['cpu_us']:.0f}"  # NaN for direct
+        print(f"| {name:<18} | {c:>5} | {r['rps']:>7.0f} | {r['p50']:>6.3f} | {r['p99']:>6.2f} | "
               f"{int(r['errors']):>6} | {r['rps'] / hap_rps:>15.2f}x | {added:>+19.3f} | "
-              f"{r['cpu_us']:>16.0f} |")
+              f"{cpu:>16} |")
     print()
-    for c in conns:
-        live, mirrored = by[("router", c)]["rps"], by[("router+mirror50", c)]["rps"]
-        print(f"mirror 50% at {c} conns: live throughput {mirrored / live - 1:+.1%} vs router "
-              "without mirror")
-    try:
-        s = json.loads(mirror_summary)["mirrors"]["shadow"]
-        print(f"mirror summary: sent {s['sent']}, statuses {s['statuses']}, "
-              f"skipped {s['skipped_overload']}, errors {s['errors']}")
-    except (ValueError, KeyError):
-        print(f"mirror summary unavailable: {mirror_summary[:200]}")
+    for label in list(routers)[1:]:
+        where = ("a third upstream on the same cores" if label == "router+mirror50"
+                 else "a static responder (candidate's CPU elsewhere)")
+        cost = ", ".join(f"{c} conns {by[(label, c)]['rps'] / by[('router', c)]['rps'] - 1:+.1%}"
+                         for c in conns)
+        try:
+            s = json.loads(summaries[label])["mirrors"]["shadow"]
+            detail = (f"sent {s['sent']}, equal {s['equal']}, different {s['different']}, "
+                      f"skipped {s['skipped_overload']}, errors {s['errors']}")
+        except (ValueError, KeyError):
+            detail = f"summary unavailable: {summaries[label][:200]}"
+        print(f"{label} (mirror to {where}): live req/s vs router: {cost}; {detail}")
     shutil.rmtree(tmp, ignore_errors=True)
     return 0
 

@@ -270,7 +270,7 @@ _TEXT = (b"content-type", b"text/plain; charset=utf-8")
 _PROM = (b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
 _DROP_FROM_UPSTREAM = frozenset({b"connection", b"keep-alive", b"transfer-encoding",
                                  b"content-length", PIN_HEADER, REQUEST_ID_HEADER})
-_CAPTURED = frozenset({b"authorization", REQUEST_ID_HEADER, PIN_HEADER})
+_CAPTURED = frozenset({b"authorization", REQUEST_ID_HEADER, PIN_HEADER, b"expect"})
 ROUTES = ("GET /", "GET /ready", "POST /score", "GET /swagger.json", "GET /metrics",
           "GET /mirror/summary")
 
@@ -496,7 +496,8 @@ def encode_response(status: int, headers: Headers, body: bytes, keep_alive: bool
 class HttpProtocol(asyncio.Protocol):
     """One client connection: parse with httptools, handle requests in order, keep-alive."""
 
-    __slots__ = ("_auth", "_body", "_body_size", "_busy", "_headers", "_keep", "_parser",
+    __slots__ = ("_auth", "_body", "_body_size", "_busy", "_continue", "_headers", "_keep",
+                 "_parser",
                  "_pin", "_queue", "_rid", "_too_large", "_url", "closed", "conns", "router",
                  "transport")
 
@@ -516,6 +517,7 @@ class HttpProtocol(asyncio.Protocol):
         self._auth: bytes | None = None
         self._pin: bytes | None = None
         self._rid: bytes | None = None
+        self._continue = False
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -542,9 +544,15 @@ class HttpProtocol(asyncio.Protocol):
         self._body_size = 0
         self._too_large = False
         self._auth = self._pin = self._rid = None
+        self._continue = False
 
     def on_url(self, url: bytes) -> None:
         self._url += url
+
+    def on_headers_complete(self) -> None:
+        if self._continue:
+            self._continue = False
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # type: ignore[union-attr]
 
     def on_header(self, name: bytes, value: bytes) -> None:
         name = name.lower()
@@ -555,6 +563,11 @@ class HttpProtocol(asyncio.Protocol):
             if name == REQUEST_ID_HEADER:
                 self._rid = value
                 return  # forwarded as the router's (checked) id
+            if name == b"expect":
+                # Answered here (below); a deployment's "100 Continue" must not reach the client.
+                if value.lower() == b"100-continue" and self.transport is not None:
+                    self._continue = True
+                return
             self._pin = value
         self._headers.append((name, value))
 

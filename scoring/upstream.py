@@ -225,7 +225,11 @@ class _Conn(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         parser = self._parser
-        resp = UpstreamResponse(parser.get_status_code(), self._headers, b"".join(self._body))
+        status = parser.get_status_code()
+        if status < 200:  # an interim response (100 Continue, 103): the real one follows
+            self._headers, self._body = [], []
+            return
+        resp = UpstreamResponse(status, self._headers, b"".join(self._body))
         self._headers, self._body = [], []
         keep = parser.should_keep_alive()
         job, self.job = self.job, None
@@ -347,7 +351,7 @@ class _Pool:
 
 _HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding",
                   b"content-length", b"host", b"te", b"trailer", b"upgrade",
-                  b"proxy-authorization", b"authorization"})
+                  b"proxy-authorization", b"authorization", b"expect"})
 
 
 def encode_request(target: Target, method: bytes, path: bytes, headers: Headers,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import socket
 import threading
 import time
 from collections import Counter
@@ -379,3 +380,60 @@ def test_upstream_down_slow_and_busy(ups: dict[str, Proc], tmp_path: Path,
         text = httpx.get(f"{url}/metrics").text
         for dep, kind in (("dead", "connect"), ("blue", "timeout"), ("blue", "pool")):
             assert metric(text, "router_upstream_errors_total", deployment=dep, kind=kind) == 1
+
+
+# ------------------------------------------------------------------------ HTTP/1.1 details
+
+
+def _read_response(sock: socket.socket, buf: bytearray) -> tuple[int, dict[str, str], bytes]:
+    """One response off a raw socket (content-length framed, as the router always sends)."""
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed mid-response: {bytes(buf)!r}"
+        buf += chunk
+    head, _, rest = bytes(buf).partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
+    size = int(headers.get("content-length", "0"))
+    while len(rest) < size:
+        chunk = sock.recv(65536)
+        assert chunk
+        rest += chunk
+    del buf[:]
+    buf += rest[size:]
+    return int(lines[0].split()[1]), headers, rest[:size]
+
+
+def test_expect_continue_chunked_body_and_pipelining(keyed: Proc) -> None:
+    with socket.create_connection(("127.0.0.1", keyed.port), timeout=10) as sock:
+        buf = bytearray()
+        auth = f"Authorization: Bearer {KEY1}\r\n"
+        # Expect: 100-continue -> the router answers 100 itself, then the real response.
+        body = b'{"data": "continue"}'
+        sock.sendall((f"POST /score HTTP/1.1\r\nHost: x\r\n{auth}Expect: 100-continue\r\n"
+                      f"Content-Length: {len(body)}\r\n\r\n").encode())
+        status, _, _ = _read_response(sock, buf)
+        assert status == 100
+        sock.sendall(body)
+        status, headers, got = _read_response(sock, buf)
+        assert status == 200 and json.loads(got)["body"] == body.decode()
+        # A chunked request body reaches the deployment whole.
+        sock.sendall((f"POST /score HTTP/1.1\r\nHost: x\r\n{auth}Transfer-Encoding: chunked"
+                      "\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n").encode())
+        status, _, got = _read_response(sock, buf)
+        assert status == 200 and json.loads(got)["body"] == "hello world"
+        # Pipelined requests are answered in order on the same connection.
+        reqs = b"".join(
+            (f"POST /score HTTP/1.1\r\nHost: x\r\n{auth}x-request-id: pipe-{i}\r\n"
+             f"azureml-model-deployment: {name}\r\nContent-Length: 2\r\n\r\n{{}}").encode()
+            for i, name in enumerate(["blue", "green", "shadow", "blue"]))
+        sock.sendall(reqs)
+        answers = [_read_response(sock, buf) for _ in range(4)]
+        assert [(s, h["x-request-id"], h["azureml-model-deployment"]) for s, h, _ in answers] == [
+            (200, "pipe-0", "blue"), (200, "pipe-1", "green"), (200, "pipe-2", "shadow"),
+            (200, "pipe-3", "blue")]
+        # Garbage is a 400 and the connection closes.
+        sock.sendall(b"NOT HTTP\r\n\r\n")
+        status, headers, got = _read_response(sock, buf)
+        assert status == 400 and headers["connection"] == "close"
+        assert json.loads(got)["error"].startswith("malformed HTTP request")
