@@ -1,0 +1,14 @@
+# Endpoint router (scoring/router*.py): its tests and benchmark. Docs: docs/router.md.
+.PHONY: test-router bench-router router-bench-tools
+
+ROUTER_TESTS := tests/unit/test_auth.py tests/unit/test_traffic.py tests/unit/test_router_config.py \
+	tests/http/test_router.py tests/http/test_router_lifecycle.py tests/http/test_router_inference.py
+
+test-router: python ## router: unit + real-HTTP tests (echo upstreams and real inference servers)
+	@$(PY) -m pytest -q $(ROUTER_TESTS)
+
+router-bench-tools: ## wrk and HAProxy from Debian (the router benchmark's load generator and anchor)
+	@command -v wrk >/dev/null && command -v haproxy >/dev/null || apt-get install -y wrk haproxy
+
+bench-router: python router-bench-tools ## router vs HAProxy vs direct, 1/8/64 connections (prints a table)
+	@$(PY) -m bench.router
