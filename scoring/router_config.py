@@ -40,7 +40,7 @@ class ConfigError(ValueError):
 class DeploymentConfig(BaseModel):
     """One upstream deployment: where its inference server listens."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     url: str
     """``http://host:port`` of the deployment's Service (an optional path prefix is kept)."""
@@ -66,7 +66,7 @@ class DeploymentConfig(BaseModel):
 class RouterConfig(BaseModel):
     """The whole router config file (one router per endpoint)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     endpoint_name: str
     """The endpoint's name (DNS-1123); the audience of its tokens."""

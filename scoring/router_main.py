@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import json
 import signal
 import socket
 import sys
@@ -22,7 +23,7 @@ from pathlib import Path
 import uvloop
 
 from scoring.router import HttpProtocol, Router, RouterState, log
-from scoring.router_config import ConfigError, load_config, secret_paths
+from scoring.router_config import ConfigError, RouterConfig, load_config, secret_paths
 
 POLL_S = 1.0
 
@@ -143,7 +144,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m scoring router",
                                 description="Endpoint router: auth, weighted traffic, "
                                             "pinning and mirroring in front of deployments.")
-    p.add_argument("--config", required=True, type=Path, help="router config JSON file")
+    p.add_argument("--config", type=Path, help="router config JSON file (docs/router.md)")
+    p.add_argument("--schema", action="store_true",
+                   help="print the config file's JSON Schema and exit")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--host", default="0.0.0.0")
     p.add_argument("--drain-timeout", type=float, default=None, metavar="S",
@@ -157,6 +160,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.schema:
+        print(json.dumps(RouterConfig.model_json_schema(), indent=2))
+        return 0
+    if args.config is None:
+        print("router: --config FILE is required (see docs/router.md)", file=sys.stderr)
+        return 2
     try:
         config, secrets = load_config(args.config)
     except ConfigError as exc:

@@ -121,3 +121,15 @@ def test_authorize_modes() -> None:
     with pytest.raises(Exception, match="invalid key"):
         authorize(state, b"Bearer k3")
     authorize(_state(auth_mode="none"), None)
+
+
+def test_cli_prints_schema_and_requires_config(capsys: pytest.CaptureFixture[str]) -> None:
+    from scoring.router_main import main
+
+    assert main(["--schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert schema["additionalProperties"] is False
+    assert schema["required"] == ["endpoint_name", "deployments"]
+    assert "sum to 0 or 100" in schema["properties"]["traffic"]["description"]
+    assert main([]) == 2
+    assert "--config FILE is required" in capsys.readouterr().err
