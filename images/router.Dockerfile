@@ -1,0 +1,20 @@
+# Runtime image for the endpoint router (and any process that needs only the ml-endpoints
+# package): a Python base plus the project wheel and its runtime dependencies, installed from
+# the wheels in the build context (scripts/wheelhouse.sh) with --network none.
+# Context: wheels/*.whl. Build arg: BASE_IMAGE.
+ARG BASE_IMAGE=python:3.11-slim
+
+FROM ${BASE_IMAGE} AS build
+COPY wheels/ /tmp/wheels/
+RUN python3 -m venv /opt/venv \
+ && /opt/venv/bin/pip install --no-cache-dir --no-index --find-links /tmp/wheels --disable-pip-version-check ml-endpoints \
+ && /opt/venv/bin/python -c "import scoring.router_main"
+
+FROM ${BASE_IMAGE}
+COPY --from=build /opt/venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH \
+    VIRTUAL_ENV=/opt/venv \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1
+EXPOSE 8080
+CMD ["python", "-m", "scoring", "router", "--config", "/etc/ml-endpoints/router.json", "--port", "8080"]

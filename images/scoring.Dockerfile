@@ -1,0 +1,16 @@
+# Scoring image: an environment image plus one deployment's model and code folders, laid out
+# as Azure ML does (/var/azureml-app), serving with `python -m scoring serve` on port 5001.
+# Context: model/ (the model folder), code/ (the scoring script's folder).
+# Build args: ENV_IMAGE (an environment.Dockerfile image, pinned by digest),
+# ENTRY_SCRIPT (the scoring script, relative to code/; default score.py).
+ARG ENV_IMAGE
+FROM ${ENV_IMAGE}
+ARG ENTRY_SCRIPT=score.py
+COPY model/ /var/azureml-app/model/
+COPY code/ /var/azureml-app/code/
+ENV AZUREML_MODEL_DIR=/var/azureml-app/model \
+    AZUREML_ENTRY_SCRIPT=/var/azureml-app/code/${ENTRY_SCRIPT} \
+    WORKER_COUNT=1
+WORKDIR /var/azureml-app/code
+EXPOSE 5001
+CMD ["python", "-m", "scoring", "serve"]
