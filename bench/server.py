@@ -1,0 +1,227 @@
+"""Benchmark: the inference server against its peers, on the same model and machine.
+
+    python -m bench.server [--duration 5] [--servers ours,ours-collect,bare,azmlinfsrv,mlserver]
+
+One after another, on the sample diabetes model (samples/diabetes, trained here) with 2
+workers each, payloads of 1 and 100 rows, wrk at 1, 8 and 64 connections for ``--duration``
+seconds per cell:
+
+- ``ours``           python -m scoring serve, every feature on (metrics, request ids,
+                     request_timeout_ms=5000 via SIGALRM, body limit, JSON access log to a
+                     file), collection off
+- ``ours-collect``   the same with model_inputs/model_outputs collection at sampling rate 1
+- ``ours-queue``     the same (collection off) with a queue limit: run() in a thread,
+                     max_concurrent_requests_per_instance=128 (opt-in row: --servers)
+- ``bare``           uvicorn + Starlette calling the same run() inline (bench/bare_app.py)
+- ``azmlinfsrv``     azureml-inference-server-http (Flask + gunicorn), own venv, loopback
+- ``mlserver``       MLServer + mlserver-sklearn (V2 protocol body), own venv, uvloop 0.21
+
+Peers are installed on first use into ``$ML_ENDPOINTS_CACHE/bench/<name>`` (PyPI). Cold
+start is process start to the first 200 on ``POST /score``. wrk shares the 2 cores with the
+servers, so absolute figures are lower than on a dedicated load generator; compare ratios.
+The load average is printed per server: other work on the machine skews a run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench._load import free_port, loadavg, start, stop, wrk
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "samples" / "diabetes"
+CACHE = Path(os.environ.get("ML_ENDPOINTS_CACHE", Path.home() / ".cache" / "ml-endpoints"))
+BENCH = CACHE / "bench"
+PEERS = {
+    "azmlinfsrv": ["azureml-inference-server-http==1.5.1"],
+    "mlserver": ["mlserver==1.7.1", "mlserver-sklearn==1.7.1", "uvloop==0.21.0"],
+}
+MODEL_PINS = ["scikit-learn==1.9.1", "numpy==2.4.6", "joblib==1.6.0"]
+ROWS = (1, 100)
+CONNS = (1, 8, 64)
+ALL = ("ours", "ours-collect", "bare", "azmlinfsrv", "mlserver")
+
+
+def peer_python(name: str) -> Path:
+    """The venv python of a peer server, installed from PyPI on first use (cached)."""
+    venv = BENCH / name
+    packages = PEERS[name] + MODEL_PINS
+    stamp = venv / ".bench-stamp"
+    py = venv / "bin" / "python"
+    if py.exists() and stamp.exists() and stamp.read_text() == " ".join(packages):
+        return py
+    print(f"installing {name} into {venv} ...", flush=True)
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+    subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                    *packages], check=True)
+    stamp.write_text(" ".join(packages))
+    return py
+
+
+@dataclass
+class Server:
+    name: str
+    argv: list[str]
+    path: str
+    v2: bool = False
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: Path | None = None
+
+
+def payloads(work: Path) -> dict[tuple[str, int], Path]:
+    """Request bodies: Azure style ``{"data": rows}`` and MLServer's V2 inference protocol."""
+    from sklearn.datasets import load_diabetes
+
+    data = load_diabetes().data
+    out = {}
+    for n in ROWS:
+        rows = [[round(v, 6) for v in r] for r in data[:n].tolist()]
+        azure = work / f"azure-{n}.json"
+        azure.write_text(json.dumps({"data": rows}))
+        v2 = work / f"v2-{n}.json"
+        v2.write_text(json.dumps({"inputs": [{"name": "predict", "shape": [n, 10],
+                                              "datatype": "FP64",
+                                              "data": [v for r in rows for v in r]}]}))
+        out[("azure", n)], out[("v2", n)] = azure, v2
+    return out
+
+
+def servers(names: list[str], model: Path, work: Path, port: int) -> list[Server]:
+    script = str(SAMPLE / "score.py")
+    ours = [sys.executable, "-m", "scoring", "serve", "--entry-script", script,
+            "--model-dir", str(model), "--workers", "2", "--host", "127.0.0.1",
+            "--port", str(port)]
+    result = []
+    for name in names:
+        if name == "ours":
+            result.append(Server(name, ours, "/score", cwd=REPO))
+        elif name == "ours-collect":
+            result.append(Server(name, [*ours, "--collect", "true", "--collect-dir",
+                                        str(work / "collected")], "/score", cwd=REPO))
+        elif name == "ours-queue":
+            result.append(Server(name, [*ours, "--max-concurrent-requests-per-instance", "128"],
+                                 "/score", cwd=REPO))
+        elif name == "bare":
+            result.append(Server(name, [
+                sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--workers", "2",
+                "--host", "127.0.0.1", "--port", str(port), "--loop", "uvloop",
+                "--http", "httptools", "--no-access-log", "--log-level", "warning"],
+                "/score", env={"BENCH_ENTRY_SCRIPT": script, "AZUREML_MODEL_DIR": str(model)},
+                cwd=REPO))
+        elif name == "azmlinfsrv":
+            py = peer_python("azmlinfsrv")
+            launcher = (  # azmlinfsrv binds 0.0.0.0 by default; keep the benchmark on loopback
+                "import sys, azureml_inference_server_http.amlserver as a; "
+                "a.DEFAULT_HOST = '127.0.0.1'; sys.argv[0] = 'azmlinfsrv'; a.run()")
+            result.append(Server(name, [str(py), "-c", launcher, "--entry_script", script,
+                                        "--model_dir", str(model), "--port", str(port),
+                                        "--worker_count", "2"], "/score", cwd=work))
+        elif name == "mlserver":
+            py = peer_python("mlserver")
+            folder = work / "mlserver"
+            (folder / "diabetes").mkdir(parents=True, exist_ok=True)
+            shutil.copy(model / "model.pkl", folder / "diabetes" / "model.pkl")
+            (folder / "diabetes" / "model-settings.json").write_text(json.dumps({
+                "name": "diabetes", "implementation": "mlserver_sklearn.SKLearnModel",
+                "parameters": {"uri": "./model.pkl", "version": "v1"}}))
+            (folder / "settings.json").write_text(json.dumps({
+                "host": "127.0.0.1", "http_port": port, "grpc_port": free_port(),
+                "metrics_port": free_port(), "parallel_workers": 2, "debug": False}))
+            result.append(Server(name, [str(py.parent / "mlserver"), "start", str(folder)],
+                                 "/v2/models/diabetes/infer", v2=True, cwd=folder))
+        else:
+            raise SystemExit(f"--servers: unknown server {name!r}; choose from {ALL}")
+    return result
+
+
+def run(names: list[str], seconds: float) -> dict:
+    work = Path(tempfile.mkdtemp(prefix="bench-server-"))
+    try:
+        model = work / "model"
+        subprocess.run([sys.executable, str(SAMPLE / "train.py"), "--out", str(model)],
+                       check=True, capture_output=True)
+        bodies = payloads(work)
+        results: dict = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                         "cpus": os.cpu_count(), "duration_s": seconds, "servers": {}}
+        for server in servers(names, model, work, free_port()):
+            port = server.argv[server.argv.index("--port") + 1] if "--port" in server.argv \
+                else json.loads((work / "mlserver" / "settings.json").read_text())["http_port"]
+            url = f"http://127.0.0.1:{port}{server.path}"
+            kind = "v2" if server.v2 else "azure"
+            load_before = loadavg()
+            print(f"[{server.name}] starting (load {load_before})", flush=True)
+            started = start(server.argv, url, bodies[(kind, 1)].read_bytes(),
+                            work / f"{server.name}.log", env=server.env, cwd=server.cwd)
+            entry = {"cold_start_s": round(started.cold_start_s, 3), "load_before": load_before,
+                     "cells": {}}
+            try:
+                wrk(url, bodies[(kind, 1)], 8, 1, work)  # warm-up, not recorded
+                for n in ROWS:
+                    for conns in CONNS:
+                        r = wrk(url, bodies[(kind, n)], conns, seconds, work)
+                        entry["cells"][f"{n}x{conns}"] = r.__dict__
+                        print(f"[{server.name}] rows={n} conns={conns}: {r.rps:,.0f} req/s "
+                              f"p50 {r.p50_ms:.2f} ms p99 {r.p99_ms:.2f} ms"
+                              f"{f' errors {r.errors}' if r.errors else ''}", flush=True)
+            finally:
+                stop(started.popen)
+            entry["load_after"] = loadavg()
+            results["servers"][server.name] = entry
+        return results
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def table(results: dict) -> str:
+    """A markdown table: req/s, p50, p99 and ratios vs azmlinfsrv and the bare app."""
+    srv = results["servers"]
+    lines = [f"Measured {results['date']} on {results['cpus']} cores (wrk on the same cores), "
+             f"{results['duration_s']:g} s per cell, 2 workers per server.", "",
+             "| server | rows | conns | req/s | p50 ms | p99 ms | x azmlinfsrv | x bare | "
+             "errors |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, entry in srv.items():
+        for cell, r in entry["cells"].items():
+            n, conns = cell.split("x")
+
+            def ratio(peer: str, cell: str = cell, r: dict = r) -> str:
+                other = srv.get(peer, {}).get("cells", {}).get(cell)
+                return f"{r['rps'] / other['rps']:.2f}" if other and other["rps"] else "-"
+
+            lines.append(f"| {name} | {n} | {conns} | {r['rps']:,.0f} | {r['p50_ms']:.2f} | "
+                         f"{r['p99_ms']:.2f} | {ratio('azmlinfsrv')} | {ratio('bare')} | "
+                         f"{r['errors']} |")
+    lines += ["", "| server | cold start s (process start → first 200) | load avg before → "
+                  "after |", "|---|---:|---|"]
+    for name, entry in srv.items():
+        lines.append(f"| {name} | {entry['cold_start_s']:.2f} | {entry['load_before']} → "
+                     f"{entry['load_after']} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.server", description=__doc__)
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk cell")
+    parser.add_argument("--servers", default=",".join(ALL),
+                        help=f"comma-separated subset/order of {', '.join(ALL)}, ours-queue")
+    parser.add_argument("--json", type=Path, help="also write the raw results here")
+    args = parser.parse_args(argv)
+    results = run([s.strip() for s in args.servers.split(",") if s.strip()], args.duration)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    print()
+    print(table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
