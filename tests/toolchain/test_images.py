@@ -1,0 +1,174 @@
+"""Images built offline by `components._images` through the real CLI, run, scored and pulled back.
+
+The program builds the environment image (base + project wheel + the sample's requirements from
+the host wheelhouse, `--network none`) and the scoring image (model + code) with the dynamic
+provider, pushes both to the local registry, then this test runs the scoring image on loopback,
+scores the sample request, and reads the manifest back from the registry by tag.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pytest
+from pulumi import automation as auto
+
+from components._images import Image, ImageArgs
+from tests.procs import free_port
+from tests.toolchain.conftest import PULUMI_VERSION, ROOT
+
+pytestmark = pytest.mark.images
+
+REGISTRY = "127.0.0.1:5000"
+MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
+
+
+def _summary(changes: dict[Any, int]) -> dict[str, int]:
+    return {getattr(k, "value", k): v for k, v in changes.items() if v}
+
+
+def _http(url: str, data: bytes | None = None, headers: dict[str, str] | None = None,
+          method: str | None = None) -> tuple[int, dict[str, str], bytes]:
+    req = urllib.request.Request(url, data=data, headers=headers or {}, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, dict(resp.headers), resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers), err.read()
+
+
+def _base_image(env: dict[str, str]) -> str:
+    ref = Path(env["ML_ENDPOINTS_CACHE"]) / "images" / "base-image.ref"
+    if not ref.is_file():
+        pytest.fail(f"{ref} missing: run `make images-setup` (scripts/base_image.sh)")
+    return ref.read_text().strip()
+
+
+@pytest.fixture
+def contexts(tmp_path: Path) -> tuple[Path, Path]:
+    """Build contexts: the sample's requirements; the sample's trained model and script."""
+    env_ctx = tmp_path / "env"
+    env_ctx.mkdir()
+    shutil.copy(ROOT / "samples" / "diabetes" / "requirements.txt", env_ctx / "requirements.txt")
+    scoring_ctx = tmp_path / "scoring"
+    (scoring_ctx / "code").mkdir(parents=True)
+    shutil.copy(ROOT / "samples" / "diabetes" / "score.py", scoring_ctx / "code" / "score.py")
+    subprocess.run([sys.executable, str(ROOT / "samples" / "diabetes" / "train.py"),
+                    "--out", str(scoring_ctx / "model")],
+                   check=True, capture_output=True, timeout=300)
+    return env_ctx, scoring_ctx
+
+
+def _expected_predictions(model_dir: Path, request: dict[str, Any]) -> list[Any]:
+    import joblib
+    import numpy as np
+
+    model = joblib.load(model_dir / "model.pkl")
+    return model.predict(np.array(request["data"])).tolist()
+
+
+def test_scoring_image_builds_offline_runs_and_is_pushed(
+    toolchain_env: dict[str, str], contexts: tuple[Path, Path], tmp_path: Path
+) -> None:
+    import docker
+
+    env_ctx, scoring_ctx = contexts
+    base = _base_image(toolchain_env)
+    repo = f"{REGISTRY}/mlendpoints-test"
+
+    def program() -> None:
+        env_image = Image("env", ImageArgs(
+            context=str(env_ctx), dockerfile=str(ROOT / "images" / "environment.Dockerfile"),
+            repository=f"{repo}/env",
+            build_args={"BASE_IMAGE": base, "PYTHON_VERSION": "3.11"},
+        ))
+        scoring = Image("scoring", ImageArgs(
+            context=str(scoring_ctx), dockerfile=str(ROOT / "images" / "scoring.Dockerfile"),
+            repository=f"{repo}/scoring", build_args={"ENV_IMAGE": env_image.ref},
+        ))
+        pulumi.export("env_ref", env_image.ref)
+        pulumi.export("scoring_ref", scoring.ref)
+        pulumi.export("scoring_digest", scoring.digest)
+
+    root = Path(toolchain_env["ML_ENDPOINTS_CACHE"]) / "tools" / f"pulumi-{PULUMI_VERSION}"
+    stack = auto.create_or_select_stack(
+        "test", project_name="toolchain-images", program=program,
+        opts=auto.LocalWorkspaceOptions(
+            env_vars=toolchain_env, pulumi_command=auto.PulumiCommand(root=str(root)),
+            project_settings=auto.ProjectSettings(name="toolchain-images", runtime="python"),
+        ),
+    )
+    client = docker.from_env()
+    container = None
+    try:
+        assert _summary(stack.preview().change_summary) == {"create": 3}
+        events: list[str] = []
+        up = stack.up(on_output=events.append)
+        assert up.summary.result == "succeeded"
+        assert _summary(up.summary.resource_changes) == {"create": 3}
+        # Progress a person can follow: the provider's build steps appear during `up`.
+        assert any("building (scoring.Dockerfile" in line for line in events), events[-20:]
+
+        scoring_ref = up.outputs["scoring_ref"].value
+        digest = up.outputs["scoring_digest"].value
+        assert digest.startswith("sha256:") and len(digest) == 71
+        name, _, pinned = scoring_ref.partition("@")
+        assert pinned == digest
+        assert name.startswith(f"{repo}/scoring:")
+        assert up.outputs["env_ref"].value.startswith(f"{repo}/env:")
+
+        # Unchanged inputs: nothing to build.
+        assert _summary(stack.preview().change_summary) == {"same": 3}
+
+        # The registry serves the manifest under the tag, with the digest we recorded.
+        tag = name.rsplit(":", 1)[1]
+        status, headers, body = _http(
+            f"http://{REGISTRY}/v2/mlendpoints-test/scoring/manifests/{tag}",
+            headers={"Accept": MANIFEST_V2},
+        )
+        assert status == 200, body[:300]
+        assert headers.get("Docker-Content-Digest") == digest
+        assert json.loads(body)["mediaType"] == MANIFEST_V2
+
+        # Run it on loopback and score the sample request.
+        port = free_port()
+        container = client.containers.run(
+            scoring_ref, detach=True, ports={"5001/tcp": ("127.0.0.1", port)},
+        )
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if _http(f"{url}/ready")[0] == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.5)
+        else:
+            pytest.fail("scoring container not ready in 60 s:\n"
+                        + container.logs(tail=40).decode(errors="replace"))
+        status, _, body = _http(f"{url}/")
+        assert (status, body) == (200, b"Healthy")
+        request = json.loads((ROOT / "samples" / "diabetes" / "sample-request.json").read_text())
+        status, _, body = _http(f"{url}/score", data=json.dumps(request).encode(),
+                                headers={"Content-Type": "application/json"}, method="POST")
+        assert status == 200, body
+        assert json.loads(body) == _expected_predictions(scoring_ctx / "model", request)
+
+        status, _, body = _http(f"{url}/score", data=b"{not json",
+                                headers={"Content-Type": "application/json"}, method="POST")
+        assert status == 400, body
+        assert json.loads(body)["error"].startswith("request body is not valid JSON")
+    finally:
+        if container is not None:
+            container.remove(force=True)
+        stack.workspace.remove_stack("test", force=True)
