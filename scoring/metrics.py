@@ -1,8 +1,9 @@
 """Prometheus metrics shared by all worker processes.
 
 Per request a worker only bumps plain Python counters (a dict increment and a bisect):
-measured, that is ~10x cheaper than prometheus_client in multiprocess mode, where every
-``inc``/``observe`` writes an mmap under a lock. Each worker writes a snapshot of its
+measured here, 0.4 us per request against 7.9 us for the same counter + histogram + gauge in
+prometheus_client's multiprocess mode, where every ``inc``/``observe`` writes an mmap under
+a lock. Each worker writes a snapshot of its
 counters to ``<metrics_dir>/<pid>.json`` every second (and at exit); ``GET /metrics`` in any
 worker refreshes its own snapshot, sums all of them and renders the text format. Counters of
 workers that have exited still count (like prometheus_client's multiprocess mode); the

@@ -1,0 +1,188 @@
+"""Small scoring modules in-process: request ids, limits, result encoding, metrics,
+collection sink, the Azure compat names."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from scoring import collector
+from scoring.errors import BadInput, PayloadTooLarge, TimedOut, UnsupportedMediaType, error_body
+from scoring.limits import InlineRunner, check_content_type, read_body
+from scoring.metrics import Stats, render
+from scoring.request_id import request_id_from
+from scoring.server import encode_result
+
+
+def test_request_ids() -> None:
+    assert request_id_from(b"abc-1.2:3_X") == "abc-1.2:3_X"
+    for bad in (None, b"", b"has space", b'q"uote', b"x" * 129):
+        assert re.fullmatch(r"[0-9a-f]{32}", request_id_from(bad))
+
+
+@pytest.mark.parametrize("value", [None, b"application/json", b"application/json; charset=utf-8",
+                                   b"text/plain", b"application/x-www-form-urlencoded",
+                                   b"application/vnd.api+json", b"Application/JSON"])
+def test_accepted_content_types(value: bytes | None) -> None:
+    check_content_type(value)
+
+
+@pytest.mark.parametrize("value", [b"application/octet-stream", b"image/png",
+                                   b"multipart/form-data; boundary=x"])
+def test_rejected_content_types(value: bytes) -> None:
+    with pytest.raises(UnsupportedMediaType) as info:
+        check_content_type(value)
+    assert info.value.status == 415
+    assert repr(value.decode()) in info.value.message
+
+
+def test_read_body_limits() -> None:
+    async def chunks(parts: list[bytes]):
+        messages = [{"type": "http.request", "body": p, "more_body": i < len(parts) - 1}
+                    for i, p in enumerate(parts)]
+
+        async def receive() -> dict:
+            return messages.pop(0)
+        return receive
+
+    async def go() -> None:
+        assert await read_body(await chunks([b"ab", b"cd"]), None, 10) == b"abcd"
+        with pytest.raises(PayloadTooLarge, match="request body is 12 bytes; the limit is 10"):
+            await read_body(await chunks([b"x" * 6, b"y" * 6]), None, 10)
+        with pytest.raises(PayloadTooLarge, match="request body is 11 bytes"):
+            await read_body(await chunks([b""]), b"11", 10)
+        with pytest.raises(BadInput, match="Content-Length 'abc' is not a number"):
+            await read_body(await chunks([b""]), b"abc", 10)
+
+    asyncio.run(go())
+
+
+def test_inline_runner_interrupts_a_slow_run_even_if_it_catches_exception() -> None:
+    runner = InlineRunner(timeout_ms=50)
+
+    def stubborn(raw: str, headers: object) -> str:
+        try:
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                time.sleep(0.005)
+        except Exception:
+            return "swallowed"
+        return "finished"
+
+    with pytest.raises(TimedOut) as info:
+        runner(stubborn, "", None, "rid", False)
+    assert info.value.message == ("run() did not finish within request_timeout_ms=50; "
+                                  "it was interrupted")
+    assert runner(lambda raw, h: raw + "!", "ok", None, "rid", False)[0] == "ok!"
+
+
+def test_encode_result_shapes() -> None:
+    assert encode_result([1, 2])[:3] == (200, b"[1, 2]", b"application/json")
+    assert encode_result("hi")[:2] == (200, b'"hi"')  # strings are JSON-encoded, as azmlinfsrv
+    assert encode_result({"a": np.int64(3), "b": np.array([1.5])})[1] == b'{"a": 3, "b": [1.5]}'
+    assert encode_result(b"\x00raw")[1:3] == (b"\x00raw", b"application/octet-stream")
+
+
+def test_error_body() -> None:
+    assert json.loads(error_body("bad \"thing\"", "r1")) == {"error": 'bad "thing"',
+                                                            "request_id": "r1"}
+
+
+def test_metrics_sum_workers_and_drop_dead_gauges(tmp_path: Path) -> None:
+    a = Stats(tmp_path)
+    a.observe("/score", 200, 0.002)
+    a.observe("/score", 500, 0.2)
+    a.error("script_failed")
+    a.in_flight, a.ready = 1, 1
+    dead = a.snapshot() | {"pid": 999_999_999, "in_flight": 5, "ready": 1}
+    text = render([a.snapshot(), dead]).decode()
+    assert 'scoring_requests_total{route="/score",status="200"} 2' in text
+    assert 'scoring_requests_total{route="/score",status="500"} 2' in text
+    assert 'scoring_request_duration_seconds_bucket{route="/score",le="0.0025"} 2' in text
+    assert 'scoring_request_duration_seconds_bucket{route="/score",le="+Inf"} 4' in text
+    assert 'scoring_request_duration_seconds_count{route="/score"} 4' in text
+    assert "scoring_requests_in_flight 1" in text  # the dead worker's gauge is dropped
+    assert "scoring_workers_ready 1" in text
+    assert 'scoring_errors_total{kind="script_failed"} 2' in text
+    a.write()
+    assert (tmp_path / f"{os.getpid()}.json").exists()
+
+
+def test_sink_rolls_files_and_counts_failures(tmp_path: Path) -> None:
+    stats = Stats(None)
+    sink = collector.Sink(tmp_path / "out", max_file_bytes=300, stats=stats)
+    for i in range(6):
+        sink.record("model_inputs", {"i": i}, f"c{i}", f"r{i}")
+    sink.flush()
+    sink.record("model_inputs", {"i": 6}, "c6", "r6")
+    sink.flush()
+    files = sorted((tmp_path / "out" / "model_inputs").rglob("*.jsonl"))
+    assert len(files) == 2  # the second flush no longer fits in 300 bytes
+    records = [json.loads(x) for f in files for x in f.read_text().splitlines()]
+    assert [r["data"]["i"] for r in records] == list(range(7))
+    assert stats.collected == {"model_inputs": 7}
+
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    bad = collector.Sink(blocked / "sub", stats=stats)
+    bad.record("model_outputs", [1], "c", "r")
+    bad.flush()  # must not raise
+    assert (bad.failed, stats.collection_failures) == (1, 1)
+
+
+def test_collector_api_correlates_and_respects_sampling(tmp_path: Path) -> None:
+    import pandas as pd
+
+    sink = collector.Sink(tmp_path)
+    collector.configure(sink)
+    try:
+        collector.set_request("req-1", True)
+        ctx = collector.Collector(name="model_inputs").collect(pd.DataFrame({"a": [1, 2]}))
+        assert ctx.id == "req-1"
+        collector.Collector(name="model_outputs").collect(np.array([0, 1]), ctx)
+        collector.set_request("req-2", False)  # not sampled: dropped
+        collector.Collector(name="model_inputs").collect([9])
+        sink.flush()
+    finally:
+        collector.configure(None)
+        collector.set_request(None, True)
+    rows = {p.parent.parts[-5]: [json.loads(x) for x in p.read_text().splitlines()]
+            for p in tmp_path.rglob("*.jsonl")}
+    assert [r["data"] for r in rows["model_inputs"]] == [[{"a": 1}, {"a": 2}]]
+    assert [r["data"] for r in rows["model_outputs"]] == [[0, 1]]
+    assert rows["model_outputs"][0]["correlation_id"] == "req-1"
+    with pytest.raises(ValueError, match="Collector name 'bad name'"):
+        collector.Collector(name="bad name")
+
+
+def test_model_get_model_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+    import sys
+
+    from scoring.script import COMPAT_DIR
+
+    spec = importlib.util.spec_from_file_location(
+        "compat_model", COMPAT_DIR / "azureml" / "core" / "model.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["compat_model"] = module
+    spec.loader.exec_module(module)
+    model = module.Model
+    monkeypatch.setenv("AZUREML_MODEL_DIR", str(tmp_path))
+    (tmp_path / "model.pkl").write_bytes(b"x")
+    assert model.get_model_path("anything") == str(tmp_path / "model.pkl")  # the only file
+    assert model.get_model_path("model") == str(tmp_path / "model.pkl")
+    (tmp_path / "other.pkl").write_bytes(b"y")
+    (tmp_path / "clf").mkdir()
+    (tmp_path / "clf" / "1").mkdir()
+    (tmp_path / "clf" / "1" / "m.joblib").write_bytes(b"z")
+    assert model.get_model_path("clf", version=1) == str(tmp_path / "clf" / "1" / "m.joblib")
+    with pytest.raises(FileNotFoundError) as info:
+        model.get_model_path("missing")
+    assert "holds: clf, model.pkl, other.pkl" in str(info.value)
