@@ -1,0 +1,229 @@
+#!/usr/bin/env bash
+# Installs the Pulumi CLI, the Python language host (with its exec script and the dynamic
+# provider script) and the Kubernetes resource provider at the versions the Python SDK pins,
+# under $ML_ENDPOINTS_CACHE/tools, and registers the provider in the project's PULUMI_HOME.
+#
+# Online (release downloads reachable) it unpacks the official release tarballs; offline it
+# builds the Go binaries from their modules through the Go module proxy. Each part is built
+# in a staging folder, moved into place, and stamped last: an interrupted run leaves nothing
+# that a later run mistakes for done, and a finished part is skipped in well under a second.
+#
+# Usage: scripts/setup_pulumi.sh [--offline|--online] [cli|kubernetes|plugins]...
+#   (no part names = all parts; ML_ENDPOINTS_PULUMI_MODE=offline|online|auto, default auto)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+. scripts/lib.sh
+. scripts/env.sh
+
+# Versions: must equal the Python SDK pins (plugin look-ups are exact-version).
+PULUMI_VERSION=3.259.0
+K8S_VERSION=4.32.0
+# Offline sources. The proxy serves pulumi/pkg/v3 and pulumi/sdk/v3 at the release tag, but
+# pulumi-kubernetes' provider/v4 module (untagged) only at the pseudo-version below: the
+# provider source as of 2026-01-15, one day before v4.25.0; it is stamped $K8S_VERSION so the
+# 4.32.0 Python SDK finds it (docs/toolchain.md, "Versions"). Sums pin the downloaded zips,
+# since the checksum database has no entry for these two.
+K8S_PROVIDER_MOD=github.com/pulumi/pulumi-kubernetes/provider/v4
+K8S_PROVIDER_MODVER=v4.0.0-20260115033456-f47bc2d6f199
+K8S_PROVIDER_SUM=h1:j2bphCf7c2YhnBrhwht2f3TNRRgcMImltUlAgzxr9H4=
+K8S_SDK_MOD=github.com/pulumi/pulumi-kubernetes/sdk/v4
+K8S_SDK_MODVER=v4.24.0   # what that provider commit's go.mod requires (replaced by ../sdk)
+K8S_SDK_SUM=h1:dlDJvsugKow8tCaD0yJngc7PXdv8WT2YwPEUmj48tF4=
+
+GO_BUILD_FLAGS=(-trimpath -tags osusergo,grpcnotrace)
+export GOTOOLCHAIN=local GOFLAGS=-buildvcs=false CGO_ENABLED=0
+
+TOOLS=$ML_ENDPOINTS_CACHE/tools
+BUILD=$ML_ENDPOINTS_CACHE/build
+CLI_DIR=$TOOLS/pulumi-$PULUMI_VERSION
+K8S_DIR=$TOOLS/pulumi-kubernetes-$K8S_VERSION
+
+mode=${ML_ENDPOINTS_PULUMI_MODE:-auto}
+parts=()
+for a in "$@"; do
+  case $a in
+    --offline) mode=offline ;;
+    --online) mode=online ;;
+    cli|kubernetes|plugins) parts+=("$a") ;;
+    *) die "unknown argument '$a' (expected --offline, --online, cli, kubernetes, plugins)" ;;
+  esac
+done
+[ ${#parts[@]} -gt 0 ] || parts=(cli kubernetes plugins)
+
+check_pins() {
+  local c=constraints.txt
+  grep -qx "pulumi==$PULUMI_VERSION" $c || die "constraints.txt does not pin pulumi==$PULUMI_VERSION; update PULUMI_VERSION in $0 with it"
+  grep -qix "pulumi[-_]kubernetes==$K8S_VERSION" $c || die "constraints.txt does not pin pulumi_kubernetes==$K8S_VERSION; update K8S_VERSION in $0 with it"
+}
+
+release_reachable() {
+  curl -fsS -m 5 -o /dev/null -I "https://get.pulumi.com/releases/sdk/pulumi-v$PULUMI_VERSION-linux-x64.tar.gz" 2>/dev/null
+}
+
+resolve_mode() {
+  case $mode in
+    offline|online) ;;
+    auto) if release_reachable; then mode=online; else mode=offline; fi ;;
+    *) die "ML_ENDPOINTS_PULUMI_MODE=$mode: expected offline, online or auto" ;;
+  esac
+}
+
+arch() { case $(uname -m) in x86_64) echo x64 ;; aarch64|arm64) echo arm64 ;; *) die "unsupported CPU $(uname -m)" ;; esac; }
+
+# key_of WORDS...: the stamp content of a part; changes when its inputs change.
+key_of() { printf '%s\n' "$@" | sha256sum | cut -c1-16; }
+
+cli_key() { key_of "$mode" "$PULUMI_VERSION" "$(cat "$ROOT"/tools/pulumi/go.mod "$ROOT"/tools/pulumi/go.sum "$ROOT"/tools/pulumi/cmd/*/*.go | sha256sum)"; }
+k8s_key() { key_of "$mode" "$K8S_VERSION" "$K8S_PROVIDER_MODVER" "$K8S_SDK_MODVER"; }
+
+# --- CLI + Python language host ---------------------------------------------------------------
+build_cli_offline() (
+  local stage=$1
+  cd "$ROOT/tools/pulumi"
+  echo "downloading Go modules (pulumi pkg/sdk v$PULUMI_VERSION and dependencies)"
+  go mod download -x 2>&1 | grep -c '^# get' | sed 's/^/modules fetched: /' || true
+  echo "building pulumi + pulumi-language-python"
+  go build "${GO_BUILD_FLAGS[@]}" -o "$stage/bin/" \
+    -ldflags "-s -w -X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=v$PULUMI_VERSION" \
+    github.com/pulumi/pulumi/pkg/v3/cmd/pulumi ./cmd/pulumi-language-python
+  local sdk
+  sdk=$(go list -m -f '{{.Dir}}' github.com/pulumi/pulumi/sdk/v3)
+  install -m755 "$sdk/python/cmd/pulumi-language-python-exec" \
+    "$sdk/python/dist/pulumi-resource-pulumi-python" "$stage/bin/"
+)
+
+build_cli_online() {
+  local stage=$1 tgz
+  tgz="$BUILD/pulumi-v$PULUMI_VERSION-linux-$(arch).tar.gz"
+  curl -fsSL --retry 3 -o "$tgz" "https://get.pulumi.com/releases/sdk/pulumi-v$PULUMI_VERSION-linux-$(arch).tar.gz"
+  mkdir -p "$stage/bin"
+  tar -xzf "$tgz" -C "$stage/bin" --strip-components=1
+  rm -f "$tgz"
+}
+
+install_cli() (
+  local stage=$BUILD/pulumi-$PULUMI_VERSION.stage
+  rm -rf "$stage" && mkdir -p "$stage/bin" "$BUILD"
+  "build_cli_$mode" "$stage"
+  local got
+  got=$("$stage/bin/pulumi" version)
+  [ "$got" = "v$PULUMI_VERSION" ] || die "built pulumi reports '$got', expected v$PULUMI_VERSION"
+  for f in pulumi-language-python pulumi-language-python-exec pulumi-resource-pulumi-python; do
+    [ -x "$stage/bin/$f" ] || die "$f missing from $stage/bin"
+  done
+  rm -rf "$CLI_DIR" && mv "$stage" "$CLI_DIR"
+)
+
+# --- Kubernetes provider ------------------------------------------------------------------------
+# mod_dir MODULE VERSION SUM: download a module zip, check its hash, print its folder.
+mod_dir() {
+  local json dir sum
+  json=$(GONOSUMDB=github.com/pulumi/pulumi-kubernetes go mod download -json "$1@$2")
+  dir=$(printf '%s' "$json" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+  sum=$(printf '%s' "$json" | sed -n 's/^\t"Sum": "\(.*\)",$/\1/p')
+  [ -n "$dir" ] || { printf '%s\n' "$json" >&2; return 1; }
+  [ "$sum" = "$3" ] || { echo "$1@$2: hash $sum, expected $3" >&2; return 1; }
+  printf '%s\n' "$dir"
+}
+
+build_k8s_offline() (
+  local stage=$1 work=$BUILD/pulumi-kubernetes-src provider sdk
+  provider=$(mod_dir "$K8S_PROVIDER_MOD" "$K8S_PROVIDER_MODVER" "$K8S_PROVIDER_SUM")
+  sdk=$(mod_dir "$K8S_SDK_MOD" "$K8S_SDK_MODVER" "$K8S_SDK_SUM")
+  # The provider's go.mod replaces the SDK with ../sdk and its main package embeds files that
+  # only `go generate` writes, so it is built as the main module from a writable copy.
+  rm -rf "$work" && mkdir -p "$work"
+  cp -r "$provider" "$work/provider" && cp -r "$sdk" "$work/sdk" && chmod -R u+w "$work"
+  cd "$work/provider"
+  echo "downloading the provider's Go module dependencies"
+  go mod download
+  echo "go generate (stamps the schema with $K8S_VERSION)"
+  VERSION=$K8S_VERSION go generate ./cmd/pulumi-resource-kubernetes
+  echo "building pulumi-resource-kubernetes"
+  go build -trimpath -o "$stage/bin/" \
+    -ldflags "-s -w -X github.com/pulumi/pulumi-kubernetes/provider/v4/pkg/version.Version=$K8S_VERSION" \
+    ./cmd/pulumi-resource-kubernetes
+  cd "$ROOT" && rm -rf "$work"
+)
+
+build_k8s_online() {
+  local stage=$1 tgz
+  tgz="$BUILD/pulumi-resource-kubernetes-v$K8S_VERSION-linux-amd64.tar.gz"
+  local a=amd64; [ "$(arch)" = arm64 ] && a=arm64
+  curl -fsSL --retry 3 -o "$tgz" \
+    "https://github.com/pulumi/pulumi-kubernetes/releases/download/v$K8S_VERSION/pulumi-resource-kubernetes-v$K8S_VERSION-linux-$a.tar.gz"
+  tar -xzf "$tgz" -C "$stage/bin" pulumi-resource-kubernetes
+  rm -f "$tgz"
+}
+
+install_k8s() (
+  local stage=$BUILD/pulumi-kubernetes-$K8S_VERSION.stage
+  rm -rf "$stage" && mkdir -p "$stage/bin" "$BUILD"
+  "build_k8s_$mode" "$stage"
+  [ -x "$stage/bin/pulumi-resource-kubernetes" ] || die "provider binary missing from $stage/bin"
+  rm -rf "$K8S_DIR" && mv "$stage" "$K8S_DIR"
+)
+
+# --- plugin registration ------------------------------------------------------------------------
+plugin_dir() { echo "$PULUMI_HOME/plugins/resource-kubernetes-v$K8S_VERSION"; }
+
+plugins_ok() {
+  cmp -s "$(plugin_dir)/pulumi-resource-kubernetes" "$K8S_DIR/bin/pulumi-resource-kubernetes"
+}
+
+register_plugins() {
+  mkdir -p "$PULUMI_HOME"
+  "$CLI_DIR/bin/pulumi" plugin install resource kubernetes "$K8S_VERSION" \
+    --file "$K8S_DIR/bin/pulumi-resource-kubernetes" --reinstall
+  "$CLI_DIR/bin/pulumi" plugin ls
+  plugins_ok || die "plugin not in $(plugin_dir) after install"
+}
+
+# --- main ---------------------------------------------------------------------------------------
+# done_already DIR KEYFN: the part's stamp matches its inputs (in auto mode, either mode's install
+# counts: a machine that went offline keeps the release binaries it has).
+done_already() {
+  local m
+  for m in offline online; do
+    if [ "$mode" = auto ] || [ "$mode" = "$m" ]; then
+      stamp_ok "$1/.stamp" "$(mode=$m "$2")" && return 0
+    fi
+  done
+  return 1
+}
+
+check_pins
+for part in "${parts[@]}"; do
+  case $part in
+    cli)
+      if done_already "$CLI_DIR" cli_key; then
+        say "pulumi CLI v$PULUMI_VERSION + python language host: up to date ($CLI_DIR)"; continue
+      fi
+      resolve_mode
+      rm -f "$CLI_DIR/.stamp"
+      [ "$mode" = offline ] && say "pulumi CLI v$PULUMI_VERSION + python language host: building from Go modules (cold: ~20 min on 2 busy cores)"
+      step "pulumi-cli-$PULUMI_VERSION-$mode" install_cli
+      cli_key > "$CLI_DIR/.stamp"
+      ;;
+    kubernetes)
+      if done_already "$K8S_DIR" k8s_key; then
+        say "kubernetes provider v$K8S_VERSION: up to date ($K8S_DIR)"; continue
+      fi
+      resolve_mode
+      rm -f "$K8S_DIR/.stamp"
+      [ "$mode" = offline ] && say "kubernetes provider v$K8S_VERSION: building from Go modules (cold: ~20 min on 2 busy cores)"
+      step "pulumi-kubernetes-$K8S_VERSION-$mode" install_k8s
+      k8s_key > "$K8S_DIR/.stamp"
+      ;;
+    plugins)
+      [ -f "$CLI_DIR/.stamp" ] && [ -f "$K8S_DIR/.stamp" ] || die "plugins: run the 'cli' and 'kubernetes' parts first"
+      if plugins_ok; then
+        say "plugins: kubernetes v$K8S_VERSION registered in $PULUMI_HOME"
+      else
+        say "registering kubernetes v$K8S_VERSION in $PULUMI_HOME"
+        step "pulumi-plugins" register_plugins
+      fi
+      ;;
+  esac
+done
