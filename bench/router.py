@@ -1,6 +1,7 @@
 """Router benchmark: one upstream reached directly, through HAProxy, and through the router.
 
-``python -m bench.router [--duration S] [--connections 1,8,64]`` (not a test; prints a table).
+``python -m bench.router [--duration S] [--connections 1,8,64] [--rounds N] [--echo]`` (not a
+test; prints a table).
 
 Upstreams: the real inference server on samples/diabetes (``python -m scoring serve``, one
 worker each) when it and the trained model exist, else ``tests/assets/echo_upstream.py`` (a
@@ -25,6 +26,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -171,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.router")
     p.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
     p.add_argument("--connections", default="1,8,64")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians shown")
     p.add_argument("--echo", action="store_true", help="use the echo upstream even if the "
                    "real inference server is available")
     args = p.parse_args(argv)
@@ -227,9 +230,18 @@ def main(argv: list[str] | None = None) -> int:
                  *((label, f"http://127.0.0.1:{ports[label]}/score") for label in routers)]
         for _, url in paths:  # warm up pools and caches
             wrk(url, 8, 1, script)
-        for c in conns:
-            for name, url in paths:
-                rows.append((name, c, wrk(url, c, args.duration, script, pids.get(name))))
+        # Rounds interleave the paths so a burst of other work on the machine hits all of
+        # them alike; each cell reports its median round.
+        runs: dict[tuple[str, int], list[dict[str, float]]] = {}
+        for _ in range(args.rounds):
+            for c in conns:
+                for name, url in paths:
+                    runs.setdefault((name, c), []).append(
+                        wrk(url, c, args.duration, script, pids.get(name)))
+        for (name, c), results in runs.items():
+            cell = {k: statistics.median(r[k] for r in results) for k in results[0]}
+            cell["errors"] = sum(r["errors"] for r in results)  # any error in any round shows
+            rows.append((name, c, cell))
         summaries = {label: subprocess.run(
             ["curl", "-s", "-H", f"Authorization: Bearer {KEY1}",
              f"http://127.0.0.1:{ports[label]}/mirror/summary"],
@@ -237,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     upstream = ("inference server (python -m scoring serve, samples/diabetes, 1 worker)"
                 if real else "echo upstream (tests/assets/echo_upstream.py, uvicorn, 1 worker)")
     print(f"router benchmark {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, upstream: {upstream}")
-    print(f"wrk {args.duration:g}s per cell; load average before {load_before}, "
+    print(f"wrk {args.duration:g}s per cell, median of {args.rounds} interleaved rounds; "
+          f"load average before {load_before}, "
           f"after {loadavg()}; HAProxy {_haproxy_version()}; {os.cpu_count()} cores")
     print()
     print("| path               | conns |   req/s | p50 ms | p99 ms | errors | req/s vs haproxy "

@@ -34,6 +34,7 @@ class Target:
     port: int
     prefix: bytes
     host_header: bytes
+    name_bytes: bytes
 
     @classmethod
     def from_url(cls, name: str, url: str) -> Target:
@@ -42,7 +43,7 @@ class Target:
         port = parts.port or 80
         prefix = parts.path.rstrip("/").encode()
         host_header = (f"{host}:{port}" if parts.port else host).encode()
-        return cls(name, url, host, port, prefix, host_header)
+        return cls(name, url, host, port, prefix, host_header, name.encode())
 
 
 class UpstreamResponse(NamedTuple):
@@ -357,13 +358,10 @@ _HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-
 def encode_request(target: Target, method: bytes, path: bytes, headers: Headers,
                    body: bytes) -> bytes:
     """The HTTP/1.1 request bytes: hop-by-hop and credential headers are not forwarded."""
-    parts = [method, b" ", target.prefix, path, b" HTTP/1.1\r\nhost: ", target.host_header,
-             b"\r\ncontent-length: ", str(len(body)).encode(), b"\r\n"]
-    for name, value in headers:
-        if name not in _HOP:
-            parts += (name, b": ", value, b"\r\n")
-    parts += (b"\r\n", body)
-    return b"".join(parts)
+    hop = _HOP
+    lines = b"".join([b"%s: %s\r\n" % h for h in headers if h[0] not in hop])
+    return b"%s %s%s HTTP/1.1\r\nhost: %s\r\ncontent-length: %d\r\n%s\r\n%s" % (
+        method, target.prefix, path, target.host_header, len(body), lines, body)
 
 
 class PooledClient:
