@@ -1,0 +1,17 @@
+# Inference server (scoring/serve.py and friends, docs/server.md): its tests, the sample model,
+# and the benchmark against azmlinfsrv / MLServer / bare Starlette.
+.PHONY: test-server sample-model bench-server
+
+SERVER_TESTS := tests/unit/test_scoring_config.py tests/unit/test_scoring_pieces.py \
+	tests/http/test_server.py tests/http/test_server_errors.py tests/http/test_server_scripts.py
+
+test-server: python ## inference server: unit + real-HTTP tests (servers on 127.0.0.1)
+	@$(PY) -m pytest -q $(SERVER_TESTS)
+
+sample-model: python ## train samples/diabetes/model (v1) and model-v2 (for a green deployment)
+	@$(PY) samples/diabetes/train.py --out samples/diabetes/model
+	@$(PY) samples/diabetes/train.py --out samples/diabetes/model-v2 --version 2
+
+bench-server: python ## benchmark (not a test): needs wrk (apt-get install -y wrk); peers cached
+	@command -v wrk >/dev/null || { echo "bench-server: wrk missing: apt-get install -y wrk"; exit 1; }
+	@$(PY) -m bench.server
