@@ -86,6 +86,8 @@ class Sink:
         self._files: dict[str, tuple[str, Path, int]] = {}  # collection -> (hour, path, size)
         self._seq = 0
         self._last_warning = 0.0
+        self._stamp_sec = -1
+        self._stamp_text = ""
         self.written = 0
         self.failed = 0
 
@@ -93,20 +95,37 @@ class Sink:
         with self._lock:
             self._pending.append((collection, line))
 
+    def _stamp(self) -> str:
+        now = time.time()
+        sec = int(now)
+        if sec != self._stamp_sec:
+            self._stamp_sec = sec
+            self._stamp_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+        return f"{self._stamp_text}.{int((now - sec) * 1000):03d}Z"
+
     def record(self, collection: str, data: Any, correlation_id: str | None,
-               request_id: str | None, raw_json: str | None = None) -> None:
-        """Queue one record; ``raw_json`` is already-encoded JSON for ``data``."""
+               request_id: str | None) -> None:
+        """Queue one record of a script's ``Collector`` (``data`` is serialised here)."""
         try:
-            body = raw_json if raw_json is not None else json.dumps(data, default=_default)
+            body = json.dumps(data, default=_default)
         except Exception as exc:  # unserialisable data: count, never raise into run()
             self._fail(1, f"collection {collection!r}: data is not serialisable ({exc})")
             return
-        now = time.time()
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
         line = (f'{{"collection":{json.dumps(collection)},"request_id":{json.dumps(request_id)},'
-                f'"correlation_id":{json.dumps(correlation_id)},'
-                f'"time":"{stamp}.{int((now % 1) * 1000):03d}Z","data":{body}}}\n')
+                f'"correlation_id":{json.dumps(correlation_id)},"time":"{self._stamp()}",'
+                f'"data":{body}}}\n')
         self.add(collection, line)
+
+    def record_pair(self, request_id: str, input_json: str, output_json: str) -> None:
+        """Queue a request's ``model_inputs`` and ``model_outputs`` (already JSON, one line
+        each; ``request_id`` is sanitised, so it needs no escaping)."""
+        head = (f'"request_id":"{request_id}","correlation_id":"{request_id}",'
+                f'"time":"{self._stamp()}","data":')
+        with self._lock:
+            self._pending.append(("model_inputs",
+                                  f'{{"collection":"model_inputs",{head}{input_json}}}\n'))
+            self._pending.append(("model_outputs",
+                                  f'{{"collection":"model_outputs",{head}{output_json}}}\n'))
 
     def flush(self) -> None:
         """Write queued records to their files; failures are counted and logged."""

@@ -200,7 +200,7 @@ class ScoringApp:
             status, out, ctype, extra = encode_result(result)
             stats.run_seconds += run_s
             if sampled and self.collect:
-                self._collect(raw, out, request_id)
+                self._collect(raw, out, request_id, type(result) in (list, dict))
         except ScoringError as error:
             status, ctype = error.status, _JSON
             out = error_body(error.message, request_id)
@@ -236,19 +236,25 @@ class ScoringApp:
             self.log.access(request_id, scope["method"], "/score", status, elapsed * 1000,
                             None if run_s is None else run_s * 1000)
 
-    def _collect(self, raw: str, out: bytes, request_id: str) -> None:
-        """Queue the request's input and output (``model_inputs``/``model_outputs``)."""
-        sink = self.sink
+    def _collect(self, raw: str, out: bytes, request_id: str, out_is_json: bool) -> None:
+        """Queue the request's input and output (``model_inputs``/``model_outputs``).
+
+        A JSON body is stored as JSON (re-encoded only if it spans lines); anything else as a
+        string. Output our encoder produced is JSON on one line already.
+        """
         try:
-            data_in = json.dumps(json.loads(raw))
+            json.loads(raw)
+            data_in = raw if "\n" not in raw and "\r" not in raw else json.dumps(json.loads(raw))
         except ValueError:
             data_in = json.dumps(raw)
-        sink.record("model_inputs", None, request_id, request_id, raw_json=data_in)
-        try:
-            out_json = json.dumps(json.loads(out))
-        except ValueError:
-            out_json = json.dumps(out.decode(errors="replace"))
-        sink.record("model_outputs", None, request_id, request_id, raw_json=out_json)
+        if out_is_json:
+            data_out = out.decode()
+        else:
+            try:
+                data_out = json.dumps(json.loads(out))
+            except ValueError:
+                data_out = json.dumps(out.decode(errors="replace"))
+        self.sink.record_pair(request_id, data_in, data_out)
 
     async def _other(self, scope: dict, receive: Any, send: Any) -> None:
         start = time.perf_counter()
