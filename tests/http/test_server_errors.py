@@ -53,25 +53,24 @@ def test_inline_timeout_interrupts_run_and_keeps_serving() -> None:
         assert (fast.status_code, fast.json()) == (200, {"slept": 0})
 
 
-def test_thread_mode_timeout_and_queue_limit_429() -> None:
+def test_thread_mode_timeout_and_queue_limit_429(tmp_path: Path) -> None:
     """1 slot; a 2 s run holds it, the next request waits 200 ms then gets 429."""
+    mark = tmp_path / "holder-in-run"
     with serve(SCRIPTS / "slow_run.py", None, "--request-timeout-ms", "1000",
                "--max-concurrent-requests-per-instance", "1",
                "--max-queue-wait-ms", "200") as proc:
         results: dict[str, httpx.Response] = {}
 
         def slow() -> None:
-            results["slow"] = httpx.post(proc.url + "/score", json={"sleep": 2},
+            results["slow"] = httpx.post(proc.url + "/score",
+                                         json={"sleep": 2, "mark": str(mark)},
                                          headers={"x-request-id": "holder"}, timeout=20)
 
         holder = threading.Thread(target=slow)
         holder.start()
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:  # wait until the slow run holds the slot
-            metrics = httpx.get(proc.url + "/metrics").text
-            if "scoring_requests_in_flight 1" in metrics:
-                break
-            time.sleep(0.05)
+        while not mark.exists() and time.monotonic() < deadline:  # the slow run holds the slot
+            time.sleep(0.02)
         queued = httpx.post(proc.url + "/score", json={"sleep": 0},
                             headers={"x-request-id": "queued"}, timeout=20)
         holder.join(20)
