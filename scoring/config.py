@@ -113,7 +113,7 @@ OPTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...], Callable[[str], Any]]
     "model_dir": (("--model-dir", "--model_dir"), ("AZUREML_MODEL_DIR",), Path),
     "host": (("--host",), ("ML_ENDPOINTS_HOST",), str),
     "port": (("--port", "-p"), ("ML_ENDPOINTS_PORT", "AZUREML_SERVER_PORT"), _int_min(0)),
-    "workers": (("--workers", "-w"), ("WORKER_COUNT",), _int_min(1)),
+    "workers": (("--workers", "-w", "--worker_count"), ("WORKER_COUNT",), _int_min(1)),
     "request_timeout_ms": (("--request-timeout-ms",), ("REQUEST_TIMEOUT_MS", "SCORING_TIMEOUT_MS"),
                            _int_min(0)),
     "max_concurrent_requests_per_instance": (

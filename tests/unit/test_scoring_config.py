@@ -24,8 +24,8 @@ def test_defaults(script: Path) -> None:
 
 
 def test_azmlinfsrv_spellings_and_env(script: Path, tmp_path: Path) -> None:
-    s = load(["--entry_script", str(script), "--model_dir", str(tmp_path)],
-             {"WORKER_COUNT": "3", "SCORING_TIMEOUT_MS": "250"})
+    s = load(["--entry_script", str(script), "--model_dir", str(tmp_path), "--worker_count", "3"],
+             {"WORKER_COUNT": "9", "SCORING_TIMEOUT_MS": "250"})
     assert s.entry_script == script and s.model_dir == tmp_path
     assert (s.workers, s.request_timeout_ms) == (3, 250)
 
