@@ -1,0 +1,3 @@
+module ml-endpoints.local/echo-server
+
+go 1.24

@@ -1,0 +1,357 @@
+"""The local cluster from `make cluster-up`, really exercised: images pulled from the local
+registry, a NodePort Service answering on 127.0.0.1, cluster DNS inside pods, a rolling
+update under a small bounded load with no failed request, and a Pulumi Kubernetes provider
+deployment (`pulumi up` waits for Ready, update, `destroy` leaves nothing behind).
+
+The workload is tests/cluster/echo_server (a static Go binary in a FROM-scratch image made by
+images/pause/image_tar.py and pushed over the registry API), so this tier needs neither Docker
+nor a base image; the scoring image takes its place once the image pipeline exists.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.procs import REPO, stop, wait_http
+
+pytestmark = pytest.mark.cluster
+
+CACHE = Path(os.environ.get("ML_ENDPOINTS_CACHE", Path.home() / ".cache" / "ml-endpoints"))
+KUBECONFIG = CACHE / "cluster" / "kubeconfig"
+REGISTRY = "127.0.0.1:5000"
+K8S_BIN = CACHE / "tools" / "kubernetes-v1.34.4" / "bin"
+IMAGE_REPO = f"{REGISTRY}/ml-endpoints-test/echo"
+
+
+def kubectl(*args: str, stdin: str | None = None, timeout: float = 120) -> str:
+    """Run kubectl against the local cluster; raise with its stderr on failure."""
+    exe = K8S_BIN / "kubectl" if (K8S_BIN / "kubectl").exists() else shutil.which("kubectl")
+    if exe is None:
+        pytest.fail("no kubectl: run `make cluster-up` (it builds one) or put kubectl on PATH")
+    proc = subprocess.run([str(exe), "--kubeconfig", str(KUBECONFIG), *args], input=stdin,
+                          capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"kubectl {' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def cluster() -> None:
+    """The cluster must be up; the tier is only selected after `make cluster-up`."""
+    if not KUBECONFIG.exists():
+        pytest.fail(f"{KUBECONFIG} is missing: run `make cluster-up` before the cluster tier")
+    assert kubectl("get", "--raw", "/readyz").strip() == "ok"
+    nodes = json.loads(kubectl("get", "nodes", "-o", "json"))["items"]
+    ready = [c["status"] for n in nodes for c in n["status"]["conditions"] if c["type"] == "Ready"]
+    assert ready == ["True"], f"expected one Ready node, got {ready}"
+
+
+def _registry_up() -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{REGISTRY}/v2/", timeout=3) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
+
+
+@pytest.fixture(scope="module")
+def registry() -> Iterator[str]:
+    """The local registry (scripts/registry.sh runs it). Absent, start Debian's
+    docker-registry on 127.0.0.1:5000 for this module only, the same way."""
+    if _registry_up():
+        yield REGISTRY
+        return
+    exe = shutil.which("docker-registry")
+    if exe is None:
+        pytest.fail(f"no registry on {REGISTRY} and no docker-registry binary: run `make setup`")
+    with tempfile.TemporaryDirectory(prefix="mle-registry-") as tmp:
+        cfg = Path(tmp) / "config.yml"
+        cfg.write_text(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {tmp}/data\n"
+                       f"http:\n  addr: {REGISTRY}\n")
+        log = Path(tmp) / "registry.log"
+        with log.open("wb") as out:
+            popen = subprocess.Popen([exe, "serve", str(cfg)], stdout=out, stderr=out)
+        try:
+            wait_http(f"http://{REGISTRY}/v2/", timeout=30, popen=popen, log_path=log)
+            yield REGISTRY
+        finally:
+            stop(popen)
+
+
+@pytest.fixture(scope="module")
+def echo_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tests/cluster/echo_server built static (the Go build cache makes reruns fast)."""
+    out = tmp_path_factory.mktemp("echo") / "echo-server"
+    env = {**os.environ, "CGO_ENABLED": "0", "GOTOOLCHAIN": "local", "GOWORK": "off",
+           "GOFLAGS": "-buildvcs=false"}
+    subprocess.run(["go", "build", "-trimpath", "-ldflags", "-s -w", "-o", str(out), "."],
+                   cwd=REPO / "tests" / "cluster" / "echo_server", env=env, check=True,
+                   timeout=600)
+    return out
+
+
+def push_echo(binary: Path, version: str) -> tuple[str, str]:
+    """Push the echo image answering VERSION; return (reference, manifest digest)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("image_tar", REPO / "images/pause/image_tar.py")
+    assert spec and spec.loader
+    image_tar = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(image_tar)
+    ref = f"{IMAGE_REPO}:{uuid.uuid4().hex[:10]}-{version}"
+    digest = image_tar.push(ref, [(binary, "/echo-server", 0o755)], ["/echo-server"],
+                            user="65534:65534", ports=[8080], env=[f"VERSION={version}"])
+    return ref, digest
+
+
+@pytest.fixture
+def namespace(cluster: None) -> Iterator[str]:
+    name = f"mle-test-{uuid.uuid4().hex[:8]}"
+    kubectl("create", "namespace", name)
+    try:
+        yield name
+    finally:
+        kubectl("delete", "namespace", name, "--ignore-not-found", "--wait=true", timeout=180)
+
+
+def workload(ns: str, image: str, version: str) -> str:
+    """Deployment (2 replicas, readiness-gated surge rollout) + NodePort Service."""
+    return f"""
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: echo, namespace: {ns}}}
+spec:
+  replicas: 2
+  selector: {{matchLabels: {{app: echo}}}}
+  strategy: {{type: RollingUpdate, rollingUpdate: {{maxSurge: 1, maxUnavailable: 0}}}}
+  template:
+    metadata: {{labels: {{app: echo}}}}
+    spec:
+      terminationGracePeriodSeconds: 15
+      containers:
+      - name: echo
+        image: {image}
+        env: [{{name: VERSION, value: "{version}"}}]
+        ports: [{{containerPort: 8080}}]
+        readinessProbe: {{httpGet: {{path: /ready, port: 8080}}, periodSeconds: 1}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: echo, namespace: {ns}}}
+spec:
+  type: NodePort
+  selector: {{app: echo}}
+  ports: [{{port: 80, targetPort: 8080}}]
+"""
+
+
+def post_score(port: int, timeout: float = 5) -> tuple[int, dict]:
+    """POST /score on 127.0.0.1:PORT over a fresh connection (as a new client would)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("POST", "/score", body=b"{}", headers={"Content-Type": "application/json",
+                                                           "Connection": "close"})
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read() or b"{}")
+    finally:
+        conn.close()
+
+
+@dataclass
+class Load:
+    """A small bounded load: THREADS clients posting back to back until stopped, at most
+    MAX_SECONDS and MAX_REQUESTS in all. Records every failure and the versions answered."""
+
+    port: int
+    threads: int = 3
+    max_seconds: float = 120
+    max_requests: int = 20000
+    versions: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + self.max_seconds
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            with self._lock:
+                if len(self.versions) + len(self.failures) >= self.max_requests:
+                    return
+            try:
+                status, body = post_score(self.port)
+                outcome = body.get("version") if status == 200 else f"HTTP {status}: {body}"
+            except (OSError, http.client.HTTPException, ValueError) as exc:
+                outcome = f"{type(exc).__name__}: {exc}"
+                status = 0
+            with self._lock:
+                (self.versions if status == 200 else self.failures).append(str(outcome))
+
+    def __enter__(self) -> Load:
+        self._workers = [threading.Thread(target=self._run, daemon=True)
+                         for _ in range(self.threads)]
+        for w in self._workers:
+            w.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for w in self._workers:
+            w.join(timeout=30)
+
+
+def node_port(ns: str, svc: str = "echo") -> int:
+    return int(kubectl("-n", ns, "get", "svc", svc, "-o", "jsonpath={.spec.ports[0].nodePort}"))
+
+
+def wait_all_answer(port: int, version: str, tries: int = 200) -> None:
+    """Bounded poll until 10 consecutive answers come from VERSION (old pods drained)."""
+    streak = 0
+    for _ in range(tries):
+        status, body = post_score(port)
+        streak = streak + 1 if (status, body.get("version")) == (200, version) else 0
+        if streak >= 10:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"answers not all from {version} after {tries} requests")
+
+
+def test_registry_image_nodeport_dns_and_rolling_update(namespace: str, registry: str,
+                                                         echo_binary: Path) -> None:
+    ref1, digest1 = push_echo(echo_binary, "v1")
+    ref2, digest2 = push_echo(echo_binary, "v2")
+    kubectl("apply", "-f", "-", stdin=workload(namespace, ref1, "v1"))
+    kubectl("-n", namespace, "rollout", "status", "deploy/echo", "--timeout=180s", timeout=200)
+
+    # The pods run the image pulled from the registry, by the digest that was pushed.
+    pods = json.loads(kubectl("-n", namespace, "get", "pods", "-l", "app=echo", "-o", "json"))
+    ids = {s["imageID"] for p in pods["items"] for s in p["status"]["containerStatuses"]}
+    assert ids == {f"{IMAGE_REPO}@{digest1}"}
+
+    port = node_port(namespace)
+    status, body = post_score(port)
+    assert (status, body["version"]) == (200, "v1")
+
+    # Cluster DNS inside a pod resolves the Service to its ClusterIP.
+    cluster_ip = kubectl("-n", namespace, "get", "svc", "echo", "-o", "jsonpath={.spec.clusterIP}")
+    name = f"echo.{namespace}.svc.cluster.local"
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/resolve?name={name}", timeout=10) as r:
+        assert json.loads(r.read()) == {"addresses": [cluster_ip]}
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/resolve?name=nope.{namespace}.svc.cluster.local",
+                               timeout=10)
+    assert err.value.code == 502
+
+    # Rolling update to v2 under load: no request may fail.
+    with Load(port) as load:
+        time.sleep(1)
+        kubectl("apply", "-f", "-", stdin=workload(namespace, ref2, "v2"))
+        kubectl("-n", namespace, "rollout", "status", "deploy/echo", "--timeout=180s", timeout=200)
+        wait_all_answer(port, "v2")
+    assert load.failures == []
+    assert len(load.versions) >= 20, "the load did not run during the rollout"
+    assert {"v1", "v2"} <= set(load.versions), f"saw {set(load.versions)}"
+    pods = json.loads(kubectl("-n", namespace, "get", "pods", "-l", "app=echo", "-o", "json"))
+    running = [p for p in pods["items"] if not p["metadata"].get("deletionTimestamp")]
+    assert {s["imageID"] for p in running for s in p["status"]["containerStatuses"]} == {
+        f"{IMAGE_REPO}@{digest2}"}
+
+
+# ------------------------------------------------------------------ Pulumi provider tier
+def pulumi_env() -> dict[str, str] | None:
+    """The toolchain's environment (scripts/env.sh), or None while it is not built."""
+    env_sh = REPO / "scripts" / "env.sh"
+    if not env_sh.exists():
+        return None
+    out = subprocess.run(["bash", "-c", f". {env_sh} && env -0"], capture_output=True,
+                         check=True, timeout=30).stdout.decode()
+    env = dict(line.split("=", 1) for line in out.split("\0") if "=" in line)
+    if shutil.which("pulumi", path=env.get("PATH")) is None:
+        return None
+    plugins = Path(env.get("PULUMI_HOME", Path.home() / ".pulumi")) / "plugins"
+    if not any(plugins.glob("resource-kubernetes-v*")):
+        return None
+    return env
+
+
+def test_pulumi_deployment_up_update_destroy(cluster: None, registry: str,
+                                             echo_binary: Path) -> None:
+    env = pulumi_env()
+    if env is None:
+        pytest.skip("Pulumi CLI or Kubernetes provider plugin not built yet (make setup)")
+    import pulumi
+    import pulumi_kubernetes as k8s
+    from pulumi import automation as auto
+
+    ref1, _ = push_echo(echo_binary, "v1")
+    ref2, digest2 = push_echo(echo_binary, "v2")
+    ns = f"mle-pulumi-{uuid.uuid4().hex[:8]}"
+
+    def program() -> None:
+        cfg = pulumi.Config()
+        image, version = cfg.require("image"), cfg.require("version")
+        space = k8s.core.v1.Namespace("ns", metadata={"name": ns})
+        opts = pulumi.ResourceOptions(depends_on=[space])
+        labels = {"app": "echo"}
+        k8s.apps.v1.Deployment("echo", metadata={"name": "echo", "namespace": ns}, spec={
+            "replicas": 2, "selector": {"match_labels": labels},
+            "strategy": {"type": "RollingUpdate",
+                         "rolling_update": {"max_surge": 1, "max_unavailable": 0}},
+            "template": {"metadata": {"labels": labels}, "spec": {
+                "termination_grace_period_seconds": 15,
+                "containers": [{"name": "echo", "image": image,
+                                "env": [{"name": "VERSION", "value": version}],
+                                "ports": [{"container_port": 8080}],
+                                "readiness_probe": {"http_get": {"path": "/ready", "port": 8080},
+                                                    "period_seconds": 1}}]}}}, opts=opts)
+        svc = k8s.core.v1.Service("echo", metadata={"name": "echo", "namespace": ns}, spec={
+            "type": "NodePort", "selector": labels,
+            "ports": [{"port": 80, "target_port": 8080}]}, opts=opts)
+        pulumi.export("node_port", svc.spec.ports[0].node_port)
+
+    with tempfile.TemporaryDirectory(prefix="mle-pulumi-") as state:
+        env = {**env, "PULUMI_BACKEND_URL": f"file://{state}", "KUBECONFIG": str(KUBECONFIG)}
+        stack = auto.create_or_select_stack(
+            stack_name="cluster-smoke", project_name="mle-cluster-smoke", program=program,
+            opts=auto.LocalWorkspaceOptions(env_vars=env, work_dir=state))
+        try:
+            stack.set_all_config({"image": auto.ConfigValue(ref1),
+                                  "version": auto.ConfigValue("v1")})
+            up = stack.up(on_output=lambda _line: None)
+            port = int(up.outputs["node_port"].value)
+            status, body = post_score(port)
+            assert (status, body["version"]) == (200, "v1")
+
+            stack.set_all_config({"image": auto.ConfigValue(ref2),
+                                  "version": auto.ConfigValue("v2")})
+            with Load(port) as load:
+                time.sleep(1)
+                stack.up(on_output=lambda _line: None)   # waits for the rollout
+                wait_all_answer(port, "v2")
+            assert load.failures == []
+            assert len(load.versions) >= 20, "the load did not run during the rollout"
+            assert {"v1", "v2"} <= set(load.versions), f"saw {set(load.versions)}"
+            pods = json.loads(kubectl("-n", ns, "get", "pods", "-l", "app=echo", "-o", "json"))
+            running = [p for p in pods["items"] if not p["metadata"].get("deletionTimestamp")]
+            assert {s["imageID"] for p in running for s in p["status"]["containerStatuses"]} \
+                == {f"{IMAGE_REPO}@{digest2}"}
+        finally:
+            stack.destroy(on_output=lambda _line: None)
+            stack.workspace.remove_stack("cluster-smoke")
+        # destroy leaves nothing: the namespace (and so everything in it) is gone.
+        assert kubectl("get", "namespace", ns, "--ignore-not-found").strip() == ""
+
