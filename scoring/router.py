@@ -390,21 +390,21 @@ class Router:
         upath = path + b"?" + req.query if req.query else path
         pair = None
         if mirror is not None and mirrorable:
-            pair = self._start_mirror(state, mirror, upath, headers, req.body)
+            pair = self._mirror_pair(mirror)
         ex = _Exchange(self, target, rid, respond, pair)
         self.in_flight += 1
         self.client.send(target, method, upath, headers, req.body, state.timeout_s, ex.done)
+        if pair is not None:  # the live request goes out first; the copy never delays it
+            self.client.send(mirror, method, upath, headers, req.body, state.timeout_s,
+                             pair.mirror_done)
 
-    def _start_mirror(self, state: RouterState, target: Target, path: bytes, headers: Headers,
-                      body: bytes) -> _MirrorPair | None:
+    def _mirror_pair(self, target: Target) -> _MirrorPair | None:
         stats = self.metrics.mirror(target.name)
         if self.mirrors_in_flight >= MIRROR_MAX_IN_FLIGHT:
             stats.skipped += 1
             return None
         self.mirrors_in_flight += 1
-        pair = _MirrorPair(self, stats)
-        self.client.send(target, b"POST", path, headers, body, state.timeout_s, pair.mirror_done)
-        return pair
+        return _MirrorPair(self, stats)
 
     async def wait_idle(self, timeout: float) -> bool:
         """Wait until no request and no mirror call is in flight (at most ``timeout`` s)."""
