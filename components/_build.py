@@ -16,6 +16,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 IMAGES_DIR = REPO_ROOT / "images"
 ENVIRONMENT_DOCKERFILE = IMAGES_DIR / "environment.Dockerfile"
 SCORING_DOCKERFILE = IMAGES_DIR / "scoring.Dockerfile"
+ROUTER_DOCKERFILE = IMAGES_DIR / "router.Dockerfile"
 APP_ROOT = "/var/azureml-app"
 MODEL_DIR = f"{APP_ROOT}/model"
 CODE_DIR = f"{APP_ROOT}/code"

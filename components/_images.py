@@ -22,6 +22,7 @@ Behaviour:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shutil
@@ -91,13 +92,20 @@ def _hash_tree(root: Path) -> str:
     return h.hexdigest()
 
 
+@functools.cache
 def _project_sources_hash() -> str:
-    """What the project wheel in a wheelhouse is built from."""
+    """What the image runs from the project wheel: the `scoring` package and its pins.
+
+    Read once per program run (a Pulumi program process runs one operation), so all images of a
+    run agree even if the checkout changes meanwhile.
+
+    `components` is in the wheel too but never runs in an image, so editing it rebuilds nothing
+    (scripts/wheelhouse.sh keys its cache the same way).
+    """
     h = hashlib.sha256((REPO_ROOT / "pyproject.toml").read_bytes())
     h.update((REPO_ROOT / "constraints.txt").read_bytes())
-    for pkg in ("scoring", "components"):
-        for path in sorted((REPO_ROOT / pkg).rglob("*.py")):
-            h.update(path.relative_to(REPO_ROOT).as_posix().encode() + b"\0" + path.read_bytes())
+    for path in sorted((REPO_ROOT / "scoring").rglob("*.py")):
+        h.update(path.relative_to(REPO_ROOT).as_posix().encode() + b"\0" + path.read_bytes())
     return h.hexdigest()
 
 

@@ -228,7 +228,10 @@ class OnlineDeployment(pulumi.ComponentResource):
             ImageArgs(
                 context=str(context),
                 dockerfile=str(_build.SCORING_DOCKERFILE),
-                build_args={"ENV_IMAGE": args.environment.image_ref},
+                build_args={
+                    "ENV_IMAGE": args.environment.image_ref,
+                    "ENTRY_SCRIPT": args.code_configuration.scoring_script,
+                },
                 repository=f"{args.registry}/mlendpoints/{args.endpoint_name}-{name}",
                 tag=digest[:16],
             ),

@@ -11,7 +11,8 @@ from typing import Literal
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components import _labels, _naming, rules
+from components import _build, _labels, _naming, rules
+from components._hashing import hash_parts
 from components._keys import GeneratedKey
 from components.online_deployment import OnlineDeployment
 
@@ -34,7 +35,9 @@ class RouterSettings:
     """The router pods and how clients reach them.
 
     Attributes:
-        image: an image with the `ml-endpoints` package (`python -m scoring router`).
+        image: a prebuilt router image (`python -m scoring router` on PATH); None builds one
+            from images/router.Dockerfile on `base_image` (rebuilt when `scoring/` changes)
+            and pushes it to `registry`.
         service_type: NodePort (a local cluster: reached on `public_host:node_port`),
             LoadBalancer, or ClusterIP (in-cluster clients only).
         node_port: fixed NodePort (30000-32767) so `scoring_uri` is stable; None lets
@@ -46,7 +49,9 @@ class RouterSettings:
             refreshes the mount (up to about a minute later).
     """
 
-    image: str = "127.0.0.1:5000/ml-endpoints/runtime:latest"
+    image: str | None = None
+    base_image: str = "ml-endpoints/base:bookworm"
+    registry: str = "127.0.0.1:5000"
     replicas: int = 1
     service_type: ServiceType = "NodePort"
     node_port: int | None = None
@@ -176,7 +181,8 @@ class OnlineEndpoint(pulumi.ComponentResource):
             metadata=k8s.meta.v1.ObjectMetaArgs(
                 name=object_name, namespace=args.namespace, labels=labels
             ),
-            spec=_router_spec(args, object_name, selector, labels, template_annotations),
+            spec=_router_spec(args, self._router_image(name, args.router), object_name,
+                              selector, labels, template_annotations),
             opts=pulumi.ResourceOptions(
                 parent=self, depends_on=[self.config_map, self.secret, *routed_to]
             ),
@@ -215,6 +221,26 @@ class OnlineEndpoint(pulumi.ComponentResource):
                 "mirror_traffic": self.mirror_traffic,
             }
         )
+
+
+    def _router_image(self, name: str, settings: RouterSettings) -> pulumi.Input[str]:
+        """The router image: prebuilt, or built from images/router.Dockerfile on `up`."""
+        if settings.image:
+            return settings.image
+        from components._images import Image, ImageArgs  # owned by the toolchain area
+
+        context = _build.stage("router", hash_parts(["router/v1"]), {"README": "router image\n"})
+        self.router_image = Image(
+            _naming.child(name, "router-image"),
+            ImageArgs(
+                context=str(context),
+                dockerfile=str(_build.ROUTER_DOCKERFILE),
+                build_args={"BASE_IMAGE": settings.base_image},
+                repository=f"{settings.registry}/mlendpoints/{name}-router",
+            ),
+            pulumi.ResourceOptions(parent=self),
+        )
+        return self.router_image.ref
 
 
 def _validate(name: str, args: OnlineEndpointArgs, names: list[str]) -> None:
@@ -281,6 +307,7 @@ def _key_versions(versions: KeyVersions) -> str:
 
 def _router_spec(
     args: OnlineEndpointArgs,
+    image: pulumi.Input[str],
     object_name: str,
     selector: dict[str, str],
     labels: dict[str, str],
@@ -303,7 +330,7 @@ def _router_spec(
                 containers=[
                     k8s.core.v1.ContainerArgs(
                         name="router",
-                        image=settings.image,
+                        image=image,
                         image_pull_policy="IfNotPresent",
                         command=["python", "-m", "scoring", "router"],
                         args=[

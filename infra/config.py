@@ -51,8 +51,6 @@ class RegistryConfig(_Section):
     """Registry host:port images are pushed to and pulled from."""
     base_image: str = "ml-endpoints/base:bookworm"
     """Image environments are built on (build arg BASE_IMAGE)."""
-    runtime_image: str = "127.0.0.1:5000/ml-endpoints/runtime:latest"
-    """Image with the ml-endpoints package, used by the router pods."""
     python: str = Field("3.11", pattern=r"^3\.\d+$")
     """Python major.minor of the base image; conda `python=` pins must agree."""
 
@@ -139,7 +137,7 @@ class RouterConfig(_Section):
     request_timeout_ms: int = Field(5000, ge=1, le=600_000)
     reload: Literal["rollout", "hot"] = "rollout"
     image: str | None = None
-    """Overrides registry.runtime_image for the router pods."""
+    """Prebuilt router image; unset: built from images/router.Dockerfile on registry.base_image."""
 
 
 class EndpointConfig(_Section):

@@ -158,9 +158,9 @@ def _fake_images_module() -> types.ModuleType:
     class ImageArgs:
         context: str
         dockerfile: str
-        build_args: dict[str, Any]
         repository: str
-        tag: str
+        tag: str | None = None
+        build_args: dict[str, Any] = field(default_factory=dict)
 
     class Image(pulumi.CustomResource):
         ref: pulumi.Output[str]
@@ -170,7 +170,8 @@ def _fake_images_module() -> types.ModuleType:
                      opts: pulumi.ResourceOptions | None = None) -> None:
             super().__init__("mlendpoints:index:Image", name, {
                 "context": args.context, "dockerfile": args.dockerfile,
-                "build_args": args.build_args, "repository": args.repository, "tag": args.tag,
+                "build_args": args.build_args, "repository": args.repository,
+                "tag": args.tag or "content-key",
                 "ref": None, "digest": None}, opts)
 
     module.Image = Image  # type: ignore[attr-defined]

@@ -65,6 +65,7 @@ def test_component_types_and_parents(assets: dict[str, Path]) -> None:
         ("mlendpoints:index:Image", "blue-image"): blue.urn,
         ("mlendpoints:index:Image", "green-image"): green.urn,
         ("mlendpoints:index:Image", "sklearn-image"): env.urn,
+        ("mlendpoints:index:Image", "diabetes-router-image"): endpoint.urn,
         (DEPLOYMENT, "diabetes-router"): endpoint.urn,
         (SERVICE, "diabetes-router-service"): endpoint.urn,
         (CONFIGMAP, "diabetes-router-config"): endpoint.urn,

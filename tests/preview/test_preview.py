@@ -29,6 +29,7 @@ def blue_green(project: Project, traffic: dict[str, int],
          "instance_count": 1}
         for name in names
     ]
+    config["ml-endpoints:endpoint"]["router"]["image"] = "127.0.0.1:5000/prebuilt/router:1"
     config["ml-endpoints:endpoint"]["traffic"] = traffic
     config["ml-endpoints:endpoint"]["mirror_traffic"] = mirror or {}
     return config
