@@ -406,16 +406,6 @@ class Router:
         self.mirrors_in_flight += 1
         return _MirrorPair(self, stats)
 
-    async def wait_idle(self, timeout: float) -> bool:
-        """Wait until no request and no mirror call is in flight (at most ``timeout`` s)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while self.in_flight or self.mirrors_in_flight:
-            if loop.time() >= deadline:
-                return False
-            await asyncio.sleep(0.02)
-        return True
-
 
 class _Exchange:
     """One proxied request waiting for its deployment's answer."""
@@ -508,9 +498,8 @@ class HttpProtocol(asyncio.Protocol):
     """One client connection: parse with httptools, handle requests in order, keep-alive."""
 
     __slots__ = ("_auth", "_body", "_body_size", "_busy", "_continue", "_headers", "_keep",
-                 "_parser",
-                 "_pin", "_queue", "_rid", "_too_large", "_url", "closed", "conns", "router",
-                 "transport")
+                 "_parser", "_pin", "_queue", "_receiving", "_rid", "_too_large", "_url",
+                 "closed", "conns", "router", "transport")
 
     def __init__(self, router: Router, conns: set[HttpProtocol]) -> None:
         self.router = router
@@ -529,6 +518,7 @@ class HttpProtocol(asyncio.Protocol):
         self._pin: bytes | None = None
         self._rid: bytes | None = None
         self._continue = False
+        self._receiving = False
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -549,6 +539,7 @@ class HttpProtocol(asyncio.Protocol):
 
     # httptools callbacks
     def on_message_begin(self) -> None:
+        self._receiving = True
         self._url = b""
         self._headers = []
         self._body = []
@@ -591,6 +582,7 @@ class HttpProtocol(asyncio.Protocol):
             self._body.append(body)
 
     def on_message_complete(self) -> None:
+        self._receiving = False
         if self._too_large:
             limit = self.router.state.config.max_body_bytes
             self._reply_and_close(413, f"request body is over max_body_bytes ({limit})")
@@ -647,4 +639,5 @@ class HttpProtocol(asyncio.Protocol):
 
     @property
     def idle(self) -> bool:
-        return not self._busy
+        """No request being answered, queued, or half received: safe to close when draining."""
+        return not self._busy and not self._receiving and not self._queue

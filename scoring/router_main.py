@@ -123,12 +123,10 @@ class RouterProcess:
             await asyncio.sleep(self.drain_delay)
         # 2) stop accepting.
         server.close()
-        # 3) idle keep-alive connections close now; busy ones close after their response.
-        for conn in list(self.conns):
-            if conn.idle:
-                conn.close()
+        # 3) idle keep-alive connections close now; busy ones (a request being answered or
+        # still arriving) close after their response, which says "connection: close".
         # 4) finish in-flight requests and mirror calls.
-        done = await self.router.wait_idle(self.drain_timeout)
+        done = await self._drained(self.drain_timeout)
         if not done:
             log(f"drain: {self.router.in_flight} request(s) still in flight after "
                 f"{self.drain_timeout:.0f}s; closing anyway")
@@ -139,6 +137,22 @@ class RouterProcess:
         watcher.cancel()
         log("drained; bye")
         return 0 if done else 1
+
+
+    async def _drained(self, timeout: float) -> bool:
+        """Close connections as they become idle until nothing is in flight (bounded)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        router = self.router
+        while True:
+            for conn in list(self.conns):
+                if conn.idle:
+                    conn.close()
+            if not (router.in_flight or router.mirrors_in_flight or self.conns):
+                return True
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(0.02)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -15,7 +16,17 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.http.test_router import AUTH1, KEY1, SECRET_ENV, cfg, metric, router, upstream, wait_for
+from tests.http.test_router import (
+    AUTH1,
+    KEY1,
+    SECRET_ENV,
+    _read_response,
+    cfg,
+    metric,
+    router,
+    upstream,
+    wait_for,
+)
 from tests.procs import REPO, Proc, free_port
 
 
@@ -208,9 +219,28 @@ def test_sigterm_drains_in_flight_requests(ups: dict[str, Proc], tmp_path: Path)
             t.start()
         wait_for(lambda: metric(httpx.get(f"{url}/metrics").text,
                                 "router_in_flight_requests") == 5, "5 requests in flight")
+        # A sixth request is still arriving (half its body sent) when the signal comes.
+        partial = socket.create_connection(("127.0.0.1", proc.port), timeout=10)
+        partial.sendall((f"POST /score HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY1}"
+                         "\r\nContent-Length: 11\r\n\r\n{\"a\": ").encode())
         proc.popen.send_signal(signal.SIGTERM)
         # Readiness goes false at once (while the drain delay still accepts connections).
         wait_for(lambda: httpx.get(f"{url}/ready").status_code == 503, "readiness false", 5)
+
+        def refused() -> bool:
+            try:
+                httpx.get(f"{url}/", timeout=2)
+            except httpx.ConnectError:
+                return True
+            return False
+
+        # The listener closes after --drain-delay; the half-received request still completes.
+        wait_for(refused, "listener closed", 10)
+        partial.sendall(b'"bc"}')
+        status, headers, body = _read_response(partial, bytearray())
+        partial.close()
+        assert (status, headers["connection"]) == (200, "close")
+        assert json.loads(body)["body"] == '{"a": "bc"}'
         for t in threads:
             t.join(30)
         assert results == [(200, "blue")] * 5
