@@ -141,10 +141,10 @@ class _Conn(asyncio.Protocol):
         "_headers",
         "_parser",
         "closed",
+        "deadlines",
         "job",
         "loop",
         "pool",
-        "timer",
         "transport",
         "uses",
     )
@@ -152,10 +152,10 @@ class _Conn(asyncio.Protocol):
     def __init__(self, pool: _Pool) -> None:
         self.pool = pool
         self.loop = pool.loop
+        self.deadlines = pool.deadlines
         self._parser = httptools.HttpResponseParser(self)
         self.transport: asyncio.Transport | None = None
         self.job: _Job | None = None
-        self.timer: asyncio.TimerHandle | None = None
         self._headers: Headers = []
         self._body: list[bytes] = []
         self._got = False
@@ -166,20 +166,18 @@ class _Conn(asyncio.Protocol):
         self.job = job
         self.uses += 1
         self._got = False
-        self.timer = self.loop.call_at(job.deadline, self._expire)
+        self.deadlines.add(self)
         self.transport.write(job.data)  # type: ignore[union-attr]
 
     def _finish(self, resp: UpstreamResponse | None, err: UpstreamError | None) -> None:
         job, self.job = self.job, None
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.deadlines.busy.discard(self)
         if job is not None:
             job.on_done(resp, err)
 
-    def _expire(self) -> None:
+    def expire(self) -> None:
+        """The request's deadline passed (called by ``_Deadlines``): close and report 504."""
         job = self.job
-        self.timer = None
         self.close()
         if job is not None:
             self.job = None
@@ -209,8 +207,7 @@ class _Conn(asyncio.Protocol):
         if self.uses > 1 and not self._got and not job.retried:
             # A kept-alive connection the server closed before answering: retry once, fresh.
             self.job = None
-            if self.timer is not None:
-                self.timer.cancel()
+            self.deadlines.busy.discard(self)
             job.retried = True
             self.pool.submit(job)
             return
@@ -234,9 +231,7 @@ class _Conn(asyncio.Protocol):
         self._headers, self._body = [], []
         keep = parser.should_keep_alive()
         job, self.job = self.job, None
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.deadlines.busy.discard(self)
         if keep:
             self.pool.release(self)
         else:
@@ -250,12 +245,48 @@ class _Conn(asyncio.Protocol):
             self.transport.close()
 
 
+class _Deadlines:
+    """Request timeouts for every busy connection, checked every ``TICK`` seconds.
+
+    One sweep timer instead of a ``call_at`` + ``cancel`` per request (~2 µs each, measured):
+    a timeout fires between ``timeout`` and ``timeout + TICK`` after the request was sent.
+    The timer only runs while some request is in flight.
+    """
+
+    TICK = 0.01
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.busy: set[_Conn] = set()
+        self.handle: asyncio.TimerHandle | None = None
+
+    def add(self, conn: _Conn) -> None:
+        self.busy.add(conn)
+        if self.handle is None:
+            self.handle = self.loop.call_later(self.TICK, self._sweep)
+
+    def _sweep(self) -> None:
+        now = self.loop.time()
+        expired = [c for c in self.busy if c.job is None or c.job.deadline <= now]
+        for conn in expired:
+            self.busy.discard(conn)
+            if conn.job is not None:
+                conn.expire()
+        self.handle = self.loop.call_later(self.TICK, self._sweep) if self.busy else None
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
+
+
 class _Pool:
     """Keep-alive connections to one address, at most ``limit`` open at once."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, target: Target, limit: int,
-                 connect_timeout: float) -> None:
+                 connect_timeout: float, deadlines: _Deadlines) -> None:
         self.loop = loop
+        self.deadlines = deadlines
         self.target = target
         self.limit = limit
         self.connect_timeout = connect_timeout
@@ -372,13 +403,17 @@ class PooledClient:
         self.connect_timeout = connect_timeout
         self._pools: dict[tuple[str, int], _Pool] = {}
         self._retired: list[_Pool] = []
+        self._deadlines: _Deadlines | None = None
 
     def _pool(self, target: Target) -> _Pool:
         key = (target.host, target.port)
         pool = self._pools.get(key)
         if pool is None:
-            pool = self._pools[key] = _Pool(asyncio.get_running_loop(), target,
-                                            self.max_connections, self.connect_timeout)
+            loop = asyncio.get_running_loop()
+            if self._deadlines is None:
+                self._deadlines = _Deadlines(loop)
+            pool = self._pools[key] = _Pool(loop, target, self.max_connections,
+                                            self.connect_timeout, self._deadlines)
         return pool
 
     def configure(self, max_connections: int, connect_timeout: float) -> None:
@@ -413,4 +448,6 @@ class PooledClient:
                 task.cancel()
         self._pools.clear()
         self._retired.clear()
+        if self._deadlines is not None:
+            self._deadlines.close()
         await asyncio.sleep(0)
