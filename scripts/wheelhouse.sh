@@ -31,9 +31,10 @@ done
 for r in "${reqs[@]}"; do [ -f "$r" ] || die "wheelhouse: requirements file '$r' does not exist"; done
 [ -x "$PY" ] || die "wheelhouse: $PY missing; run 'make python' first"
 
-# The project wheel's inputs: what `pip wheel .` packs.
+# The project wheel's inputs that run in an image: the `scoring` package (`components` is in the
+# wheel too but only runs on the workstation, so editing it does not invalidate wheelhouses).
 project_hash() {
-  { cat pyproject.toml; find scoring components -name '*.py' -type f | LC_ALL=C sort | xargs cat; } | sha256sum | cut -c1-64
+  { cat pyproject.toml; find scoring -name '*.py' -type f | LC_ALL=C sort | xargs cat; } | sha256sum | cut -c1-64
 }
 key=$( { echo "v1 py$IMAGE_PYTHON"; cat constraints.txt; project_hash; cat "${reqs[@]}"; } | sha256sum | cut -c1-16)
 OUT=$ML_ENDPOINTS_CACHE/wheelhouse/$key
