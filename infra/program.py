@@ -50,15 +50,15 @@ def provider(cluster: cfgmod.ClusterConfig) -> k8s.Provider:
         "enable_config_map_mutable": True,
         "enable_secret_mutable": True,
     }
+    path = cfgmod.project_path(cluster.kubeconfig)
     if cluster.render_yaml_to:
         args["render_yaml_to_directory"] = str(cfgmod.project_path(cluster.render_yaml_to))
-    else:
-        path = cfgmod.project_path(cluster.kubeconfig)
-        if not path.is_file():
-            raise ValueError(
-                f"cluster.kubeconfig: {str(path)!r} does not exist; start the local cluster "
-                f"(make cluster-up) or point cluster.kubeconfig at your cluster's kubeconfig"
-            )
+    elif not path.is_file():
+        raise ValueError(
+            f"cluster.kubeconfig: {str(path)!r} does not exist; start the local cluster "
+            f"(make cluster-up) or point cluster.kubeconfig at your cluster's kubeconfig"
+        )
+    if path.is_file():  # optional when rendering manifests
         args["kubeconfig"] = pulumi.Output.secret(path.read_text())
         if cluster.context:
             args["context"] = cluster.context
