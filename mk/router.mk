@@ -3,12 +3,17 @@
 
 ROUTER_TESTS := tests/unit/test_auth.py tests/unit/test_traffic.py tests/unit/test_router_config.py \
 	tests/http/test_router.py tests/http/test_router_lifecycle.py tests/http/test_router_inference.py
+# The real-server tests and the benchmark serve the sample model (mk/server.mk trains it).
+ROUTER_SAMPLE := samples/diabetes/model/model.pkl
 
-test-router: python ## router: unit + real-HTTP tests (echo upstreams and real inference servers)
+$(ROUTER_SAMPLE):
+	@$(MAKE) --no-print-directory sample-model
+
+test-router: python $(ROUTER_SAMPLE) ## router: unit + real-HTTP tests (echo upstreams and real inference servers)
 	@$(PY) -m pytest -q $(ROUTER_TESTS)
 
 router-bench-tools: ## wrk and HAProxy from Debian (the router benchmark's load generator and anchor)
 	@command -v wrk >/dev/null && command -v haproxy >/dev/null || apt-get install -y wrk haproxy
 
-bench-router: python router-bench-tools ## router vs HAProxy vs direct, 1/8/64 connections (prints a table)
+bench-router: python router-bench-tools $(ROUTER_SAMPLE) ## router vs HAProxy vs direct, 1/8/64 connections (prints a table)
 	@$(PY) -m bench.router
