@@ -303,6 +303,22 @@ class Router:
         self.mirrors_in_flight = 0
         self.draining = False
         self._rand = random.random
+        self._error_log: dict[tuple[str, str], tuple[float, int]] = {}
+
+    def log_upstream_error(self, deployment: str, kind: str, rid: bytes, message: str) -> None:
+        """One log line per deployment and error kind per second, with a count of the rest.
+
+        A deployment that is down fails every request sent to it; the log must stay readable.
+        """
+        key = (deployment, kind)
+        now = time.monotonic()
+        last, suppressed = self._error_log.get(key, (0.0, 0))
+        if now - last < 1.0:
+            self._error_log[key] = (last, suppressed + 1)
+            return
+        more = f" (+{suppressed} more like it in the last second)" if suppressed else ""
+        log(f"request {rid.decode('latin-1')}: {message}{more}")
+        self._error_log[key] = (now, 0)
 
     def swap(self, state: RouterState) -> None:
         """Serve ``state`` from the next request on; requests in flight keep their own."""
@@ -431,7 +447,7 @@ class _Exchange:
             if self.pair is not None:
                 self.pair.live_done(None)
             status, message = upstream_failure(err)
-            log(f"request {rid.decode('latin-1')}: {message}")
+            router.log_upstream_error(target.name, err.kind, rid, message)
             router._done(self.respond, status, [_JSON, (REQUEST_ID_HEADER, rid),
                                                 (PIN_HEADER, target.name.encode())],
                          error_body(message, rid))
