@@ -38,3 +38,72 @@ def test_mirror_target_and_decision() -> None:
     assert not should_mirror(0.2, 0.2, pinned=False)
     assert not should_mirror(0.2, 0.0, pinned=True)
     assert not should_mirror(0.0, 0.0, pinned=False)
+
+
+# The router's split and mirror path through an injected in-process client (no sockets).
+
+def test_router_split_and_mirror_with_an_in_process_client() -> None:
+    import asyncio
+    import json
+
+    from scoring.router import MIRROR_MAX_IN_FLIGHT, Request, Router, RouterState
+    from scoring.router_config import load_secrets, parse_config
+    from scoring.upstream import UpstreamError, UpstreamResponse
+
+    class FakeClient:
+        """Answers like a deployment would; some mirror copies find green down."""
+
+        def __init__(self) -> None:
+            self.calls: list[tuple[str, bytes]] = []
+
+        def send(self, target, method, path, headers, body, timeout, on_done):
+            self.calls.append((target.name, path))
+            n = len(self.calls)
+            # Pinned requests are tagged by the test; some mirror copies find green down.
+            copy = target.name == "green" and (b"x-test", b"pinned") not in headers
+            if copy and n % 3 == 0:
+                result = (None, UpstreamError("connect", target, "Connection refused"))
+            else:
+                result = (UpstreamResponse(200, [(b"content-type", b"application/json")],
+                                           b'{"y": 1}' if target.name == "green" else b'{"y":1}'),
+                          None)
+            asyncio.get_running_loop().call_soon(on_done, *result)
+
+        async def aclose(self) -> None:
+            return None
+
+    cfg = parse_config(json.dumps({
+        "endpoint_name": "diabetes", "auth_mode": "key",
+        "deployments": {"blue": {"url": "http://b:1"}, "green": {"url": "http://g:1"}},
+        "traffic": {"blue": 100}, "mirror_traffic": {"green": 50}}))
+    secrets = load_secrets(cfg, env={"ML_ENDPOINTS_PRIMARY_KEY": "k"})
+
+    async def run() -> tuple[list[tuple[int, dict[bytes, bytes], bytes]], Router, FakeClient]:
+        client = FakeClient()
+        router = Router(RouterState.build(cfg, secrets), client=client)
+        rng = random.Random(3)
+        router._rand = rng.random
+        answers: list[tuple[int, dict[bytes, bytes], bytes]] = []
+        for i in range(400):
+            pin = b"green" if i % 10 == 0 else None
+            tag = [(b"x-test", b"pinned")] if pin else []
+            req = Request(b"POST", b"/score", b"", tag, b"{}", True, b"Bearer k", pin)
+            router.handle(req, lambda s, h, b: answers.append((s, dict(h), b)))
+        for _ in range(10):
+            await asyncio.sleep(0)
+        return answers, router, client
+
+    answers, router, client = asyncio.run(run())
+    assert len(answers) == 400 and {s for s, _, _ in answers} == {200}
+    assert Counter(h[b"azureml-model-deployment"] for _, h, _ in answers) == {
+        b"blue": 360, b"green": 40}
+    mirrored = [c for c in client.calls if c[0] == "green"]
+    stats = router.metrics.mirrors["green"]
+    assert stats.sent == len(mirrored) - 40  # pinned requests to green are not mirrored
+    # All 400 were dispatched before any answer: copies beyond the in-flight cap are skipped.
+    assert stats.sent == MIRROR_MAX_IN_FLIGHT
+    assert 180 - 45 <= stats.sent + stats.skipped <= 180 + 45  # 50% of 360 unpinned
+    # Equal as JSON values though the bytes differ; failed copies are not compared.
+    assert stats.equal + stats.not_compared == stats.sent and stats.different == 0
+    assert stats.errors == {"connect": stats.not_compared} and stats.not_compared > 0
+    assert router.in_flight == 0 and router.mirrors_in_flight == 0
