@@ -437,3 +437,31 @@ def test_expect_continue_chunked_body_and_pipelining(keyed: Proc) -> None:
         status, headers, got = _read_response(sock, buf)
         assert status == 400 and headers["connection"] == "close"
         assert json.loads(got)["error"].startswith("malformed HTTP request")
+
+
+def test_pooled_client_reuses_keep_alive_connections(ups: dict[str, Proc]) -> None:
+    import asyncio
+
+    from scoring.upstream import PooledClient, Target, UpstreamError, request
+
+    async def run() -> None:
+        client = PooledClient(max_connections=4, connect_timeout=1.0)
+        target = Target.from_url("blue", ups["blue"].url)
+        for i in range(20):
+            resp = await request(client, target, b"POST", b"/score",
+                                 [(b"x-request-id", f"c{i}".encode())], b"{}", 5.0)
+            assert resp.status == 200 and json.loads(resp.body)["request_id"] == f"c{i}"
+        pool = client._pools[(target.host, target.port)]
+        assert (pool.open, len(pool.idle), pool.idle[0].uses) == (1, 1, 20)  # one connection
+        # Concurrent requests open more connections, up to the limit.
+        got = await asyncio.gather(*(request(client, target, b"POST", b"/score",
+                                             [(b"x-test-delay-ms", b"100")], b"{}", 5.0)
+                                     for _ in range(4)))
+        assert [r.status for r in got] == [200] * 4 and pool.open == 4
+        dead = Target.from_url("dead", f"http://127.0.0.1:{free_port()}")
+        with pytest.raises(UpstreamError) as info:
+            await request(client, dead, b"POST", b"/score", [], b"{}", 5.0)
+        assert info.value.kind == "connect"
+        await client.aclose()
+
+    asyncio.run(run())
