@@ -99,10 +99,11 @@ def test_inline_program_with_kubernetes_provider(toolchain_env: dict[str, str],
 
         assert _summary(stack.preview().change_summary) == {"same": 3}
 
+        # The provider's own rule (no enableConfigMapMutable): new ConfigMap data => replace.
         greeting["value"] = "bonjour"
-        assert _summary(stack.preview().change_summary) == {"same": 2, "update": 1}
+        assert _summary(stack.preview().change_summary) == {"same": 2, "replace": 1}
         up = stack.up()
-        assert _summary(up.summary.resource_changes) == {"same": 2, "update": 1}
+        assert _summary(up.summary.resource_changes) == {"same": 2, "replace": 1}
         assert _rendered_configmaps(rendered)["toolchain-test"]["data"] == {"greeting": "bonjour"}
 
         down = stack.destroy()
