@@ -500,6 +500,7 @@ def _reason(status: int) -> str:
 
 # ---------------------------------------------------------------------------- HTTP server
 
+_monotonic = time.monotonic
 _STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in HTTPStatus}
 
 
@@ -515,7 +516,7 @@ class HttpProtocol(asyncio.Protocol):
 
     __slots__ = ("_auth", "_body", "_body_size", "_busy", "_continue", "_headers", "_keep",
                  "_parser", "_pin", "_queue", "_receiving", "_rid", "_too_large", "_url",
-                 "closed", "conns", "router", "transport")
+                 "closed", "conns", "last_active", "router", "transport")
 
     def __init__(self, router: Router, conns: set[HttpProtocol]) -> None:
         self.router = router
@@ -535,6 +536,7 @@ class HttpProtocol(asyncio.Protocol):
         self._rid: bytes | None = None
         self._continue = False
         self._receiving = False
+        self.last_active = _monotonic()
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -555,6 +557,7 @@ class HttpProtocol(asyncio.Protocol):
 
     # httptools callbacks
     def on_message_begin(self) -> None:
+        self.last_active = _monotonic()
         self._receiving = True
         self._url = b""
         self._headers = []
@@ -628,6 +631,7 @@ class HttpProtocol(asyncio.Protocol):
     def _respond(self, status: int, headers: Headers, body: bytes) -> None:
         if self.closed:
             return
+        self.last_active = _monotonic()
         keep = self._keep and not self.router.draining
         self.transport.write(encode_response(status, headers, body, keep))  # type: ignore[union-attr]
         if not keep:
@@ -657,3 +661,8 @@ class HttpProtocol(asyncio.Protocol):
     def idle(self) -> bool:
         """No request being answered, queued, or half received: safe to close when draining."""
         return not self._busy and not self._receiving and not self._queue
+
+    @property
+    def busy(self) -> bool:
+        """A request is being answered or queued (a half-received one does not count)."""
+        return self._busy or bool(self._queue)

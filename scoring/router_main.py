@@ -19,6 +19,7 @@ import json
 import signal
 import socket
 import sys
+import time
 from pathlib import Path
 
 import uvloop
@@ -45,8 +46,9 @@ class RouterProcess:
     """Owns the listening socket, the ``Router`` and the reload/drain machinery."""
 
     def __init__(self, config_path: Path, router: Router, drain_timeout: float,
-                 drain_delay: float) -> None:
+                 drain_delay: float, keep_alive: float = 75.0) -> None:
         self.config_path = config_path
+        self.keep_alive = keep_alive
         self.router = router
         self.drain_timeout = drain_timeout
         self.drain_delay = drain_delay
@@ -87,6 +89,15 @@ class RouterProcess:
             fp = _fingerprint(self.config_path, secret_paths(self.router.state.config))
             if fp != self.fingerprint:
                 self.reload("file changed")
+            self.close_stale_connections()
+
+    def close_stale_connections(self) -> None:
+        """Close client connections with nothing in flight and no traffic for ``keep_alive`` s
+        (idle keep-alive, or a request that stopped arriving)."""
+        cutoff = time.monotonic() - self.keep_alive
+        for conn in list(self.conns):
+            if conn.last_active < cutoff and not conn.busy:
+                conn.close()
 
     def on_stop_signal(self, signum: int) -> None:
         self.signals += 1
@@ -167,6 +178,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--drain-timeout", type=float, default=None, metavar="S",
                    help="longest wait for in-flight requests on SIGTERM "
                         "(default: request_timeout_ms + 5 s)")
+    p.add_argument("--keep-alive", type=float, default=75.0, metavar="S",
+                   help="close a client connection idle this long (default 75)")
     p.add_argument("--drain-delay", type=float, default=0.0, metavar="S",
                    help="keep accepting this long after SIGTERM (readiness already false) so "
                         "the Service stops routing here first; e.g. 5 in Kubernetes")
@@ -199,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         drain_timeout = args.drain_timeout
         if drain_timeout is None:
             drain_timeout = config.request_timeout_ms / 1000.0 + 5.0
-        proc = RouterProcess(args.config, router, drain_timeout, args.drain_delay)
+        proc = RouterProcess(args.config, router, drain_timeout, args.drain_delay,
+                             args.keep_alive)
         try:
             return await proc.serve(args.host, args.port)
         except OSError as exc:

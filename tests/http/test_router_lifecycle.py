@@ -250,3 +250,21 @@ def test_sigterm_drains_in_flight_requests(ups: dict[str, Proc], tmp_path: Path)
         log = proc.log()
         assert "SIGTERM: draining (5 request(s) in flight)" in log
         assert "drained; bye" in log
+
+
+def test_idle_and_stalled_client_connections_are_closed(ups: dict[str, Proc],
+                                                       tmp_path: Path) -> None:
+    config = cfg({"blue": ups["blue"].url}, {"blue": 100})
+    with router(tmp_path, config, extra=["--keep-alive", "1"]) as (proc, _):
+        idle = socket.create_connection(("127.0.0.1", proc.port), timeout=10)
+        idle.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert _read_response(idle, bytearray())[0] == 200
+        stalled = socket.create_connection(("127.0.0.1", proc.port), timeout=10)
+        stalled.sendall(b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        # A slow request in flight longer than --keep-alive is not cut.
+        r = httpx.post(f"{proc.url}/score", content=b"{}", timeout=30,
+                       headers={**AUTH1, "x-test-delay-ms": "2500"})
+        assert r.status_code == 200
+        for sock in (idle, stalled):
+            assert sock.recv(100) == b""  # closed by the router, nothing sent
+            sock.close()
