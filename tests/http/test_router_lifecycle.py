@@ -45,7 +45,11 @@ def _run_cli(config_path: Path, env: dict[str, str] | None = None) -> subprocess
              if not k.startswith("ML_ENDPOINTS_") or k in (env or {})})
 
 
-def test_bad_config_files_exit_2_naming_the_field(tmp_path: Path) -> None:
+def test_bad_config_files_exit_2_naming_the_field(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from scoring.router_main import main
+
     good = cfg({"blue": "http://127.0.0.1:1", "green": "http://127.0.0.1:2"},
                {"blue": 90, "green": 10})
     cases = {
@@ -60,22 +64,26 @@ def test_bad_config_files_exit_2_naming_the_field(tmp_path: Path) -> None:
                                               "green": {"url": "http://g:1"}}},
                      "deployments.blue.url: 'blue:5001' must start with http://"),
     }
+    for name, value in SECRET_ENV.items():
+        monkeypatch.setenv(name, value)
+    port = str(free_port())
     for name, (data, expected) in cases.items():
         path = tmp_path / name
         path.write_text(json.dumps(data))
-        res = _run_cli(path, SECRET_ENV)
-        assert res.returncode == 2, (name, res.stderr)
-        assert res.stderr.startswith(f"router: bad config {path}:\n"), res.stderr
-        assert expected in res.stderr, (name, res.stderr)
+        assert main(["--config", str(path), "--port", port, "--host", "127.0.0.1"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"router: bad config {path}:\n"), err
+        assert expected in err, (name, err)
     (tmp_path / "broken.json").write_text('{"endpoint_name": ')
-    res = _run_cli(tmp_path / "broken.json", SECRET_ENV)
-    assert res.returncode == 2 and "not valid JSON" in res.stderr
-    # No key anywhere: named, and the process never starts.
+    assert main(["--config", str(tmp_path / "broken.json"), "--port", port]) == 2
+    assert "not valid JSON" in capsys.readouterr().err
+    # The real command line, with no key anywhere: named, and the process never listens.
     (tmp_path / "nokey.json").write_text(json.dumps(good))
     res = _run_cli(tmp_path / "nokey.json", {})
     assert res.returncode == 2
-    assert ("secrets.primary_key: auth_mode 'key' needs it; none found in env "
-            "ML_ENDPOINTS_PRIMARY_KEY") in res.stderr
+    assert res.stderr == (f"router: bad config {tmp_path / 'nokey.json'}:\n"
+                          "  secrets.primary_key: auth_mode 'key' needs it; none found in env "
+                          "ML_ENDPOINTS_PRIMARY_KEY\n")
 
 
 class Load:
