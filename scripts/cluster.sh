@@ -179,14 +179,17 @@ node_ip() {
 }
 
 # ---------------------------------------------------------------------------- PKI
+# newkey FILE: an ECDSA P-256 key (RSA keys take seconds each on a busy 2-core machine).
+newkey() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
+
 # cert NAME CN [O] [SAN]: key + certificate signed by the cluster CA.
 cert() {
   local name="$1" cn="$2" org="${3:-}" san="${4:-}" subj="/CN=$2"
   [ -n "$org" ] && subj="/O=$org/CN=$cn"
-  openssl genrsa -out "$PKI/$name.key" 2048 2>/dev/null
+  newkey "$PKI/$name.key"
   openssl req -new -key "$PKI/$name.key" -subj "$subj" -out "$PKI/$name.csr" 2>/dev/null
   local ext="$PKI/$name.ext"
-  { echo "basicConstraints=CA:FALSE"; echo "keyUsage=critical,digitalSignature,keyEncipherment"
+  { echo "basicConstraints=CA:FALSE"; echo "keyUsage=critical,digitalSignature"
     if [ -n "$san" ]; then echo "extendedKeyUsage=serverAuth,clientAuth"; echo "subjectAltName=$san"
     else echo "extendedKeyUsage=clientAuth"; fi; } >"$ext"
   openssl x509 -req -in "$PKI/$name.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" \
@@ -218,13 +221,20 @@ EOF
   chmod 600 "$1"
 }
 
+pki_ok() {
+  [ -f "$PKI/ca.key" ] && [ -f "$KUBECONFIG_OUT" ] && [ -f "$CL/kubelet.kubeconfig" ] \
+    && openssl x509 -in "$PKI/apiserver.crt" -noout -ext subjectAltName 2>/dev/null \
+       | grep -q "IP Address:$1\(,\|$\)"
+}
+
 make_pki() {
   local ip="$1"
   rm -rf "$PKI" && mkdir -p "$PKI" && chmod 700 "$PKI"
-  openssl req -x509 -newkey rsa:2048 -nodes -keyout "$PKI/ca.key" -out "$PKI/ca.crt" \
-    -days 365 -subj "/CN=ml-endpoints-ca" 2>/dev/null
-  openssl genrsa -out "$PKI/sa.key" 2048 2>/dev/null
-  openssl rsa -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null
+  newkey "$PKI/ca.key"
+  openssl req -x509 -new -key "$PKI/ca.key" -out "$PKI/ca.crt" -days 365 \
+    -subj "/CN=ml-endpoints-ca" 2>/dev/null
+  newkey "$PKI/sa.key"
+  openssl pkey -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null
   cert apiserver kube-apiserver "" \
     "IP:127.0.0.1,IP:$ip,IP:$API_SERVICE_IP,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
   cert apiserver-kubelet-client kube-apiserver-kubelet-client system:masters
@@ -240,11 +250,18 @@ make_pki() {
 }
 
 # ---------------------------------------------------------------------------- config
+# put FILE: write stdin to FILE only if it differs. kube-proxy exits when its config file
+# changes, so an `up` on a running cluster must not rewrite identical files.
+put() {
+  cat >"$1.new"
+  if cmp -s "$1.new" "$1"; then rm -f "$1.new"; else mv -f "$1.new" "$1"; fi
+}
+
 write_configs() {
   local ip="$1"
   mkdir -p "$CL/cni" "$CL/certs.d/$REGISTRY" "$CL/certs.d/localhost:5000"
   # Our own containerd (own socket, root and state), so it never fights the Docker engine's.
-  cat >"$CL/containerd.toml" <<EOF
+  put "$CL/containerd.toml" <<EOF
 version = 2
 root = "$CTR_ROOT"
 state = "$CTR_RUN/state"
@@ -271,9 +288,9 @@ state = "$CTR_RUN/state"
 EOF
   local r; for r in "$REGISTRY" localhost:5000; do
     printf 'server = "http://%s"\n[host."http://%s"]\n  capabilities = ["pull", "resolve"]\n' \
-      "$r" "$r" >"$CL/certs.d/$r/hosts.toml"
+      "$r" "$r" | put "$CL/certs.d/$r/hosts.toml"
   done
-  cat >"$CL/cni/10-ml-endpoints.conflist" <<EOF
+  put "$CL/cni/10-ml-endpoints.conflist" <<EOF
 {
   "cniVersion": "1.0.0",
   "name": "ml-endpoints",
@@ -286,7 +303,7 @@ EOF
   ]
 }
 EOF
-  cat >"$CL/kubelet.yaml" <<EOF
+  put "$CL/kubelet.yaml" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 cgroupDriver: cgroupfs          # PID 1 is not systemd
@@ -309,7 +326,7 @@ imageGCLowThresholdPercent: 99
 evictionHard: {memory.available: 200Mi, nodefs.available: 2%, imagefs.available: 2%}
 serializeImagePulls: false
 EOF
-  cat >"$CL/kube-proxy.yaml" <<EOF
+  put "$CL/kube-proxy.yaml" <<EOF
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 mode: iptables
@@ -385,6 +402,7 @@ start_node() {
     --kubeconfig="$CL/kubelet.kubeconfig" --root-dir="$STATE/kubelet" \
     --hostname-override="$NODE_NAME" --node-ip="$ip" --v=1
   start kube-proxy "$K8S_BIN/kube-proxy" --config="$CL/kube-proxy.yaml"
+  wait_for "kube-proxy rules synced" kube-proxy curl -fsS http://127.0.0.1:10256/healthz
   wait_for "node $NODE_NAME Ready" kubelet \
     kc wait --for=condition=Ready "node/$NODE_NAME" --timeout=2s
 }
@@ -509,19 +527,17 @@ up_native() {
   ensure_packages
   ensure_built
   ip=$(node_ip)
-  if running kube-apiserver && running kubelet && [ -f "$KUBECONFIG_OUT" ] \
-     && kc get --raw /readyz >/dev/null 2>&1; then
-    say "cluster already up"
-  else
-    mkdir -p "$CL" "$LOGS" "$RUN" "$STATE"
-    host_prep
-    make_pki "$ip"
-    write_configs "$ip"
-    start_containerd
-    start_control_plane "$ip"
-    start_node "$ip"
-  fi
+  mkdir -p "$CL" "$LOGS" "$RUN" "$STATE"
+  host_prep
+  # Keep the PKI of a cluster that is (partly) up; make a new one for a fresh start or a
+  # changed node IP. Components already running are left alone, dead ones restarted.
+  if pki_ok "$ip"; then say "PKI: reusing $PKI"; else step "make PKI" make_pki "$ip"; fi
+  write_configs "$ip"
+  start_containerd
+  start_control_plane "$ip"
+  start_node "$ip"
   coredns_manifest | kc apply -f - >/dev/null
+  wait_for "default ServiceAccount" kube-controller-manager kc -n default get serviceaccount default
   kc delete pod cluster-up-check --ignore-not-found --wait=true >/dev/null
   smoke_pod | kc apply -f - >/dev/null
   wait_for "test pod Ready" kubelet kc wait --for=condition=Ready pod/cluster-up-check --timeout=2s
@@ -565,10 +581,10 @@ drop_chains() {
   local chains; chains=$("$ipt" -t "$table" -S 2>/dev/null | awk '$1=="-N"{print $2}' | grep -E "$pat" || true)
   [ -n "$chains" ] || return 0
   local rule
-  "$ipt" -t "$table" -S | grep -E -- "-j ($(echo "$chains" | paste -sd'|'))( |$)" \
-    | grep -E '^-A' | while read -r rule; do
-      # shellcheck disable=SC2086
-      "$ipt" -t "$table" ${rule/-A/-D} 2>/dev/null || true
+  { "$ipt" -t "$table" -S | grep -E -- "-j ($(echo "$chains" | paste -sd'|'))( |$)" \
+      | grep -E '^-A' || true; } | while read -r rule; do
+      # iptables -S quotes comments shell-style: eval to split the rule back into words.
+      eval "\"\$ipt\" -t \"\$table\" ${rule/-A/-D}" 2>/dev/null || true
     done
   local c; for c in $chains; do "$ipt" -t "$table" -F "$c" 2>/dev/null || true; done
   for c in $chains; do "$ipt" -t "$table" -X "$c" 2>/dev/null || true; done

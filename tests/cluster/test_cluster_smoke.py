@@ -36,6 +36,7 @@ KUBECONFIG = CACHE / "cluster" / "kubeconfig"
 REGISTRY = "127.0.0.1:5000"
 K8S_BIN = CACHE / "tools" / "kubernetes-v1.34.4" / "bin"
 IMAGE_REPO = f"{REGISTRY}/ml-endpoints-test/echo"
+DRAIN_SECONDS = 6   # preStop sleep: longer than kube-proxy's rule programming takes here
 
 
 def kubectl(*args: str, stdin: str | None = None, timeout: float = 120) -> str:
@@ -142,13 +143,16 @@ spec:
   template:
     metadata: {{labels: {{app: echo}}}}
     spec:
-      terminationGracePeriodSeconds: 15
+      terminationGracePeriodSeconds: 20
       containers:
       - name: echo
         image: {image}
         env: [{{name: VERSION, value: "{version}"}}]
         ports: [{{containerPort: 8080}}]
         readinessProbe: {{httpGet: {{path: /ready, port: 8080}}, periodSeconds: 1}}
+        # Serve on while kube-proxy drops this pod from the Service (measured here: up to
+        # ~3 s under load); only then does the container get SIGTERM.
+        lifecycle: {{preStop: {{sleep: {{seconds: {DRAIN_SECONDS}}}}}}}
 ---
 apiVersion: v1
 kind: Service
@@ -218,6 +222,19 @@ def node_port(ns: str, svc: str = "echo") -> int:
     return int(kubectl("-n", ns, "get", "svc", svc, "-o", "jsonpath={.spec.ports[0].nodePort}"))
 
 
+def first_answer(port: int, timeout: float = 60) -> tuple[int, dict]:
+    """POST /score until the NodePort accepts connections: kube-proxy programs a new
+    Service's rules asynchronously, shortly after the Service and endpoints exist."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return post_score(port)
+        except ConnectionRefusedError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def wait_all_answer(port: int, version: str, tries: int = 200) -> None:
     """Bounded poll until 10 consecutive answers come from VERSION (old pods drained)."""
     streak = 0
@@ -243,7 +260,7 @@ def test_registry_image_nodeport_dns_and_rolling_update(namespace: str, registry
     assert ids == {f"{IMAGE_REPO}@{digest1}"}
 
     port = node_port(namespace)
-    status, body = post_score(port)
+    status, body = first_answer(port)
     assert (status, body["version"]) == (200, "v1")
 
     # Cluster DNS inside a pod resolves the Service to its ClusterIP.
@@ -312,10 +329,11 @@ def test_pulumi_deployment_up_update_destroy(cluster: None, registry: str,
             "strategy": {"type": "RollingUpdate",
                          "rolling_update": {"max_surge": 1, "max_unavailable": 0}},
             "template": {"metadata": {"labels": labels}, "spec": {
-                "termination_grace_period_seconds": 15,
+                "termination_grace_period_seconds": 20,
                 "containers": [{"name": "echo", "image": image,
                                 "env": [{"name": "VERSION", "value": version}],
                                 "ports": [{"container_port": 8080}],
+                                "lifecycle": {"pre_stop": {"sleep": {"seconds": DRAIN_SECONDS}}},
                                 "readiness_probe": {"http_get": {"path": "/ready", "port": 8080},
                                                     "period_seconds": 1}}]}}}, opts=opts)
         svc = k8s.core.v1.Service("echo", metadata={"name": "echo", "namespace": ns}, spec={
@@ -333,7 +351,7 @@ def test_pulumi_deployment_up_update_destroy(cluster: None, registry: str,
                                   "version": auto.ConfigValue("v1")})
             up = stack.up(on_output=lambda _line: None)
             port = int(up.outputs["node_port"].value)
-            status, body = post_score(port)
+            status, body = first_answer(port)
             assert (status, body["version"]) == (200, "v1")
 
             stack.set_all_config({"image": auto.ConfigValue(ref2),

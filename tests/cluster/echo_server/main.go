@@ -49,8 +49,7 @@ func main() {
 		sig := make(chan os.Signal, 1)
 		signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 		<-sig
-		// Keep serving while kube-proxy removes this pod from the Service's endpoints.
-		time.Sleep(3 * time.Second)
+		// The Deployment's preStop sleep covers the endpoint removal; finish in-flight requests.
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		srv.Shutdown(ctx)
