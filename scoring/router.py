@@ -39,6 +39,9 @@ from scoring.upstream import (
 
 PIN_HEADER = b"azureml-model-deployment"
 REQUEST_ID_HEADER = b"x-request-id"
+TOKEN_LEEWAY_S = 5
+TOKEN_CACHE_SIZE = 4096
+_now = time.time
 #: Mirror calls in flight at once; above it copies are skipped (counted) to protect live traffic.
 MIRROR_MAX_IN_FLIGHT = 128
 
@@ -70,6 +73,8 @@ class RouterState:
     mirror_share: float
     timeout_s: float
     generation: int = 0
+    #: Tokens already verified under this state's signing key → when they stop being valid.
+    tokens: dict[bytes, float] = field(default_factory=dict, compare=False)
 
     @classmethod
     def build(cls, config: RouterConfig, secrets: Secrets, generation: int = 0) -> RouterState:
@@ -91,8 +96,19 @@ def authorize(state: RouterState, authorization: bytes | None) -> None:
     cred = bearer(authorization)
     if mode == "key":
         check_key(cred, state.secrets.primary_key, state.secrets.secondary_key)
-    else:
-        verify_token(state.secrets.token_signing_key or b"", state.config.endpoint_name, cred)
+        return
+    # A client reuses its token for many requests: verify its signature once (~25 µs with
+    # PyJWT), then only its expiry. The cache belongs to this state, so a new signing key
+    # (a reload) starts empty.
+    now = _now()
+    valid_until = state.tokens.get(cred)
+    if valid_until is not None and now < valid_until:
+        return
+    claims = verify_token(state.secrets.token_signing_key or b"", state.config.endpoint_name,
+                          cred, now=now, leeway_s=TOKEN_LEEWAY_S)
+    if len(state.tokens) >= TOKEN_CACHE_SIZE:
+        state.tokens.clear()
+    state.tokens[cred] = float(claims["exp"]) + TOKEN_LEEWAY_S  # type: ignore[arg-type]
 
 
 def route(state: RouterState, pin: bytes | None, r_live: float,

@@ -149,3 +149,27 @@ def test_upstream_error_log_is_rate_limited(capsys: pytest.CaptureFixture[str]) 
     router.log_upstream_error("blue", "connect", b"r50", "blue is down")
     assert capsys.readouterr().err.endswith(
         "request r50: blue is down (+49 more like it in the last second)\n")
+
+
+def test_token_auth_caches_verification_but_not_past_expiry(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import scoring.router as router_mod
+    from scoring.auth import AuthError, issue_token
+
+    signing = "s" * 32
+    cfg = parse_config(json.dumps({**BASE, "secrets_dir": None, "auth_mode": "aml_token"}))
+    state = RouterState.build(cfg, load_secrets(
+        cfg, env={"ML_ENDPOINTS_TOKEN_SIGNING_KEY": signing}))
+    t0 = 1_900_000_000.0
+    monkeypatch.setattr(router_mod, "_now", lambda: t0)
+    tok = issue_token(signing, "diabetes", ttl_s=60, now=t0)["accessToken"].encode()
+    authorize(state, b"Bearer " + tok)
+    assert state.tokens == {tok: t0 + 60 + router_mod.TOKEN_LEEWAY_S}
+    authorize(state, b"Bearer " + tok)  # served from the cache
+    forged = issue_token("f" * 32, "diabetes", ttl_s=60, now=t0)["accessToken"].encode()
+    with pytest.raises(AuthError, match="signature is invalid"):
+        authorize(state, b"Bearer " + forged)
+    assert forged not in state.tokens
+    monkeypatch.setattr(router_mod, "_now", lambda: t0 + 66)
+    with pytest.raises(AuthError, match="token expired"):
+        authorize(state, b"Bearer " + tok)
