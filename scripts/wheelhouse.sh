@@ -88,6 +88,9 @@ PYEOF
   echo "$key" > "$tmp/.stamp"
   rm -rf "$OUT" && mv "$tmp" "$OUT"
   ls "$OUT"
+  # Keep the 6 most recent wheelhouses (each is tens of MB); older keys are from older sources.
+  find "$(dirname "$OUT")" -mindepth 1 -maxdepth 1 -type d -not -name '*.tmp.*' -printf '%T@ %p\n' \
+    | sort -rn | tail -n +7 | cut -d' ' -f2- | xargs -r rm -rf
 }
 
 mkdir -p "$(dirname "$OUT")"
