@@ -52,8 +52,8 @@ class ImageArgs:
         tag: image tag; default: the first 16 hex digits of the content key.
         build_args: ``ARG`` values; Outputs are allowed (e.g. another image's ``ref``).
         wheelhouse: ``"auto"`` adds ``wheels/`` (scripts/wheelhouse.sh) to the context when the
-            Dockerfile copies ``wheels/``, for the requirements in the context's
-            ``requirements.txt`` if there is one; ``"yes"`` / ``"no"`` force it.
+            Dockerfile copies ``wheels/``, for the project wheel plus the context's
+            ``requirements.txt`` (none: the project only); ``"yes"`` / ``"no"`` force it.
         push: push to ``repository`` (default) or only build locally.
     """
 
@@ -146,14 +146,12 @@ def _log(message: str) -> None:
         print(message, flush=True)
 
 
-def _wheelhouse(requirements: Path | None) -> Path:
-    cmd = ["bash", str(WHEELHOUSE_SCRIPT)]
-    if requirements is not None:
-        cmd += ["-r", str(requirements)]
+def _wheelhouse(requirements: Path) -> Path:
+    cmd = ["bash", str(WHEELHOUSE_SCRIPT), "-r", str(requirements)]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(
-            f"wheelhouse for {requirements or 'the project'} failed (exit {proc.returncode}):\n"
+            f"wheelhouse for {requirements} failed (exit {proc.returncode}):\n"
             f"{proc.stderr[-3000:]}"
         )
     return Path(proc.stdout.strip().splitlines()[-1])
@@ -185,12 +183,15 @@ def _build_and_push(props: Mapping[str, Any]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="image-ctx-") as tmp:
         if props.get("use_wheelhouse"):
             reqs = context / "requirements.txt"
-            _log(f"{name}: wheelhouse for {reqs if reqs.is_file() else 'the project'}")
-            wheels = _wheelhouse(reqs if reqs.is_file() else None)
+            if not reqs.is_file():  # the project wheel and its runtime dependencies only
+                reqs = Path(tmp) / "requirements.txt"
+                reqs.write_text("")
+            _log(f"{name}: wheelhouse for {reqs}")
+            wheels = _wheelhouse(reqs)
             staged = Path(tmp) / "ctx"
             _link_tree(context, staged)
             _link_tree(wheels, staged / "wheels")
-            if not reqs.is_file():
+            if not (staged / "requirements.txt").exists():
                 (staged / "requirements.txt").write_text("")
             context = staged
         _log(f"{name}: building ({Path(props['dockerfile']).name}, --network none)")
