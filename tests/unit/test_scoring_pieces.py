@@ -115,6 +115,21 @@ def test_metrics_sum_workers_and_drop_dead_gauges(tmp_path: Path) -> None:
     assert (tmp_path / f"{os.getpid()}.json").exists()
 
 
+def test_metrics_text_parses_with_prometheus_client() -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    stats = Stats(None)
+    stats.observe("/score", 200, 0.001)
+    stats.collected["model_inputs"] = 3
+    families = {f.name: f for f in text_string_to_metric_families(stats.render().decode())}
+    assert families["scoring_requests"].type == "counter"
+    assert families["scoring_request_duration_seconds"].type == "histogram"
+    assert families["scoring_requests_in_flight"].type == "gauge"
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for f in families.values() for s in f.samples}
+    assert samples[("scoring_collected_records_total", (("collection", "model_inputs"),))] == 3
+
+
 def test_sink_rolls_files_and_counts_failures(tmp_path: Path) -> None:
     stats = Stats(None)
     sink = collector.Sink(tmp_path / "out", max_file_bytes=300, stats=stats)
