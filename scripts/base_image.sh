@@ -31,8 +31,7 @@ have_image() { "$DOCKER" image inspect "$1" >/dev/null 2>&1; }
 
 push_local() {
   local target=$REGISTRY/$LOCAL_NAME
-  "$DOCKER" tag "$1" "$target"
-  "$DOCKER" push "$target"
+  "$DOCKER" tag "$1" "$target" && "$DOCKER" push "$target"
 }
 
 # in_registry: the local registry (when running) already holds the base image.
@@ -46,21 +45,21 @@ use_ref() {
   printf '%s\n' "$1" > "$REF_FILE.tmp" && mv "$REF_FILE.tmp" "$REF_FILE"
 }
 
+# `step` runs these inside `if`, where bash ignores `set -e`: each command checks for itself.
 build_rootfs() {
   local root=$DIR/rootfs.tmp
-  rm -rf "$root" "$TARBALL.tmp"
+  rm -rf "$root" "$TARBALL.tmp" "$TARBALL.stamp"
   command -v debootstrap >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get install -y -q debootstrap \
-    || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q debootstrap; }; }
+    || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q debootstrap; }; } || return 1
   echo "debootstrap --variant=minbase $SUITE from $MIRROR (+ $PACKAGES)"
-  debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$root" "$MIRROR"
+  debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$root" "$MIRROR" || return 1
   # Keep the image small and free of the build host's details.
   rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root"/var/log/*.log \
     "$root"/usr/share/doc/* "$root"/usr/share/man/*
-  printf 'nameserver 127.0.0.1\n' > "$root/etc/resolv.conf"
-  tar --numeric-owner -C "$root" -czf "$TARBALL.tmp" .
+  printf 'nameserver 127.0.0.1\n' > "$root/etc/resolv.conf" || return 1
+  tar --numeric-owner -C "$root" -czf "$TARBALL.tmp" . || return 1
   rm -rf "$root"
-  mv "$TARBALL.tmp" "$TARBALL"
-  echo "$KEY" > "$TARBALL.stamp"
+  mv "$TARBALL.tmp" "$TARBALL" && echo "$KEY" > "$TARBALL.stamp"
 }
 
 import_rootfs() {
@@ -68,8 +67,8 @@ import_rootfs() {
     -c 'ENV LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1' \
     -c 'CMD ["python3"]' \
     -m "Debian $SUITE minbase + $PACKAGES (scripts/base_image.sh)" \
-    "$TARBALL" "$LOCAL_NAME"
-  "$DOCKER" run --rm --network none "$LOCAL_NAME" python3 -c 'import sys, venv, ssl; assert sys.version_info[:2] == (3, 11), sys.version'
+    "$TARBALL" "$LOCAL_NAME" || return 1
+  "$DOCKER" run --rm --network none "$LOCAL_NAME" python3 -c 'import sys, venv, ssl; assert sys.version_info[:2] == (3, 11), sys.version' || return 1
   push_local "$LOCAL_NAME"
 }
 

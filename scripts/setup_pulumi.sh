@@ -78,36 +78,36 @@ cli_key() { key_of "$mode" "$PULUMI_VERSION" "$(cat "$ROOT"/tools/pulumi/go.mod 
 k8s_key() { key_of "$mode" "$K8S_VERSION" "$K8S_PROVIDER_MODVER" "$K8S_SDK_MODVER"; }
 
 # --- CLI + Python language host ---------------------------------------------------------------
+# Note: `step` runs these inside `if`, where bash ignores `set -e`, so every command that can
+# fail carries its own `|| exit 1` / `|| return 1`.
 build_cli_offline() (
-  local stage=$1
-  cd "$ROOT/tools/pulumi"
+  stage=$1
+  cd "$ROOT/tools/pulumi" || exit 1
   echo "downloading Go modules (pulumi pkg/sdk v$PULUMI_VERSION and dependencies)"
-  go mod download -x 2>&1 | grep -c '^# get' | sed 's/^/modules fetched: /' || true
+  go mod download -x > "$stage/modules.log" 2>&1 || { tail -n 20 "$stage/modules.log"; exit 1; }
+  echo "modules fetched: $(grep -c '^# get' "$stage/modules.log")"; rm -f "$stage/modules.log"
   echo "building pulumi + pulumi-language-python"
   go build "${GO_BUILD_FLAGS[@]}" -o "$stage/bin/" \
     -ldflags "-s -w -X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=v$PULUMI_VERSION" \
-    github.com/pulumi/pulumi/pkg/v3/cmd/pulumi ./cmd/pulumi-language-python
-  local sdk
-  sdk=$(go list -m -f '{{.Dir}}' github.com/pulumi/pulumi/sdk/v3)
+    github.com/pulumi/pulumi/pkg/v3/cmd/pulumi ./cmd/pulumi-language-python || exit 1
+  sdk=$(go list -m -f '{{.Dir}}' github.com/pulumi/pulumi/sdk/v3) || exit 1
   install -m755 "$sdk/python/cmd/pulumi-language-python-exec" \
-    "$sdk/python/dist/pulumi-resource-pulumi-python" "$stage/bin/"
+    "$sdk/python/dist/pulumi-resource-pulumi-python" "$stage/bin/" || exit 1
 )
 
 build_cli_online() {
   local stage=$1 tgz
   tgz="$BUILD/pulumi-v$PULUMI_VERSION-linux-$(arch).tar.gz"
-  curl -fsSL --retry 3 -o "$tgz" "https://get.pulumi.com/releases/sdk/pulumi-v$PULUMI_VERSION-linux-$(arch).tar.gz"
-  mkdir -p "$stage/bin"
-  tar -xzf "$tgz" -C "$stage/bin" --strip-components=1
+  curl -fsSL --retry 3 -o "$tgz" "https://get.pulumi.com/releases/sdk/pulumi-v$PULUMI_VERSION-linux-$(arch).tar.gz" || return 1
+  mkdir -p "$stage/bin" && tar -xzf "$tgz" -C "$stage/bin" --strip-components=1 || return 1
   rm -f "$tgz"
 }
 
 install_cli() (
-  local stage=$BUILD/pulumi-$PULUMI_VERSION.stage
-  rm -rf "$stage" && mkdir -p "$stage/bin" "$BUILD"
-  "build_cli_$mode" "$stage"
-  local got
-  got=$("$stage/bin/pulumi" version)
+  stage=$BUILD/pulumi-$PULUMI_VERSION.stage
+  rm -rf "$stage" && mkdir -p "$stage/bin" "$BUILD" || exit 1
+  "build_cli_$mode" "$stage" || exit 1
+  got=$("$stage/bin/pulumi" version) || exit 1
   [ "$got" = "v$PULUMI_VERSION" ] || die "built pulumi reports '$got', expected v$PULUMI_VERSION"
   for f in pulumi-language-python pulumi-language-python-exec pulumi-resource-pulumi-python; do
     [ -x "$stage/bin/$f" ] || die "$f missing from $stage/bin"
@@ -128,22 +128,22 @@ mod_dir() {
 }
 
 build_k8s_offline() (
-  local stage=$1 work=$BUILD/pulumi-kubernetes-src provider sdk
-  provider=$(mod_dir "$K8S_PROVIDER_MOD" "$K8S_PROVIDER_MODVER" "$K8S_PROVIDER_SUM")
-  sdk=$(mod_dir "$K8S_SDK_MOD" "$K8S_SDK_MODVER" "$K8S_SDK_SUM")
+  stage=$1 work=$BUILD/pulumi-kubernetes-src
+  provider=$(mod_dir "$K8S_PROVIDER_MOD" "$K8S_PROVIDER_MODVER" "$K8S_PROVIDER_SUM") || exit 1
+  sdk=$(mod_dir "$K8S_SDK_MOD" "$K8S_SDK_MODVER" "$K8S_SDK_SUM") || exit 1
   # The provider's go.mod replaces the SDK with ../sdk and its main package embeds files that
   # only `go generate` writes, so it is built as the main module from a writable copy.
-  rm -rf "$work" && mkdir -p "$work"
-  cp -r "$provider" "$work/provider" && cp -r "$sdk" "$work/sdk" && chmod -R u+w "$work"
-  cd "$work/provider"
+  rm -rf "$work" && mkdir -p "$work" || exit 1
+  cp -r "$provider" "$work/provider" && cp -r "$sdk" "$work/sdk" && chmod -R u+w "$work" || exit 1
+  cd "$work/provider" || exit 1
   echo "downloading the provider's Go module dependencies"
-  go mod download
+  go mod download || exit 1
   echo "go generate (stamps the schema with $K8S_VERSION)"
-  VERSION=$K8S_VERSION go generate ./cmd/pulumi-resource-kubernetes
+  VERSION=$K8S_VERSION go generate ./cmd/pulumi-resource-kubernetes || exit 1
   echo "building pulumi-resource-kubernetes"
   go build -trimpath -o "$stage/bin/" \
     -ldflags "-s -w -X github.com/pulumi/pulumi-kubernetes/provider/v4/pkg/version.Version=$K8S_VERSION" \
-    ./cmd/pulumi-resource-kubernetes
+    ./cmd/pulumi-resource-kubernetes || exit 1
   cd "$ROOT" && rm -rf "$work"
 )
 
@@ -152,15 +152,15 @@ build_k8s_online() {
   tgz="$BUILD/pulumi-resource-kubernetes-v$K8S_VERSION-linux-amd64.tar.gz"
   local a=amd64; [ "$(arch)" = arm64 ] && a=arm64
   curl -fsSL --retry 3 -o "$tgz" \
-    "https://github.com/pulumi/pulumi-kubernetes/releases/download/v$K8S_VERSION/pulumi-resource-kubernetes-v$K8S_VERSION-linux-$a.tar.gz"
-  tar -xzf "$tgz" -C "$stage/bin" pulumi-resource-kubernetes
+    "https://github.com/pulumi/pulumi-kubernetes/releases/download/v$K8S_VERSION/pulumi-resource-kubernetes-v$K8S_VERSION-linux-$a.tar.gz" || return 1
+  tar -xzf "$tgz" -C "$stage/bin" pulumi-resource-kubernetes || return 1
   rm -f "$tgz"
 }
 
 install_k8s() (
-  local stage=$BUILD/pulumi-kubernetes-$K8S_VERSION.stage
-  rm -rf "$stage" && mkdir -p "$stage/bin" "$BUILD"
-  "build_k8s_$mode" "$stage"
+  stage=$BUILD/pulumi-kubernetes-$K8S_VERSION.stage
+  rm -rf "$stage" && mkdir -p "$stage/bin" "$BUILD" || exit 1
+  "build_k8s_$mode" "$stage" || exit 1
   [ -x "$stage/bin/pulumi-resource-kubernetes" ] || die "provider binary missing from $stage/bin"
   rm -rf "$K8S_DIR" && mv "$stage" "$K8S_DIR"
 )
@@ -173,10 +173,10 @@ plugins_ok() {
 }
 
 register_plugins() {
-  mkdir -p "$PULUMI_HOME"
+  mkdir -p "$PULUMI_HOME" || return 1
   "$CLI_DIR/bin/pulumi" plugin install resource kubernetes "$K8S_VERSION" \
-    --file "$K8S_DIR/bin/pulumi-resource-kubernetes" --reinstall
-  "$CLI_DIR/bin/pulumi" plugin ls
+    --file "$K8S_DIR/bin/pulumi-resource-kubernetes" --reinstall || return 1
+  "$CLI_DIR/bin/pulumi" plugin ls || return 1
   plugins_ok || die "plugin not in $(plugin_dir) after install"
 }
 

@@ -45,9 +45,14 @@ if stamp_ok "$OUT/.stamp" "$key"; then
   exit 0
 fi
 
+# `step` runs build inside `if`, where bash ignores `set -e`: each command checks for itself.
 build() {
+  _build || { rm -rf "$OUT.tmp.$$" "$OUT.constraints.$$"; return 1; }
+}
+
+_build() {
   local tmp=$OUT.tmp.$$ cons=$OUT.constraints.$$
-  rm -rf "$tmp" && mkdir -p "$tmp"
+  rm -rf "$tmp" && mkdir -p "$tmp" || return 1
   # Constraints minus the packages the requirement files name themselves (their pins win).
   # shellcheck disable=SC2016
   "$PY" - "$cons" constraints.txt "${reqs[@]}" <<'PYEOF'
@@ -67,26 +72,30 @@ with open(out, "w") as f:
         if m and norm(m.group(1)) not in named:
             f.write(line)
 PYEOF
+  [ $? = 0 ] || return 1
   echo "project wheel"
-  "$PY" -m pip wheel --disable-pip-version-check -q --no-deps -w "$tmp" "$ROOT"
+  "$PY" -m pip wheel --disable-pip-version-check -q --no-deps -w "$tmp" "$ROOT" || return 1
   local proj req_args=()
-  proj=$(ls "$tmp"/ml_endpoints-*.whl)
+  proj=$(ls "$tmp"/ml_endpoints-*.whl) || return 1
   for r in "${reqs[@]}"; do req_args+=(-r "$r"); done
   local host_py
   host_py=$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
   echo "dependencies (host python $host_py, image python $IMAGE_PYTHON)"
   if [ "$host_py" = "$IMAGE_PYTHON" ] && [ "$(uname -m)" = x86_64 ]; then
     # Same interpreter ABI as the image: `pip wheel` also turns any sdist into a wheel.
-    "$PY" -m pip wheel --disable-pip-version-check --progress-bar off -w "$tmp" -c "$cons" "$proj" "${req_args[@]}"
+    "$PY" -m pip wheel --disable-pip-version-check --progress-bar off -w "$tmp" -c "$cons" "$proj" "${req_args[@]}" || return 1
   else
     "$PY" -m pip download --disable-pip-version-check --progress-bar off -d "$tmp" -c "$cons" \
       --only-binary=:all: --implementation cp --python-version "$IMAGE_PYTHON" \
       --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 --platform manylinux_2_34_x86_64 \
-      "$proj" "${req_args[@]}"
+      "$proj" "${req_args[@]}" || return 1
   fi
   rm -f "$cons"
-  echo "$key" > "$tmp/.stamp"
-  rm -rf "$OUT" && mv "$tmp" "$OUT"
+  echo "$key" > "$tmp/.stamp" || return 1
+  # Image builds may run this concurrently for the same key: the first finished copy wins.
+  if ! mv -T "$tmp" "$OUT" 2>/dev/null; then
+    if stamp_ok "$OUT/.stamp" "$key"; then rm -rf "$tmp"; else rm -rf "$OUT" && mv -T "$tmp" "$OUT" || return 1; fi
+  fi
   ls "$OUT"
   # Keep the 6 most recent wheelhouses (each is tens of MB); older keys are from older sources.
   find "$(dirname "$OUT")" -mindepth 1 -maxdepth 1 -type d -not -name '*.tmp.*' -printf '%T@ %p\n' \
