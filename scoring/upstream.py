@@ -116,6 +116,10 @@ def upstream_failure(exc: UpstreamError) -> tuple[int, str]:
     return 502, f"deployment {t.name!r} closed the connection before answering: {exc.detail}"
 
 
+#: Keep-alive connections to a deployment are replaced after this many seconds.
+MAX_AGE_S = 30.0
+
+
 class _Job:
     """One request waiting for, or using, a connection."""
 
@@ -140,6 +144,7 @@ class _Conn(asyncio.Protocol):
         "_got",
         "_headers",
         "_parser",
+        "born",
         "closed",
         "deadlines",
         "job",
@@ -152,6 +157,7 @@ class _Conn(asyncio.Protocol):
     def __init__(self, pool: _Pool) -> None:
         self.pool = pool
         self.loop = pool.loop
+        self.born = pool.loop.time()
         self.deadlines = pool.deadlines
         self._parser = httptools.HttpResponseParser(self)
         self.transport: asyncio.Transport | None = None
@@ -347,8 +353,13 @@ class _Pool:
         conn.start(job)
 
     def release(self, conn: _Conn) -> None:
-        """Reuse a connection after a complete response: next waiter first, else idle."""
-        if conn.closed or self.closing:
+        """Reuse a connection after a complete response: next waiter first, else idle.
+
+        Connections older than ``MAX_AGE_S`` are closed instead: behind a Kubernetes Service
+        each TCP connection sticks to one pod, so recycling them spreads traffic onto pods
+        that appeared since (scale-out, rollout).
+        """
+        if conn.closed or self.closing or self.loop.time() - conn.born > MAX_AGE_S:
             conn.close()
             return
         waiters = self.waiters
