@@ -58,7 +58,7 @@ def provider(cluster: cfgmod.ClusterConfig) -> k8s.Provider:
             f"cluster.kubeconfig: {str(path)!r} does not exist; start the local cluster "
             f"(make cluster-up) or point cluster.kubeconfig at your cluster's kubeconfig"
         )
-    if path.is_file():  # optional when rendering manifests
+    else:  # the provider refuses a kubeconfig together with renderYamlToDirectory
         args["kubeconfig"] = pulumi.Output.secret(path.read_text())
         if cluster.context:
             args["context"] = cluster.context
@@ -78,7 +78,10 @@ def previous_routing() -> tuple[pulumi.Output[Any], pulumi.Output[Any]]:
 def build(cfg: StackConfig, previous: tuple[Any, Any] = (None, None)) -> OnlineEndpoint:
     """Every component of the stack, parented to the stack, on one explicit provider."""
     k8s_provider = provider(cfg.cluster)
-    on_cluster = pulumi.ResourceOptions(providers=[k8s_provider])
+    # Explicit provider for the dynamic resources (keys, images): the default one would receive
+    # the whole stack config as inputs, so every traffic change would also "update" it.
+    dynamic = pulumi.ProviderResource("pulumi-python", "dynamic", {})
+    on_cluster = pulumi.ResourceOptions(providers=[k8s_provider, dynamic])
     depends: list[pulumi.Resource] = []
     if cfg.cluster.create_namespace:
         depends.append(k8s.core.v1.Namespace(
@@ -105,7 +108,8 @@ def build(cfg: StackConfig, previous: tuple[Any, Any] = (None, None)) -> OnlineE
             image=e.image,
             base_image=e.base_image or cfg.registry.base_image,
             python=cfg.registry.python,
-            registry=cfg.registry.url))
+            registry=cfg.registry.url),
+            pulumi.ResourceOptions(providers=[dynamic]))
         for name, e in cfg.environments.items() if name in used_envs
     }
     model_paths = [cfgmod.project_path(m.path) for m in cfg.models.values()]

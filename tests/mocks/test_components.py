@@ -80,6 +80,11 @@ def test_component_types_and_parents(assets: dict[str, Path]) -> None:
     for reg in rec.regs:
         if reg.type.startswith("kubernetes:") and reg.custom:
             assert "pulumi:providers:kubernetes::k8s::" in reg.provider, reg.name
+    # Keys (and the real images, also dynamic) use one explicit dynamic provider, not the
+    # default one, which gets the whole stack config as inputs and would show an update on
+    # every traffic change.
+    for reg in rec.of_type(KEY):
+        assert "pulumi:providers:pulumi-python::dynamic::" in reg.provider, reg.name
     # Nothing but these objects exists: no stray resource created inside an apply.
     k8s_objects = sorted((r.type, k8s_name(r)) for r in rec.regs
                          if r.type.startswith("kubernetes:") and r.custom)
