@@ -67,4 +67,6 @@ def test_moving_the_kubeconfig_replaces_nothing(project: Project, trained_model:
     project.write_config(config)
     events = []
     stack.preview(on_event=events.append)
-    assert steps(events)[("pulumi:providers:kubernetes", "k8s")] == "replace"
+    provider_ops = {str(e.resource_pre_event.metadata.op.value) for e in events
+                    if e.resource_pre_event and e.resource_pre_event.metadata.urn == provider_urn}
+    assert "replace" in provider_ops, provider_ops
