@@ -477,3 +477,52 @@ def test_pooled_client_reuses_keep_alive_connections(ups: dict[str, Proc]) -> No
     import scoring.upstream as upstream_mod
 
     asyncio.run(run())
+
+
+def test_stale_keep_alive_connection_is_retried_once_on_a_new_one() -> None:
+    """A server that drops a kept-alive connection without answering (its idle timeout racing
+    our next request) costs the caller nothing: the request goes out again, fresh."""
+    import asyncio
+
+    from scoring.upstream import PooledClient, Target, UpstreamError, request
+
+    ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+
+    async def run() -> None:
+        seen: list[int] = []  # requests per accepted connection
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            seen.append(0)
+            index = len(seen) - 1
+            while True:
+                try:
+                    await reader.readuntil(b"\r\n\r\n")
+                    await reader.readexactly(2)
+                except asyncio.IncompleteReadError:  # the client closed an idle connection
+                    return
+                seen[index] += 1
+                if (index == 0 and seen[index] == 2) or index == 2:
+                    writer.close()  # drop it, no answer
+                    return
+                writer.write(ok)
+                await writer.drain()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        client = PooledClient(max_connections=1)
+        target = Target.from_url("blue", f"http://127.0.0.1:{port}")
+        for _ in range(2):
+            resp = await request(client, target, b"POST", b"/score", [], b"{}", 5.0)
+            assert (resp.status, resp.body) == (200, b"ok")
+        assert seen == [2, 1]  # the 2nd request was dropped on conn 1, retried on conn 2
+        # A fresh connection that drops the request is not retried: 502-kind error.
+        await client.aclose()
+        client = PooledClient(max_connections=1)
+        with pytest.raises(UpstreamError) as info:
+            await request(client, target, b"POST", b"/score", [], b"{}", 5.0)
+        assert info.value.kind == "closed" and seen == [2, 1, 1]
+        await client.aclose()
+        server.close()
+        await server.wait_closed()
+
+    asyncio.run(run())
