@@ -105,7 +105,7 @@ build_cli_online() {
 
 install_cli() (
   stage=$BUILD/pulumi-$PULUMI_VERSION.stage
-  rm -rf "$stage" && mkdir -p "$stage/bin" "$BUILD" || exit 1
+  rm -rf "$stage" && mkdir -p "$stage/bin" "$BUILD" "$TOOLS" || exit 1
   "build_cli_$mode" "$stage" || exit 1
   got=$("$stage/bin/pulumi" version) || exit 1
   [ "$got" = "v$PULUMI_VERSION" ] || die "built pulumi reports '$got', expected v$PULUMI_VERSION"
@@ -159,7 +159,7 @@ build_k8s_online() {
 
 install_k8s() (
   stage=$BUILD/pulumi-kubernetes-$K8S_VERSION.stage
-  rm -rf "$stage" && mkdir -p "$stage/bin" "$BUILD" || exit 1
+  rm -rf "$stage" && mkdir -p "$stage/bin" "$BUILD" "$TOOLS" || exit 1
   "build_k8s_$mode" "$stage" || exit 1
   [ -x "$stage/bin/pulumi-resource-kubernetes" ] || die "provider binary missing from $stage/bin"
   rm -rf "$K8S_DIR" && mv "$stage" "$K8S_DIR"
