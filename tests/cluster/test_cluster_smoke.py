@@ -183,6 +183,7 @@ class Load:
 
     port: int
     threads: int = 3
+    pause: float = 0.01        # between a thread's requests: ~200 new connections/s in all
     max_seconds: float = 120
     max_requests: int = 20000
     versions: list[str] = field(default_factory=list)
@@ -191,7 +192,8 @@ class Load:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def _run(self) -> None:
-        deadline = time.monotonic() + self.max_seconds
+        start = time.monotonic()
+        deadline = start + self.max_seconds
         while not self._stop.is_set() and time.monotonic() < deadline:
             with self._lock:
                 if len(self.versions) + len(self.failures) >= self.max_requests:
@@ -200,10 +202,11 @@ class Load:
                 status, body = post_score(self.port)
                 outcome = body.get("version") if status == 200 else f"HTTP {status}: {body}"
             except (OSError, http.client.HTTPException, ValueError) as exc:
-                outcome = f"{type(exc).__name__}: {exc}"
+                outcome = f"{type(exc).__name__} at {time.monotonic() - start:.1f}s: {exc}"
                 status = 0
             with self._lock:
                 (self.versions if status == 200 else self.failures).append(str(outcome))
+            time.sleep(self.pause)
 
     def __enter__(self) -> Load:
         self._workers = [threading.Thread(target=self._run, daemon=True)
@@ -343,9 +346,12 @@ def test_pulumi_deployment_up_update_destroy(cluster: None, registry: str,
 
     with tempfile.TemporaryDirectory(prefix="mle-pulumi-") as state:
         env = {**env, "PULUMI_BACKEND_URL": f"file://{state}", "KUBECONFIG": str(KUBECONFIG)}
+        cli = Path(shutil.which("pulumi", path=env["PATH"]) or "pulumi").resolve()
         stack = auto.create_or_select_stack(
             stack_name="cluster-smoke", project_name="mle-cluster-smoke", program=program,
-            opts=auto.LocalWorkspaceOptions(env_vars=env, work_dir=state))
+            opts=auto.LocalWorkspaceOptions(
+                env_vars=env, work_dir=state,
+                pulumi_command=auto.PulumiCommand(root=str(cli.parent.parent))))
         try:
             stack.set_all_config({"image": auto.ConfigValue(ref1),
                                   "version": auto.ConfigValue("v1")})
