@@ -10,6 +10,7 @@ nor a base image; the scoring image takes its place once the image pipeline exis
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import os
@@ -114,7 +115,9 @@ def push_echo(binary: Path, version: str) -> tuple[str, str]:
     assert spec and spec.loader
     image_tar = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(image_tar)
-    ref = f"{IMAGE_REPO}:{uuid.uuid4().hex[:10]}-{version}"
+    # Same binary, same tag: reruns do not pile up images; the pods use imagePullPolicy
+    # Always, so every run still resolves the image through the registry.
+    ref = f"{IMAGE_REPO}:{hashlib.sha256(binary.read_bytes()).hexdigest()[:12]}-{version}"
     digest = image_tar.push(ref, [(binary, "/echo-server", 0o755)], ["/echo-server"],
                             user="65534:65534", ports=[8080], env=[f"VERSION={version}"])
     return ref, digest
@@ -147,6 +150,7 @@ spec:
       containers:
       - name: echo
         image: {image}
+        imagePullPolicy: Always
         env: [{{name: VERSION, value: "{version}"}}]
         ports: [{{containerPort: 8080}}]
         readinessProbe: {{httpGet: {{path: /ready, port: 8080}}, periodSeconds: 1}}
@@ -333,7 +337,7 @@ def test_pulumi_deployment_up_update_destroy(cluster: None, registry: str,
                          "rolling_update": {"max_surge": 1, "max_unavailable": 0}},
             "template": {"metadata": {"labels": labels}, "spec": {
                 "termination_grace_period_seconds": 20,
-                "containers": [{"name": "echo", "image": image,
+                "containers": [{"name": "echo", "image": image, "image_pull_policy": "Always",
                                 "env": [{"name": "VERSION", "value": version}],
                                 "ports": [{"container_port": 8080}],
                                 "lifecycle": {"pre_stop": {"sleep": {"seconds": DRAIN_SECONDS}}},
