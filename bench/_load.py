@@ -33,6 +33,26 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU seconds of the live processes in process group ``pgid``.
+
+    On a machine shared with other work, req/s and latency mostly measure the contention;
+    CPU time per request measures the server itself.
+    """
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # fields after "(comm)": state ppid pgrp ...
+            total += int(fields[11]) + int(fields[12])  # utime stime
+    return total / _TICK
+
+
 def loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
@@ -92,6 +112,7 @@ class Result:
     p99_ms: float
     errors: int
     requests: int
+    cpu_us_per_request: float = 0.0
 
 
 def _ms(text: str) -> float:
@@ -99,8 +120,11 @@ def _ms(text: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
 
 
-def wrk(url: str, body_file: Path, conns: int, seconds: float, workdir: Path) -> Result:
-    """One wrk run: POST ``body_file`` to ``url`` over ``conns`` keep-alive connections."""
+def wrk(url: str, body_file: Path, conns: int, seconds: float, workdir: Path,
+        pgid: int | None = None) -> Result:
+    """One wrk run: POST ``body_file`` to ``url`` over ``conns`` keep-alive connections;
+    with ``pgid``, also the server's CPU time per request."""
+    cpu_before = group_cpu_seconds(pgid) if pgid else 0.0
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install -y wrk")
     lua = workdir / "post.lua"
@@ -121,4 +145,5 @@ def wrk(url: str, body_file: Path, conns: int, seconds: float, workdir: Path) ->
     errors = int(non2xx.group(1)) if non2xx else 0
     if sock_err:
         errors += sum(int(g) for g in sock_err.groups())
-    return Result(rps, p50, p99, errors, total)
+    cpu = (group_cpu_seconds(pgid) - cpu_before) / max(total, 1) * 1e6 if pgid else 0.0
+    return Result(rps, p50, p99, errors, total, round(cpu, 1))

@@ -19,7 +19,10 @@ seconds per cell:
 Peers are installed on first use into ``$ML_ENDPOINTS_CACHE/bench/<name>`` (PyPI). Cold
 start is process start to the first 200 on ``POST /score``. wrk shares the 2 cores with the
 servers, so absolute figures are lower than on a dedicated load generator; compare ratios.
-The load average is printed per server: other work on the machine skews a run.
+The load average is printed per server: other work on the machine skews a run. So each cell
+also reports the server's own CPU time per request (user + system of its process group,
+from /proc): on a shared machine that is the steadier measure of what a server costs, and
+cores / (CPU per request) bounds its throughput.
 """
 
 from __future__ import annotations
@@ -159,10 +162,11 @@ def measure(server: Server, work: Path, bodies: dict, seconds: float) -> dict:
         wrk(url, bodies[(kind, 1)], 8, 1, work)  # warm-up, not recorded
         for n in ROWS:
             for conns in CONNS:
-                r = wrk(url, bodies[(kind, n)], conns, seconds, work)
+                r = wrk(url, bodies[(kind, n)], conns, seconds, work, started.popen.pid)
                 entry["cells"][f"{n}x{conns}"] = r.__dict__
                 print(f"[{server.name}] rows={n} conns={conns}: {r.rps:,.0f} req/s "
-                      f"p50 {r.p50_ms:.2f} ms p99 {r.p99_ms:.2f} ms"
+                      f"p50 {r.p50_ms:.2f} ms p99 {r.p99_ms:.2f} ms "
+                      f"cpu {r.cpu_us_per_request:.0f} us/req"
                       f"{f' errors {r.errors}' if r.errors else ''}", flush=True)
     finally:
         stop(started.popen)
@@ -212,8 +216,8 @@ def table(results: dict) -> str:
              f"{results['duration_s']:g} s per cell, 2 workers per server, best of "
              f"{results.get('rounds', 1)} round(s) per cell.", "",
              "| server | rows | conns | req/s | p50 ms | p99 ms | x azmlinfsrv | x bare | "
-             "errors |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "server CPU us/req | CPU x azmlinfsrv | CPU x bare | errors |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, entry in srv.items():
         for cell, r in entry["cells"].items():
             n, conns = cell.split("x")
@@ -222,9 +226,18 @@ def table(results: dict) -> str:
                 other = srv.get(peer, {}).get("cells", {}).get(cell)
                 return f"{r['rps'] / other['rps']:.2f}" if other and other["rps"] else "-"
 
+            def cpu_ratio(peer: str, cell: str = cell, r: dict = r) -> str:
+                """How many times less CPU per request than ``peer`` (higher is better)."""
+                other = srv.get(peer, {}).get("cells", {}).get(cell)
+                mine = r.get("cpu_us_per_request", 0)
+                if not other or not mine or not other.get("cpu_us_per_request"):
+                    return "-"
+                return f"{other['cpu_us_per_request'] / mine:.2f}"
+
             lines.append(f"| {name} | {n} | {conns} | {r['rps']:,.0f} | {r['p50_ms']:.2f} | "
                          f"{r['p99_ms']:.2f} | {ratio('azmlinfsrv')} | {ratio('bare')} | "
-                         f"{r['errors']} |")
+                         f"{r.get('cpu_us_per_request', 0):.0f} | {cpu_ratio('azmlinfsrv')} | "
+                         f"{cpu_ratio('bare')} | {r['errors']} |")
     lines += ["", "| server | cold start s (process start to first 200, best round) | "
                   "load avg before / after (last round) |", "|---|---:|---|"]
     for name, entry in srv.items():

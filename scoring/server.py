@@ -197,7 +197,11 @@ class ScoringApp:
                                    script=scorer.source,
                                    traceback=_traceback(exc))
                 raise error from exc
-            status, out, ctype, extra = encode_result(result)
+            try:
+                status, out, ctype, extra = encode_result(result)
+            except (TypeError, ValueError) as exc:  # e.g. run() returned a set
+                raise ScoringError(f"{exc}; return lists, dicts, numbers or strings",
+                                   500) from exc
             stats.run_seconds += run_s
             if sampled and self.collect:
                 self._collect(raw, out, request_id, type(result) in (list, dict))

@@ -46,6 +46,12 @@ def test_request_headers_parameter_and_get_with_query() -> None:
         got = httpx.get(proc.url + "/score", params={"name": "x", "n": ["1", "2"]})
         assert got.status_code == 200
         assert got.json()["raw"] == {"name": "x", "n": ["1", "2"]}
+        unserialisable = httpx.post(proc.url + "/score", json="a set",
+                                    headers={"x-request-id": "set"})
+        assert unserialisable.status_code == 500
+        assert unserialisable.json() == {
+            "error": "run() returned a set, which is not JSON serialisable; return lists, "
+                     "dicts, numbers or strings", "request_id": "set"}
 
 
 # -- inference-schema -----------------------------------------------------------------------
