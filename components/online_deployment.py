@@ -183,7 +183,11 @@ class OnlineDeployment(pulumi.ComponentResource):
         self.service = k8s.core.v1.Service(
             _naming.child(name, "service"),
             metadata=k8s.meta.v1.ObjectMetaArgs(
-                name=object_name, namespace=args.namespace, labels=labels
+                name=object_name, namespace=args.namespace, labels=labels,
+                # The Deployment's await (bounded by rollout_timeout_s) already waits for Ready
+                # pods; the Service's own await would wait up to 10 min for endpoints when
+                # init() fails, hiding the Deployment's error behind a hang.
+                annotations={"pulumi.com/skipAwait": "true"},
             ),
             spec=k8s.core.v1.ServiceSpecArgs(
                 type="ClusterIP",

@@ -142,6 +142,7 @@ def test_scoring_deployment_spec(assets: dict[str, Path]) -> None:
     assert dep.custom_timeouts.update == "120s"
     svc = rec.one(SERVICE, "blue-service")
     assert svc.inputs["spec"]["selector"] == selector
+    assert svc.inputs["metadata"]["annotations"] == {"pulumi.com/skipAwait": "true"}
     assert svc.inputs["spec"]["ports"] == [{"name": "http", "port": 5001, "targetPort": "http"}]
     # Selectors carry no version, image or hash: a new model rolls pods, never replaces.
     for reg in (dep, svc):
