@@ -101,13 +101,14 @@ def wrk(url: str, connections: int, seconds: float, script: Path,
     threads = min(connections, 2)
     cpu0 = cpu_seconds(pid) if pid else 0.0
     out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s",
-                          "--latency", "-s", str(script), url],
+                          "--latency", "--timeout", "10s", "-s", str(script), url],
                          capture_output=True, text=True, timeout=seconds + 30, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))
     p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    # Non-2xx answers plus socket errors (wrk's timeout is 10 s: a slow answer is not an error).
     errors = (int(bad.group(1)) if bad else 0) + (sum(map(int, sock.groups())) if sock else 0)
     total = int(re.search(r"(\d+) requests in", out).group(1))
     cpu_us = (cpu_seconds(pid) - cpu0) / max(total, 1) * 1e6 if pid else float("nan")
