@@ -40,7 +40,8 @@ class EnvironmentArgs:
 class Environment(pulumi.ComponentResource):
     """Resolves the spec to pip requirements, hashes it, and declares the environment image.
 
-    The image tag is the spec hash, so an unchanged spec previews as no change and is never rebuilt.
+    The build context is staged by the spec hash and the image is tagged by the pipeline's content
+    key, so an unchanged spec (and server) previews as no change and is never rebuilt.
     """
 
     image_ref: pulumi.Output[str]
@@ -79,7 +80,8 @@ class Environment(pulumi.ComponentResource):
                         **args.extra_build_args,
                     },
                     repository=f"{args.registry}/mlendpoints/env-{name}",
-                    tag=self.tag,
+                    # No tag: the image pipeline tags by its content key, which also covers the
+                    # server package installed into every environment.
                 ),
                 pulumi.ResourceOptions(parent=self),
             )

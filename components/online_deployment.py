@@ -237,7 +237,8 @@ class OnlineDeployment(pulumi.ComponentResource):
                     "ENTRY_SCRIPT": args.code_configuration.scoring_script,
                 },
                 repository=f"{args.registry}/mlendpoints/{args.endpoint_name}-{name}",
-                tag=digest[:16],
+                # No tag: tagged by the pipeline's content key (the environment image's digest
+                # is a build arg, so a rebuilt environment gives a new scoring tag too).
             ),
             pulumi.ResourceOptions(parent=self),
         )

@@ -119,8 +119,8 @@ def test_scoring_deployment_spec(assets: dict[str, Path]) -> None:
     assert spec["strategy"] == {"type": "RollingUpdate",
                                 "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
     [container] = spec["template"]["spec"]["containers"]
-    assert container["image"] == "127.0.0.1:5000/mlendpoints/diabetes-blue:" + \
-        spec["template"]["metadata"]["annotations"]["mlendpoints/content-tag"]
+    assert container["image"] == "127.0.0.1:5000/mlendpoints/diabetes-blue:content-key"
+    assert len(spec["template"]["metadata"]["annotations"]["mlendpoints/content-tag"]) == 16
     assert container["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "http"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/", "port": "http"}
     assert container["livenessProbe"]["failureThreshold"] == 30
