@@ -1,0 +1,27 @@
+"""``python -m bench [server|router]``: run the benchmarks (not tests), each printing a table.
+
+With no name, runs every benchmark one after another with its defaults.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from bench import router, server
+
+BENCHMARKS = {"server": server.main, "router": router.main}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args and args[0] in BENCHMARKS:
+        return BENCHMARKS[args[0]](args[1:])
+    if args:
+        known = ", ".join(BENCHMARKS)
+        print(f"unknown benchmark {args[0]!r}; choose from {known}", file=sys.stderr)
+        return 2
+    return max(run([]) for run in BENCHMARKS.values())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
