@@ -22,7 +22,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -180,12 +180,21 @@ def post_score(port: int, timeout: float = 5) -> tuple[int, dict]:
         conn.close()
 
 
+Ask = Callable[[int], tuple[int, str]]   # one request to a port -> (status, version label)
+
+
+def echo_ask(port: int) -> tuple[int, str]:
+    status, body = post_score(port)
+    return status, str(body.get("version") if status == 200 else body)
+
+
 @dataclass
 class Load:
     """A small bounded load: THREADS clients posting back to back until stopped, at most
     MAX_SECONDS and MAX_REQUESTS in all. Records every failure and the versions answered."""
 
     port: int
+    ask: Ask = echo_ask
     threads: int = 3
     pause: float = 0.01        # between a thread's requests: ~200 new connections/s in all
     max_seconds: float = 120
@@ -203,8 +212,8 @@ class Load:
                 if len(self.versions) + len(self.failures) >= self.max_requests:
                     return
             try:
-                status, body = post_score(self.port)
-                outcome = body.get("version") if status == 200 else f"HTTP {status}: {body}"
+                status, label = self.ask(self.port)
+                outcome = label if status == 200 else f"HTTP {status}: {label}"
             except (OSError, http.client.HTTPException, ValueError) as exc:
                 outcome = f"{type(exc).__name__} at {time.monotonic() - start:.1f}s: {exc}"
                 status = 0
@@ -242,12 +251,11 @@ def first_answer(port: int, timeout: float = 60) -> tuple[int, dict]:
             time.sleep(0.2)
 
 
-def wait_all_answer(port: int, version: str, tries: int = 200) -> None:
+def wait_all_answer(port: int, version: str, tries: int = 200, ask: Ask = echo_ask) -> None:
     """Bounded poll until 10 consecutive answers come from VERSION (old pods drained)."""
     streak = 0
     for _ in range(tries):
-        status, body = post_score(port)
-        streak = streak + 1 if (status, body.get("version")) == (200, version) else 0
+        streak = streak + 1 if ask(port) == (200, version) else 0
         if streak >= 10:
             return
         time.sleep(0.05)
@@ -383,3 +391,128 @@ def test_pulumi_deployment_up_update_destroy(cluster: None, registry: str,
         # destroy leaves nothing: the namespace (and so everything in it) is gone.
         assert kubectl("get", "namespace", ns, "--ignore-not-found").strip() == ""
 
+
+
+# ------------------------------------------------------------------ the scoring image
+@pytest.mark.timeout(900)
+def test_pulumi_scoring_image_serves_rolls_out_and_destroys(cluster: None, registry: str,
+                                                            tmp_path: Path) -> None:
+    """The issue's "done when": the sample's scoring image, built locally by the project's
+    image component inside `pulumi up`, deployed with the real Kubernetes provider; `up`
+    waits for Ready, POST /score answers from the host, a changed image (model v1 -> v2)
+    rolls out under load with no failed request, and `destroy` leaves nothing behind."""
+    env = pulumi_env()
+    if env is None:
+        pytest.skip("Pulumi CLI or Kubernetes provider plugin not built yet (make setup)")
+    base_ref = Path(env.get("ML_ENDPOINTS_CACHE", str(CACHE))) / "images" / "base-image.ref"
+    if not base_ref.is_file():
+        pytest.fail(f"{base_ref} missing: run `make images-setup`")
+    import joblib
+    import numpy as np
+    import pulumi
+    import pulumi_kubernetes as k8s
+    from pulumi import automation as auto
+    from sklearn.datasets import load_diabetes
+
+    from components._images import Image, ImageArgs
+
+    sample = REPO / "samples" / "diabetes"
+    # The sample request's format with 40 rows, enough for the two models to disagree.
+    request = {"data": load_diabetes().data[:40].round(5).tolist()}
+    env_ctx = tmp_path / "env"
+    env_ctx.mkdir()
+    shutil.copy(sample / "requirements.txt", env_ctx / "requirements.txt")
+    expected: dict[str, list] = {}
+    for version in (1, 2):
+        ctx = tmp_path / f"scoring-v{version}"
+        (ctx / "code").mkdir(parents=True)
+        shutil.copy(sample / "score.py", ctx / "code" / "score.py")
+        subprocess.run([str(REPO / ".venv" / "bin" / "python"), str(sample / "train.py"),
+                        "--out", str(ctx / "model"), "--version", str(version)],
+                       check=True, capture_output=True, timeout=300)
+        model = joblib.load(ctx / "model" / "model.pkl")
+        expected[f"v{version}"] = model.predict(np.array(request["data"])).tolist()
+    assert expected["v1"] != expected["v2"], "the two models must answer differently"
+
+    def ask(port: int) -> tuple[int, str]:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            conn.request("POST", "/score", body=json.dumps(request).encode(),
+                         headers={"Content-Type": "application/json", "Connection": "close"})
+            resp = conn.getresponse()
+            body = resp.read()
+        finally:
+            conn.close()
+        if resp.status != 200:
+            return resp.status, body[:200].decode(errors="replace")
+        answer = json.loads(body)
+        for label, preds in expected.items():
+            if answer == preds:
+                return 200, label
+        return 200, f"unexpected predictions {answer}"
+
+    ns = f"mle-scoring-{uuid.uuid4().hex[:8]}"
+    repo = f"{REGISTRY}/ml-endpoints-test"
+
+    def program() -> None:
+        version = pulumi.Config().require("model")
+        env_image = Image("env", ImageArgs(
+            context=str(env_ctx), dockerfile=str(REPO / "images" / "environment.Dockerfile"),
+            repository=f"{repo}/env",
+            build_args={"BASE_IMAGE": base_ref.read_text().strip(), "PYTHON_VERSION": "3.11"}))
+        scoring = Image("scoring", ImageArgs(
+            context=str(tmp_path / f"scoring-{version}"),
+            dockerfile=str(REPO / "images" / "scoring.Dockerfile"),
+            repository=f"{repo}/scoring", build_args={"ENV_IMAGE": env_image.ref}))
+        space = k8s.core.v1.Namespace("ns", metadata={"name": ns})
+        opts = pulumi.ResourceOptions(depends_on=[space])
+        labels = {"app": "scoring"}
+        probe = {"period_seconds": 1, "failure_threshold": 3}
+        k8s.apps.v1.Deployment("scoring", metadata={"name": "scoring", "namespace": ns}, spec={
+            "replicas": 2, "selector": {"match_labels": labels},
+            "strategy": {"type": "RollingUpdate",
+                         "rolling_update": {"max_surge": 1, "max_unavailable": 0}},
+            "template": {"metadata": {"labels": labels}, "spec": {
+                "termination_grace_period_seconds": 20,
+                "containers": [{
+                    "name": "scoring", "image": scoring.ref,
+                    "ports": [{"container_port": 5001}],
+                    "readiness_probe": {"http_get": {"path": "/ready", "port": 5001}, **probe},
+                    "lifecycle": {"pre_stop": {"sleep": {"seconds": DRAIN_SECONDS}}}}]}}},
+            opts=opts)
+        svc = k8s.core.v1.Service("scoring", metadata={"name": "scoring", "namespace": ns},
+                                  spec={"type": "NodePort", "selector": labels,
+                                        "ports": [{"port": 80, "target_port": 5001}]},
+                                  opts=opts)
+        pulumi.export("node_port", svc.spec.ports[0].node_port)
+        pulumi.export("image", scoring.ref)
+
+    state = tmp_path / "state"
+    state.mkdir()
+    env = {**env, "PULUMI_BACKEND_URL": f"file://{state}", "KUBECONFIG": str(KUBECONFIG)}
+    cli = Path(shutil.which("pulumi", path=env["PATH"]) or "pulumi").resolve()
+    stack = auto.create_or_select_stack(
+        stack_name="scoring", project_name="mle-cluster-scoring", program=program,
+        opts=auto.LocalWorkspaceOptions(
+            env_vars=env, work_dir=str(state),
+            pulumi_command=auto.PulumiCommand(root=str(cli.parent.parent))))
+    try:
+        stack.set_config("model", auto.ConfigValue("v1"))
+        up = stack.up(on_output=lambda _line: None)
+        port = int(up.outputs["node_port"].value)
+        first_answer(port)
+        assert ask(port) == (200, "v1")
+
+        stack.set_config("model", auto.ConfigValue("v2"))
+        with Load(port, ask=ask, pause=0.02, max_seconds=600) as load:
+            time.sleep(1)
+            up2 = stack.up(on_output=lambda _line: None)   # builds v2, waits for the rollout
+            wait_all_answer(port, "v2", ask=ask)
+        assert up2.outputs["image"].value != up.outputs["image"].value
+        assert load.failures == []
+        assert len(load.versions) >= 20, "the load did not run during the rollout"
+        assert {"v1", "v2"} <= set(load.versions), f"saw {set(load.versions)}"
+    finally:
+        stack.destroy(on_output=lambda _line: None)
+        stack.workspace.remove_stack("scoring")
+    assert kubectl("get", "namespace", ns, "--ignore-not-found").strip() == ""
