@@ -181,7 +181,7 @@ class OnlineEndpoint(pulumi.ComponentResource):
             metadata=k8s.meta.v1.ObjectMetaArgs(
                 name=object_name, namespace=args.namespace, labels=labels
             ),
-            spec=_router_spec(args, self._router_image(name, args.router), object_name,
+            spec=_router_spec(args, self._router_image(name, args), object_name,
                               selector, labels, template_annotations),
             opts=pulumi.ResourceOptions(
                 parent=self, depends_on=[self.config_map, self.secret, *routed_to]
@@ -223,8 +223,9 @@ class OnlineEndpoint(pulumi.ComponentResource):
         )
 
 
-    def _router_image(self, name: str, settings: RouterSettings) -> pulumi.Input[str]:
+    def _router_image(self, name: str, args: OnlineEndpointArgs) -> pulumi.Input[str]:
         """The router image: prebuilt, or built from images/router.Dockerfile on `up`."""
+        settings = args.router
         if settings.image:
             return settings.image
         from components._images import Image, ImageArgs  # owned by the toolchain area
@@ -238,7 +239,11 @@ class OnlineEndpoint(pulumi.ComponentResource):
                 build_args={"BASE_IMAGE": settings.base_image},
                 repository=f"{settings.registry}/mlendpoints/{name}-router",
             ),
-            pulumi.ResourceOptions(parent=self),
+            # Built after the scoring images: concurrent wheelhouse builds of the project wheel
+            # collided in the image pipeline (seen on the first `up` of the dev stack).
+            pulumi.ResourceOptions(
+                parent=self, depends_on=[d.image for d in args.deployments if d.image]
+            ),
         )
         return self.router_image.ref
 
