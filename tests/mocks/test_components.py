@@ -188,6 +188,9 @@ def test_router_depends_on_the_deployments_it_routes_to(assets: dict[str, Path])
     router = rec.one(DEPLOYMENT, "diabetes-router")
     assert {blue, green, rec.one(CONFIGMAP, "diabetes-router-config").urn,
             rec.one(SECRET, "diabetes-keys").urn} <= set(router.dependencies)
+    router_image = rec.one("mlendpoints:index:Image", "diabetes-router-image")
+    assert {rec.one("mlendpoints:index:Image", "blue-image").urn,
+            rec.one("mlendpoints:index:Image", "green-image").urn} <= set(router_image.dependencies)
     # and the model Deployments do not depend on the router (no cycle, no coupling)
     assert router.urn not in rec.one(DEPLOYMENT, "blue-deployment").dependencies
 
