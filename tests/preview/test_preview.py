@@ -103,8 +103,26 @@ def test_traffic_shift_is_an_in_place_router_update(project: Project) -> None:
     assert up.outputs["primary_key"].value == first_key  # keys survive updates
     assert rendered_router_config(project)["traffic"] == {"blue": 90, "green": 10}
 
+    # Regenerating the secondary key touches that key alone (and what mounts it).
+    rotated = blue_green(project, {"blue": 90, "green": 10})
+    rotated["ml-endpoints:endpoint"]["keys"]["secondary_version"] = 2
+    project.write_config(rotated)
+    events = []
+    stack.preview(on_event=events.append)
+    changed = {k: v for k, v in steps(events).items() if v not in ("same", "read")}
+    # a create-before-delete replacement ends with its "delete-replaced" step
+    assert changed == {("pulumi-python:dynamic:Resource", "diabetes-secondary-key"):
+                       "delete-replaced",
+                       ("kubernetes:core/v1:Secret", "diabetes-keys"): "update",
+                       (DEPLOYMENT, "diabetes-router"): "update"}
+    second = stack.up()
+    assert second.outputs["primary_key"].value == first_key
+    assert second.outputs["secondary_key"].value != up.outputs["secondary_key"].value
+
     # A deployment holding traffic in the deployed stack cannot be removed.
-    project.write_config(blue_green(project, {"green": 100}, names=("green",)))
+    gone = blue_green(project, {"green": 100}, names=("green",))
+    gone["ml-endpoints:endpoint"]["keys"]["secondary_version"] = 2
+    project.write_config(gone)
     with pytest.raises(auto.CommandError) as info:
         stack.preview()
     assert ("deployments: 'blue' is removed but still takes 90% live traffic in the deployed "
