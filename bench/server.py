@@ -201,7 +201,11 @@ def run(names: list[str], seconds: float, rounds: int = 1) -> dict:
         for round_no in range(rounds):
             print(f"-- round {round_no + 1}/{rounds}", flush=True)
             for server in servers(names, model, work, free_port()):
-                entry = measure(server, work, bodies, seconds)
+                try:
+                    entry = measure(server, work, bodies, seconds)
+                except (RuntimeError, TimeoutError) as exc:  # one peer failing ends no run
+                    print(f"[{server.name}] skipped this round: {exc}", flush=True)
+                    continue
                 results["servers"][server.name] = best(results["servers"].get(server.name),
                                                        entry)
         return results
