@@ -8,7 +8,7 @@ from pathlib import Path
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components import _build, _labels, _naming, rules
+from components import _build, _labels, _naming, _pods, rules
 from components._hashing import hash_parts, hash_tree
 from components.environment import Environment
 from components.model_asset import ModelAsset
@@ -139,6 +139,7 @@ class OnlineDeployment(pulumi.ComponentResource):
             # When init() fails the server exits; the kubelet keeps the log tail as the
             # termination message, which the provider's await reports in `pulumi up`.
             termination_message_policy="FallbackToLogsOnError",
+            lifecycle=_pods.drain_lifecycle(),
         )
         self.deployment = k8s.apps.v1.Deployment(
             _naming.child(name, "deployment"),
@@ -168,7 +169,7 @@ class OnlineDeployment(pulumi.ComponentResource):
                     ),
                     spec=k8s.core.v1.PodSpecArgs(
                         containers=[container],
-                        termination_grace_period_seconds=30,
+                        termination_grace_period_seconds=_pods.TERMINATION_GRACE_S,
                         enable_service_links=False,
                     ),
                 ),

@@ -11,7 +11,7 @@ from typing import Literal
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components import _build, _labels, _naming, rules
+from components import _build, _labels, _naming, _pods, rules
 from components._hashing import hash_parts
 from components._keys import GeneratedKey
 from components.online_deployment import OnlineDeployment
@@ -331,7 +331,7 @@ def _router_spec(
             metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels, annotations=annotations),
             spec=k8s.core.v1.PodSpecArgs(
                 enable_service_links=False,
-                termination_grace_period_seconds=30,
+                termination_grace_period_seconds=_pods.TERMINATION_GRACE_S,
                 containers=[
                     k8s.core.v1.ContainerArgs(
                         name="router",
@@ -358,6 +358,7 @@ def _router_spec(
                             limits=settings.resources.get("limits"),
                         ),
                         termination_message_policy="FallbackToLogsOnError",
+                        lifecycle=_pods.drain_lifecycle(),
                         volume_mounts=[
                             k8s.core.v1.VolumeMountArgs(
                                 name="config", mount_path=_naming.CONFIG_DIR, read_only=True),

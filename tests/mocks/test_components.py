@@ -150,6 +150,15 @@ def test_scoring_deployment_spec(assets: dict[str, Path]) -> None:
         assert "mlendpoints/model-version" not in json.dumps(sel)
 
 
+def test_pods_wait_before_stopping_so_rollouts_drop_nothing(assets: dict[str, Path]) -> None:
+    rec, _ = run_stack(stack_raw(assets))
+    for dep in (rec.one(DEPLOYMENT, "blue-deployment"), rec.one(DEPLOYMENT, "diabetes-router")):
+        pod = dep.inputs["spec"]["template"]["spec"]
+        [container] = pod["containers"]
+        assert container["lifecycle"] == {"preStop": {"sleep": {"seconds": 6}}}, dep.name
+        assert pod["terminationGracePeriodSeconds"] == 30, dep.name
+
+
 def test_router_config_matches_router_schema(assets: dict[str, Path]) -> None:
     rec, _ = run_stack(stack_raw(assets, traffic={"blue": 90, "green": 10}))
     cm = rec.one(CONFIGMAP, "diabetes-router-config")
