@@ -4,7 +4,7 @@ SHELL := bash
 PY := .venv/bin/python
 export PULUMI_SKIP_UPDATE_CHECK := true
 
-.PHONY: help setup python lint test test-fast bench
+.PHONY: help setup python lint test test-fast bench deploy destroy
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -22,6 +22,13 @@ test-fast: python ## unit + mock + real-HTTP tiers only (while you work)
 
 test: setup lint ## the README's test command: set up everything, run every tier
 	@$(PY) -m pytest -q tests
+
+STACK ?= dev
+deploy: setup cluster-up sample-model ## the main job: deploy the sample stack, score a request, print the scoring URI
+	@scripts/deploy.sh $(STACK)
+
+destroy: ## delete everything the stack deployed (keeps the cluster and caches)
+	@scripts/deploy.sh --destroy $(STACK)
 
 bench: python ## benchmarks (not tests): prints tables
 	@$(PY) -m bench
