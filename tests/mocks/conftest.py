@@ -7,9 +7,11 @@ which values travel as secrets.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import types
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -186,6 +188,17 @@ def _images_and_cache(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.
     # (the real components._images runs in tests/preview with the real CLI).
     monkeypatch.setitem(sys.modules, "components._images", _fake_images_module())
     monkeypatch.setenv("ML_ENDPOINTS_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture(autouse=True)
+def _event_loop() -> Iterator[None]:
+    # Pulumi's mocks run on the thread's current event loop; an asyncio.run() in an earlier
+    # test (the scoring and router unit tiers) leaves the main thread with none.
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    yield
+    asyncio.set_event_loop(None)
+    loop.close()
 
 
 @pytest.fixture
