@@ -18,12 +18,14 @@ ROOT=$PWD
 
 # Versions: must equal the Python SDK pins (plugin look-ups are exact-version).
 PULUMI_VERSION=3.259.0
-K8S_VERSION=4.32.0
+K8S_VERSION=4.24.0
 # Offline sources. The proxy serves pulumi/pkg/v3 and pulumi/sdk/v3 at the release tag, but
 # pulumi-kubernetes' provider/v4 module (untagged) only at the pseudo-version below: the
-# provider source as of 2026-01-15, one day before v4.25.0; it is stamped $K8S_VERSION so the
-# 4.32.0 Python SDK finds it (docs/toolchain.md, "Versions"). Sums pin the downloaded zips,
-# since the checksum database has no entry for these two.
+# provider source as of 2026-01-15, after v4.24.0 (its go.mod requires sdk v4.24.0) and one
+# day before v4.25.0. So the Python SDK is pinned to 4.24.0 and the binary is stamped
+# $K8S_VERSION: the provider knows every resource and field the SDK can send (never the other
+# way round). docs/toolchain.md, "Versions". Sums pin the downloaded zips, since the checksum
+# database has no entry for these two.
 K8S_PROVIDER_MOD=github.com/pulumi/pulumi-kubernetes/provider/v4
 K8S_PROVIDER_MODVER=v4.0.0-20260115033456-f47bc2d6f199
 K8S_PROVIDER_SUM=h1:j2bphCf7c2YhnBrhwht2f3TNRRgcMImltUlAgzxr9H4=

@@ -15,7 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PULUMI_VERSION = "3.259.0"
-K8S_VERSION = "4.32.0"
+K8S_VERSION = "4.24.0"
 
 
 def env_sh() -> dict[str, str]:
