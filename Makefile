@@ -12,7 +12,7 @@ help:
 python: ## Python venv with the project and pinned deps (.venv)
 	@scripts/setup_python.sh
 
-setup: python ## Everything the tests and deploys need
+setup: python toolchain images-setup cluster-build sample-model ## everything the tests and deploys need (cached: seconds when warm)
 
 lint: python ## ruff check
 	@.venv/bin/ruff check .
@@ -20,7 +20,7 @@ lint: python ## ruff check
 test-fast: python ## unit + mock + real-HTTP tiers only (while you work)
 	@$(PY) -m pytest -q tests/unit tests/mocks tests/http
 
-test: setup lint ## the README's test command: set up everything, run every tier
+test: setup lint cluster-up ## the README's test command: set up everything, run every tier
 	@$(PY) -m pytest -q tests
 
 STACK ?= dev
@@ -34,5 +34,6 @@ bench: python ## benchmarks (not tests): prints tables
 	@$(PY) -m bench
 
 # Each area keeps its targets in its own file: mk/toolchain.mk (Pulumi CLI, Docker, base
-# image, wheelhouse, registry), mk/cluster.mk (local Kubernetes).
+# image, wheelhouse, registry), mk/cluster.mk (local Kubernetes), mk/server.mk (sample model,
+# server tests and bench), mk/router.mk, mk/components.mk.
 -include mk/*.mk
