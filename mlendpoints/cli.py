@@ -1,0 +1,363 @@
+"""`ml-endpoints`: daily use of a deployed endpoint, from the stack's outputs.
+
+    ml-endpoints invoke --request-file F [--deployment NAME] [--stack dev]
+    ml-endpoints keys | token [--ttl S] | status | traffic | logs --deployment NAME [--tail N]
+
+Everything is read from the stack's outputs (through the Automation API, `mlendpoints.stack`);
+the endpoint is reached over plain HTTP with the standard library. `main()` takes the
+outputs reader as an argument so tests drive it against a real router with no Pulumi CLI.
+Exit codes: 0 ok, 1 the endpoint or kubectl answered with an error, 2 usage or stack problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from mlendpoints import stack as stackmod
+
+OutputsSource = Callable[[str], dict[str, Any]]
+"""Stack name -> the stack's outputs (plain values, secrets included)."""
+ClusterSource = Callable[[str], dict[str, Any]]
+"""Stack name -> the stack's `ml-endpoints:cluster` config (kubeconfig, context)."""
+
+INVOKE_TOKEN_TTL_S = 300  # a token minted for one `invoke` needs to live only that long
+
+
+class CliError(Exception):
+    """A problem to report on stderr, with the exit code to return."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# --------------------------------------------------------------------------------- helpers
+
+
+def _need(outputs: dict[str, Any], name: str, stack: str) -> Any:
+    value = outputs.get(name)
+    if value in (None, ""):
+        raise CliError(f"stack {stack!r} has no output {name!r} (outputs: "
+                       f"{', '.join(sorted(outputs)) or 'none'}); run `pulumi up --stack {stack}`")
+    return value
+
+
+def router_base(scoring_uri: str) -> str:
+    """The router's root URL (`/ready`, `/mirror/summary` live there) from `scoring_uri`."""
+    base = scoring_uri.rstrip("/")
+    return base.removesuffix("/score")
+
+
+def authorization(outputs: dict[str, Any], stack: str,
+                  ttl_s: int = INVOKE_TOKEN_TTL_S) -> str | None:
+    """The `Authorization` header value for the stack's auth mode (None for `none`)."""
+    mode = outputs.get("auth_mode", "key")
+    if mode == "none":
+        return None
+    if mode == "aml_token":
+        return "Bearer " + str(issue(outputs, stack, ttl_s)["accessToken"])
+    return "Bearer " + str(_need(outputs, "primary_key", stack))
+
+
+def issue(outputs: dict[str, Any], stack: str, ttl_s: int) -> dict[str, object]:
+    """A token for the stack's endpoint, signed with its `token_signing_key` output."""
+    from scoring.auth import issue_token
+
+    signing = _need(outputs, "token_signing_key", stack)
+    endpoint = _need(outputs, "endpoint_name", stack)
+    try:
+        return issue_token(signing, endpoint, ttl_s)
+    except ValueError as exc:
+        raise CliError(f"cannot issue a token: {exc}") from None
+
+
+def http(method: str, url: str, *, body: bytes | None = None,
+         headers: dict[str, str] | None = None,
+         timeout: float = 30.0) -> tuple[int, dict[str, str], bytes]:
+    """One request; (status, headers, body) for any HTTP answer, CliError if none came."""
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read()
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise CliError(f"{method} {url}: no answer ({reason})", code=1) from None
+
+
+def _utc(ts: object) -> str:
+    return datetime.fromtimestamp(int(ts), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")  # type: ignore[arg-type]
+
+
+def _split(values: dict[str, Any] | None) -> str:
+    items = [f"{name} {pct}%" for name, pct in sorted((values or {}).items())]
+    return ", ".join(items) or "none"
+
+
+# -------------------------------------------------------------------------------- commands
+
+
+class Commands:
+    """One method per subcommand; each returns the exit code."""
+
+    def __init__(self, args: argparse.Namespace, outputs: OutputsSource,
+                 cluster: ClusterSource, out: TextIO, err: TextIO) -> None:
+        self.args, self.out, self.err = args, out, err
+        self.stack = args.stack
+        self._outputs_source, self._cluster_source = outputs, cluster
+        self._outputs: dict[str, Any] | None = None
+
+    @property
+    def outputs(self) -> dict[str, Any]:
+        if self._outputs is None:
+            try:
+                self._outputs = self._outputs_source(self.stack)
+            except stackmod.StackError as exc:
+                raise CliError(str(exc)) from None
+        return self._outputs
+
+    def invoke(self) -> int:
+        path = Path(self.args.request_file)
+        try:
+            body = path.read_bytes()
+        except OSError as exc:
+            raise CliError(f"--request-file: cannot read {str(path)!r} ({exc.strerror})") from None
+        uri = _need(self.outputs, "scoring_uri", self.stack)
+        headers = {"Content-Type": "application/json"}
+        auth = authorization(self.outputs, self.stack)
+        if auth:
+            headers["Authorization"] = auth
+        if self.args.deployment:
+            headers["azureml-model-deployment"] = self.args.deployment
+        status, resp_headers, answer = http("POST", uri, body=body, headers=headers,
+                                            timeout=self.args.timeout)
+        text = answer.decode("utf-8", "replace")
+        if status >= 400:
+            self.err.write(f"error: POST {uri} answered {status}: {text.strip()}\n")
+            return 1
+        self.out.write(text if text.endswith("\n") else text + "\n")
+        who = resp_headers.get("azureml-model-deployment")
+        if who and self.args.verbose:
+            self.err.write(f"answered by deployment {who!r} "
+                           f"(request id {resp_headers.get('x-request-id', '-')})\n")
+        return 0
+
+    def keys(self) -> int:
+        keys = {"primaryKey": _need(self.outputs, "primary_key", self.stack),
+                "secondaryKey": _need(self.outputs, "secondary_key", self.stack)}
+        self.out.write(json.dumps(keys, indent=2) + "\n")
+        if self.outputs.get("auth_mode") != "key":
+            self.err.write(f"note: endpoint auth mode is {self.outputs.get('auth_mode')!r}; "
+                           "keys are not accepted by the endpoint now\n")
+        return 0
+
+    def token(self) -> int:
+        if self.args.ttl <= 0:
+            raise CliError(f"--ttl: must be > 0 seconds (got {self.args.ttl})")
+        token = issue(self.outputs, self.stack, self.args.ttl)
+        self.out.write(json.dumps(token, indent=2) + "\n")
+        self.err.write(f"expires {_utc(token['expiryTimeUtc'])}, refresh after "
+                       f"{_utc(token['refreshAfterTimeUtc'])}\n")
+        if self.outputs.get("auth_mode") != "aml_token":
+            self.err.write(f"note: endpoint auth mode is {self.outputs.get('auth_mode')!r}; "
+                           "tokens are accepted only when it is 'aml_token'\n")
+        return 0
+
+    def _ready(self, base: str) -> dict[str, Any]:
+        try:
+            status, _, body = http("GET", base + "/ready", timeout=self.args.timeout)
+        except CliError as exc:
+            return {"status": None, "answer": str(exc)}
+        return {"status": status, "answer": body.decode("utf-8", "replace").strip()}
+
+    def status(self) -> int:
+        o = self.outputs
+        uri = _need(o, "scoring_uri", self.stack)
+        ready = self._ready(router_base(uri))
+        deployments = {
+            name: {"image_digest": (o.get("image_digests") or {}).get(name),
+                   **({"image": info.get("image"), "kubernetes_name": info.get("kubernetes_name")}
+                      if isinstance(info, dict) else {})}
+            for name, info in sorted((o.get("deployments") or {}).items())
+        }
+        state = {"stack": self.stack, "endpoint_name": o.get("endpoint_name"),
+                 "namespace": o.get("namespace"), "scoring_uri": uri,
+                 "swagger_uri": o.get("swagger_uri"), "auth_mode": o.get("auth_mode"),
+                 "traffic": o.get("traffic") or {}, "mirror_traffic": o.get("mirror_traffic") or {},
+                 "deployments": deployments, "router_ready": ready}
+        if self.args.json:
+            self.out.write(json.dumps(state, indent=2) + "\n")
+        else:
+            w = self.out.write
+            w(f"stack:        {self.stack}\n")
+            w(f"endpoint:     {state['endpoint_name']} (namespace {state['namespace']})\n")
+            w(f"scoring_uri:  {uri}\nswagger_uri:  {state['swagger_uri']}\n")
+            w(f"auth_mode:    {state['auth_mode']}\n")
+            w(f"traffic:      {_split(state['traffic'])}\n")
+            w(f"mirror:       {_split(state['mirror_traffic'])}\n")
+            w("deployments:\n")
+            for name, d in deployments.items():
+                w(f"  {name:<12} {d.get('image_digest') or '-'}  {d.get('image') or ''}\n")
+            w(f"router /ready: {ready['status'] or 'unreachable'} {ready['answer']}\n")
+        return 0 if ready["status"] == 200 else 1
+
+    def traffic(self) -> int:
+        o = self.outputs
+        base = router_base(_need(o, "scoring_uri", self.stack))
+        headers = {}
+        auth = authorization(o, self.stack)
+        if auth:
+            headers["Authorization"] = auth
+        url = base + "/mirror/summary"
+        status, _, body = http("GET", url, headers=headers, timeout=self.args.timeout)
+        text = body.decode("utf-8", "replace").strip()
+        if status != 200:
+            self.err.write(f"error: GET {url} answered {status}: {text}\n")
+            return 1
+        try:
+            summary = json.loads(text)
+        except ValueError:
+            self.err.write(f"error: GET {url} answered 200 with a body that is not JSON: "
+                           f"{text[:200]!r}\n")
+            return 1
+        if self.args.json:
+            self.out.write(json.dumps({"stack": {"traffic": o.get("traffic") or {},
+                                                 "mirror_traffic": o.get("mirror_traffic") or {}},
+                                       "router": summary}, indent=2) + "\n")
+            return 0
+        w = self.out.write
+        live, mirror = summary.get("traffic") or {}, summary.get("mirror_traffic") or {}
+        w(f"endpoint {summary.get('endpoint_name')!r}, router at {base}\n")
+        w(f"  {'deployment':<12} {'live':>5}  {'mirror':>6}\n")
+        for name in sorted(set(live) | set(mirror)):
+            w(f"  {name:<12} {live.get(name, 0):>4}%  {mirror.get(name, 0):>5}%\n")
+        if (o.get("traffic") or {}) != live or (o.get("mirror_traffic") or {}) != mirror:
+            w(f"  (the stack says traffic {_split(o.get('traffic'))}, mirror "
+              f"{_split(o.get('mirror_traffic'))}: the router has not loaded it yet)\n")
+        for name, m in (summary.get("mirrors") or {}).items():
+            lat = m.get("latency_ms") or {}
+            w(f"mirror {name}: sent {m.get('sent')}, statuses {m.get('statuses')}, errors "
+              f"{m.get('errors')}, equal {m.get('equal')}, different {m.get('different')}, "
+              f"not compared {m.get('not_compared')}, skipped {m.get('skipped_overload')}, "
+              f"equal ratio {m.get('equal_ratio')}, latency mean {lat.get('mean')} ms, "
+              f"p50 <= {lat.get('p50_le')} ms, p99 <= {lat.get('p99_le')} ms\n")
+        if not summary.get("mirrors"):
+            w("no mirrored requests yet\n")
+        return 0
+
+    def logs(self) -> int:
+        from components import _labels  # the same selectors the components put on pods
+
+        o = self.outputs
+        endpoint = _need(o, "endpoint_name", self.stack)
+        namespace = _need(o, "namespace", self.stack)
+        if self.args.router:
+            selector = _labels.router_selector(endpoint)
+        else:
+            name = self.args.deployment
+            known = sorted(o.get("deployments") or {})
+            if name not in known:
+                raise CliError(f"--deployment: no deployment {name!r} in stack {self.stack!r} "
+                               f"(deployments: {', '.join(known) or 'none'})")
+            selector = _labels.scoring_selector(endpoint, name)
+        kubectl = shutil.which("kubectl")
+        if kubectl is None:
+            raise CliError("kubectl not found on PATH; `logs` needs kubectl and the cluster")
+        try:
+            cluster = self._cluster_source(self.stack)
+        except stackmod.StackError as exc:
+            raise CliError(str(exc)) from None
+        kubeconfig = stackmod.kubeconfig_path(cluster)
+        if not kubeconfig.is_file():
+            raise CliError(f"cluster.kubeconfig: {str(kubeconfig)!r} does not exist; start the "
+                           "cluster (make cluster-up) or fix the stack's cluster.kubeconfig")
+        argv = [kubectl, "--kubeconfig", str(kubeconfig)]
+        if cluster.get("context"):
+            argv += ["--context", str(cluster["context"])]
+        argv += ["--namespace", str(namespace), "logs",
+                 "--selector", ",".join(f"{k}={v}" for k, v in selector.items()),
+                 "--prefix", "--tail", str(self.args.tail), "--max-log-requests", "20"]
+        if self.args.follow:
+            argv.append("--follow")
+        self.err.write(f"$ {' '.join(argv)}\n")
+        self.err.flush()
+        self.out.flush()
+        try:
+            return subprocess.call(argv, stdout=self.out, stderr=self.err)
+        except (OSError, ValueError):  # out/err are not real files (tests): let it inherit
+            return subprocess.call(argv)
+
+
+# ------------------------------------------------------------------------------------ main
+
+
+def parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--stack", default="dev", help="Pulumi stack to read (default: dev)")
+    common.add_argument("--timeout", type=float, default=30.0,
+                        help="seconds to wait for the endpoint (default: 30)")
+    p = argparse.ArgumentParser(
+        prog="ml-endpoints",
+        description="Use a deployed endpoint: invoke it, get its keys or a token, read its "
+                    "state, traffic and logs. Reads the stack's outputs through the Pulumi "
+                    "Automation API (the environment of scripts/env.sh).")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    inv = sub.add_parser("invoke", parents=[common], help="POST a request file to scoring_uri")
+    inv.add_argument("--request-file", required=True, help="JSON body to send")
+    inv.add_argument("--deployment", help="pin one deployment (azureml-model-deployment header)")
+    inv.add_argument("-v", "--verbose", action="store_true",
+                     help="say on stderr which deployment answered")
+    sub.add_parser("keys", parents=[common], help="print the primary and secondary keys")
+    tok = sub.add_parser("token", parents=[common], help="issue a token (aml_token auth)")
+    tok.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
+    st = sub.add_parser("status", parents=[common],
+                        help="endpoint, URIs, auth, traffic, images, router readiness")
+    st.add_argument("--json", action="store_true", help="print JSON")
+    tr = sub.add_parser("traffic", parents=[common],
+                        help="the router's live split and mirror summary")
+    tr.add_argument("--json", action="store_true", help="print JSON")
+    lg = sub.add_parser("logs", parents=[common],
+                        help="kubectl logs of a deployment's pods (needs the cluster)")
+    which = lg.add_mutually_exclusive_group(required=True)
+    which.add_argument("--deployment", help="deployment name (e.g. blue)")
+    which.add_argument("--router", action="store_true", help="the endpoint's router pods")
+    lg.add_argument("--tail", type=int, default=100, help="lines per pod (default 100)")
+    lg.add_argument("-f", "--follow", action="store_true", help="keep streaming")
+    return p
+
+
+def main(argv: list[str] | None = None, *, outputs: OutputsSource | None = None,
+         cluster: ClusterSource | None = None, out: TextIO | None = None,
+         err: TextIO | None = None) -> int:
+    """Run one subcommand. ``outputs``/``cluster`` default to the Automation API readers."""
+    args = parser().parse_args(argv)
+    out, err = out or sys.stdout, err or sys.stderr
+    commands = Commands(args, outputs or stackmod.read_outputs, cluster or stackmod.read_cluster,
+                        out, err)
+    started = time.monotonic()
+    try:
+        return getattr(commands, args.command)()
+    except CliError as exc:
+        err.write(f"ml-endpoints {args.command}: {exc}\n")
+        return exc.code
+    except KeyboardInterrupt:
+        err.write(f"ml-endpoints {args.command}: interrupted after "
+                  f"{time.monotonic() - started:.0f} s\n")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

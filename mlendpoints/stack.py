@@ -1,0 +1,135 @@
+"""Read a stack's outputs and cluster config through the Pulumi Automation API.
+
+The environment is the one `scripts/env.sh` sets up (project CLI, `PULUMI_HOME` under the
+cache, local file backend, dev passphrase); variables already set in the caller's environment
+win, as they do in env.sh. Nothing here talks to the cluster or changes the stack.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import string
+from pathlib import Path
+from typing import Any
+
+PULUMI_VERSION = "3.259.0"  # = scripts/env.sh and scripts/setup_pulumi.sh
+DEFAULT_PASSPHRASE = "ml-endpoints-local-dev"  # the dev default of scripts/env.sh
+PROJECT = "ml-endpoints"
+
+
+class StackError(Exception):
+    """The stack cannot be read; the message names the stack and what to run."""
+
+
+def cache_root(environ: dict[str, str] | None = None) -> Path:
+    env = os.environ if environ is None else environ
+    return Path(env.get("ML_ENDPOINTS_CACHE") or "~/.cache/ml-endpoints").expanduser()
+
+
+def project_root(start: Path | None = None) -> Path:
+    """The folder holding `Pulumi.yaml`: the current folder or a parent, else this checkout."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "Pulumi.yaml").is_file():
+            return folder
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / "Pulumi.yaml").is_file():
+        return checkout
+    raise StackError(f"no Pulumi.yaml in {here} or its parents; run ml-endpoints from the "
+                     "project folder")
+
+
+def pulumi_env(root: Path, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The variables `scripts/env.sh` exports, with the caller's own values winning."""
+    env = dict(os.environ if environ is None else environ)
+    cache = cache_root(env)
+    env.setdefault("ML_ENDPOINTS_CACHE", str(cache))
+    env.setdefault("PULUMI_HOME", str(cache / "pulumi-home"))
+    env.setdefault("PULUMI_BACKEND_URL", f"file://{cache / 'state'}")
+    env.setdefault("PULUMI_CONFIG_PASSPHRASE", DEFAULT_PASSPHRASE)
+    env["PULUMI_SKIP_UPDATE_CHECK"] = "true"
+    env["PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION"] = "true"
+    env["PULUMI_DISABLE_REGISTRY_RESOLVE"] = "true"
+    path = [str(cli_root(env) / "bin"), str(root / ".venv" / "bin")]
+    env["PATH"] = os.pathsep.join([*path, env.get("PATH", "")])
+    return env
+
+
+def cli_root(environ: dict[str, str] | None = None) -> Path:
+    """Where `make setup` installs the Pulumi CLI (bin/pulumi)."""
+    return cache_root(environ) / "tools" / f"pulumi-{PULUMI_VERSION}"
+
+
+def select(stack_name: str, root: Path | None = None) -> Any:
+    """The existing stack ``stack_name`` (an Automation API `Stack`); never creates one."""
+    try:
+        from pulumi import automation as auto
+    except ImportError as exc:  # the infra extra is not installed
+        raise StackError(f"the Pulumi SDK is not installed ({exc}); run `make python`") from None
+    root = root or project_root()
+    env = pulumi_env(root)
+    backend = env["PULUMI_BACKEND_URL"]
+    if backend.startswith("file://"):
+        Path(backend.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
+    cli = cli_root(env)
+    command = None
+    if (cli / "bin" / "pulumi").is_file():
+        command = auto.PulumiCommand(root=str(cli))
+    opts = auto.LocalWorkspaceOptions(env_vars=env, pulumi_command=command)
+    try:
+        return auto.select_stack(stack_name=stack_name, work_dir=str(root), opts=opts)
+    except auto.errors.StackNotFoundError:
+        raise StackError(
+            f"stack {stack_name!r} does not exist in {backend}; deploy it with "
+            f"`make deploy STACK={stack_name}` (or `. scripts/env.sh && pulumi up "
+            f"--stack {stack_name}`)") from None
+    except FileNotFoundError as exc:
+        raise StackError(f"the Pulumi CLI was not found ({exc}); run `make setup`, then "
+                         "`. scripts/env.sh`") from None
+    except auto.errors.CommandError as exc:
+        raise StackError(f"cannot select stack {stack_name!r} in {backend}: "
+                         f"{_last_lines(str(exc))}") from None
+
+
+def read_outputs(stack_name: str) -> dict[str, Any]:
+    """The stack's outputs as plain values (secrets included: callers decide what to print)."""
+    stack = select(stack_name)
+    try:
+        outputs = stack.outputs()
+    except Exception as exc:  # CommandError: wrong passphrase, corrupt state, ...
+        raise StackError(f"cannot read the outputs of stack {stack_name!r}: "
+                         f"{_last_lines(str(exc))}") from None
+    values = {name: out.value for name, out in outputs.items()}
+    if "scoring_uri" not in values:
+        raise StackError(f"stack {stack_name!r} has no outputs (nothing deployed yet); run "
+                         f"`make deploy STACK={stack_name}` (or `pulumi up --stack "
+                         f"{stack_name}`)")
+    return values
+
+
+def read_cluster(stack_name: str) -> dict[str, Any]:
+    """The stack's `ml-endpoints:cluster` config section (kubeconfig path, context, ...)."""
+    stack = select(stack_name)
+    try:
+        value = stack.get_config(f"{PROJECT}:cluster", path=False)
+    except Exception:  # the key is not set: the defaults apply
+        return {}
+    try:
+        return dict(json.loads(value.value))
+    except (TypeError, ValueError):
+        return {}
+
+
+def kubeconfig_path(cluster: dict[str, Any], root: Path | None = None) -> Path:
+    """The kubeconfig file the stack uses (`$VARS`/`~` expanded, relative to the project)."""
+    raw = str(cluster.get("kubeconfig") or "$ML_ENDPOINTS_CACHE/cluster/kubeconfig")
+    env = {**os.environ, "ML_ENDPOINTS_CACHE": str(cache_root())}
+    expanded = string.Template(raw).safe_substitute(env)
+    path = Path(expanded).expanduser()
+    return path if path.is_absolute() else (root or project_root()) / path
+
+
+def _last_lines(text: str, n: int = 6) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return "\n".join(lines[-n:])
