@@ -29,6 +29,8 @@ SERVICE_CIDR=10.96.0.0/16
 API_SERVICE_IP=10.96.0.1
 DNS_SERVICE_IP=10.96.0.10
 BRIDGE=mle0
+NODE_PORT_RANGE=30000-32767      # the API server's default, passed explicitly: the guard below uses it
+LOCAL_NP_CHAIN=ML-ENDPOINTS-LOCAL-NODEPORTS
 REGISTRY=127.0.0.1:5000
 READY_TIMEOUT="${ML_ENDPOINTS_CLUSTER_TIMEOUT:-180}"
 
@@ -350,6 +352,25 @@ host_prep() {
   sysctl -qw net.bridge.bridge-nf-call-iptables=1
   # Volume mount propagation needs a shared root; this VM's / is private.
   findmnt -no PROPAGATION / | grep -q shared || mount --make-rshared /
+  guard_local_nodeports
+}
+
+# guard_local_nodeports: refuse, in filter OUTPUT, a host's SYN to one of its own NodePorts
+# that kube-proxy did not DNAT (Service not programmed yet, or no endpoints yet), so that
+# conntrack never confirms an entry for it. Without this such a refused connection leaves a
+# null-NAT conntrack entry (SYN_SENT, 120 s): kube-proxy's "no endpoints" REJECT runs in
+# filter INPUT, after the loopback packet was confirmed in POSTROUTING. A later connection
+# whose kernel-chosen client port equals that one matches the stale entry, skips the NAT
+# rules, reaches the host itself and is refused (RST from 127.0.0.1:<nodePort>) even though
+# the Service now has ready endpoints. A SYN dropped here, before the confirm, leaves no
+# entry. See docs/cluster.md, "Refused connections on 127.0.0.1:<nodePort>". Idempotent.
+guard_local_nodeports() {
+  local rule=(-o lo -p tcp --syn --dport "${NODE_PORT_RANGE/-/:}" -m conntrack ! --ctstate DNAT
+              -m comment --comment "ml-endpoints: un-DNATed SYN to a local NodePort"
+              -j REJECT --reject-with tcp-reset)
+  iptables -N "$LOCAL_NP_CHAIN" 2>/dev/null || true
+  iptables -C "$LOCAL_NP_CHAIN" "${rule[@]}" 2>/dev/null || iptables -A "$LOCAL_NP_CHAIN" "${rule[@]}"
+  iptables -C OUTPUT -j "$LOCAL_NP_CHAIN" 2>/dev/null || iptables -I OUTPUT 1 -j "$LOCAL_NP_CHAIN"
 }
 
 start_containerd() {
@@ -383,7 +404,8 @@ start_control_plane() {
     --kubelet-preferred-address-types=InternalIP \
     --service-account-issuer=https://kubernetes.default.svc.cluster.local \
     --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key" \
-    --service-cluster-ip-range="$SERVICE_CIDR" --profiling=false --v=1
+    --service-cluster-ip-range="$SERVICE_CIDR" --service-node-port-range="$NODE_PORT_RANGE" \
+    --profiling=false --v=1
   wait_for "kube-apiserver /readyz" kube-apiserver kc get --raw /readyz
   start kube-controller-manager "$K8S_BIN/kube-controller-manager" \
     --kubeconfig="$CL/controller-manager.kubeconfig" \
@@ -594,7 +616,7 @@ clean_network() {
   local ipt t
   for ipt in iptables ip6tables; do
     command -v "$ipt" >/dev/null || continue
-    for t in filter nat mangle; do drop_chains "$ipt" "$t" KUBE- CNI-; done
+    for t in filter nat mangle; do drop_chains "$ipt" "$t" KUBE- CNI- ML-ENDPOINTS-; done
   done
   ip link del "$BRIDGE" 2>/dev/null || true
   local ns; for ns in /run/netns/cni-*; do
