@@ -357,7 +357,3 @@ def main(argv: list[str] | None = None, *, outputs: OutputsSource | None = None,
         err.write(f"ml-endpoints {args.command}: interrupted after "
                   f"{time.monotonic() - started:.0f} s\n")
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,7 @@
+"""`python -m mlendpoints ...` = the `ml-endpoints` command."""
+
+import sys
+
+from mlendpoints.cli import main
+
+sys.exit(main())

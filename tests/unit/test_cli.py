@@ -1,0 +1,270 @@
+"""`ml-endpoints` without sockets: argument handling, secrets, tokens, kubectl argv, stack env.
+
+The outputs source is injected; `logs` runs a fake `kubectl` (a script on PATH that records
+its arguments). The last tests use the real Pulumi CLI through the Automation API on a
+throwaway file backend (about 2 s); they skip when `make setup` has not installed the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlendpoints import StackError, read_cluster, read_outputs
+from mlendpoints import stack as stackmod
+from mlendpoints.cli import authorization, main, router_base
+from scoring.auth import AuthError, verify_token
+
+SIGNING = "token-signing-key-for-unit-tests-0123456789"
+OUTPUTS: dict[str, Any] = {
+    "endpoint_name": "diabetes", "namespace": "ml-endpoints-dev", "auth_mode": "key",
+    "scoring_uri": "http://127.0.0.1:30080/score",
+    "swagger_uri": "http://127.0.0.1:30080/swagger.json",
+    "primary_key": "pk-0123456789", "secondary_key": "sk-9876543210",
+    "token_signing_key": SIGNING, "traffic": {"blue": 100}, "mirror_traffic": {},
+    "deployments": {"blue": {"kubernetes_name": "diabetes-blue"}},
+    "image_digests": {"blue": "sha256:" + "a" * 64},
+}
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str],
+        outputs: dict[str, Any] | None = None, **kw: Any) -> tuple[int, str, str]:
+    code = main(argv, outputs=lambda _stack: OUTPUTS if outputs is None else outputs, **kw)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_router_base_strips_score_path() -> None:
+    assert router_base("http://127.0.0.1:30080/score") == "http://127.0.0.1:30080"
+    assert router_base("http://h:1/prefix/score/") == "http://h:1/prefix"
+
+
+def test_authorization_per_auth_mode() -> None:
+    assert authorization(OUTPUTS, "dev") == "Bearer pk-0123456789"
+    assert authorization({**OUTPUTS, "auth_mode": "none"}, "dev") is None
+    header = authorization({**OUTPUTS, "auth_mode": "aml_token"}, "dev", ttl_s=60)
+    assert header is not None and header.startswith("Bearer ")
+    claims = verify_token(SIGNING, "diabetes", header.removeprefix("Bearer "))
+    assert claims["exp"] - claims["iat"] == 60
+    with pytest.raises(AuthError, match="not for endpoint 'other'"):
+        verify_token(SIGNING, "other", header.removeprefix("Bearer "))
+
+
+def test_keys_printed_as_azure_get_credentials(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(["keys"], capsys)
+    assert code == 0 and err == ""
+    assert json.loads(out) == {"primaryKey": "pk-0123456789", "secondaryKey": "sk-9876543210"}
+
+
+def test_keys_in_token_mode_says_keys_are_not_accepted(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(["keys"], capsys, {**OUTPUTS, "auth_mode": "aml_token"})
+    assert code == 0
+    assert err == ("note: endpoint auth mode is 'aml_token'; keys are not accepted by the "
+                   "endpoint now\n")
+
+
+def test_token_has_azure_shape_and_verifies(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(["token", "--ttl", "600"], capsys, {**OUTPUTS, "auth_mode": "aml_token"})
+    assert code == 0
+    token = json.loads(out)
+    assert token["tokenType"] == "Bearer"
+    assert token["expiryTimeUtc"] - token["refreshAfterTimeUtc"] == 300
+    claims = verify_token(SIGNING, "diabetes", token["accessToken"])
+    assert claims["exp"] == token["expiryTimeUtc"]
+    assert err.startswith("expires ") and err.count("\n") == 1
+    assert SIGNING not in out + err
+
+
+def test_token_bad_ttl_and_short_signing_key_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(["token", "--ttl", "0"], capsys)
+    assert (code, out) == (2, "")
+    assert err == "ml-endpoints token: --ttl: must be > 0 seconds (got 0)\n"
+    code, _, err = run(["token"], capsys, {**OUTPUTS, "token_signing_key": "short"})
+    assert code == 2
+    assert err == ("ml-endpoints token: cannot issue a token: token signing key is 5 bytes; "
+                   "use at least 32 (e.g. `openssl rand -hex 32`)\n")
+
+
+def test_missing_output_names_it_and_what_to_run(capsys: pytest.CaptureFixture[str]) -> None:
+    outputs = {k: v for k, v in OUTPUTS.items() if k != "secondary_key"}
+    code, out, err = run(["keys", "--stack", "prod"], capsys, outputs)
+    assert (code, out) == (2, "")
+    assert err.startswith("ml-endpoints keys: stack 'prod' has no output 'secondary_key' "
+                          "(outputs: auth_mode, deployments, ")
+    assert err.endswith("; run `pulumi up --stack prod`\n")
+    assert "pk-0123456789" not in err
+
+
+def test_stack_error_from_the_source_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    def missing(stack: str) -> dict[str, Any]:
+        raise StackError(f"stack {stack!r} does not exist")
+
+    code = main(["status", "--stack", "qa"], outputs=missing)
+    captured = capsys.readouterr()
+    assert code == 2
+    assert captured.err == "ml-endpoints status: stack 'qa' does not exist\n"
+
+
+def test_invoke_unreadable_request_file_exits_2(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "nope.json"
+    code, _, err = run(["invoke", "--request-file", str(missing)], capsys)
+    assert code == 2
+    assert err == (f"ml-endpoints invoke: --request-file: cannot read {str(missing)!r} "
+                   "(No such file or directory)\n")
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in ([], ["invoke"], ["logs"], ["logs", "--deployment", "b", "--router"]):
+        with pytest.raises(SystemExit) as exc:
+            main(argv, outputs=lambda _s: OUTPUTS)
+        assert exc.value.code == 2, argv
+    capsys.readouterr()
+
+
+# ------------------------------------------------------------------------------------ logs
+
+
+@pytest.fixture
+def fake_kubectl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A `kubectl` on PATH that writes its arguments, one per line, to a file."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    record = tmp_path / "kubectl-argv"
+    script = bindir / "kubectl"
+    script.write_text(f"#!/bin/sh\nprintf '%s\\n' \"$@\" > {record}\necho 'pod/x line'\nexit 3\n")
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    return record
+
+
+def test_logs_runs_kubectl_on_the_deployments_pods(
+        fake_kubectl: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("apiVersion: v1\n")
+    code = main(["logs", "--deployment", "blue", "--tail", "20"], outputs=lambda _s: OUTPUTS,
+                cluster=lambda _s: {"kubeconfig": str(kubeconfig), "context": "k3s"})
+    assert code == 3  # kubectl's own exit code
+    argv = fake_kubectl.read_text().splitlines()
+    assert argv == ["--kubeconfig", str(kubeconfig), "--context", "k3s",
+                    "--namespace", "ml-endpoints-dev", "logs", "--selector",
+                    "app.kubernetes.io/name=ml-endpoints-scoring,mlendpoints/endpoint=diabetes,"
+                    "mlendpoints/deployment=blue",
+                    "--prefix", "--tail", "20", "--max-log-requests", "20"]
+    assert "pod/x line" in capfd.readouterr().out
+
+
+def test_logs_router_and_follow(fake_kubectl: Path, tmp_path: Path,
+                                capfd: pytest.CaptureFixture[str]) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("apiVersion: v1\n")
+    main(["logs", "--router", "-f"], outputs=lambda _s: OUTPUTS,
+         cluster=lambda _s: {"kubeconfig": str(kubeconfig)})
+    argv = fake_kubectl.read_text().splitlines()
+    assert "--context" not in argv
+    assert argv[argv.index("--selector") + 1] == (
+        "app.kubernetes.io/name=ml-endpoints-router,mlendpoints/endpoint=diabetes")
+    assert argv[-1] == "--follow"
+    capfd.readouterr()
+
+
+def test_logs_unknown_deployment_and_missing_kubeconfig(
+        fake_kubectl: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(["logs", "--deployment", "green"], capsys)
+    assert code == 2
+    assert err == ("ml-endpoints logs: --deployment: no deployment 'green' in stack 'dev' "
+                   "(deployments: blue)\n")
+    missing = tmp_path / "none" / "kubeconfig"
+    code, _, err = run(["logs", "--deployment", "blue"], capsys,
+                       cluster=lambda _s: {"kubeconfig": str(missing)})
+    assert code == 2
+    assert err.startswith(f"ml-endpoints logs: cluster.kubeconfig: {str(missing)!r} does not "
+                          "exist; start the cluster (make cluster-up)")
+    assert not fake_kubectl.exists()
+
+
+# ----------------------------------------------------------------------- stack environment
+
+
+def test_pulumi_env_has_env_sh_defaults_and_caller_values_win(tmp_path: Path) -> None:
+    env = stackmod.pulumi_env(tmp_path, {"ML_ENDPOINTS_CACHE": "/c", "PATH": "/usr/bin"})
+    assert env["PULUMI_HOME"] == "/c/pulumi-home"
+    assert env["PULUMI_BACKEND_URL"] == "file:///c/state"
+    assert env["PULUMI_CONFIG_PASSPHRASE"] == "ml-endpoints-local-dev"
+    assert env["PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION"] == "true"
+    assert env["PATH"].split(os.pathsep) == [
+        "/c/tools/pulumi-3.259.0/bin", str(tmp_path / ".venv" / "bin"), "/usr/bin"]
+    mine = stackmod.pulumi_env(tmp_path, {"ML_ENDPOINTS_CACHE": "/c", "PATH": "",
+                                          "PULUMI_CONFIG_PASSPHRASE": "mine",
+                                          "PULUMI_BACKEND_URL": "file:///elsewhere"})
+    assert mine["PULUMI_CONFIG_PASSPHRASE"] == "mine"
+    assert mine["PULUMI_BACKEND_URL"] == "file:///elsewhere"
+
+
+def test_kubeconfig_path_expands_cache_and_project_relative(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ML_ENDPOINTS_CACHE", "/cache")
+    assert stackmod.kubeconfig_path({}, tmp_path) == Path("/cache/cluster/kubeconfig")
+    assert stackmod.kubeconfig_path({"kubeconfig": "k/cfg"}, tmp_path) == tmp_path / "k/cfg"
+    monkeypatch.delenv("ML_ENDPOINTS_CACHE")
+    assert stackmod.kubeconfig_path({"kubeconfig": "$ML_ENDPOINTS_CACHE/x"}, tmp_path) == (
+        Path("~/.cache/ml-endpoints/x").expanduser())
+
+
+def test_project_root_found_from_a_subfolder(tmp_path: Path) -> None:
+    (tmp_path / "Pulumi.yaml").write_text("name: x\n")
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    assert stackmod.project_root(tmp_path / "a" / "b") == tmp_path.resolve()
+
+
+# ----------------------------------------------- the Automation API reader (real CLI, ~2 s)
+
+
+@pytest.fixture
+def pulumi_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    if not (stackmod.cli_root() / "bin" / "pulumi").is_file():
+        pytest.skip(f"no Pulumi CLI at {stackmod.cli_root()}: run `make setup`")
+    work = tmp_path / "project"
+    work.mkdir()
+    (work / "Pulumi.yaml").write_text("name: ml-endpoints\nruntime: python\n")
+    monkeypatch.chdir(work)
+    (tmp_path / "state").mkdir()
+    monkeypatch.setenv("PULUMI_BACKEND_URL", f"file://{tmp_path / 'state'}")
+    monkeypatch.setenv("PULUMI_CONFIG_PASSPHRASE", "unit-tests-only")
+    return work
+
+
+def test_reader_names_a_missing_stack_and_what_to_run(pulumi_project: Path) -> None:
+    with pytest.raises(StackError) as exc:
+        read_outputs("nosuch")
+    assert str(exc.value).startswith("stack 'nosuch' does not exist in file://")
+    assert str(exc.value).endswith("deploy it with `make deploy STACK=nosuch` (or "
+                                   "`. scripts/env.sh && pulumi up --stack nosuch`)")
+
+
+def test_reader_on_a_stack_with_no_outputs(pulumi_project: Path) -> None:
+    env = stackmod.pulumi_env(pulumi_project)
+    subprocess.run(["pulumi", "stack", "init", "empty", "--non-interactive"], cwd=pulumi_project,
+                   env=env, check=True, capture_output=True, timeout=60)
+    subprocess.run(["pulumi", "config", "set", "--path", "ml-endpoints:cluster.context", "k3s",
+                    "--stack", "empty"], cwd=pulumi_project, env=env, check=True,
+                   capture_output=True, timeout=60)
+    with pytest.raises(StackError) as exc:
+        read_outputs("empty")
+    assert str(exc.value) == ("stack 'empty' has no outputs (nothing deployed yet); run "
+                              "`make deploy STACK=empty` (or `pulumi up --stack empty`)")
+    assert read_cluster("empty") == {"context": "k3s"}
+    # The same through the installed command, as a user runs it.
+    command = Path(sys.executable).parent / "ml-endpoints"
+    proc = subprocess.run([str(command), "status", "--stack", "empty"],
+                          cwd=pulumi_project, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("ml-endpoints status: stack 'empty' has no outputs")
