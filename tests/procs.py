@@ -52,7 +52,8 @@ def wait_http(url: str, timeout: float = 30.0, popen: subprocess.Popen | None = 
     while time.monotonic() < deadline:
         if popen is not None and popen.poll() is not None:
             tail = log_path.read_text(errors="replace")[-3000:] if log_path else ""
-            raise RuntimeError(f"process exited with {popen.returncode} before {url} was ready:\n{tail}")
+            raise RuntimeError(
+                f"process exited with {popen.returncode} before {url} was ready:\n{tail}")
         try:
             with urllib.request.urlopen(url, timeout=2) as resp:
                 if resp.status == 200:
