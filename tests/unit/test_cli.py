@@ -268,3 +268,25 @@ def test_reader_on_a_stack_with_no_outputs(pulumi_project: Path) -> None:
                           cwd=pulumi_project, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.startswith("ml-endpoints status: stack 'empty' has no outputs")
+
+
+def test_reader_returns_plain_values_of_a_deployed_stack(pulumi_project: Path) -> None:
+    """`up` of an inline program exporting a secret, then the reader, as `invoke` uses it."""
+    import pulumi
+    from pulumi import automation as auto
+
+    def program() -> None:
+        pulumi.export("scoring_uri", "http://127.0.0.1:9/score")
+        pulumi.export("primary_key", pulumi.Output.secret("pk-from-the-stack"))
+        pulumi.export("traffic", {"blue": 90, "green": 10})
+
+    env = stackmod.pulumi_env(pulumi_project)
+    stack = auto.create_stack("deployed", project_name="ml-endpoints", program=program,
+                              opts=auto.LocalWorkspaceOptions(
+                                  env_vars=env,
+                                  pulumi_command=auto.PulumiCommand(root=str(stackmod.cli_root()))))
+    stack.up()
+    assert read_outputs("deployed") == {"scoring_uri": "http://127.0.0.1:9/score",
+                                        "primary_key": "pk-from-the-stack",
+                                        "traffic": {"blue": 90, "green": 10}}
+    assert read_cluster("deployed") == {}
