@@ -198,9 +198,11 @@ def test_metrics_count_requests_across_workers(client: httpx.Client) -> None:
     for _ in range(6):  # spread over both workers by the kernel
         client.post("/score", content=b"x", headers={"content-type": "image/png"})
     deadline = time.monotonic() + 10
-    while True:  # each worker publishes its counters every second
+    while True:  # each worker publishes its counters (and readiness) every second
         text = client.get("/metrics").text
-        if _metric(text, name) == before + 6 or time.monotonic() > deadline:
+        settled = (_metric(text, name) == before + 6
+                   and _metric(text, "scoring_workers_ready") == 2)
+        if settled or time.monotonic() > deadline:
             break
         time.sleep(0.2)
     assert _metric(text, name) == before + 6
