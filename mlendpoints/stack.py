@@ -15,6 +15,7 @@ from typing import Any
 
 PULUMI_VERSION = "3.259.0"  # = scripts/env.sh and scripts/setup_pulumi.sh
 DEFAULT_PASSPHRASE = "ml-endpoints-local-dev"  # the dev default of scripts/env.sh
+FILE_BACKEND_QUERY = "metadata=skip"  # no .attrs sidecars: see scripts/env.sh
 PROJECT = "ml-endpoints"
 
 
@@ -46,7 +47,7 @@ def pulumi_env(root: Path, environ: dict[str, str] | None = None) -> dict[str, s
     cache = cache_root(env)
     env.setdefault("ML_ENDPOINTS_CACHE", str(cache))
     env.setdefault("PULUMI_HOME", str(cache / "pulumi-home"))
-    env.setdefault("PULUMI_BACKEND_URL", f"file://{cache / 'state'}")
+    env.setdefault("PULUMI_BACKEND_URL", f"file://{cache / 'state'}?{FILE_BACKEND_QUERY}")
     env.setdefault("PULUMI_CONFIG_PASSPHRASE", DEFAULT_PASSPHRASE)
     env["PULUMI_SKIP_UPDATE_CHECK"] = "true"
     env["PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION"] = "true"
@@ -71,7 +72,7 @@ def select(stack_name: str, root: Path | None = None) -> Any:
     env = pulumi_env(root)
     backend = env["PULUMI_BACKEND_URL"]
     if backend.startswith("file://"):
-        Path(backend.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
+        Path(backend.removeprefix("file://").split("?")[0]).mkdir(parents=True, exist_ok=True)
     cli = cli_root(env)
     command = None
     if (cli / "bin" / "pulumi").is_file():

@@ -18,11 +18,16 @@ unset _mle_root _mle_pulumi_version
 # Plugins are installed here by scripts/setup_pulumi.sh (not in ~/.pulumi).
 : "${PULUMI_HOME:=$ML_ENDPOINTS_CACHE/pulumi-home}"
 # No account, no downloads: local state, passphrase secrets, no update checks.
-: "${PULUMI_BACKEND_URL:=file://$ML_ENDPOINTS_CACHE/state}"
+# metadata=skip: no ".attrs" sidecar files. fileblob rewrites them in place (not atomically),
+# so a read during a write (the program reading its own last outputs while `up` saves a
+# checkpoint) failed with "failed to load checkpoint: EOF".
+: "${PULUMI_BACKEND_URL:=file://$ML_ENDPOINTS_CACHE/state?metadata=skip}"
 : "${PULUMI_CONFIG_PASSPHRASE:=ml-endpoints-local-dev}"   # dev default only: set your own for shared state
 export PULUMI_HOME PULUMI_BACKEND_URL PULUMI_CONFIG_PASSPHRASE
 export PULUMI_SKIP_UPDATE_CHECK=true
 export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true
 export PULUMI_DISABLE_REGISTRY_RESOLVE=true
 export GOTOOLCHAIN=local
-case $PULUMI_BACKEND_URL in file://*) mkdir -p "${PULUMI_BACKEND_URL#file://}" ;; esac
+_mle_state=${PULUMI_BACKEND_URL#file://}
+case $PULUMI_BACKEND_URL in file://*) mkdir -p "${_mle_state%%\?*}" ;; esac
+unset _mle_state

@@ -357,7 +357,8 @@ def test_pulumi_deployment_up_update_destroy(cluster: None, registry: str,
         pulumi.export("node_port", svc.spec.ports[0].node_port)
 
     with tempfile.TemporaryDirectory(prefix="mle-pulumi-") as state:
-        env = {**env, "PULUMI_BACKEND_URL": f"file://{state}", "KUBECONFIG": str(KUBECONFIG)}
+        env = {**env, "PULUMI_BACKEND_URL": f"file://{state}?metadata=skip",
+               "KUBECONFIG": str(KUBECONFIG)}
         cli = Path(shutil.which("pulumi", path=env["PATH"]) or "pulumi").resolve()
         stack = auto.create_or_select_stack(
             stack_name="cluster-smoke", project_name="mle-cluster-smoke", program=program,
@@ -489,7 +490,8 @@ def test_pulumi_scoring_image_serves_rolls_out_and_destroys(cluster: None, regis
 
     state = tmp_path / "state"
     state.mkdir()
-    env = {**env, "PULUMI_BACKEND_URL": f"file://{state}", "KUBECONFIG": str(KUBECONFIG)}
+    env = {**env, "PULUMI_BACKEND_URL": f"file://{state}?metadata=skip",
+           "KUBECONFIG": str(KUBECONFIG)}
     cli = Path(shutil.which("pulumi", path=env["PATH"]) or "pulumi").resolve()
     stack = auto.create_or_select_stack(
         stack_name="scoring", project_name="mle-cluster-scoring", program=program,

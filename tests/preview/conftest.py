@@ -82,7 +82,7 @@ def project(tmp_path: Path) -> Iterator[Project]:
     state = tmp_path / "state"
     state.mkdir()
     env = {
-        "PULUMI_BACKEND_URL": f"file://{state}",
+        "PULUMI_BACKEND_URL": f"file://{state}?metadata=skip",  # see scripts/env.sh
         "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE,
         "PULUMI_HOME": os.environ.get("PULUMI_HOME", str(cache_root() / "pulumi-home")),
         "PULUMI_SKIP_UPDATE_CHECK": "true",

@@ -37,6 +37,6 @@ def toolchain_env(tmp_path: Path) -> dict[str, str]:
         pytest.fail(f"{cli} missing: run `make toolchain` (scripts/setup_pulumi.sh)")
     state = tmp_path / "state"
     state.mkdir()
-    env["PULUMI_BACKEND_URL"] = f"file://{state}"
+    env["PULUMI_BACKEND_URL"] = f"file://{state}?metadata=skip"  # see scripts/env.sh
     env["PULUMI_CONFIG_PASSPHRASE"] = "toolchain-tests-only"
     return env

@@ -197,7 +197,7 @@ def test_logs_unknown_deployment_and_missing_kubeconfig(
 def test_pulumi_env_has_env_sh_defaults_and_caller_values_win(tmp_path: Path) -> None:
     env = stackmod.pulumi_env(tmp_path, {"ML_ENDPOINTS_CACHE": "/c", "PATH": "/usr/bin"})
     assert env["PULUMI_HOME"] == "/c/pulumi-home"
-    assert env["PULUMI_BACKEND_URL"] == "file:///c/state"
+    assert env["PULUMI_BACKEND_URL"] == "file:///c/state?metadata=skip"
     assert env["PULUMI_CONFIG_PASSPHRASE"] == "ml-endpoints-local-dev"
     assert env["PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION"] == "true"
     assert env["PATH"].split(os.pathsep) == [
