@@ -6,6 +6,11 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 PY=${PYTHON:-python3}
+
+# Pulumi starts the dynamic-provider plugin (image builds, generated keys) in the program's
+# folder (infra/) and resolves Pulumi.yaml's `virtualenv: .venv` from there, while the
+# language host resolves it from the project root: infra/.venv points at the one venv.
+ln -sfn ../.venv infra/.venv
 key=$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
 if stamp_ok .venv/.ml-endpoints-stamp "$key" && .venv/bin/python -c 'import scoring' 2>/dev/null; then
   say "python env: up to date (.venv)"
