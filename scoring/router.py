@@ -24,7 +24,7 @@ import httptools
 
 from scoring.auth import AuthError, bearer, check_key, verify_token
 from scoring.mirror import BUCKETS, Histogram, MirrorStats
-from scoring.request_id import request_id_from
+from scoring.request_id import new_request_id_bytes, request_id_from
 from scoring.router_config import RouterConfig, Secrets
 from scoring.traffic import Split, mirror_target, should_mirror
 from scoring.upstream import (
@@ -140,23 +140,11 @@ def route(state: RouterState, pin: bytes | None, r_live: float,
     return state.targets[name], mirror
 
 
-_getrandbits = random.Random().getrandbits  # seeded from os.urandom at import
-
-
-def mint_request_id() -> bytes:
-    """32 hex digits, like ``scoring.request_id.new_request_id`` but with no syscall.
-
-    ``os.urandom`` costs a getrandom(2) per request (measured with strace on the hot path);
-    ids need uniqueness, not secrecy, so a Mersenne Twister seeded from the OS is enough.
-    """
-    return b"%032x" % _getrandbits(128)
-
-
 def request_id(header: bytes | None) -> bytes:
     """The caller's ``x-request-id`` if it is sane, else a new one (the inference server's rule)."""
     if header is not None:
         return request_id_from(header).encode()
-    return mint_request_id()
+    return new_request_id_bytes()
 
 
 def error_body(message: str, rid: bytes) -> bytes:
@@ -664,7 +652,7 @@ class HttpProtocol(asyncio.Protocol):
         if self.transport is None or self.closed:
             return
         self.router.metrics.reject(status, _reason(status))
-        body = error_body(message, mint_request_id())
+        body = error_body(message, new_request_id_bytes())
         self.transport.write(encode_response(status, [_JSON], body, keep_alive=False))
         self.close()
 

@@ -17,7 +17,7 @@ from scoring import collector
 from scoring.errors import BadInput, PayloadTooLarge, TimedOut, UnsupportedMediaType, error_body
 from scoring.limits import InlineRunner, check_content_type, read_body
 from scoring.metrics import Stats, render
-from scoring.request_id import request_id_from
+from scoring.request_id import new_request_id, new_request_id_bytes, request_id_from
 from scoring.server import encode_result
 
 
@@ -25,6 +25,21 @@ def test_request_ids() -> None:
     assert request_id_from(b"abc-1.2:3_X") == "abc-1.2:3_X"
     for bad in (None, b"", b"has space", b'q"uote', b"x" * 129):
         assert re.fullmatch(r"[0-9a-f]{32}", request_id_from(bad))
+
+
+def test_forked_workers_mint_different_request_ids() -> None:
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # a worker, as the server forks them
+        os.write(write_end, new_request_id_bytes())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read_end, 64).decode()
+    os.close(read_end)
+    os.close(write_end)
+    parent = new_request_id()
+    assert re.fullmatch(r"[0-9a-f]{32}", child) and re.fullmatch(r"[0-9a-f]{32}", parent)
+    assert child != parent
 
 
 @pytest.mark.parametrize("value", [None, b"application/json", b"application/json; charset=utf-8",
