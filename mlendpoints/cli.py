@@ -1,6 +1,6 @@
 """`ml-endpoints`: daily use of a deployed endpoint, from the stack's outputs.
 
-    ml-endpoints invoke --request-file F [--deployment NAME] [--stack dev]
+    ml-endpoints invoke --request-file F [--deployment NAME] [--key secondary] [--stack dev]
     ml-endpoints keys | token [--ttl S] | status | traffic | logs --deployment NAME [--tail N]
 
 Everything is read from the stack's outputs (through the Automation API, `mlendpoints.stack`);
@@ -59,15 +59,16 @@ def router_base(scoring_uri: str) -> str:
     return base.removesuffix("/score")
 
 
-def authorization(outputs: dict[str, Any], stack: str,
-                  ttl_s: int = INVOKE_TOKEN_TTL_S) -> str | None:
-    """The `Authorization` header value for the stack's auth mode (None for `none`)."""
+def authorization(outputs: dict[str, Any], stack: str, ttl_s: int = INVOKE_TOKEN_TTL_S,
+                  key: str = "primary") -> str | None:
+    """The `Authorization` header value for the stack's auth mode (None for `none`); KEY picks
+    the primary or secondary key in `key` mode."""
     mode = outputs.get("auth_mode", "key")
     if mode == "none":
         return None
     if mode == "aml_token":
         return "Bearer " + str(issue(outputs, stack, ttl_s)["accessToken"])
-    return "Bearer " + str(_need(outputs, "primary_key", stack))
+    return "Bearer " + str(_need(outputs, f"{key}_key", stack))
 
 
 def issue(outputs: dict[str, Any], stack: str, ttl_s: int) -> dict[str, object]:
@@ -137,7 +138,10 @@ class Commands:
             raise CliError(f"--request-file: cannot read {str(path)!r} ({exc.strerror})") from None
         uri = _need(self.outputs, "scoring_uri", self.stack)
         headers = {"Content-Type": "application/json"}
-        auth = authorization(self.outputs, self.stack)
+        if self.args.key != "primary" and self.outputs.get("auth_mode") != "key":
+            raise CliError(f"--key {self.args.key}: the endpoint's auth mode is "
+                           f"{self.outputs.get('auth_mode')!r}; keys apply only to 'key'")
+        auth = authorization(self.outputs, self.stack, key=self.args.key)
         if auth:
             headers["Authorization"] = auth
         if self.args.deployment:
@@ -318,6 +322,8 @@ def parser() -> argparse.ArgumentParser:
     inv = sub.add_parser("invoke", parents=[common], help="POST a request file to scoring_uri")
     inv.add_argument("--request-file", required=True, help="JSON body to send")
     inv.add_argument("--deployment", help="pin one deployment (azureml-model-deployment header)")
+    inv.add_argument("--key", choices=("primary", "secondary"), default="primary",
+                     help="which endpoint key to send in `key` auth mode (default: primary)")
     inv.add_argument("-v", "--verbose", action="store_true",
                      help="say on stderr which deployment answered")
     sub.add_parser("keys", parents=[common], help="print the primary and secondary keys")

@@ -17,50 +17,30 @@ import os
 import shutil
 import subprocess
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from tests.kube import CACHE, KUBECONFIG, check_cluster, kubectl
+from tests.load import Load
 from tests.procs import REPO, stop, wait_http
 
 pytestmark = pytest.mark.cluster
 
-CACHE = Path(os.environ.get("ML_ENDPOINTS_CACHE", Path.home() / ".cache" / "ml-endpoints"))
-KUBECONFIG = CACHE / "cluster" / "kubeconfig"
 REGISTRY = "127.0.0.1:5000"
-K8S_BIN = CACHE / "tools" / "kubernetes-v1.34.4" / "bin"
 IMAGE_REPO = f"{REGISTRY}/ml-endpoints-test/echo"
 DRAIN_SECONDS = 6   # preStop sleep: longer than kube-proxy's rule programming takes here
-
-
-def kubectl(*args: str, stdin: str | None = None, timeout: float = 120) -> str:
-    """Run kubectl against the local cluster; raise with its stderr on failure."""
-    exe = K8S_BIN / "kubectl" if (K8S_BIN / "kubectl").exists() else shutil.which("kubectl")
-    if exe is None:
-        pytest.fail("no kubectl: run `make cluster-up` (it builds one) or put kubectl on PATH")
-    proc = subprocess.run([str(exe), "--kubeconfig", str(KUBECONFIG), *args], input=stdin,
-                          capture_output=True, text=True, timeout=timeout)
-    if proc.returncode != 0:
-        raise RuntimeError(f"kubectl {' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
-    return proc.stdout
 
 
 @pytest.fixture(scope="module")
 def cluster() -> None:
     """The cluster must be up; the tier is only selected after `make cluster-up`."""
-    if not KUBECONFIG.exists():
-        pytest.fail(f"{KUBECONFIG} is missing: run `make cluster-up` before the cluster tier")
-    assert kubectl("get", "--raw", "/readyz").strip() == "ok"
-    nodes = json.loads(kubectl("get", "nodes", "-o", "json"))["items"]
-    ready = [c["status"] for n in nodes for c in n["status"]["conditions"] if c["type"] == "Ready"]
-    assert ready == ["True"], f"expected one Ready node, got {ready}"
+    check_cluster()
 
 
 def _registry_up() -> bool:
@@ -188,52 +168,6 @@ def echo_ask(port: int) -> tuple[int, str]:
     return status, str(body.get("version") if status == 200 else body)
 
 
-@dataclass
-class Load:
-    """A small bounded load: THREADS clients posting back to back until stopped, at most
-    MAX_SECONDS and MAX_REQUESTS in all. Records every failure and the versions answered."""
-
-    port: int
-    ask: Ask = echo_ask
-    threads: int = 3
-    pause: float = 0.01        # between a thread's requests: ~200 new connections/s in all
-    max_seconds: float = 120
-    max_requests: int = 20000
-    versions: list[str] = field(default_factory=list)
-    failures: list[str] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def _run(self) -> None:
-        start = time.monotonic()
-        deadline = start + self.max_seconds
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            with self._lock:
-                if len(self.versions) + len(self.failures) >= self.max_requests:
-                    return
-            try:
-                status, label = self.ask(self.port)
-                outcome = label if status == 200 else f"HTTP {status}: {label}"
-            except (OSError, http.client.HTTPException, ValueError) as exc:
-                outcome = f"{type(exc).__name__} at {time.monotonic() - start:.1f}s: {exc}"
-                status = 0
-            with self._lock:
-                (self.versions if status == 200 else self.failures).append(str(outcome))
-            time.sleep(self.pause)
-
-    def __enter__(self) -> Load:
-        self._workers = [threading.Thread(target=self._run, daemon=True)
-                         for _ in range(self.threads)]
-        for w in self._workers:
-            w.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for w in self._workers:
-            w.join(timeout=30)
-
-
 def node_port(ns: str, svc: str = "echo") -> int:
     return int(kubectl("-n", ns, "get", "svc", svc, "-o", "jsonpath={.spec.ports[0].nodePort}"))
 
@@ -289,7 +223,7 @@ def test_registry_image_nodeport_dns_and_rolling_update(namespace: str, registry
     assert err.value.code == 502
 
     # Rolling update to v2 under load: no request may fail.
-    with Load(port) as load:
+    with Load(lambda: echo_ask(port)) as load:
         time.sleep(1)
         kubectl("apply", "-f", "-", stdin=workload(namespace, ref2, "v2"))
         kubectl("-n", namespace, "rollout", "status", "deploy/echo", "--timeout=180s", timeout=200)
@@ -375,7 +309,7 @@ def test_pulumi_deployment_up_update_destroy(cluster: None, registry: str,
 
             stack.set_all_config({"image": auto.ConfigValue(ref2),
                                   "version": auto.ConfigValue("v2")})
-            with Load(port) as load:
+            with Load(lambda: echo_ask(port)) as load:
                 time.sleep(1)
                 stack.up(on_output=lambda _line: None)   # waits for the rollout
                 wait_all_answer(port, "v2")
@@ -506,7 +440,7 @@ def test_pulumi_scoring_image_serves_rolls_out_and_destroys(cluster: None, regis
         assert ask(port) == (200, "v1")
 
         stack.set_config("model", auto.ConfigValue("v2"))
-        with Load(port, ask=ask, pause=0.02, max_seconds=600) as load:
+        with Load(lambda: ask(port), pause=0.02, max_seconds=600) as load:
             time.sleep(1)
             up2 = stack.up(on_output=lambda _line: None)   # builds v2, waits for the rollout
             wait_all_answer(port, "v2", ask=ask)

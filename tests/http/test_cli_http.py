@@ -121,6 +121,26 @@ def test_invoke_wrong_key_exits_1_with_status_and_json_error(
     assert "not-the-key" not in err  # the secret is not echoed
 
 
+def test_invoke_with_the_secondary_key(keyed: Proc, request_file: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """--key secondary sends the secondary key: it works while the primary is a wrong one."""
+    outputs = outputs_for(keyed.url, primary_key="not-the-key")
+    code, out, err = run(["invoke", "--request-file", str(request_file), "--key", "secondary"],
+                         outputs, capsys)
+    assert code == 0, err
+    assert json.loads(out)["deployment"] == "blue"
+    code, _, err = run(["invoke", "--request-file", str(request_file)], outputs, capsys)
+    assert code == 1 and "answered 401" in err
+
+
+def test_invoke_secondary_key_in_token_mode_is_a_usage_error(
+        tokened: Proc, request_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(["invoke", "--request-file", str(request_file), "--key", "secondary"],
+                         outputs_for(tokened.url, auth_mode="aml_token"), capsys)
+    assert (code, out) == (2, "")
+    assert "--key secondary: the endpoint's auth mode is 'aml_token'" in err
+
+
 def test_invoke_unknown_deployment_exits_1_with_router_404(
         keyed: Proc, request_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(["invoke", "--request-file", str(request_file), "--deployment", "red"],

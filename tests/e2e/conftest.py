@@ -1,0 +1,238 @@
+"""The end-to-end tier: the shipped dev stack on the local cluster, driven like a user would.
+
+`endpoint_project` is a throwaway project folder: `Pulumi.yaml` (the project venv as
+virtualenv), `infra/` and `samples/` linked to the checkout, and `Pulumi.dev.yaml` copied from
+the checkout with two changes only, so a test never collides with a real deployment: its own
+namespace, and a NodePort the cluster picks. State lives in a throwaway file backend.
+
+`Walkthrough` runs the README's "Blue/green, step by step" code blocks as written. Pulumi
+operations (`pulumi config set|rm --path`, `preview`, `up`, `destroy`) go through the Automation
+API, so the test gets the engine's events and results; every other line (`ml-endpoints ...`,
+`curl ...`, `pulumi stack output ...`) runs in bash in the project folder with the environment
+of `scripts/env.sh`. The walkthrough in the README and the scenario under test cannot drift.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pulumi import automation as auto
+
+from mlendpoints import stack as stackmod
+from tests.kube import check_cluster, namespace_exists
+from tests.procs import REPO
+
+README = REPO / "README.md"
+SECTION = "## Blue/green, step by step"
+PASSPHRASE = "e2e-tests-only"
+FIGURES: list[str] = []
+"""Lines the tests report (load counts, latency percentiles, times); printed after the run."""
+SAMPLE = REPO / "samples" / "diabetes"
+
+
+# ------------------------------------------------------------------------- the README steps
+
+
+def readme_steps(text: str | None = None) -> dict[int, list[str]]:
+    """Step number -> the command lines of that step's ```bash blocks (comments dropped)."""
+    text = README.read_text() if text is None else text
+    start = text.index(SECTION)
+    end = text.find("\n## ", start + len(SECTION))
+    section = text[start:end if end != -1 else None]
+    steps: dict[int, list[str]] = {}
+    step, in_block = 0, False
+    for raw in section.splitlines():
+        line = raw.strip()
+        heading = re.match(r"^(\d+)\. \*\*", raw)
+        if heading and not in_block:
+            step = int(heading.group(1))
+        elif line.startswith("```"):
+            in_block = line == "```bash" if not in_block else False
+        elif in_block:
+            command = _strip_comment(line)
+            if command:
+                steps.setdefault(step, []).append(command)
+    return steps
+
+
+def _strip_comment(line: str) -> str:
+    """The line without a trailing `  # comment` (a ` #` outside quotes)."""
+    cut = line.find(" #")
+    while cut != -1:
+        head = line[:cut]
+        if head.count("'") % 2 == 0 and head.count('"') % 2 == 0:
+            return head.rstrip()
+        cut = line.find(" #", cut + 1)
+    return line
+
+
+@dataclass
+class Ran:
+    """One README line as run: its output, exit code, and the engine's result and events."""
+
+    line: str
+    out: str = ""
+    err: str = ""
+    code: int = 0
+    result: Any = None
+    events: list[Any] = field(default_factory=list)
+
+
+@dataclass
+class Walkthrough:
+    stack: auto.Stack
+    work_dir: Path
+    env: dict[str, str]
+    log: Path
+
+    def step(self, number: int) -> list[Ran]:
+        """Run step NUMBER of the README; Pulumi operations must succeed, other lines are
+        returned with their exit codes for the test to judge."""
+        lines = readme_steps()[number]
+        ran: list[Ran] = []
+        shell: list[str] = []
+        for line in lines:
+            if _engine_op(line):
+                ran += self._bash(shell)
+                shell = []
+                ran.append(self._engine(line))
+            else:
+                shell.append(line)
+        ran += self._bash(shell)
+        return ran
+
+    def _engine(self, line: str) -> Ran:
+        words = shlex.split(line)
+        events: list[Any] = []
+        ran = Ran(line, events=events)
+        with self.log.open("a") as log:
+            log.write(f"\n$ {line}\n")
+            log.flush()
+
+            def out(text: str) -> None:
+                log.write(text + "\n")
+                log.flush()
+
+            match words:
+                case ["pulumi", "config", "set", "--path", key, value]:
+                    self.stack.set_config(key, auto.ConfigValue(value), path=True)
+                case ["pulumi", "config", "rm", "--path", key]:
+                    self.stack.remove_config(key, path=True)
+                case ["pulumi", "preview", *_]:
+                    ran.result = self.stack.preview(diff="--diff" in words, on_output=out,
+                                                    on_event=events.append)
+                case ["pulumi", "up", *_]:
+                    ran.result = self.stack.up(on_output=out, on_event=events.append)
+                case ["pulumi", "destroy", *_]:
+                    ran.result = self.stack.destroy(on_output=out, on_event=events.append)
+                case _:
+                    raise AssertionError(f"README line not understood by the e2e runner: {line}")
+        if ran.result is not None:
+            ran.out = ran.result.stdout
+        return ran
+
+    def _bash(self, lines: list[str]) -> list[Ran]:
+        """LINES in one bash process (variables carry over), each line's output and code apart."""
+        if not lines:
+            return []
+        marker = f"@@{uuid.uuid4().hex}@@"
+        script = "".join(f"{line}\necho \"{marker}$?\"; echo \"{marker}\" >&2\n" for line in lines)
+        proc = subprocess.run(["bash", "-c", script], cwd=self.work_dir, env=self.env,
+                              capture_output=True, text=True, timeout=600)
+        outs = proc.stdout.split(marker)
+        errs = proc.stderr.split(marker + "\n")
+        ran = []
+        for i, line in enumerate(lines):
+            if i + 1 >= len(outs):
+                raise AssertionError(f"bash stopped before {line!r}:\n{proc.stdout}\n{proc.stderr}")
+            out = outs[i] if i == 0 else outs[i].split("\n", 1)[1] if "\n" in outs[i] else ""
+            code = int(outs[i + 1].split("\n", 1)[0])
+            ran.append(Ran(line, out=out, err=errs[i] if i < len(errs) else "", code=code))
+        with self.log.open("a") as log:
+            for r in ran:
+                log.write(f"\n$ {r.line}\n{r.out}{r.err}(exit {r.code})\n")
+        return ran
+
+
+def _engine_op(line: str) -> bool:
+    return bool(re.match(r"^pulumi (config (set|rm) --path|preview|up|destroy)\b", line))
+
+
+# ------------------------------------------------------------------------------ fixtures
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print what the end-to-end tests measured, also under `pytest -q`."""
+    if FIGURES:
+        terminalreporter.section("end-to-end figures")
+        for figure in FIGURES:
+            terminalreporter.write_line(figure)
+
+
+@dataclass
+class EndpointProject:
+    work_dir: Path
+    env: dict[str, str]
+    namespace: str
+    stack: auto.Stack
+    log: Path
+
+    def walkthrough(self) -> Walkthrough:
+        return Walkthrough(self.stack, self.work_dir, self.env, self.log)
+
+
+def dev_stack_config(namespace: str) -> dict[str, Any]:
+    """The shipped Pulumi.dev.yaml, moved to NAMESPACE and to a NodePort the cluster picks."""
+    doc = yaml.safe_load((REPO / "Pulumi.dev.yaml").read_text())
+    config = doc["config"]
+    config["ml-endpoints:cluster"]["namespace"] = namespace
+    config["ml-endpoints:endpoint"]["router"].pop("node_port", None)
+    return doc
+
+
+@pytest.fixture(scope="module")
+def endpoint_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EndpointProject]:
+    """A throwaway copy of the project with stack `dev`, on the real cluster; destroyed after."""
+    check_cluster()
+    for model in ("model", "model-v2"):
+        if not (SAMPLE / model / "model.pkl").is_file():
+            pytest.fail(f"{SAMPLE / model} missing: run `make sample-model`")
+    tmp = tmp_path_factory.mktemp("e2e")
+    work = tmp / "project"
+    work.mkdir()
+    pulumi_yaml = yaml.safe_load((REPO / "Pulumi.yaml").read_text())
+    pulumi_yaml["runtime"]["options"]["virtualenv"] = str(REPO / ".venv")
+    (work / "Pulumi.yaml").write_text(yaml.safe_dump(pulumi_yaml, sort_keys=False))
+    for linked in ("infra", "samples"):
+        (work / linked).symlink_to(REPO / linked)
+    namespace = f"mle-e2e-{uuid.uuid4().hex[:8]}"
+    (work / "Pulumi.dev.yaml").write_text(yaml.safe_dump(dev_stack_config(namespace),
+                                                         sort_keys=False))
+    state = tmp / "state"
+    state.mkdir()
+    env = stackmod.pulumi_env(REPO, {
+        **os.environ,
+        "PULUMI_BACKEND_URL": f"file://{state}?{stackmod.FILE_BACKEND_QUERY}",
+        "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE,
+    })
+    cli = stackmod.cli_root(env)
+    assert (cli / "bin" / "pulumi").is_file(), f"{cli}/bin/pulumi missing: run `make setup`"
+    stack = auto.create_or_select_stack("dev", work_dir=str(work), opts=auto.LocalWorkspaceOptions(
+        env_vars=env, pulumi_command=auto.PulumiCommand(root=str(cli))))
+    log = tmp / "walkthrough.log"
+    project = EndpointProject(work, env, namespace, stack, log)
+    try:
+        yield project
+    finally:  # a failed test leaves nothing on the cluster either
+        if namespace_exists(namespace) or stack.info() is not None:
+            stack.destroy(on_output=lambda _line: None)

@@ -1,0 +1,257 @@
+"""Blue/green on the local cluster, end to end, as the README walks it (issue 7).
+
+One test, because the steps build on each other: every README step runs as written (see
+conftest), then the test checks what the step promises against the deployed endpoint itself:
+predictions equal to the models' own, 401s, the pinned deployment, the mirror summary, a
+router-only preview, the live split over thousands of requests, the removed deployment gone,
+one key regenerated alone, token auth, and nothing left after destroy. From step 2 to step 6 a
+background load posts a 40-row request with the primary key over fresh connections; it must see
+zero failed requests, and only blue's answers until traffic shifts.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import joblib
+import numpy as np
+import pytest
+from sklearn.datasets import load_diabetes
+
+from scoring.auth import issue_token
+from tests.e2e.conftest import FIGURES, SAMPLE, EndpointProject, Ran
+from tests.kube import kubectl, kubectl_json, namespace_exists
+from tests.load import Load
+
+pytestmark = [pytest.mark.toolchain, pytest.mark.images, pytest.mark.cluster]
+
+ROWS = load_diabetes().data[:40].round(5).tolist()   # rows on which the two models disagree
+BATCH = json.dumps({"data": ROWS}).encode()
+SAMPLE_REQUEST = json.loads((SAMPLE / "sample-request.json").read_text())
+
+
+def predictions(model: str, rows: list[list[float]]) -> list[Any]:
+    return joblib.load(SAMPLE / model / "model.pkl").predict(np.array(rows)).tolist()
+
+
+EXPECTED = {"blue": predictions("model", ROWS), "green": predictions("model-v2", ROWS)}
+
+
+class Endpoint:
+    """The deployed endpoint reached the way a client does: scoring_uri plus a credential."""
+
+    def __init__(self, scoring_uri: str) -> None:
+        parts = urlsplit(scoring_uri)
+        self.host, self.port, self.path = parts.hostname or "", parts.port or 80, parts.path
+
+    def post(self, body: bytes = BATCH, credential: str | None = None,
+             pin: str | None = None,
+             conn: http.client.HTTPConnection | None = None) -> tuple[int, str, bytes]:
+        """(status, deployment that answered, body); a fresh connection unless CONN is given."""
+        headers = {"Content-Type": "application/json"}
+        if credential is not None:
+            headers["Authorization"] = f"Bearer {credential}"
+        if pin is not None:
+            headers["azureml-model-deployment"] = pin
+        own = conn is None
+        conn = conn or http.client.HTTPConnection(self.host, self.port, timeout=10)
+        try:
+            conn.request("POST", self.path, body=body, headers=headers)
+            resp = conn.getresponse()
+            return resp.status, resp.getheader("azureml-model-deployment") or "", resp.read()
+        finally:
+            if own:
+                conn.close()
+
+    def get(self, path: str, credential: str) -> Any:
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=10)
+        try:
+            conn.request("GET", path, headers={"Authorization": f"Bearer {credential}"})
+            resp = conn.getresponse()
+            body = resp.read()
+            assert resp.status == 200, (path, resp.status, body)
+            return json.loads(body)
+        finally:
+            conn.close()
+
+    def ask(self, key: str) -> tuple[int, str]:
+        """One load request: 200 only if the answering deployment's own predictions came back."""
+        status, who, body = self.post(credential=key)
+        if status != 200:
+            return status, body[:200].decode(errors="replace")
+        if json.loads(body) != EXPECTED.get(who):
+            return -1, f"{who or 'no deployment header'} answered {body[:80]!r}"
+        return 200, who
+
+    def split(self, key: str, n: int) -> dict[str, int]:
+        """Who answered N requests sent back to back over one kept-alive connection."""
+        counts: dict[str, int] = {}
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=10)
+        try:
+            for _ in range(n):
+                status, who, body = self.post(credential=key, conn=conn)
+                assert status == 200, (status, body)
+                counts[who] = counts.get(who, 0) + 1
+        finally:
+            conn.close()
+        return counts
+
+    def wait_router(self, key: str, traffic: dict[str, int], mirror: dict[str, int],
+                    timeout: float = 60) -> float:
+        """Seconds until the router answering new connections applies TRAFFIC and MIRROR
+        (five reads in a row: a replaced router pod drains for a few seconds)."""
+        start = time.monotonic()
+        streak = 0
+        while streak < 5:
+            summary = self.get("/mirror/summary", key)
+            live = {k: v for k, v in summary["traffic"].items() if v}
+            streak = streak + 1 if (live, summary["mirror_traffic"]) == (
+                {k: v for k, v in traffic.items() if v}, mirror) else 0
+            assert time.monotonic() - start < timeout, f"router still applies {summary}"
+            time.sleep(0.2)
+        return time.monotonic() - start
+
+
+def line(ran: list[Ran], prefix: str) -> Ran:
+    """The one run line starting with PREFIX; it must have succeeded."""
+    found = [r for r in ran if r.line.startswith(prefix)]
+    assert len(found) == 1, (prefix, [r.line for r in ran])
+    assert found[0].code == 0, (found[0].line, found[0].out, found[0].err)
+    return found[0]
+
+
+def lines(ran: list[Ran], prefix: str) -> list[Ran]:
+    return [r for r in ran if r.line.startswith(prefix)]
+
+
+def changed_resources(events: list[Any]) -> dict[tuple[str, str], str]:
+    """(type, name) -> operation for every resource the engine would not leave the same."""
+    ops: dict[tuple[str, str], str] = {}
+    for e in events:
+        pre = e.resource_pre_event
+        if pre is None:
+            continue
+        op = str(pre.metadata.op.value)
+        if op not in ("same", "read"):
+            urn = pre.metadata.urn
+            ops[(pre.metadata.type, urn.rsplit("::", 1)[1])] = op
+    return ops
+
+
+@pytest.mark.timeout(2400)
+def test_blue_green_walkthrough(endpoint_project: EndpointProject) -> None:
+    walk = endpoint_project.walkthrough()
+    ns = endpoint_project.namespace
+    stack = endpoint_project.stack
+    assert EXPECTED["blue"] != EXPECTED["green"], "the two sample models must disagree on ROWS"
+
+    # 1. blue at 100%, both keys work, no key or a wrong key is a 401 with a JSON reason.
+    ran = walk.step(1)
+    outputs = {k: v.value for k, v in stack.outputs().items()}
+    endpoint = Endpoint(outputs["scoring_uri"])
+    primary, secondary = outputs["primary_key"], outputs["secondary_key"]
+    assert primary != secondary
+    sample_blue = predictions("model", SAMPLE_REQUEST["data"])
+    for r in lines(ran, "ml-endpoints invoke"):
+        assert (r.code, json.loads(r.out)) == (0, sample_blue), (r.line, r.out, r.err)
+    no_key, wrong_key = lines(ran, "curl")
+    for r in (no_key, wrong_key):
+        body, status = r.out.rsplit(" ", 1)
+        assert status.strip() == "401", r.out
+        assert json.loads(body)["error"], r.out
+    assert primary not in json.dumps([r.out + r.err for r in ran])  # keys never echoed
+    for key in (primary, secondary):
+        status, who, body = endpoint.post(credential=key)
+        assert (status, who, json.loads(body)) == (200, "blue", EXPECTED["blue"])
+    assert endpoint.post(credential="wrong")[0] == 401
+
+    load = Load(lambda: endpoint.ask(primary), threads=2, pause=0.05, max_seconds=1800,
+                max_requests=200_000)
+    with load:
+        # 2. green at 0%: built, Ready, reachable only when pinned.
+        walk.step(2)
+        pinned = [endpoint.post(credential=primary, pin="green") for _ in range(5)]
+        assert all((s, w, json.loads(b)) == (200, "green", EXPECTED["green"])
+                   for s, w, b in pinned), pinned
+        assert endpoint.split(primary, 200) == {"blue": 200}
+
+        # 3. mirror 10% to green: clients see blue only; the summary reports green.
+        walk.step(3)
+        endpoint.wait_router(primary, {"blue": 100}, {"green": 10})
+        mirrored_from = load.elapsed()
+        assert endpoint.split(primary, 1000) == {"blue": 1000}
+        summary = endpoint.get("/mirror/summary", primary)["mirrors"]["green"]
+        assert summary["sent"] >= 50, summary           # 10% of >= 1300 requests
+        assert summary["statuses"] == {"200": summary["sent"]}, summary
+        assert summary["different"] > 0 and summary["equal"] > 0, summary  # the README's
+        assert summary["latency_ms"]["p50_le"] is not None, summary          # 300 agree
+        assert {a.label for a in load.since(mirrored_from)} == {"blue"}
+
+        # 4. 90/10: the preview changes the router only and prints the plan; then the split.
+        ran = walk.step(4)
+        preview = line(ran, "pulumi preview")
+        changed = changed_resources(preview.events)
+        assert set(changed.values()) == {"update"}, changed
+        router_objects = {("kubernetes:core/v1:ConfigMap", "diabetes-router-config"),
+                          ("kubernetes:apps/v1:Deployment", "diabetes-router")}
+        assert set(changed) <= router_objects and changed, changed
+        assert "traffic plan:" in preview.out and "live 100% -> 90%" in preview.out, preview.out
+        assert "live 0% -> 10%" in preview.out and "mirror 10% -> 0%" in preview.out
+        took = endpoint.wait_router(primary, {"blue": 90, "green": 10}, {})
+        counts = endpoint.split(primary, 3000)
+        share = counts.get("green", 0) / 3000
+        FIGURES.append(f"blue/green: 90/10 applied by the router {took:.1f} s after `up` "
+                       f"returned; green answered {share:.1%} of 3000 requests")
+        assert abs(share - 0.10) < 0.025, counts     # 4 standard deviations
+        assert line(ran, "ml-endpoints traffic").out.count("%") >= 4
+
+        # 5. 0/100, then blue removed: its pods and Service are gone; green answers all.
+        walk.step(5)
+        endpoint.wait_router(primary, {"green": 100}, {})
+        assert endpoint.split(primary, 300) == {"green": 300}
+        deployments = kubectl_json("-n", ns, "get", "deployments")["items"]
+        assert sorted(d["metadata"]["name"] for d in deployments) == [
+            "diabetes-green", "diabetes-router"]
+        assert "blue" not in {k: v.value for k, v in stack.outputs().items()}["deployments"]
+
+        # 6. the secondary key alone is new; the old one is refused; the primary never failed.
+        ran = walk.step(6)
+        outputs = {k: v.value for k, v in stack.outputs().items()}
+        assert outputs["primary_key"] == primary
+        assert outputs["secondary_key"] != secondary
+        assert json.loads(line(ran, "ml-endpoints invoke").out) == predictions(
+            "model-v2", SAMPLE_REQUEST["data"])
+        endpoint.wait_router(primary, {"green": 100}, {})
+        assert endpoint.post(credential=secondary)[0] == 401
+        assert endpoint.post(credential=outputs["secondary_key"])[0] == 200
+    FIGURES.append(f"blue/green: background load over steps 2-6: {load.report()}")
+    assert load.failures == [], load.failures[:20]
+    assert len(load.answers) >= 500, "the load did not run through the steps"
+    assert {a.label for a in load.answers} == {"blue", "green"}
+
+    # 7. token auth: a fresh token works; an expired one, a forged one and the key are 401.
+    ran = walk.step(7)
+    token = json.loads(line(ran, "ml-endpoints token").out)
+    assert token["tokenType"] == "Bearer" and token["expiryTimeUtc"] > time.time() + 500
+    assert json.loads(line(ran, "ml-endpoints invoke").out) == predictions(
+        "model-v2", SAMPLE_REQUEST["data"])
+    signing = {k: v.value for k, v in stack.outputs().items()}["token_signing_key"]
+    fresh = issue_token(signing, "diabetes", ttl_s=60)["accessToken"]
+    expired = issue_token(signing, "diabetes", ttl_s=60, now=time.time() - 600)["accessToken"]
+    forged = issue_token("not-the-signing-key-" * 3, "diabetes", ttl_s=60)["accessToken"]
+    deadline = time.monotonic() + 60
+    while endpoint.post(credential=str(fresh))[0] != 200:   # the new router pod takes over
+        assert time.monotonic() < deadline, "a fresh token was never accepted"
+        time.sleep(0.5)
+    assert endpoint.post(credential=str(token["accessToken"]))[0] == 200
+    for bad in (expired, forged, primary):
+        status, _, body = endpoint.post(credential=str(bad))
+        assert status == 401, (status, body)
+
+    # 8. destroy leaves nothing behind in the namespace (the stack created it, so it goes too).
+    walk.step(8)
+    assert not namespace_exists(ns), kubectl("-n", ns, "get", "all,configmaps,secrets")
