@@ -1,9 +1,7 @@
 """The end-to-end tier: the shipped dev stack on the local cluster, driven like a user would.
 
-`endpoint_project` is a throwaway project folder: `Pulumi.yaml` (the project venv as
-virtualenv), `infra/` and `samples/` linked to the checkout, and `Pulumi.dev.yaml` copied from
-the checkout with two changes only, so a test never collides with a real deployment: its own
-namespace, and a NodePort the cluster picks. State lives in a throwaway file backend.
+`endpoint_project` is a throwaway copy of the project and its dev stack (tests/e2e/project.py):
+its own namespace, its own state, a NodePort the cluster picks; destroyed after the module.
 
 `Walkthrough` runs the README's "Blue/green, step by step" code blocks as written. Pulumi
 operations (`pulumi config set|rm --path`, `preview`, `up`, `destroy`) go through the Automation
@@ -14,30 +12,25 @@ of `scripts/env.sh`. The walkthrough in the README and the scenario under test c
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from pulumi import automation as auto
 
-from mlendpoints import stack as stackmod
-from tests.kube import check_cluster, namespace_exists
+from tests.e2e.project import EndpointProject, make_project
+from tests.kube import check_cluster
 from tests.procs import REPO
 
 README = REPO / "README.md"
 SECTION = "## Blue/green, step by step"
-PASSPHRASE = "e2e-tests-only"
 FIGURES: list[str] = []
 """Lines the tests report (load counts, latency percentiles, times); printed after the run."""
-SAMPLE = REPO / "samples" / "diabetes"
 
 
 # ------------------------------------------------------------------------- the README steps
@@ -90,10 +83,13 @@ class Ran:
 
 @dataclass
 class Walkthrough:
-    stack: auto.Stack
-    work_dir: Path
-    env: dict[str, str]
-    log: Path
+    """The README's steps, run in PROJECT."""
+
+    project: EndpointProject
+
+    @property
+    def stack(self) -> auto.Stack:
+        return self.project.stack
 
     def step(self, number: int) -> list[Ran]:
         """Run step NUMBER of the README; Pulumi operations must succeed, other lines are
@@ -115,7 +111,7 @@ class Walkthrough:
         words = shlex.split(line)
         events: list[Any] = []
         ran = Ran(line, events=events)
-        with self.log.open("a") as log:
+        with self.project.log.open("a") as log:
             log.write(f"\n$ {line}\n")
             log.flush()
 
@@ -147,8 +143,8 @@ class Walkthrough:
             return []
         marker = f"@@{uuid.uuid4().hex}@@"
         script = "".join(f"{line}\necho \"{marker}$?\"; echo \"{marker}\" >&2\n" for line in lines)
-        proc = subprocess.run(["bash", "-c", script], cwd=self.work_dir, env=self.env,
-                              capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(["bash", "-c", script], cwd=self.project.work_dir,
+                              env=self.project.env, capture_output=True, text=True, timeout=600)
         outs = proc.stdout.split(marker)
         errs = proc.stderr.split(marker + "\n")
         ran = []
@@ -158,7 +154,7 @@ class Walkthrough:
             out = outs[i] if i == 0 else outs[i].split("\n", 1)[1] if "\n" in outs[i] else ""
             code = int(outs[i + 1].split("\n", 1)[0])
             ran.append(Ran(line, out=out, err=errs[i] if i < len(errs) else "", code=code))
-        with self.log.open("a") as log:
+        with self.project.log.open("a") as log:
             for r in ran:
                 log.write(f"\n$ {r.line}\n{r.out}{r.err}(exit {r.code})\n")
         return ran
@@ -179,60 +175,15 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             terminalreporter.write_line(figure)
 
 
-@dataclass
-class EndpointProject:
-    work_dir: Path
-    env: dict[str, str]
-    namespace: str
-    stack: auto.Stack
-    log: Path
-
-    def walkthrough(self) -> Walkthrough:
-        return Walkthrough(self.stack, self.work_dir, self.env, self.log)
-
-
-def dev_stack_config(namespace: str) -> dict[str, Any]:
-    """The shipped Pulumi.dev.yaml, moved to NAMESPACE and to a NodePort the cluster picks."""
-    doc = yaml.safe_load((REPO / "Pulumi.dev.yaml").read_text())
-    config = doc["config"]
-    config["ml-endpoints:cluster"]["namespace"] = namespace
-    config["ml-endpoints:endpoint"]["router"].pop("node_port", None)
-    return doc
-
-
 @pytest.fixture(scope="module")
 def endpoint_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EndpointProject]:
     """A throwaway copy of the project with stack `dev`, on the real cluster; destroyed after."""
     check_cluster()
-    for model in ("model", "model-v2"):
-        if not (SAMPLE / model / "model.pkl").is_file():
-            pytest.fail(f"{SAMPLE / model} missing: run `make sample-model`")
-    tmp = tmp_path_factory.mktemp("e2e")
-    work = tmp / "project"
-    work.mkdir()
-    pulumi_yaml = yaml.safe_load((REPO / "Pulumi.yaml").read_text())
-    pulumi_yaml["runtime"]["options"]["virtualenv"] = str(REPO / ".venv")
-    (work / "Pulumi.yaml").write_text(yaml.safe_dump(pulumi_yaml, sort_keys=False))
-    for linked in ("infra", "samples"):
-        (work / linked).symlink_to(REPO / linked)
-    namespace = f"mle-e2e-{uuid.uuid4().hex[:8]}"
-    (work / "Pulumi.dev.yaml").write_text(yaml.safe_dump(dev_stack_config(namespace),
-                                                         sort_keys=False))
-    state = tmp / "state"
-    state.mkdir()
-    env = stackmod.pulumi_env(REPO, {
-        **os.environ,
-        "PULUMI_BACKEND_URL": f"file://{state}?{stackmod.FILE_BACKEND_QUERY}",
-        "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE,
-    })
-    cli = stackmod.cli_root(env)
-    assert (cli / "bin" / "pulumi").is_file(), f"{cli}/bin/pulumi missing: run `make setup`"
-    stack = auto.create_or_select_stack("dev", work_dir=str(work), opts=auto.LocalWorkspaceOptions(
-        env_vars=env, pulumi_command=auto.PulumiCommand(root=str(cli))))
-    log = tmp / "walkthrough.log"
-    project = EndpointProject(work, env, namespace, stack, log)
+    try:
+        project = make_project(tmp_path_factory.mktemp("e2e"))
+    except FileNotFoundError as exc:
+        pytest.fail(str(exc))
     try:
         yield project
     finally:  # a failed test leaves nothing on the cluster either
-        if namespace_exists(namespace) or stack.info() is not None:
-            stack.destroy(on_output=lambda _line: None)
+        project.stack.destroy(on_output=lambda _line: None)

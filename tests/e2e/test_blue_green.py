@@ -23,7 +23,8 @@ import pytest
 from sklearn.datasets import load_diabetes
 
 from scoring.auth import issue_token
-from tests.e2e.conftest import FIGURES, SAMPLE, EndpointProject, Ran
+from tests.e2e.conftest import FIGURES, Ran, Walkthrough
+from tests.e2e.project import SAMPLE, EndpointProject
 from tests.kube import kubectl, kubectl_json, namespace_exists
 from tests.load import Load
 
@@ -144,14 +145,13 @@ def changed_resources(events: list[Any]) -> dict[tuple[str, str], str]:
 
 @pytest.mark.timeout(2400)
 def test_blue_green_walkthrough(endpoint_project: EndpointProject) -> None:
-    walk = endpoint_project.walkthrough()
+    walk = Walkthrough(endpoint_project)
     ns = endpoint_project.namespace
-    stack = endpoint_project.stack
     assert EXPECTED["blue"] != EXPECTED["green"], "the two sample models must disagree on ROWS"
 
     # 1. blue at 100%, both keys work, no key or a wrong key is a 401 with a JSON reason.
     ran = walk.step(1)
-    outputs = {k: v.value for k, v in stack.outputs().items()}
+    outputs = endpoint_project.outputs()
     endpoint = Endpoint(outputs["scoring_uri"])
     primary, secondary = outputs["primary_key"], outputs["secondary_key"]
     assert primary != secondary
@@ -216,11 +216,11 @@ def test_blue_green_walkthrough(endpoint_project: EndpointProject) -> None:
         deployments = kubectl_json("-n", ns, "get", "deployments")["items"]
         assert sorted(d["metadata"]["name"] for d in deployments) == [
             "diabetes-green", "diabetes-router"]
-        assert "blue" not in {k: v.value for k, v in stack.outputs().items()}["deployments"]
+        assert "blue" not in endpoint_project.outputs()["deployments"]
 
         # 6. the secondary key alone is new; the old one is refused; the primary never failed.
         ran = walk.step(6)
-        outputs = {k: v.value for k, v in stack.outputs().items()}
+        outputs = endpoint_project.outputs()
         assert outputs["primary_key"] == primary
         assert outputs["secondary_key"] != secondary
         assert json.loads(line(ran, "ml-endpoints invoke").out) == predictions(
@@ -239,7 +239,7 @@ def test_blue_green_walkthrough(endpoint_project: EndpointProject) -> None:
     assert token["tokenType"] == "Bearer" and token["expiryTimeUtc"] > time.time() + 500
     assert json.loads(line(ran, "ml-endpoints invoke").out) == predictions(
         "model-v2", SAMPLE_REQUEST["data"])
-    signing = {k: v.value for k, v in stack.outputs().items()}["token_signing_key"]
+    signing = endpoint_project.outputs()["token_signing_key"]
     fresh = issue_token(signing, "diabetes", ttl_s=60)["accessToken"]
     expired = issue_token(signing, "diabetes", ttl_s=60, now=time.time() - 600)["accessToken"]
     forged = issue_token("not-the-signing-key-" * 3, "diabetes", ttl_s=60)["accessToken"]

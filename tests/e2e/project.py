@@ -1,0 +1,76 @@
+"""A throwaway copy of the project and its dev stack on the local cluster (tests and bench).
+
+The folder holds `Pulumi.yaml` (the project venv as virtualenv), `infra/` and `samples/` linked
+to the checkout, and `Pulumi.dev.yaml` copied from the checkout with two changes only, so it
+never collides with a real deployment: its own namespace, and a NodePort the cluster picks.
+State lives in a file backend inside the folder.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pulumi import automation as auto
+
+from mlendpoints import stack as stackmod
+from tests.procs import REPO
+
+PASSPHRASE = "e2e-tests-only"
+SAMPLE = REPO / "samples" / "diabetes"
+
+
+@dataclass
+class EndpointProject:
+    work_dir: Path
+    env: dict[str, str]
+    namespace: str
+    stack: auto.Stack
+    log: Path
+
+    def outputs(self) -> dict[str, Any]:
+        """The stack's outputs as plain values (secrets included)."""
+        return {k: v.value for k, v in self.stack.outputs().items()}
+
+
+def dev_stack_config(namespace: str) -> dict[str, Any]:
+    """The shipped Pulumi.dev.yaml, moved to NAMESPACE and to a NodePort the cluster picks."""
+    doc = yaml.safe_load((REPO / "Pulumi.dev.yaml").read_text())
+    config = doc["config"]
+    config["ml-endpoints:cluster"]["namespace"] = namespace
+    config["ml-endpoints:endpoint"]["router"].pop("node_port", None)
+    return doc
+
+
+def make_project(folder: Path, prefix: str = "mle-e2e") -> EndpointProject:
+    """The project copy in FOLDER (empty or new) with stack `dev` selected, nothing deployed."""
+    for model in ("model", "model-v2"):
+        if not (SAMPLE / model / "model.pkl").is_file():
+            raise FileNotFoundError(f"{SAMPLE / model} missing: run `make sample-model`")
+    work = folder / "project"
+    work.mkdir(parents=True)
+    pulumi_yaml = yaml.safe_load((REPO / "Pulumi.yaml").read_text())
+    pulumi_yaml["runtime"]["options"]["virtualenv"] = str(REPO / ".venv")
+    (work / "Pulumi.yaml").write_text(yaml.safe_dump(pulumi_yaml, sort_keys=False))
+    for linked in ("infra", "samples"):
+        (work / linked).symlink_to(REPO / linked)
+    namespace = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    (work / "Pulumi.dev.yaml").write_text(yaml.safe_dump(dev_stack_config(namespace),
+                                                         sort_keys=False))
+    state = folder / "state"
+    state.mkdir()
+    env = stackmod.pulumi_env(REPO, {
+        **os.environ,
+        "PULUMI_BACKEND_URL": f"file://{state}?{stackmod.FILE_BACKEND_QUERY}",
+        "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE,
+    })
+    cli = stackmod.cli_root(env)
+    if not (cli / "bin" / "pulumi").is_file():
+        raise FileNotFoundError(f"{cli}/bin/pulumi missing: run `make setup`")
+    stack = auto.create_or_select_stack("dev", work_dir=str(work), opts=auto.LocalWorkspaceOptions(
+        env_vars=env, pulumi_command=auto.PulumiCommand(root=str(cli))))
+    return EndpointProject(work, env, namespace, stack, folder / "pulumi.log")
