@@ -1,0 +1,166 @@
+"""Faults on the local cluster (issue 7): what breaks must not reach clients.
+
+One stack (the shipped dev stack, blue with two instances) under a background load, then:
+- a scoring pod is deleted: its replacement starts, and no request fails;
+- a new deployment whose `init()` fails: `pulumi up` fails naming it, with the pod's log tail
+  (the script's exception), and the endpoint keeps serving blue, router untouched;
+- a new deployment that never becomes Ready (init() never returns): `pulumi up` fails after
+  its rollout timeout, and the deployment receives no traffic, not even pinned requests;
+- both are removed again with a plain `up`.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pulumi import automation as auto
+
+from components import _labels
+from tests.e2e.client import Endpoint
+from tests.e2e.conftest import FIGURES
+from tests.e2e.project import EndpointProject
+from tests.kube import kubectl, running_pods
+from tests.load import Load
+from tests.procs import REPO
+
+pytestmark = [pytest.mark.toolchain, pytest.mark.images, pytest.mark.cluster]
+
+NEVER_READY = '''"""init() that never returns: the pod runs but never becomes Ready."""
+
+import time
+
+
+def init():
+    while True:
+        time.sleep(3600)
+
+
+def run(raw_data):
+    return raw_data
+'''
+
+
+def pods_of(deployment: str) -> str:
+    """kubectl selector of a deployment's pods (the labels the components put on them)."""
+    labels = _labels.scoring_selector("diabetes", deployment)
+    return ",".join(f"{k}={v}" for k, v in labels.items())
+
+
+def set_config(project: EndpointProject, values: dict[str, Any]) -> None:
+    for key, value in values.items():
+        project.stack.set_config(f"ml-endpoints:{key}", auto.ConfigValue(str(value)), path=True)
+
+
+def add_deployment(project: EndpointProject, index: int, name: str, code: Path) -> None:
+    """A deployment of the sample model with the scoring script in CODE, 10% of live traffic
+    (so a router that took it would send it requests), a short rollout timeout."""
+    set_config(project, {
+        f"deployments[{index}].name": name,
+        f"deployments[{index}].model": "diabetes",
+        f"deployments[{index}].environment": "sklearn",
+        f"deployments[{index}].code.path": str(code),
+        f"deployments[{index}].rollout_timeout_s": 45,
+        "endpoint.traffic.blue": 90,
+        f"endpoint.traffic.{name}": 10,
+    })
+
+
+def remove_deployment(project: EndpointProject, index: int, name: str) -> None:
+    project.stack.remove_config(f"ml-endpoints:deployments[{index}]", path=True)
+    project.stack.remove_config(f"ml-endpoints:endpoint.traffic.{name}", path=True)
+    set_config(project, {"endpoint.traffic.blue": 100})
+
+
+def up(project: EndpointProject) -> auto.UpResult:
+    with project.log.open("a") as log:
+        return project.stack.up(on_output=lambda text: log.write(text + "\n"))
+
+
+def failed_up(project: EndpointProject) -> str:
+    """`up` that must fail; its whole output."""
+    with pytest.raises(auto.CommandError) as failure:
+        up(project)
+    return str(failure.value)
+
+
+def script_folder(tmp: Path, name: str, text: str) -> Path:
+    folder = tmp / name
+    folder.mkdir()
+    (folder / "score.py").write_text(text)
+    return folder
+
+
+@pytest.mark.timeout(1200)
+def test_pod_kill_failed_init_and_never_ready_cost_no_request(
+        endpoint_project: EndpointProject, tmp_path: Path) -> None:
+    project = endpoint_project
+    ns = project.namespace
+    set_config(project, {"deployments[0].instance_count": 2})
+    up(project)
+    outputs = project.outputs()
+    endpoint, key = Endpoint(outputs["scoring_uri"]), outputs["primary_key"]
+    endpoint.wait_router(key, {"blue": 100}, {})
+    selector = pods_of("blue")
+    blue_pods = {p["metadata"]["name"] for p in running_pods(ns, selector)}
+    assert len(blue_pods) == 2, blue_pods
+
+    load = Load(lambda: endpoint.ask(key), threads=3, pause=0.02, max_seconds=900,
+                max_requests=200_000)
+    with load:
+        # A scoring pod deleted under load: it drains, a replacement comes up, nothing fails.
+        victim = sorted(blue_pods)[0]
+        kubectl("-n", ns, "delete", "pod", victim, "--wait=false")
+        deadline = time.monotonic() + 120
+        while True:
+            pods = running_pods(ns, selector)
+            ready = [p for p in pods if any(c["type"] == "Ready" and c["status"] == "True"
+                                            for c in p["status"].get("conditions", []))]
+            names = {p["metadata"]["name"] for p in ready}
+            if len(ready) == 2 and victim not in names and not kubectl(
+                    "-n", ns, "get", "pod", victim, "--ignore-not-found").strip():
+                break
+            assert time.monotonic() < deadline, f"no replacement for {victim}: {names}"
+            time.sleep(1)
+        killed_at = load.elapsed()
+        time.sleep(2)
+        assert load.failures == [], load.failures[:10]
+        assert any(a.at > killed_at for a in load.answers)
+
+        # init() fails: up fails with the pod's log tail; blue keeps serving, router untouched.
+        broken = script_folder(tmp_path, "broken", (REPO / "tests" / "assets" / "scripts" /
+                                                   "failing_init.py").read_text())
+        add_deployment(project, 1, "broken", broken)
+        message = failed_up(project)
+        assert "broken" in message, message[-3000:]
+        assert "no-such-model.pkl" in message, message[-3000:]   # the script's exception
+        assert project.outputs()["traffic"] == {"blue": 100}
+        assert endpoint.split(key, 300) == {"blue": 300}
+        status, _, body = endpoint.post(credential=key, pin="broken")
+        assert status == 404 and b"broken" in body, (status, body)
+        remove_deployment(project, 1, "broken")
+        up(project)
+        assert set(project.outputs()["deployments"]) == {"blue"}
+
+        # Never Ready: up fails after the rollout timeout; no request ever reaches it.
+        stuck = script_folder(tmp_path, "stuck", NEVER_READY)
+        add_deployment(project, 1, "stuck", stuck)
+        message = failed_up(project)
+        assert "stuck" in message, message[-3000:]
+        assert endpoint.split(key, 300) == {"blue": 300}
+        status, _, body = endpoint.post(credential=key, pin="stuck")
+        assert status == 404, (status, body)
+        pods = running_pods(ns, pods_of("stuck"))
+        assert pods and all(not any(c["type"] == "Ready" and c["status"] == "True"
+                                    for c in p["status"].get("conditions", []))
+                            for p in pods), pods
+        remove_deployment(project, 1, "stuck")
+        up(project)
+        assert set(project.outputs()["deployments"]) == {"blue"}
+        assert not running_pods(ns, pods_of("stuck"))
+    FIGURES.append(f"faults: background load through pod kill, failed init, never-Ready: "
+                   f"{load.report()}")
+    assert load.failures == [], load.failures[:10]
+    assert {a.label for a in load.answers} == {"blue"}
