@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -277,9 +276,10 @@ class Commands:
                 raise CliError(f"--deployment: no deployment {name!r} in stack {self.stack!r} "
                                f"(deployments: {', '.join(known) or 'none'})")
             selector = _labels.scoring_selector(endpoint, name)
-        kubectl = shutil.which("kubectl")
+        kubectl = stackmod.kubectl()
         if kubectl is None:
-            raise CliError("kubectl not found on PATH; `logs` needs kubectl and the cluster")
+            raise CliError("kubectl not found on PATH (nor the local cluster's, built by "
+                           "`make cluster-up`); `logs` needs kubectl and the cluster")
         try:
             cluster = self._cluster_source(self.stack)
         except stackmod.StackError as exc:

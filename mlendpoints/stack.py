@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import string
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ PULUMI_VERSION = "3.259.0"  # = scripts/env.sh and scripts/setup_pulumi.sh
 DEFAULT_PASSPHRASE = "ml-endpoints-local-dev"  # the dev default of scripts/env.sh
 FILE_BACKEND_QUERY = "metadata=skip"  # no .attrs sidecars: see scripts/env.sh
 PROJECT = "ml-endpoints"
+KUBERNETES_VERSION = "v1.34.4"  # = K8S_VERSION in scripts/cluster.sh
 
 
 class StackError(Exception):
@@ -120,6 +122,17 @@ def read_cluster(stack_name: str) -> dict[str, Any]:
         return dict(json.loads(value.value))
     except (TypeError, ValueError):
         return {}
+
+
+def kubectl(environ: dict[str, str] | None = None) -> str | None:
+    """kubectl on PATH, else the one `make cluster-up` built for the local cluster."""
+    env = os.environ if environ is None else environ
+    found = shutil.which("kubectl", path=env.get("PATH"))
+    if found:
+        return found
+    version = env.get("ML_ENDPOINTS_K8S_VERSION") or KUBERNETES_VERSION
+    built = cache_root(env) / "tools" / f"kubernetes-{version}" / "bin" / "kubectl"
+    return str(built) if built.is_file() else None
 
 
 def kubeconfig_path(cluster: dict[str, Any], root: Path | None = None) -> Path:

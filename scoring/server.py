@@ -36,6 +36,7 @@ from scoring.script import headers_from
 _JSON = b"application/json"
 _TEXT = b"text/plain; charset=utf-8"
 _METRICS = b"text/plain; version=0.0.4; charset=utf-8"
+_PROBES = frozenset({"/", "/ready"})
 _ROUTES = {"/": "/", "/ready": "/ready", "/readyz": "/ready", "/score": "/score",
            "/swagger.json": "/swagger.json", "/metrics": "/metrics"}
 _ERROR_KIND = {400: "bad_input", 413: "too_large", 415: "unsupported_media_type",
@@ -307,7 +308,9 @@ class ScoringApp:
         await send({"type": "http.response.body", "body": body if method != "HEAD" else b""})
         elapsed = time.perf_counter() - start
         self.stats.observe(route, status, elapsed)
-        if self.log.access_enabled:
+        # Passing probes are not logged: the kubelet asks every few seconds and would bury the
+        # requests in `ml-endpoints logs`. A failing probe is logged, and /metrics counts all.
+        if self.log.access_enabled and not (status == 200 and route in _PROBES):
             self.log.access(request_id, method, route, status, elapsed * 1000, None)
 
 

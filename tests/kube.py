@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-from pathlib import Path
 from typing import Any
 
-CACHE = Path(os.environ.get("ML_ENDPOINTS_CACHE", Path.home() / ".cache" / "ml-endpoints"))
+from mlendpoints import stack as stackmod
+
+CACHE = stackmod.cache_root()
 KUBECONFIG = CACHE / "cluster" / "kubeconfig"
-K8S_BIN = CACHE / "tools" / "kubernetes-v1.34.4" / "bin"
 
 
 class KubectlError(RuntimeError):
@@ -19,10 +17,7 @@ class KubectlError(RuntimeError):
 
 
 def kubectl_path() -> str:
-    exe = K8S_BIN / "kubectl"
-    if exe.exists():
-        return str(exe)
-    found = shutil.which("kubectl")
+    found = stackmod.kubectl()
     if found is None:
         raise KubectlError("no kubectl: run `make cluster-up` (it builds one) or put kubectl on "
                            "PATH")

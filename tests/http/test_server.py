@@ -240,6 +240,19 @@ def test_collected_files_hold_inputs_and_outputs_by_request_id(
                          str(f)) for f in files)
 
 
+def test_passing_probes_are_not_logged_failures_are(server: Proc,
+                                                   client: httpx.Client) -> None:
+    for path in ("/", "/ready", "/no-such-route", "/swagger.json"):
+        client.get(path, headers={"x-request-id": "probe-" + (path.strip("/") or "root")})
+    deadline = time.monotonic() + 5
+    logged: set[str] = set()
+    while time.monotonic() < deadline and len(logged) < 2:
+        logged = {json.loads(x)["request_id"] for x in server.log().splitlines()
+                  if x.startswith('{') and '"probe-' in x}
+        time.sleep(0.1)
+    assert logged == {"probe-no-such-route", "probe-swagger.json"}
+
+
 def test_access_log_has_one_json_line_per_request(server: Proc, client: httpx.Client) -> None:
     client.post("/score", json={"data": rows(1)}, headers={"x-request-id": "logged-1"})
     deadline = time.monotonic() + 5
