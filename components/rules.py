@@ -2,6 +2,10 @@
 
 Every check returns a list of problems (one readable line each, starting with the key path) instead
 of raising, so one preview reports every mistake at once. Nothing here touches Pulumi.
+
+The traffic and mirror rules live in `scoring.traffic` (the router checks its config file with
+them, and the scoring image ships without `components`); they are re-exported here so preview
+and the router accept exactly the same tables with the same messages.
 """
 
 from __future__ import annotations
@@ -9,9 +13,21 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 
+from scoring.traffic import check_mirror, check_traffic
+
+__all__ = [
+    "DNS1123_LABEL",
+    "MAX_NAME",
+    "check_mirror",
+    "check_name",
+    "check_object_name",
+    "check_removal",
+    "check_traffic",
+    "traffic_plan",
+]
+
 DNS1123_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 MAX_NAME = 63
-MAX_MIRROR_PERCENT = 50
 
 
 def check_name(path: str, value: str) -> list[str]:
@@ -36,76 +52,6 @@ def check_object_name(path: str, endpoint: str, deployment: str) -> list[str]:
             f"<= {MAX_NAME - 1} chars"
         ]
     return []
-
-
-def _percent_problems(path: str, value: object, upper: int) -> list[str]:
-    if isinstance(value, bool) or not isinstance(value, int):
-        return [f"{path}: {value!r} is not a whole percent; use an integer 0..{upper}"]
-    if not 0 <= value <= upper:
-        return [f"{path}: {value} is out of range; use an integer 0..{upper}"]
-    return []
-
-
-def check_traffic(
-    traffic: Mapping[str, int], deployments: Iterable[str], path: str = "endpoint.traffic"
-) -> list[str]:
-    """Live traffic: every key names a deployment, whole percents, sum 0 (no traffic) or 100."""
-    names = list(deployments)
-    problems: list[str] = []
-    for key, value in traffic.items():
-        if key not in names:
-            problems.append(
-                f"{path}.{key}: no deployment named {key!r} in this endpoint "
-                f"(deployments: {', '.join(names) or 'none'})"
-            )
-        problems += _percent_problems(f"{path}.{key}", value, 100)
-    if problems:
-        return problems
-    total = sum(traffic.values())
-    if total not in (0, 100):
-        parts = ", ".join(f"{k}={v}" for k, v in traffic.items())
-        problems.append(f"{path}: values sum to {total} ({parts}); must be 0 or 100")
-    return problems
-
-
-def check_mirror(
-    mirror: Mapping[str, int],
-    traffic: Mapping[str, int],
-    deployments: Iterable[str],
-    path: str = "endpoint.mirror_traffic",
-) -> list[str]:
-    """Mirror: one deployment at most, <= 50%, never one that takes live traffic."""
-    names = list(deployments)
-    problems: list[str] = []
-    for key, value in mirror.items():
-        if key not in names:
-            problems.append(
-                f"{path}.{key}: no deployment named {key!r} in this endpoint "
-                f"(deployments: {', '.join(names) or 'none'})"
-            )
-            continue
-        bad = _percent_problems(f"{path}.{key}", value, 100)
-        if bad:
-            problems += bad
-            continue
-        if value > MAX_MIRROR_PERCENT:
-            problems.append(
-                f"{path}.{key}: {value}% is above the {MAX_MIRROR_PERCENT}% mirror limit; "
-                f"use 0..{MAX_MIRROR_PERCENT}"
-            )
-        live = traffic.get(key, 0)
-        if value > 0 and isinstance(live, int) and live > 0:
-            problems.append(
-                f"{path}.{key}: {key!r} takes live traffic ({live}%); mirror only to a "
-                f"deployment at 0%"
-            )
-    targets = [k for k, v in mirror.items() if isinstance(v, int) and v > 0]
-    if len(targets) > 1:
-        problems.append(
-            f"{path}: mirrors to {len(targets)} deployments ({', '.join(targets)}); "
-            f"mirror to one deployment at most"
-        )
-    return problems
 
 
 def check_removal(

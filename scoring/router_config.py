@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from scoring.traffic import check_mirror, check_traffic
+
 _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 #: Secret file names inside ``secrets_dir`` and the env variables that may supply them instead.
@@ -107,36 +109,12 @@ class RouterConfig(BaseModel):
 
     @model_validator(mode="after")
     def _traffic_rules(self) -> RouterConfig:
-        problems = traffic_problems(set(self.deployments), self.traffic, self.mirror_traffic)
+        names = list(self.deployments)
+        problems = check_traffic(self.traffic, names, "traffic") + check_mirror(
+            self.mirror_traffic, self.traffic, names, "mirror_traffic")
         if problems:
             raise ValueError("\n".join(problems))
         return self
-
-
-def traffic_problems(names: set[str], traffic: dict[str, int],
-                     mirror: dict[str, int]) -> list[str]:
-    """Every way ``traffic`` and ``mirror_traffic`` break the rules, one line each."""
-    known = ", ".join(sorted(names))
-    out: list[str] = []
-    for field, table, top in (("traffic", traffic, 100), ("mirror_traffic", mirror, 50)):
-        for name, pct in table.items():
-            if name not in names:
-                out.append(f"{field}.{name}: {name!r} is not a deployment (known: {known})")
-            if not 0 <= pct <= top:
-                out.append(f"{field}.{name}: {pct} is outside 0..{top}")
-    total = sum(traffic.values())
-    if total not in (0, 100):
-        shares = ", ".join(f"{k}={v}" for k, v in traffic.items())
-        out.append(f"traffic: values sum to {total} ({shares}); must be 0 or 100")
-    mirrored = [k for k, v in mirror.items() if v > 0]
-    if len(mirrored) > 1:
-        out.append(f"mirror_traffic: mirrors to {len(mirrored)} deployments "
-                   f"({', '.join(mirrored)}); at most one")
-    for name in mirrored:
-        if traffic.get(name, 0) > 0:
-            out.append(f"mirror_traffic.{name}: {name!r} takes live traffic "
-                       f"({traffic[name]}%); mirror only to a deployment at 0%")
-    return out
 
 
 @dataclass(frozen=True, repr=False)

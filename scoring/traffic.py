@@ -1,13 +1,85 @@
-"""Weighted choice of a deployment and the mirror decision: pure functions, no I/O.
+"""Traffic and mirror: the rules a configuration must meet, and the per-request choice.
 
-A ``Split`` is built once per config (cumulative weights); choosing is one bisect over a
-random number the caller passes in, so tests drive it with fixed numbers.
+The rules (``check_traffic``, ``check_mirror``) are the one copy used both by the router
+loading its config file and by ``pulumi preview`` (``components.rules`` re-exports them), so
+the two always accept the same tables with the same messages. Each returns one line per
+problem, starting with the key path the caller names, instead of raising.
+
+A ``Split`` is built once per checked config (cumulative weights); choosing is one bisect over
+a random number the caller passes in, so tests drive it with fixed numbers. Pure functions,
+no I/O.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+
+MAX_MIRROR_PERCENT = 50
+"""A candidate gets at most half the requests copied to it."""
+
+
+def check_traffic(traffic: Mapping[str, int], deployments: Iterable[str], path: str) -> list[str]:
+    """Live traffic: every key names a deployment, whole percents, sum 0 (no traffic) or 100."""
+    names = list(deployments)
+    problems: list[str] = []
+    for key, value in traffic.items():
+        problems += _unknown(path, key, names) + _percent_problems(f"{path}.{key}", value, 100)
+    if problems:
+        return problems
+    total = sum(traffic.values())
+    if total not in (0, 100):
+        parts = ", ".join(f"{k}={v}" for k, v in traffic.items())
+        problems.append(f"{path}: values sum to {total} ({parts}); must be 0 or 100")
+    return problems
+
+
+def check_mirror(mirror: Mapping[str, int], traffic: Mapping[str, int],
+                 deployments: Iterable[str], path: str) -> list[str]:
+    """Mirror: one deployment at most, <= 50%, never one that takes live traffic."""
+    names = list(deployments)
+    problems: list[str] = []
+    for key, value in mirror.items():
+        bad = _unknown(path, key, names) or _percent_problems(
+            f"{path}.{key}", value, MAX_MIRROR_PERCENT)
+        if bad:
+            problems += bad
+            continue
+        if value > MAX_MIRROR_PERCENT:
+            problems.append(
+                f"{path}.{key}: {value}% is above the {MAX_MIRROR_PERCENT}% mirror limit; "
+                f"use 0..{MAX_MIRROR_PERCENT}"
+            )
+        live = traffic.get(key, 0)
+        if value > 0 and isinstance(live, int) and live > 0:
+            problems.append(
+                f"{path}.{key}: {key!r} takes live traffic ({live}%); mirror only to a "
+                f"deployment at 0%"
+            )
+    targets = [k for k, v in mirror.items() if isinstance(v, int) and v > 0]
+    if len(targets) > 1:
+        problems.append(
+            f"{path}: mirrors to {len(targets)} deployments ({', '.join(targets)}); "
+            f"mirror to one deployment at most"
+        )
+    return problems
+
+
+def _unknown(path: str, key: str, names: list[str]) -> list[str]:
+    if key in names:
+        return []
+    return [f"{path}.{key}: no deployment named {key!r} in this endpoint "
+            f"(deployments: {', '.join(names) or 'none'})"]
+
+
+def _percent_problems(path: str, value: object, use: int) -> list[str]:
+    """An integer 0..100 (bools are not percents); ``use`` is the range the message suggests."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return [f"{path}: {value!r} is not a whole percent; use an integer 0..{use}"]
+    if not 0 <= value <= 100:
+        return [f"{path}: {value} is out of range; use an integer 0..{use}"]
+    return []
 
 
 @dataclass(frozen=True)

@@ -36,11 +36,15 @@ def test_documented_example_parses() -> None:
     ({"traffic": {"blue": 60, "green": 30}},
      ["traffic: values sum to 90 (blue=60, green=30); must be 0 or 100"]),
     ({"traffic": {"blue": 100, "purple": 0}},
-     ["traffic.purple: 'purple' is not a deployment (known: blue, green)"]),
+     ["traffic.purple: no deployment named 'purple' in this endpoint (deployments: blue, green)"]),
     ({"mirror_traffic": {"blue": 10}},
      ["mirror_traffic.blue: 'blue' takes live traffic (90%); mirror only to a deployment at 0%"]),
     ({"traffic": {"blue": 100}, "mirror_traffic": {"green": 60}},
-     ["mirror_traffic.green: 60 is outside 0..50"]),
+     ["mirror_traffic.green: 60% is above the 50% mirror limit; use 0..50"]),
+    ({"deployments": {n: {"url": f"http://{n}:1"} for n in ("blue", "green", "shadow")},
+      "traffic": {"blue": 100}, "mirror_traffic": {"green": 10, "shadow": 5}},
+     ["mirror_traffic: mirrors to 2 deployments (green, shadow); mirror to one deployment "
+      "at most"]),
     ({"deployments": {"blue": {"url": "https://blue:5001"}, "green": {"url": "http://g:1"}}},
      ["deployments.blue.url: 'https://blue:5001' must start with http:// (the router speaks "
       "plain HTTP to deployments inside the cluster)"]),

@@ -1,12 +1,13 @@
-"""Traffic, mirror, name and removal rules: exact messages, since users act on them."""
+"""Name and removal rules and the traffic plan: exact messages, since users act on them.
+
+The traffic and mirror rules are `scoring.traffic`'s (re-exported by `components.rules`):
+tests/unit/test_traffic.py."""
 
 from __future__ import annotations
 
 import pytest
 
 from components import rules
-
-DEPLOYMENTS = ["blue", "green"]
 
 
 @pytest.mark.parametrize("name", ["blue", "green-v2", "a", "b" * 63, "x1-2y"])
@@ -32,68 +33,6 @@ def test_object_name_too_long_names_both_parts() -> None:
     [msg] = rules.check_object_name("deployments[0].name", "e" * 40, "d" * 30)
     assert msg.startswith("deployments[0].name: 'dddddddddddddddddddddddddddddd' with endpoint ")
     assert "(71 chars)" in msg
-
-
-@pytest.mark.parametrize("traffic", [{"blue": 100}, {"blue": 90, "green": 10}, {}, {"blue": 0},
-                                     {"blue": 0, "green": 100}])
-def test_traffic_sums_to_0_or_100(traffic: dict[str, int]) -> None:
-    assert rules.check_traffic(traffic, DEPLOYMENTS) == []
-
-
-def test_traffic_bad_sum() -> None:
-    assert rules.check_traffic({"blue": 60, "green": 30}, DEPLOYMENTS) == [
-        "endpoint.traffic: values sum to 90 (blue=60, green=30); must be 0 or 100"
-    ]
-
-
-def test_traffic_unknown_deployment() -> None:
-    assert rules.check_traffic({"blue": 50, "red": 50}, DEPLOYMENTS) == [
-        "endpoint.traffic.red: no deployment named 'red' in this endpoint "
-        "(deployments: blue, green)"
-    ]
-
-
-@pytest.mark.parametrize(("value", "message"), [
-    (-5, "endpoint.traffic.blue: -5 is out of range; use an integer 0..100"),
-    (101, "endpoint.traffic.blue: 101 is out of range; use an integer 0..100"),
-    (50.5, "endpoint.traffic.blue: 50.5 is not a whole percent; use an integer 0..100"),
-    (True, "endpoint.traffic.blue: True is not a whole percent; use an integer 0..100"),
-])
-def test_traffic_bad_values(value: object, message: str) -> None:
-    assert rules.check_traffic({"blue": value}, DEPLOYMENTS) == [message]  # type: ignore[dict-item]
-
-
-def test_mirror_ok() -> None:
-    assert rules.check_mirror({"green": 10}, {"blue": 100}, DEPLOYMENTS) == []
-    assert rules.check_mirror({"green": 50, "blue": 0}, {"blue": 100}, DEPLOYMENTS) == []
-
-
-def test_mirror_above_limit() -> None:
-    assert rules.check_mirror({"green": 60}, {"blue": 100}, DEPLOYMENTS) == [
-        "endpoint.mirror_traffic.green: 60% is above the 50% mirror limit; use 0..50"
-    ]
-
-
-def test_mirror_to_live_deployment() -> None:
-    assert rules.check_mirror({"green": 10}, {"blue": 70, "green": 30}, DEPLOYMENTS) == [
-        "endpoint.mirror_traffic.green: 'green' takes live traffic (30%); mirror only to a "
-        "deployment at 0%"
-    ]
-
-
-def test_mirror_to_two_deployments() -> None:
-    names = ["blue", "green", "red"]
-    assert rules.check_mirror({"green": 10, "red": 5}, {"blue": 100}, names) == [
-        "endpoint.mirror_traffic: mirrors to 2 deployments (green, red); mirror to one "
-        "deployment at most"
-    ]
-
-
-def test_mirror_unknown_deployment() -> None:
-    assert rules.check_mirror({"red": 10}, {"blue": 100}, DEPLOYMENTS) == [
-        "endpoint.mirror_traffic.red: no deployment named 'red' in this endpoint "
-        "(deployments: blue, green)"
-    ]
 
 
 def test_removal_of_deployment_with_live_traffic_refused() -> None:

@@ -1,11 +1,99 @@
-"""Weighted choice and mirror decision: pure functions driven with fixed numbers."""
+"""Traffic and mirror rules (exact messages: users act on them), weighted choice and mirror
+decision: pure functions driven with fixed numbers."""
 
 from __future__ import annotations
 
 import random
 from collections import Counter
 
-from scoring.traffic import Split, mirror_target, should_mirror
+import pytest
+
+from scoring.traffic import Split, check_mirror, check_traffic, mirror_target, should_mirror
+
+DEPLOYMENTS = ["blue", "green"]
+T, M = "endpoint.traffic", "endpoint.mirror_traffic"  # the paths preview names
+
+
+@pytest.mark.parametrize("traffic", [{"blue": 100}, {"blue": 90, "green": 10}, {}, {"blue": 0},
+                                     {"blue": 0, "green": 100}])
+def test_traffic_sums_to_0_or_100(traffic: dict[str, int]) -> None:
+    assert check_traffic(traffic, DEPLOYMENTS, T) == []
+
+
+def test_traffic_bad_sum() -> None:
+    assert check_traffic({"blue": 60, "green": 30}, DEPLOYMENTS, T) == [
+        "endpoint.traffic: values sum to 90 (blue=60, green=30); must be 0 or 100"
+    ]
+
+
+def test_traffic_unknown_deployment() -> None:
+    assert check_traffic({"blue": 50, "red": 50}, DEPLOYMENTS, T) == [
+        "endpoint.traffic.red: no deployment named 'red' in this endpoint "
+        "(deployments: blue, green)"
+    ]
+    assert check_traffic({"blue": 100}, [], "traffic") == [
+        "traffic.blue: no deployment named 'blue' in this endpoint (deployments: none)"
+    ]
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    (-5, "endpoint.traffic.blue: -5 is out of range; use an integer 0..100"),
+    (101, "endpoint.traffic.blue: 101 is out of range; use an integer 0..100"),
+    (50.5, "endpoint.traffic.blue: 50.5 is not a whole percent; use an integer 0..100"),
+    (True, "endpoint.traffic.blue: True is not a whole percent; use an integer 0..100"),
+])
+def test_traffic_bad_values(value: object, message: str) -> None:
+    assert check_traffic({"blue": value}, DEPLOYMENTS, T) == [message]  # type: ignore[dict-item]
+
+
+def test_mirror_ok() -> None:
+    assert check_mirror({"green": 10}, {"blue": 100}, DEPLOYMENTS, M) == []
+    assert check_mirror({"green": 50, "blue": 0}, {"blue": 100}, DEPLOYMENTS, M) == []
+
+
+def test_mirror_above_limit() -> None:
+    assert check_mirror({"green": 60}, {"blue": 100}, DEPLOYMENTS, M) == [
+        "endpoint.mirror_traffic.green: 60% is above the 50% mirror limit; use 0..50"
+    ]
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    (-5, "mirror_traffic.green: -5 is out of range; use an integer 0..50"),
+    (150, "mirror_traffic.green: 150 is out of range; use an integer 0..50"),
+    (12.5, "mirror_traffic.green: 12.5 is not a whole percent; use an integer 0..50"),
+])
+def test_mirror_bad_values_suggest_the_mirror_range(value: object, message: str) -> None:
+    mirror: dict = {"green": value}
+    assert check_mirror(mirror, {"blue": 100}, DEPLOYMENTS, "mirror_traffic") == [message]
+
+
+def test_mirror_to_live_deployment() -> None:
+    assert check_mirror({"green": 10}, {"blue": 70, "green": 30}, DEPLOYMENTS, M) == [
+        "endpoint.mirror_traffic.green: 'green' takes live traffic (30%); mirror only to a "
+        "deployment at 0%"
+    ]
+
+
+def test_mirror_to_two_deployments() -> None:
+    names = ["blue", "green", "red"]
+    assert check_mirror({"green": 10, "red": 5}, {"blue": 100}, names, M) == [
+        "endpoint.mirror_traffic: mirrors to 2 deployments (green, red); mirror to one "
+        "deployment at most"
+    ]
+
+
+def test_mirror_unknown_deployment() -> None:
+    assert check_mirror({"red": 10}, {"blue": 100}, DEPLOYMENTS, M) == [
+        "endpoint.mirror_traffic.red: no deployment named 'red' in this endpoint "
+        "(deployments: blue, green)"
+    ]
+
+
+def test_preview_uses_these_rules() -> None:
+    """One copy: components.rules (preview, infra config) re-exports the router's rules."""
+    from components import rules
+
+    assert (rules.check_traffic, rules.check_mirror) == (check_traffic, check_mirror)
 
 
 def test_choose_by_cumulative_bounds() -> None:
