@@ -1,6 +1,7 @@
-"""Helpers for benchmarks: free ports, starting/stopping servers, wrk runs, load average.
+"""Helpers for benchmarks: starting/stopping servers, wrk runs, CPU time, load average.
 
-Traffic only goes to 127.0.0.1; every wait is bounded in time.
+The one wrk runner every benchmark uses. Traffic only goes to 127.0.0.1; every wait is
+bounded in time.
 """
 
 from __future__ import annotations
@@ -10,13 +11,17 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.procs import free_port
+
+__all__ = ["Result", "Started", "free_port", "group_cpu_seconds", "loadavg", "post_ok", "start",
+           "stop", "wrk"]
 
 LUA = """
 wrk.method = "POST"
@@ -25,12 +30,6 @@ local f = io.open(os.getenv("BENCH_BODY"), "rb")
 wrk.body = f:read("*a")
 f:close()
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -121,18 +120,23 @@ def _ms(text: str) -> float:
 
 
 def wrk(url: str, body_file: Path, conns: int, seconds: float, workdir: Path,
-        pgid: int | None = None) -> Result:
-    """One wrk run: POST ``body_file`` to ``url`` over ``conns`` keep-alive connections;
-    with ``pgid``, also the server's CPU time per request."""
+        pgid: int | None = None, headers: dict[str, str] | None = None) -> Result:
+    """One wrk run: POST ``body_file`` to ``url`` over ``conns`` keep-alive connections, with
+    extra ``headers`` (e.g. a bench key); with ``pgid``, also the CPU time per request of that
+    process group (a server started in its own session: the server and its workers).
+
+    Errors are non-2xx answers plus socket errors (wrk's timeout is 10 s: a slow answer is
+    not an error)."""
     cpu_before = group_cpu_seconds(pgid) if pgid else 0.0
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install -y wrk")
     lua = workdir / "post.lua"
     lua.write_text(LUA)
     threads = min(2, conns)
+    extra = [arg for name, value in (headers or {}).items() for arg in ("-H", f"{name}: {value}")]
     out = subprocess.run(
         ["wrk", "-t", str(threads), "-c", str(conns), "-d", f"{seconds:g}s", "--latency",
-         "--timeout", "10s", "-s", str(lua), url],
+         "--timeout", "10s", *extra, "-s", str(lua), url],
         env={**os.environ, "BENCH_BODY": str(body_file)}, capture_output=True, text=True,
         timeout=seconds + 60, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]

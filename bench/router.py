@@ -34,6 +34,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from bench._load import Result, loadavg, wrk
 from tests.procs import REPO, free_port, stop, wait_http
 
 KEY1, KEY2 = "bench-primary-key", "bench-secondary-key"
@@ -57,7 +58,7 @@ def _proc(argv: list[str], ready_url: str, log: Path,
           env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("wb") as fh:
         p = subprocess.Popen(argv, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT,
-                             env={**os.environ, **(env or {})})
+                             env={**os.environ, **(env or {})}, start_new_session=True)
     try:
         wait_http(ready_url, 60, p, log)
         yield p
@@ -77,42 +78,6 @@ def _upstream(name: str, tmp: Path, real: bool) -> contextlib.AbstractContextMan
                 "--port", str(port)]
         ready = f"http://127.0.0.1:{port}/"
     return _proc(argv, ready, tmp / f"{name}.log"), port
-
-
-_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
-
-
-def _ms(text: str) -> float:
-    m = re.match(r"([\d.]+)(us|ms|s)$", text)
-    if not m:
-        raise ValueError(f"cannot read wrk latency {text!r}")
-    return float(m.group(1)) * _UNITS[m.group(2)]
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process (all its threads) so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def wrk(url: str, connections: int, seconds: float, script: Path,
-        pid: int | None = None) -> dict[str, float]:
-    """Run wrk once; req/s, p50/p99 ms, non-2xx/socket errors, proxy CPU µs per request."""
-    threads = min(connections, 2)
-    cpu0 = cpu_seconds(pid) if pid else 0.0
-    out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s",
-                          "--latency", "--timeout", "10s", "-s", str(script), url],
-                         capture_output=True, text=True, timeout=seconds + 30, check=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))
-    p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
-    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    # Non-2xx answers plus socket errors (wrk's timeout is 10 s: a slow answer is not an error).
-    errors = (int(bad.group(1)) if bad else 0) + (sum(map(int, sock.groups())) if sock else 0)
-    total = int(re.search(r"(\d+) requests in", out).group(1))
-    cpu_us = (cpu_seconds(pid) - cpu0) / max(total, 1) * 1e6 if pid else float("nan")
-    return {"rps": rps, "p50": p50, "p99": p99, "errors": errors, "cpu_us": cpu_us}
 
 
 def haproxy_cfg(port: int, blue: int, green: int, threads: int | None) -> str:
@@ -166,10 +131,6 @@ def router_cfg(blue: int, green: int, shadow: int | None) -> dict[str, object]:
             "request_timeout_ms": 10000}
 
 
-def loadavg() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.router")
     p.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
@@ -185,12 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     conns = [int(c) for c in args.connections.split(",")]
     real = _real_server_ready() and not args.echo
     tmp = Path(tempfile.mkdtemp(prefix="bench-router-"))
-    script = tmp / "post.lua"
-    script.write_text(
-        'wrk.method = "POST"\n'
-        f"wrk.body = {json.dumps(_body())}\n"
-        'wrk.headers["Content-Type"] = "application/json"\n'
-        f'wrk.headers["Authorization"] = "Bearer {KEY1}"\n')
+    body = tmp / "body.json"
+    body.write_text(_body())
+    auth = {"Authorization": f"Bearer {KEY1}"}
     env = {"ML_ENDPOINTS_PRIMARY_KEY": KEY1, "ML_ENDPOINTS_SECONDARY_KEY": KEY2}
     load_before = loadavg()
     rows: list[tuple[str, int, dict[str, float]]] = []
@@ -209,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
             cfg = tmp / f"{label}.cfg"
             cfg.write_text(text)
             hap = subprocess.Popen(["haproxy", "-f", str(cfg)], stdout=subprocess.DEVNULL,
-                                   stderr=(tmp / f"{label}.log").open("wb"))
+                                   stderr=(tmp / f"{label}.log").open("wb"),
+                                   start_new_session=True)
             stack.callback(stop, hap)
             pids[label] = hap.pid
         routers = {"router": None, "router+mirror50": ups["shadow"],
@@ -230,18 +189,20 @@ def main(argv: list[str] | None = None) -> int:
                  ("haproxy-1thread", f"http://127.0.0.1:{h1port}/score"),
                  *((label, f"http://127.0.0.1:{ports[label]}/score") for label in routers)]
         for _, url in paths:  # warm up pools and caches
-            wrk(url, 8, 1, script)
+            wrk(url, body, 8, 1, tmp, headers=auth)
         # Rounds interleave the paths so a burst of other work on the machine hits all of
         # them alike; each cell reports its median round.
-        runs: dict[tuple[str, int], list[dict[str, float]]] = {}
+        runs: dict[tuple[str, int], list[Result]] = {}
         for _ in range(args.rounds):
             for c in conns:
                 for name, url in paths:
                     runs.setdefault((name, c), []).append(
-                        wrk(url, c, args.duration, script, pids.get(name)))
+                        wrk(url, body, c, args.duration, tmp, pids.get(name), auth))
         for (name, c), results in runs.items():
-            cell = {k: statistics.median(r[k] for r in results) for k in results[0]}
-            cell["errors"] = sum(r["errors"] for r in results)  # any error in any round shows
+            cell = {k: statistics.median(getattr(r, field) for r in results) for k, field in
+                    (("rps", "rps"), ("p50", "p50_ms"), ("p99", "p99_ms"),
+                     ("cpu_us", "cpu_us_per_request"))}
+            cell["errors"] = sum(r.errors for r in results)  # any error in any round shows
             rows.append((name, c, cell))
         summaries = {label: subprocess.run(
             ["curl", "-s", "-H", f"Authorization: Bearer {KEY1}",
@@ -262,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, c, r in rows:
         hap_rps = by[("haproxy", c)]["rps"]
         added = r["p50"] - by[("direct", c)]["p50"]
-        cpu = "" if r["cpu_us"] != r["cpu_us"] else f"{r['cpu_us']:.0f}"  # NaN for direct
+        cpu = f"{r['cpu_us']:.0f}" if name in pids else ""  # direct: no proxy
         print(f"| {name:<18} | {c:>5} | {r['rps']:>7.0f} | {r['p50']:>6.3f} | {r['p99']:>6.2f} | "
               f"{int(r['errors']):>6} | {r['rps'] / hap_rps:>15.2f}x | {added:>+19.3f} | "
               f"{cpu:>16} |")
