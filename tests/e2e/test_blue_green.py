@@ -83,7 +83,13 @@ def test_blue_green_walkthrough(endpoint_project: EndpointProject) -> None:
                 max_requests=200_000)
     with load:
         # 2. green at 0%: built, Ready, reachable only when pinned.
-        walk.step(2)
+        ran = walk.step(2)
+        invoked = line(ran, "ml-endpoints invoke")
+        assert "answered by deployment 'green'" in invoked.err, invoked.err
+        logs = line(ran, "ml-endpoints logs").out
+        assert "[pod/diabetes-green-" in logs, logs
+        request_id = invoked.err.split("request id ")[1].rstrip(")\n")
+        assert request_id in logs, (request_id, logs)   # the pinned request, in green's log
         pinned = [endpoint.post(credential=primary, pin="green") for _ in range(5)]
         assert all((s, w, json.loads(b)) == (200, "green", EXPECTED["green"])
                    for s, w, b in pinned), pinned
