@@ -1,6 +1,8 @@
-"""``python -m bench [server|router]``: run the benchmarks (not tests), each printing a table.
+"""``python -m bench [server|router|rollout]``: run the benchmarks (not tests), each printing a
+table.
 
-With no name, runs every benchmark one after another with its defaults.
+With no name, runs every benchmark one after another with its defaults (rollout needs the
+toolchain and the local cluster: `make setup cluster-up`).
 """
 
 from __future__ import annotations
@@ -9,7 +11,14 @@ import sys
 
 from bench import router, server
 
-BENCHMARKS = {"server": server.main, "router": router.main}
+
+def _rollout(argv: list[str]) -> int:
+    from bench import rollout  # the Pulumi SDK and the cluster helpers, only when asked for
+
+    return rollout.main(argv)
+
+
+BENCHMARKS = {"server": server.main, "router": router.main, "rollout": _rollout}
 
 
 def main(argv: list[str] | None = None) -> int:
