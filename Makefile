@@ -7,7 +7,7 @@ export PULUMI_SKIP_UPDATE_CHECK := true
 .PHONY: help setup python lint test test-fast bench deploy destroy
 
 help:
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 python: ## Python venv with the project and pinned deps (.venv)
 	@scripts/setup_python.sh

@@ -179,7 +179,8 @@ class OnlineEndpoint(pulumi.ComponentResource):
         self.router = k8s.apps.v1.Deployment(
             _naming.child(name, "router"),
             metadata=k8s.meta.v1.ObjectMetaArgs(
-                name=object_name, namespace=args.namespace, labels=labels
+                name=object_name, namespace=args.namespace, labels=labels,
+                annotations={"pulumi.com/waitFor": rollout_done(args.router.replicas)},
             ),
             spec=_router_spec(args, self._router_image(name, args), object_name,
                               selector, labels, template_annotations),
@@ -308,6 +309,21 @@ def _percents(value: Mapping[str, object] | None) -> dict[str, int] | None:
 def _key_versions(versions: KeyVersions) -> str:
     return f"primary={versions.primary},secondary={versions.secondary}," \
         f"token_signing={versions.token_signing}"
+
+
+def rollout_done(replicas: int) -> str:
+    """`pulumi.com/waitFor` conditions meaning "every router pod runs the new template and is
+    Ready, and no old pod is left": only then does `pulumi up` go on (or return).
+
+    The provider's built-in Deployment await is not enough for the router: within one `up` it
+    shares a watch cache between awaits, and after an earlier await (a new scoring Deployment)
+    it can take the router's pre-update status for the finished rollout and return while the
+    old router pod still serves the old split (seen in 5 of 9 runs of bench/rollout.py). The
+    waitFor conditions ignore objects older than the update and wait for the controller to
+    observe it (status.observedGeneration).
+    """
+    return json.dumps([f"jsonpath={{.status.{field}}}={replicas}"
+                       for field in ("updatedReplicas", "replicas", "availableReplicas")])
 
 
 def _router_spec(

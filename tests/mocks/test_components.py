@@ -204,6 +204,22 @@ def test_router_depends_on_the_deployments_it_routes_to(assets: dict[str, Path])
     assert router.urn not in rec.one(DEPLOYMENT, "blue-deployment").dependencies
 
 
+def test_up_waits_until_every_router_pod_runs_the_new_config(assets: dict[str, Path]) -> None:
+    """The router's rollout is awaited with generation-aware waitFor conditions, not the
+    provider's built-in Deployment await (see components.online_endpoint.rollout_done)."""
+    raw = stack_raw(assets)
+    raw["endpoint"]["router"]["replicas"] = 2
+    rec, _ = run_stack(raw)
+    router = rec.one(DEPLOYMENT, "diabetes-router")
+    wait_for = json.loads(router.inputs["metadata"]["annotations"]["pulumi.com/waitFor"])
+    assert wait_for == ["jsonpath={.status.updatedReplicas}=2", "jsonpath={.status.replicas}=2",
+                        "jsonpath={.status.availableReplicas}=2"]
+    assert router.inputs["spec"]["replicas"] == 2
+    # The scoring Deployments keep the built-in await: it reports a failing init()'s log tail.
+    blue = rec.one(DEPLOYMENT, "blue-deployment").inputs["metadata"]
+    assert "pulumi.com/waitFor" not in blue.get("annotations", {})
+
+
 def test_keys_are_secrets_everywhere(assets: dict[str, Path]) -> None:
     rec, out = run_stack(stack_raw(assets))
     keys = rec.of_type(KEY)
