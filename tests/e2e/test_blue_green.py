@@ -12,6 +12,7 @@ zero failed requests, and only blue's answers until traffic shifts.
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
@@ -37,6 +38,12 @@ def line(ran: list[Ran], prefix: str) -> Ran:
 
 def lines(ran: list[Ran], prefix: str) -> list[Ran]:
     return [r for r in ran if r.line.startswith(prefix)]
+
+
+def split_table(traffic_output: str) -> dict[str, tuple[int, int]]:
+    """`ml-endpoints traffic`'s table: deployment -> (live %, mirror %)."""
+    rows = re.findall(r"^  (\S+)\s+(\d+)%\s+(\d+)%$", traffic_output, re.MULTILINE)
+    return {name: (int(live), int(mirror)) for name, live, mirror in rows}
 
 
 def changed_resources(events: list[Any]) -> dict[tuple[str, str], str]:
@@ -96,7 +103,10 @@ def test_blue_green_walkthrough(endpoint_project: EndpointProject) -> None:
         assert endpoint.split(primary, 200) == {"blue": 200}
 
         # 3. mirror 10% to green: clients see blue only; the summary reports green.
-        walk.step(3)
+        ran = walk.step(3)
+        shown = line(ran, "ml-endpoints traffic").out
+        assert split_table(shown) == {"blue": (100, 0), "green": (0, 10)}, shown
+        assert re.search(r"^mirror green: sent [1-9]\d*, statuses \{'200': ", shown, re.M), shown
         endpoint.wait_router(primary, {"blue": 100}, {"green": 10})
         mirrored_from = load.elapsed()
         assert endpoint.split(primary, 1000) == {"blue": 1000}
@@ -123,10 +133,14 @@ def test_blue_green_walkthrough(endpoint_project: EndpointProject) -> None:
         FIGURES.append(f"blue/green: 90/10 applied by the router {took:.1f} s after `up` "
                        f"returned; green answered {share:.1%} of 3000 requests")
         assert abs(share - 0.10) < 0.025, counts     # 4 standard deviations
-        assert line(ran, "ml-endpoints traffic").out.count("%") >= 4
+        shown = line(ran, "ml-endpoints traffic").out
+        assert split_table(shown) == {"blue": (90, 0), "green": (10, 0)}, shown
 
         # 5. 0/100, then blue removed: its pods and Service are gone; green answers all.
-        walk.step(5)
+        ran = walk.step(5)
+        status = line(ran, "ml-endpoints status").out
+        assert re.search(r"^traffic:\s+green 100%$", status, re.M), status
+        assert "router /ready: 200" in status, status
         endpoint.wait_router(primary, {"green": 100}, {})
         assert endpoint.split(primary, 300) == {"green": 300}
         deployments = kubectl_json("-n", ns, "get", "deployments")["items"]
