@@ -156,6 +156,63 @@ def test_huge_declared_body_is_refused_before_it_is_sent(server: Proc,
     assert client.post("/score", json={"data": rows(1)}).status_code == 200
 
 
+def _read_responses(sock: socket.socket, count: int,
+                    no_body: tuple[int, ...] = ()) -> list[tuple[bytes, bytes]]:
+    """``count`` whole HTTP/1.1 responses (status line + headers, body) from ``sock``; the
+    ones at positions ``no_body`` answer HEAD (Content-Length but no body)."""
+    data, out = b"", []
+    deadline = time.monotonic() + 10
+    while len(out) < count and time.monotonic() < deadline:
+        head, sep, rest = data.partition(b"\r\n\r\n")
+        if sep:
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            if head.startswith(b"HTTP/1.1 100 ") or len(out) in no_body:
+                length = 0
+            if len(rest) >= length:
+                out.append((head, rest[:length]))
+                data = rest[length:]
+                continue
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return out
+
+
+def test_pipelined_head_and_expect_continue_get_whole_answers_in_order(server: Proc) -> None:
+    """Each response leaves in one write; these are the cases where that must not hold back
+    or reorder anything: pipelined requests, HEAD (no body), 100 Continue, an error."""
+    body = json.dumps({"data": rows(1)}).encode()
+    post = (b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\nx-request-id: p%d\r\n\r\n%s")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(post % (len(body), 1, body)
+                     + b"HEAD / HTTP/1.1\r\nHost: x\r\nx-request-id: h\r\n\r\n"
+                     + b"GET /nope HTTP/1.1\r\nHost: x\r\nx-request-id: n\r\n\r\n"
+                     + post % (len(body), 2, body))
+        answers = _read_responses(sock, 4, no_body=(1,))
+        assert [h.split(b"\r\n")[0] for h, _ in answers] == [
+            b"HTTP/1.1 200 OK", b"HTTP/1.1 200 OK", b"HTTP/1.1 404 Not Found",
+            b"HTTP/1.1 200 OK"]
+        assert [b for _, b in answers] == [
+            b"[1]", b"", json.dumps({"error": "no route '/nope'; try POST /score, GET /, "
+                                     "GET /ready, GET /swagger.json or GET /metrics",
+                                     "request_id": "n"}).encode(), b"[1]"]
+        assert b"x-request-id: p2" in answers[3][0]
+
+        sock.sendall(b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body))
+        interim = _read_responses(sock, 1)
+        assert [h for h, _ in interim] == [b"HTTP/1.1 100 Continue"]
+        sock.sendall(body)
+        (head, answer), = _read_responses(sock, 1)
+        assert head.startswith(b"HTTP/1.1 200 OK") and answer == b"[1]"
+
+
 def test_chunked_body_over_limit_is_413(client: httpx.Client) -> None:
     def chunks() -> Iterator[bytes]:
         for _ in range(10):
