@@ -51,13 +51,25 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(settings.access_log, settings.log_level)
     created_dir = None
     if settings.metrics_dir is None:
-        created_dir = Path(tempfile.mkdtemp(prefix="ml-endpoints-metrics-"))
+        created_dir = Path(tempfile.mkdtemp(prefix="ml-endpoints-metrics-", dir=_memory_dir()))
         settings = replace(settings, metrics_dir=created_dir)
     try:
         return Supervisor(settings).run()
     finally:
         if created_dir is not None:
             shutil.rmtree(created_dir, ignore_errors=True)
+
+
+def _memory_dir() -> str | None:
+    """``/dev/shm`` (a tmpfs in Linux hosts and pods) if writable, else the default temp dir.
+
+    Each worker replaces its metrics snapshot there every second, on the event loop. On a
+    disk filesystem (ext4, a pod's overlay /tmp) that write-and-rename waits for the disk now
+    and then: measured up to 160 ms, 8 of 59 snapshots over 20 ms under load, which is every
+    request in that worker stalled and the p99 latency. In memory it never waits on a disk.
+    """
+    shm = "/dev/shm"
+    return shm if os.path.isdir(shm) and os.access(shm, os.W_OK | os.X_OK) else None
 
 
 def bind(host: str, port: int) -> socket.socket:
