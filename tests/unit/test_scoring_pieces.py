@@ -216,3 +216,73 @@ def test_model_get_model_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     with pytest.raises(FileNotFoundError) as info:
         model.get_model_path("missing")
     assert "holds: clf, model.pkl, other.pkl" in str(info.value)
+
+
+class _Transport:
+    """What the HTTP protocol writes to, recorded (no socket)."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return {"sockname": ("127.0.0.1", 5001), "peername": ("127.0.0.1", 40000)}.get(name)
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+def test_each_response_is_one_write_and_leaves_no_garbage_cycle() -> None:
+    """The server's protocol sends status line, headers and body in one write (uvicorn's own
+    writes them apart), HEAD included, and a finished request is freed by refcounting."""
+    import gc
+
+    import uvicorn
+    from uvicorn.server import ServerState
+
+    from scoring.serve import _OneWriteProtocol
+
+    async def app(scope: dict, receive: object, send: object) -> None:
+        await receive()  # type: ignore[operator]
+        await send({"type": "http.response.start", "status": 200,  # type: ignore[operator]
+                    "headers": [(b"content-length", b"3")]})
+        await send({"type": "http.response.body", "body": b"[1]"})  # type: ignore[operator]
+
+    post = b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"
+    head = b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n"
+
+    async def main() -> tuple[list[bytes], int]:
+        config = uvicorn.Config(app, http=_OneWriteProtocol, log_config=None)
+        config.load()
+        protocol = _OneWriteProtocol(config=config, server_state=ServerState(), app_state={},
+                                     _loop=asyncio.get_running_loop())
+        transport = _Transport()
+        protocol.connection_made(transport)  # type: ignore[arg-type]
+        gc.collect()
+        gc.disable()
+        try:
+            for data in (post, head, post) * 20:
+                protocol.data_received(data)
+                for _ in range(3):
+                    await asyncio.sleep(0)
+            return transport.writes, gc.collect()
+        finally:
+            gc.enable()
+
+    writes, garbage = asyncio.run(main())
+    assert len(writes) == 60
+    assert all(w.startswith(b"HTTP/1.1 200 OK\r\n") for w in writes)
+    assert writes[0].endswith(b"\r\n\r\n[1]") and writes[1].endswith(b"\r\n\r\n")
+    assert garbage == 0
