@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 from typing import Any
 
@@ -30,6 +31,7 @@ class Log:
         self._size = 0
         self._stamp_sec = -1
         self._stamp = ""
+        self._events = threading.Lock()  # events may come from a helper thread (slow init)
 
     def _now(self) -> str:
         now = time.time()
@@ -56,8 +58,10 @@ class Log:
         """Write a server event now (flushing buffered request lines first)."""
         record = {"time": self._now(), "level": level, "event": fields.pop("event", "server"),
                   "message": message, "worker": self.pid, **fields}
-        self._buf.append(json.dumps(record, default=str) + "\n")
-        self.flush()
+        line = json.dumps(record, default=str) + "\n"
+        with self._events:
+            self._buf.append(line)
+            self.flush()
 
     def flush(self) -> None:
         if not self._buf:

@@ -18,12 +18,14 @@ and collected data, and exits 0. Workers still alive 5 s after that are killed.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import shutil
 import signal
 import socket
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Generator
 from dataclasses import replace
@@ -191,6 +193,37 @@ def make_scorer(settings: Settings) -> Any:
     return MlflowScorer(settings.model_dir)
 
 
+INIT_REPORT_AFTER_S = (10, 30, 60)
+"""When a long init() is reported in the log (then every 60 s)."""
+
+
+def report_slow_init(log: logs.Log, source: str) -> Callable[[], None]:
+    """Log while init() runs long; returns the function that stops it.
+
+    A pod whose init() is slow (a big model) or hangs is running but not Ready, and `pulumi up`
+    says only that it timed out; these lines make `ml-endpoints logs` show what it is doing.
+    """
+    done = threading.Event()
+
+    def watch() -> None:
+        waited = 0
+        for mark in itertools.chain(INIT_REPORT_AFTER_S, itertools.count(120, 60)):
+            if done.wait(mark - waited):
+                return
+            waited = mark
+            log.event("warning", f"init() of {source} still running after {mark} s; this "
+                      "worker is not Ready until it returns", event="init_slow", script=source)
+
+    thread = threading.Thread(target=watch, name="init-watch", daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        done.set()
+        thread.join(timeout=1)
+
+    return stop
+
+
 def worker(settings: Settings, sock: socket.socket | None) -> int:
     """One worker: ``init()``, then serve until SIGTERM. Returns the exit code."""
     from scoring.script import InitFailed
@@ -199,6 +232,7 @@ def worker(settings: Settings, sock: socket.socket | None) -> int:
     log = logs.configure(settings.access_log, settings.log_level)
     scorer = make_scorer(settings)
     started = time.perf_counter()
+    init_done = report_slow_init(log, scorer.source)
     try:
         scorer.init()
     except InitFailed as exc:
@@ -207,6 +241,8 @@ def worker(settings: Settings, sock: socket.socket | None) -> int:
         log.event("error", str(exc), event="init_failed", script=scorer.source,
                   traceback="".join(traceback.format_exception(cause)) if cause else None)
         return INIT_FAILED
+    finally:
+        init_done()
     log.event("info", f"init() done in {time.perf_counter() - started:.3f} s",
               event="ready", script=scorer.source)
     stats = Stats(settings.metrics_dir)

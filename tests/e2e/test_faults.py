@@ -5,7 +5,8 @@ One stack (the shipped dev stack, blue with two instances) under a background lo
 - a new deployment whose `init()` fails: `pulumi up` fails naming it, with the pod's log tail
   (the script's exception), and the endpoint keeps serving blue, router untouched;
 - a new deployment that never becomes Ready (init() never returns): `pulumi up` fails after
-  its rollout timeout, and the deployment receives no traffic, not even pinned requests;
+  its rollout timeout, the deployment receives no traffic, not even pinned requests, and its
+  log says init() is still running;
 - both are removed again with a plain `up`.
 """
 
@@ -156,6 +157,9 @@ def test_pod_kill_failed_init_and_never_ready_cost_no_request(
         assert pods and all(not any(c["type"] == "Ready" and c["status"] == "True"
                                     for c in p["status"].get("conditions", []))
                             for p in pods), pods
+        stuck_log = kubectl("-n", ns, "logs", "-l", pods_of("stuck"), "--tail", "50")
+        assert '"event": "init_slow"' in stuck_log and "still running after 30 s" in stuck_log, \
+            stuck_log
         remove_deployment(project, 1, "stuck")
         up(project)
         assert set(project.outputs()["deployments"]) == {"blue"}
