@@ -32,7 +32,6 @@ import argparse
 import base64
 import datetime as dt
 import http.client
-import json
 import os
 import statistics
 import subprocess
@@ -48,27 +47,26 @@ from pathlib import Path
 from pulumi import automation as auto
 
 from bench._load import loadavg
-from tests.e2e.client import EXPECTED, Endpoint
+from tests.e2e.client import Endpoint
 from tests.e2e.project import EndpointProject, make_project
 from tests.kube import KubectlError, check_cluster, kubectl, kubectl_json
 
 ENDPOINT = "diabetes"
 ROUTER = f"{ENDPOINT}-router"                  # router Deployment and Service, Secret prefix
 SETTLE_S = 120                                # polling after `up` returns, at most
-ADD_GREEN = {  # README step 2, as `pulumi config set --path`
-    "ml-endpoints:endpoint.traffic.green": "0",
-    "ml-endpoints:deployments[1].name": "green",
-    "ml-endpoints:deployments[1].model": "diabetes-v2",
-    "ml-endpoints:deployments[1].environment": "sklearn",
-    "ml-endpoints:deployments[1].code.path": "samples/diabetes",
+ADD_GREEN = {  # README step 2, as `pulumi config set --path ml-endpoints:KEY VALUE`
+    "endpoint.traffic.green": 0,
+    "deployments[1].name": "green",
+    "deployments[1].model": "diabetes-v2",
+    "deployments[1].environment": "sklearn",
+    "deployments[1].code.path": "samples/diabetes",
 }
 
 
 def serves(endpoint: Endpoint, key: str, deployment: str, pin: bool = False) -> bool:
     """True if a score request got a 200 from DEPLOYMENT carrying its model's predictions."""
     try:
-        status, who, body = endpoint.post(credential=key, pin=deployment if pin else None)
-        return status == 200 and who == deployment and json.loads(body) == EXPECTED[deployment]
+        return endpoint.ask(key, pin=deployment if pin else None) == (200, deployment)
     except (OSError, http.client.HTTPException, ValueError):
         return False
 
@@ -76,10 +74,9 @@ def serves(endpoint: Endpoint, key: str, deployment: str, pin: bool = False) -> 
 def routes(endpoint: Endpoint, key: str, traffic: dict[str, int]) -> bool:
     """True if the router that answered applies TRAFFIC (zero shares ignored)."""
     try:
-        summary = endpoint.get("/mirror/summary", key)
+        live, _ = endpoint.routing(key)
     except (OSError, http.client.HTTPException, ValueError, AssertionError):
         return False
-    live = {k: v for k, v in summary["traffic"].items() if v}
     return live == {k: v for k, v in traffic.items() if v}
 
 
@@ -169,9 +166,8 @@ def timed_up(project: EndpointProject, label: str, check: Callable[[], bool], st
 
     start = time.monotonic()
     poll = Poll(check, start, interval, streak)
-    with project.log.open("a") as log, poll.running():
-        log.write(f"\n$ pulumi up  # {label}\n")
-        project.stack.up(on_output=lambda line: log.write(line + "\n"), on_event=on_event)
+    with project.logged(f"pulumi up  # {label}") as out, poll.running():
+        project.stack.up(on_output=out, on_event=on_event)
         up_s = time.monotonic() - start
     images_s = max(images_outs) - min(images_pre) if images_pre and images_outs else None
     return Up(label, up_s, took("kubernetes:apps/v1:Deployment"),
@@ -226,11 +222,6 @@ def kubectl_rollout(namespace: str) -> float:
     return time.monotonic() - t0
 
 
-def set_config(project: EndpointProject, values: dict[str, str]) -> None:
-    for key, value in values.items():
-        project.stack.set_config(key, auto.ConfigValue(value), path=True)
-
-
 def run(project: EndpointProject, repeats: int) -> tuple[list[Up], dict[str, list[float]], float]:
     first = FirstScore(project.namespace)
     ups = [timed_up(project, "first up (blue 100%)", first, streak=1, interval=0.1)]
@@ -239,17 +230,15 @@ def run(project: EndpointProject, repeats: int) -> tuple[list[Up], dict[str, lis
     if first.endpoint and (first.endpoint.port, first.key) != (endpoint.port, key):
         raise RuntimeError(f"the poller scored through port {first.endpoint.port}, but "
                            f"scoring_uri is {outputs['scoring_uri']} (or the key differs)")
-    set_config(project, ADD_GREEN)
+    project.set_config(ADD_GREEN)
     ups.append(timed_up(project, "add green at 0%", lambda: serves(endpoint, key, "green", True),
                         streak=1, interval=0.2))
     previews = {"no change": timed_previews(project, repeats)}
-    set_config(project, {"ml-endpoints:endpoint.traffic.blue": "90",
-                         "ml-endpoints:endpoint.traffic.green": "10"})
+    project.set_config({"endpoint.traffic.blue": 90, "endpoint.traffic.green": 10})
     previews["100/0 -> 90/10"] = timed_previews(project, repeats)
     for label, split in (("100/0 -> 90/10", {"blue": 90, "green": 10}),
                          ("90/10 -> 0/100", {"blue": 0, "green": 100})):
-        set_config(project, {f"ml-endpoints:endpoint.traffic.{k}": str(v)
-                             for k, v in split.items()})
+        project.set_config({f"endpoint.traffic.{k}": v for k, v in split.items()})
         ups.append(timed_up(project, label, lambda s=split: routes(endpoint, key, s), streak=5,
                             interval=0.2))
     return ups, previews, kubectl_rollout(project.namespace)

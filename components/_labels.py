@@ -24,6 +24,11 @@ def router_selector(endpoint: str) -> dict[str, str]:
     return {NAME: ROUTER, ENDPOINT: endpoint}
 
 
+def as_selector(labels: dict[str, str]) -> str:
+    """A label selector in kubectl's `-l`/`--selector` form (`k=v,k2=v2`)."""
+    return ",".join(f"{k}={v}" for k, v in labels.items())
+
+
 def common(component: str) -> dict[str, str]:
     """Non-selector labels every object carries."""
     return {

@@ -292,7 +292,7 @@ class Commands:
         if cluster.get("context"):
             argv += ["--context", str(cluster["context"])]
         argv += ["--namespace", str(namespace), "logs",
-                 "--selector", ",".join(f"{k}={v}" for k, v in selector.items()),
+                 "--selector", _labels.as_selector(selector),
                  "--prefix", "--tail", str(self.args.tail), "--max-log-requests", "20"]
         if self.args.follow:
             argv.append("--follow")

@@ -53,5 +53,11 @@ def running_pods(namespace: str, selector: str) -> list[dict[str, Any]]:
     return [p for p in pods if not p["metadata"].get("deletionTimestamp")]
 
 
+def is_ready(pod: dict[str, Any]) -> bool:
+    """The pod's Ready condition is True (it receives Service traffic)."""
+    return any(c["type"] == "Ready" and c["status"] == "True"
+               for c in pod["status"].get("conditions", []))
+
+
 def namespace_exists(namespace: str) -> bool:
     return kubectl("get", "namespace", namespace, "--ignore-not-found").strip() != ""

@@ -23,10 +23,12 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.kube import CACHE, KUBECONFIG, check_cluster, kubectl
+from mlendpoints import stack as stackmod
+from tests.kube import CACHE, KUBECONFIG, check_cluster, kubectl, namespace_exists, running_pods
 from tests.load import Load
 from tests.procs import REPO, stop, wait_http
 
@@ -231,27 +233,61 @@ def test_registry_image_nodeport_dns_and_rolling_update(namespace: str, registry
     assert load.failures == []
     assert len(load.versions) >= 20, "the load did not run during the rollout"
     assert {"v1", "v2"} <= set(load.versions), f"saw {set(load.versions)}"
-    pods = json.loads(kubectl("-n", namespace, "get", "pods", "-l", "app=echo", "-o", "json"))
-    running = [p for p in pods["items"] if not p["metadata"].get("deletionTimestamp")]
+    running = running_pods(namespace, "app=echo")
     assert {s["imageID"] for p in running for s in p["status"]["containerStatuses"]} == {
         f"{IMAGE_REPO}@{digest2}"}
 
 
 # ------------------------------------------------------------------ Pulumi provider tier
 def pulumi_env() -> dict[str, str] | None:
-    """The toolchain's environment (scripts/env.sh), or None while it is not built."""
-    env_sh = REPO / "scripts" / "env.sh"
-    if not env_sh.exists():
-        return None
-    out = subprocess.run(["bash", "-c", f". {env_sh} && env -0"], capture_output=True,
-                         check=True, timeout=30).stdout.decode()
-    env = dict(line.split("=", 1) for line in out.split("\0") if "=" in line)
+    """The toolchain's environment (scripts/env.sh's), or None while it is not built."""
+    env = stackmod.pulumi_env(REPO)
     if shutil.which("pulumi", path=env.get("PATH")) is None:
         return None
-    plugins = Path(env.get("PULUMI_HOME", Path.home() / ".pulumi")) / "plugins"
+    plugins = Path(env["PULUMI_HOME"]) / "plugins"
     if not any(plugins.glob("resource-kubernetes-v*")):
         return None
     return env
+
+
+def inline_stack(name: str, program: Callable[[], None], state: Path,
+                 env: dict[str, str]) -> Any:
+    """A stack of an inline PROGRAM on a file backend in STATE, on the local cluster."""
+    from pulumi import automation as auto
+
+    env = {**env, "PULUMI_BACKEND_URL": f"file://{state}?metadata=skip",
+           "KUBECONFIG": str(KUBECONFIG)}
+    cli = Path(shutil.which("pulumi", path=env["PATH"]) or "pulumi").resolve()
+    return auto.create_or_select_stack(
+        stack_name=name, project_name=f"mle-cluster-{name}", program=program,
+        opts=auto.LocalWorkspaceOptions(
+            env_vars=env, work_dir=str(state),
+            pulumi_command=auto.PulumiCommand(root=str(cli.parent.parent))))
+
+
+def rolling_workload(ns: str, name: str, image: Any, port: int, opts: Any,
+                     container: dict[str, Any] | None = None,
+                     probe: dict[str, int] | None = None) -> Any:
+    """Pulumi twin of `workload`: 2 replicas rolled readiness-gated with a preStop drain, and a
+    NodePort Service (returned). CONTAINER adds container fields, PROBE readiness timings."""
+    import pulumi_kubernetes as k8s
+
+    labels = {"app": name}
+    k8s.apps.v1.Deployment(name, metadata={"name": name, "namespace": ns}, spec={
+        "replicas": 2, "selector": {"match_labels": labels},
+        "strategy": {"type": "RollingUpdate",
+                     "rolling_update": {"max_surge": 1, "max_unavailable": 0}},
+        "template": {"metadata": {"labels": labels}, "spec": {
+            "termination_grace_period_seconds": 20,
+            "containers": [{
+                "name": name, "image": image, "ports": [{"container_port": port}],
+                "readiness_probe": {"http_get": {"path": "/ready", "port": port},
+                                    **(probe or {"period_seconds": 1})},
+                "lifecycle": {"pre_stop": {"sleep": {"seconds": DRAIN_SECONDS}}},
+                **(container or {})}]}}}, opts=opts)
+    return k8s.core.v1.Service(name, metadata={"name": name, "namespace": ns}, spec={
+        "type": "NodePort", "selector": labels, "ports": [{"port": 80, "target_port": port}]},
+        opts=opts)
 
 
 def test_pulumi_deployment_up_update_destroy(cluster: None, registry: str,
@@ -272,33 +308,12 @@ def test_pulumi_deployment_up_update_destroy(cluster: None, registry: str,
         image, version = cfg.require("image"), cfg.require("version")
         space = k8s.core.v1.Namespace("ns", metadata={"name": ns})
         opts = pulumi.ResourceOptions(depends_on=[space])
-        labels = {"app": "echo"}
-        k8s.apps.v1.Deployment("echo", metadata={"name": "echo", "namespace": ns}, spec={
-            "replicas": 2, "selector": {"match_labels": labels},
-            "strategy": {"type": "RollingUpdate",
-                         "rolling_update": {"max_surge": 1, "max_unavailable": 0}},
-            "template": {"metadata": {"labels": labels}, "spec": {
-                "termination_grace_period_seconds": 20,
-                "containers": [{"name": "echo", "image": image, "image_pull_policy": "Always",
-                                "env": [{"name": "VERSION", "value": version}],
-                                "ports": [{"container_port": 8080}],
-                                "lifecycle": {"pre_stop": {"sleep": {"seconds": DRAIN_SECONDS}}},
-                                "readiness_probe": {"http_get": {"path": "/ready", "port": 8080},
-                                                    "period_seconds": 1}}]}}}, opts=opts)
-        svc = k8s.core.v1.Service("echo", metadata={"name": "echo", "namespace": ns}, spec={
-            "type": "NodePort", "selector": labels,
-            "ports": [{"port": 80, "target_port": 8080}]}, opts=opts)
+        svc = rolling_workload(ns, "echo", image, 8080, opts, container={
+            "image_pull_policy": "Always", "env": [{"name": "VERSION", "value": version}]})
         pulumi.export("node_port", svc.spec.ports[0].node_port)
 
     with tempfile.TemporaryDirectory(prefix="mle-pulumi-") as state:
-        env = {**env, "PULUMI_BACKEND_URL": f"file://{state}?metadata=skip",
-               "KUBECONFIG": str(KUBECONFIG)}
-        cli = Path(shutil.which("pulumi", path=env["PATH"]) or "pulumi").resolve()
-        stack = auto.create_or_select_stack(
-            stack_name="cluster-smoke", project_name="mle-cluster-smoke", program=program,
-            opts=auto.LocalWorkspaceOptions(
-                env_vars=env, work_dir=state,
-                pulumi_command=auto.PulumiCommand(root=str(cli.parent.parent))))
+        stack = inline_stack("smoke", program, Path(state), env)
         try:
             stack.set_all_config({"image": auto.ConfigValue(ref1),
                                   "version": auto.ConfigValue("v1")})
@@ -316,15 +331,14 @@ def test_pulumi_deployment_up_update_destroy(cluster: None, registry: str,
             assert load.failures == []
             assert len(load.versions) >= 20, "the load did not run during the rollout"
             assert {"v1", "v2"} <= set(load.versions), f"saw {set(load.versions)}"
-            pods = json.loads(kubectl("-n", ns, "get", "pods", "-l", "app=echo", "-o", "json"))
-            running = [p for p in pods["items"] if not p["metadata"].get("deletionTimestamp")]
+            running = running_pods(ns, "app=echo")
             assert {s["imageID"] for p in running for s in p["status"]["containerStatuses"]} \
                 == {f"{IMAGE_REPO}@{digest2}"}
         finally:
             stack.destroy(on_output=lambda _line: None)
-            stack.workspace.remove_stack("cluster-smoke")
+            stack.workspace.remove_stack("smoke")
         # destroy leaves nothing: the namespace (and so everything in it) is gone.
-        assert kubectl("get", "namespace", ns, "--ignore-not-found").strip() == ""
+        assert not namespace_exists(ns)
 
 
 
@@ -401,37 +415,14 @@ def test_pulumi_scoring_image_serves_rolls_out_and_destroys(cluster: None, regis
             repository=f"{repo}/scoring", build_args={"ENV_IMAGE": env_image.ref}))
         space = k8s.core.v1.Namespace("ns", metadata={"name": ns})
         opts = pulumi.ResourceOptions(depends_on=[space])
-        labels = {"app": "scoring"}
-        probe = {"period_seconds": 1, "failure_threshold": 3}
-        k8s.apps.v1.Deployment("scoring", metadata={"name": "scoring", "namespace": ns}, spec={
-            "replicas": 2, "selector": {"match_labels": labels},
-            "strategy": {"type": "RollingUpdate",
-                         "rolling_update": {"max_surge": 1, "max_unavailable": 0}},
-            "template": {"metadata": {"labels": labels}, "spec": {
-                "termination_grace_period_seconds": 20,
-                "containers": [{
-                    "name": "scoring", "image": scoring.ref,
-                    "ports": [{"container_port": 5001}],
-                    "readiness_probe": {"http_get": {"path": "/ready", "port": 5001}, **probe},
-                    "lifecycle": {"pre_stop": {"sleep": {"seconds": DRAIN_SECONDS}}}}]}}},
-            opts=opts)
-        svc = k8s.core.v1.Service("scoring", metadata={"name": "scoring", "namespace": ns},
-                                  spec={"type": "NodePort", "selector": labels,
-                                        "ports": [{"port": 80, "target_port": 5001}]},
-                                  opts=opts)
+        svc = rolling_workload(ns, "scoring", scoring.ref, 5001, opts,
+                               probe={"period_seconds": 1, "failure_threshold": 3})
         pulumi.export("node_port", svc.spec.ports[0].node_port)
         pulumi.export("image", scoring.ref)
 
     state = tmp_path / "state"
     state.mkdir()
-    env = {**env, "PULUMI_BACKEND_URL": f"file://{state}?metadata=skip",
-           "KUBECONFIG": str(KUBECONFIG)}
-    cli = Path(shutil.which("pulumi", path=env["PATH"]) or "pulumi").resolve()
-    stack = auto.create_or_select_stack(
-        stack_name="scoring", project_name="mle-cluster-scoring", program=program,
-        opts=auto.LocalWorkspaceOptions(
-            env_vars=env, work_dir=str(state),
-            pulumi_command=auto.PulumiCommand(root=str(cli.parent.parent))))
+    stack = inline_stack("scoring", program, state, env)
     try:
         stack.set_config("model", auto.ConfigValue("v1"))
         up = stack.up(on_output=lambda _line: None)
@@ -451,4 +442,4 @@ def test_pulumi_scoring_image_serves_rolls_out_and_destroys(cluster: None, regis
     finally:
         stack.destroy(on_output=lambda _line: None)
         stack.workspace.remove_stack("scoring")
-    assert kubectl("get", "namespace", ns, "--ignore-not-found").strip() == ""
+    assert not namespace_exists(ns)

@@ -69,9 +69,10 @@ class Endpoint:
         finally:
             conn.close()
 
-    def ask(self, key: str) -> tuple[int, str]:
-        """One load request: 200 only if the answering deployment's own predictions came back."""
-        status, who, body = self.post(credential=key)
+    def ask(self, key: str, pin: str | None = None) -> tuple[int, str]:
+        """One request: (200, who answered) only if that deployment's own predictions came
+        back; else the status (-1 for wrong predictions) and what came."""
+        status, who, body = self.post(credential=key, pin=pin)
         if status != 200:
             return status, body[:200].decode(errors="replace")
         if json.loads(body) != EXPECTED.get(who):
@@ -91,17 +92,22 @@ class Endpoint:
             conn.close()
         return counts
 
+    def routing(self, key: str) -> tuple[dict[str, int], dict[str, int]]:
+        """(live split, mirror split) the router answering a new connection applies now,
+        deployments at 0% left out of the live split."""
+        summary = self.get("/mirror/summary", key)
+        return {k: v for k, v in summary["traffic"].items() if v}, summary["mirror_traffic"]
+
     def wait_router(self, key: str, traffic: dict[str, int], mirror: dict[str, int],
                     timeout: float = 60) -> float:
         """Seconds until the router answering new connections applies TRAFFIC and MIRROR
         (five reads in a row: a replaced router pod drains for a few seconds)."""
         start = time.monotonic()
+        wanted = ({k: v for k, v in traffic.items() if v}, mirror)
         streak = 0
         while streak < 5:
-            summary = self.get("/mirror/summary", key)
-            live = {k: v for k, v in summary["traffic"].items() if v}
-            streak = streak + 1 if (live, summary["mirror_traffic"]) == (
-                {k: v for k, v in traffic.items() if v}, mirror) else 0
-            assert time.monotonic() - start < timeout, f"router still applies {summary}"
+            now = self.routing(key)
+            streak = streak + 1 if now == wanted else 0
+            assert time.monotonic() - start < timeout, f"router still applies {now}"
             time.sleep(0.2)
         return time.monotonic() - start

@@ -36,9 +36,9 @@ FIGURES: list[str] = []
 # ------------------------------------------------------------------------- the README steps
 
 
-def readme_steps(text: str | None = None) -> dict[int, list[str]]:
+def readme_steps() -> dict[int, list[str]]:
     """Step number -> the command lines of that step's ```bash blocks (comments dropped)."""
-    text = README.read_text() if text is None else text
+    text = README.read_text()
     start = text.index(SECTION)
     end = text.find("\n## ", start + len(SECTION))
     section = text[start:end if end != -1 else None]
@@ -111,14 +111,7 @@ class Walkthrough:
         words = shlex.split(line)
         events: list[Any] = []
         ran = Ran(line, events=events)
-        with self.project.log.open("a") as log:
-            log.write(f"\n$ {line}\n")
-            log.flush()
-
-            def out(text: str) -> None:
-                log.write(text + "\n")
-                log.flush()
-
+        with self.project.logged(line) as out:
             match words:
                 case ["pulumi", "config", "set", "--path", key, value]:
                     self.stack.set_config(key, auto.ConfigValue(value), path=True)

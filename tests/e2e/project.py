@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from mlendpoints import stack as stackmod
 from tests.procs import REPO
 
 PASSPHRASE = "e2e-tests-only"
+CONFIG = "ml-endpoints"  # the stack config namespace (infra/config.py)
 SAMPLE = REPO / "samples" / "diabetes"
 
 
@@ -35,6 +38,28 @@ class EndpointProject:
     def outputs(self) -> dict[str, Any]:
         """The stack's outputs as plain values (secrets included)."""
         return {k: v.value for k, v in self.stack.outputs().items()}
+
+    def set_config(self, values: dict[str, object]) -> None:
+        """`pulumi config set --path ml-endpoints:KEY VALUE` for each item."""
+        for key, value in values.items():
+            self.stack.set_config(f"{CONFIG}:{key}", auto.ConfigValue(str(value)), path=True)
+
+    def remove_config(self, key: str) -> None:
+        """`pulumi config rm --path ml-endpoints:KEY`."""
+        self.stack.remove_config(f"{CONFIG}:{key}", path=True)
+
+    @contextmanager
+    def logged(self, title: str) -> Iterator[Callable[[str], None]]:
+        """An `on_output` that appends an operation's output to LOG under `$ TITLE`."""
+        with self.log.open("a") as log:
+            log.write(f"\n$ {title}\n")
+            log.flush()
+
+            def out(text: str) -> None:
+                log.write(text + "\n")
+                log.flush()
+
+            yield out
 
 
 def dev_stack_config(namespace: str) -> dict[str, Any]:

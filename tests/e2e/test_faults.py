@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 from pulumi import automation as auto
@@ -23,7 +22,7 @@ from components import _labels
 from tests.e2e.client import Endpoint
 from tests.e2e.conftest import FIGURES
 from tests.e2e.project import EndpointProject
-from tests.kube import kubectl, running_pods
+from tests.kube import is_ready, kubectl, running_pods
 from tests.load import Load
 from tests.procs import REPO
 
@@ -46,19 +45,13 @@ def run(raw_data):
 
 def pods_of(deployment: str) -> str:
     """kubectl selector of a deployment's pods (the labels the components put on them)."""
-    labels = _labels.scoring_selector("diabetes", deployment)
-    return ",".join(f"{k}={v}" for k, v in labels.items())
-
-
-def set_config(project: EndpointProject, values: dict[str, Any]) -> None:
-    for key, value in values.items():
-        project.stack.set_config(f"ml-endpoints:{key}", auto.ConfigValue(str(value)), path=True)
+    return _labels.as_selector(_labels.scoring_selector("diabetes", deployment))
 
 
 def add_deployment(project: EndpointProject, index: int, name: str, code: Path) -> None:
     """A deployment of the sample model with the scoring script in CODE, 10% of live traffic
     (so a router that took it would send it requests), a short rollout timeout."""
-    set_config(project, {
+    project.set_config({
         f"deployments[{index}].name": name,
         f"deployments[{index}].model": "diabetes",
         f"deployments[{index}].environment": "sklearn",
@@ -70,14 +63,14 @@ def add_deployment(project: EndpointProject, index: int, name: str, code: Path) 
 
 
 def remove_deployment(project: EndpointProject, index: int, name: str) -> None:
-    project.stack.remove_config(f"ml-endpoints:deployments[{index}]", path=True)
-    project.stack.remove_config(f"ml-endpoints:endpoint.traffic.{name}", path=True)
-    set_config(project, {"endpoint.traffic.blue": 100})
+    project.remove_config(f"deployments[{index}]")
+    project.remove_config(f"endpoint.traffic.{name}")
+    project.set_config({"endpoint.traffic.blue": 100})
 
 
 def up(project: EndpointProject) -> auto.UpResult:
-    with project.log.open("a") as log:
-        return project.stack.up(on_output=lambda text: log.write(text + "\n"))
+    with project.logged("pulumi up") as out:
+        return project.stack.up(on_output=out)
 
 
 def failed_up(project: EndpointProject) -> str:
@@ -99,7 +92,7 @@ def test_pod_kill_failed_init_and_never_ready_cost_no_request(
         endpoint_project: EndpointProject, tmp_path: Path) -> None:
     project = endpoint_project
     ns = project.namespace
-    set_config(project, {"deployments[0].instance_count": 2})
+    project.set_config({"deployments[0].instance_count": 2})
     up(project)
     outputs = project.outputs()
     endpoint, key = Endpoint(outputs["scoring_uri"]), outputs["primary_key"]
@@ -116,9 +109,7 @@ def test_pod_kill_failed_init_and_never_ready_cost_no_request(
         kubectl("-n", ns, "delete", "pod", victim, "--wait=false")
         deadline = time.monotonic() + 120
         while True:
-            pods = running_pods(ns, selector)
-            ready = [p for p in pods if any(c["type"] == "Ready" and c["status"] == "True"
-                                            for c in p["status"].get("conditions", []))]
+            ready = [p for p in running_pods(ns, selector) if is_ready(p)]
             names = {p["metadata"]["name"] for p in ready}
             if len(ready) == 2 and victim not in names and not kubectl(
                     "-n", ns, "get", "pod", victim, "--ignore-not-found").strip():
@@ -154,9 +145,7 @@ def test_pod_kill_failed_init_and_never_ready_cost_no_request(
         status, _, body = endpoint.post(credential=key, pin="stuck")
         assert status == 404, (status, body)
         pods = running_pods(ns, pods_of("stuck"))
-        assert pods and all(not any(c["type"] == "Ready" and c["status"] == "True"
-                                    for c in p["status"].get("conditions", []))
-                            for p in pods), pods
+        assert pods and not any(is_ready(p) for p in pods), pods
         stuck_log = kubectl("-n", ns, "logs", "-l", pods_of("stuck"), "--tail", "50")
         assert '"event": "init_slow"' in stuck_log and "still running after 30 s" in stuck_log, \
             stuck_log
