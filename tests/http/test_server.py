@@ -249,9 +249,22 @@ def _metric(text: str, name: str) -> float:
     return 0.0
 
 
+def _published(client: httpx.Client, name: str, quiet_s: float = 1.2) -> float:
+    """NAME once every worker has published what it counted: each publishes once a second, so
+    a value unchanged for longer than that, with no request sent, includes earlier tests'."""
+    value, since = _metric(client.get("/metrics").text, name), time.monotonic()
+    deadline = since + 10
+    while time.monotonic() - since < quiet_s and time.monotonic() < deadline:
+        time.sleep(0.2)
+        now = _metric(client.get("/metrics").text, name)
+        if now != value:
+            value, since = now, time.monotonic()
+    return value
+
+
 def test_metrics_count_requests_across_workers(client: httpx.Client) -> None:
     name = 'scoring_requests_total{route="/score",status="415"}'
-    before = _metric(client.get("/metrics").text, name)
+    before = _published(client, name)  # an earlier test's 415 may not be published yet
     for _ in range(6):  # spread over both workers by the kernel
         client.post("/score", content=b"x", headers={"content-type": "image/png"})
     deadline = time.monotonic() + 10
