@@ -20,8 +20,17 @@ from pathlib import Path
 
 from tests.procs import free_port
 
-__all__ = ["Result", "Started", "free_port", "group_cpu_seconds", "loadavg", "post_ok", "start",
-           "stop", "wrk"]
+__all__ = [
+    "Result",
+    "Started",
+    "free_port",
+    "group_cpu_seconds",
+    "loadavg",
+    "post_ok",
+    "start",
+    "stop",
+    "wrk",
+]
 
 LUA = """
 wrk.method = "POST"
@@ -72,18 +81,33 @@ class Started:
     log: Path
 
 
-def start(argv: list[str], url: str, body: bytes, log: Path, env: dict[str, str] | None = None,
-          cwd: Path | None = None, timeout: float = 120.0) -> Started:
+def start(
+    argv: list[str],
+    url: str,
+    body: bytes,
+    log: Path,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float = 120.0,
+) -> Started:
     """Start a server; cold start = process start until the first 200 to ``POST url``."""
     fh = log.open("wb")
     t0 = time.perf_counter()
-    popen = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, cwd=cwd,
-                             env={**os.environ, **(env or {})}, start_new_session=True)
+    popen = subprocess.Popen(
+        argv,
+        stdout=fh,
+        stderr=subprocess.STDOUT,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        start_new_session=True,
+    )
     deadline = t0 + timeout
     while time.perf_counter() < deadline:
         if popen.poll() is not None:
-            raise RuntimeError(f"{argv[0]} exited with {popen.returncode}; see {log}:\n"
-                               + log.read_text(errors="replace")[-2000:])
+            raise RuntimeError(
+                f"{argv[0]} exited with {popen.returncode}; see {log}:\n"
+                + log.read_text(errors="replace")[-2000:]
+            )
         if post_ok(url, body, timeout=1.0):
             return Started(popen, time.perf_counter() - t0, log)
         time.sleep(0.01)
@@ -119,8 +143,15 @@ def _ms(text: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
 
 
-def wrk(url: str, body_file: Path, conns: int, seconds: float, workdir: Path,
-        pgid: int | None = None, headers: dict[str, str] | None = None) -> Result:
+def wrk(
+    url: str,
+    body_file: Path,
+    conns: int,
+    seconds: float,
+    workdir: Path,
+    pgid: int | None = None,
+    headers: dict[str, str] | None = None,
+) -> Result:
     """One wrk run: POST ``body_file`` to ``url`` over ``conns`` keep-alive connections, with
     extra ``headers`` (e.g. a bench key); with ``pgid``, also the CPU time per request of that
     process group (a server started in its own session: the server and its workers).
@@ -135,17 +166,36 @@ def wrk(url: str, body_file: Path, conns: int, seconds: float, workdir: Path,
     threads = min(2, conns)
     extra = [arg for name, value in (headers or {}).items() for arg in ("-H", f"{name}: {value}")]
     out = subprocess.run(
-        ["wrk", "-t", str(threads), "-c", str(conns), "-d", f"{seconds:g}s", "--latency",
-         "--timeout", "10s", *extra, "-s", str(lua), url],
-        env={**os.environ, "BENCH_BODY": str(body_file)}, capture_output=True, text=True,
-        timeout=seconds + 60, check=True).stdout
+        [
+            "wrk",
+            "-t",
+            str(threads),
+            "-c",
+            str(conns),
+            "-d",
+            f"{seconds:g}s",
+            "--latency",
+            "--timeout",
+            "10s",
+            *extra,
+            "-s",
+            str(lua),
+            url,
+        ],
+        env={**os.environ, "BENCH_BODY": str(body_file)},
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+        check=True,
+    ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
     p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
     total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    sock_err = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
-                         out)
+    sock_err = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out
+    )
     errors = int(non2xx.group(1)) if non2xx else 0
     if sock_err:
         errors += sum(int(g) for g in sock_err.groups())

@@ -52,8 +52,8 @@ from tests.e2e.project import EndpointProject, make_project
 from tests.kube import KubectlError, check_cluster, kubectl, kubectl_json
 
 ENDPOINT = "diabetes"
-ROUTER = f"{ENDPOINT}-router"                  # router Deployment and Service, Secret prefix
-SETTLE_S = 120                                # polling after `up` returns, at most
+ROUTER = f"{ENDPOINT}-router"  # router Deployment and Service, Secret prefix
+SETTLE_S = 120  # polling after `up` returns, at most
 ADD_GREEN = {  # README step 2, as `pulumi config set --path ml-endpoints:KEY VALUE`
     "endpoint.traffic.green": 0,
     "deployments[1].name": "green",
@@ -126,22 +126,25 @@ class Up:
 
     label: str
     up_s: float
-    router_s: float | None     # the router Deployment's step (Pulumi's await of its rollout)
-    service_s: float | None    # the router Service's step (created on the first up only)
-    effect_s: float | None     # from `up` start
-    images_s: float | None     # first image step start to last image step end (builds, pushes)
+    router_s: float | None  # the router Deployment's step (Pulumi's await of its rollout)
+    service_s: float | None  # the router Service's step (created on the first up only)
+    effect_s: float | None  # from `up` start
+    images_s: float | None  # first image step start to last image step end (builds, pushes)
 
     @property
     def after_return_s(self) -> float | None:
         return None if self.effect_s is None else self.effect_s - self.up_s
 
 
-ROUTER_STEPS = {"kubernetes:apps/v1:Deployment": ROUTER,
-                "kubernetes:core/v1:Service": f"{ROUTER}-service"}
+ROUTER_STEPS = {
+    "kubernetes:apps/v1:Deployment": ROUTER,
+    "kubernetes:core/v1:Service": f"{ROUTER}-service",
+}
 
 
-def timed_up(project: EndpointProject, label: str, check: Callable[[], bool], streak: int,
-             interval: float) -> Up:
+def timed_up(
+    project: EndpointProject, label: str, check: Callable[[], bool], streak: int, interval: float
+) -> Up:
     """`up` with a poller started alongside; the router's steps timed from engine events
     (delivered within ~0.1 s: the Automation API tails the event log every 0.1 s)."""
     seen: dict[tuple[str, str], float] = {}
@@ -170,8 +173,14 @@ def timed_up(project: EndpointProject, label: str, check: Callable[[], bool], st
         project.stack.up(on_output=out, on_event=on_event)
         up_s = time.monotonic() - start
     images_s = max(images_outs) - min(images_pre) if images_pre and images_outs else None
-    return Up(label, up_s, took("kubernetes:apps/v1:Deployment"),
-              took("kubernetes:core/v1:Service"), poll.at, images_s)
+    return Up(
+        label,
+        up_s,
+        took("kubernetes:apps/v1:Deployment"),
+        took("kubernetes:core/v1:Service"),
+        poll.at,
+        images_s,
+    )
 
 
 class FirstScore:
@@ -190,9 +199,15 @@ class FirstScore:
                 return False
             self._next = time.monotonic() + 0.5
             try:
-                items = kubectl_json("-n", self.namespace, "get", f"service/{ROUTER}",
-                                     f"secret/{ROUTER}-keys", "--ignore-not-found",
-                                     timeout=10)["items"]
+                items = kubectl_json(
+                    "-n",
+                    self.namespace,
+                    "get",
+                    f"service/{ROUTER}",
+                    f"secret/{ROUTER}-keys",
+                    "--ignore-not-found",
+                    timeout=10,
+                )["items"]
             except (KubectlError, ValueError, OSError, subprocess.SubprocessError):
                 return False
             kinds = {i["kind"]: i for i in items}
@@ -217,8 +232,9 @@ def kubectl_rollout(namespace: str) -> float:
     """`kubectl rollout restart` of the router until `kubectl rollout status` returns."""
     t0 = time.monotonic()
     kubectl("-n", namespace, "rollout", "restart", f"deployment/{ROUTER}")
-    kubectl("-n", namespace, "rollout", "status", f"deployment/{ROUTER}", "--timeout=120s",
-            timeout=150)
+    kubectl(
+        "-n", namespace, "rollout", "status", f"deployment/{ROUTER}", "--timeout=120s", timeout=150
+    )
     return time.monotonic() - t0
 
 
@@ -228,19 +244,33 @@ def run(project: EndpointProject, repeats: int) -> tuple[list[Up], dict[str, lis
     outputs = project.outputs()
     endpoint, key = Endpoint(outputs["scoring_uri"]), outputs["primary_key"]
     if first.endpoint and (first.endpoint.port, first.key) != (endpoint.port, key):
-        raise RuntimeError(f"the poller scored through port {first.endpoint.port}, but "
-                           f"scoring_uri is {outputs['scoring_uri']} (or the key differs)")
+        raise RuntimeError(
+            f"the poller scored through port {first.endpoint.port}, but "
+            f"scoring_uri is {outputs['scoring_uri']} (or the key differs)"
+        )
     project.set_config(ADD_GREEN)
-    ups.append(timed_up(project, "add green at 0%", lambda: serves(endpoint, key, "green", True),
-                        streak=1, interval=0.2))
+    ups.append(
+        timed_up(
+            project,
+            "add green at 0%",
+            lambda: serves(endpoint, key, "green", True),
+            streak=1,
+            interval=0.2,
+        )
+    )
     previews = {"no change": timed_previews(project, repeats)}
     project.set_config({"endpoint.traffic.blue": 90, "endpoint.traffic.green": 10})
     previews["100/0 -> 90/10"] = timed_previews(project, repeats)
-    for label, split in (("100/0 -> 90/10", {"blue": 90, "green": 10}),
-                         ("90/10 -> 0/100", {"blue": 0, "green": 100})):
+    for label, split in (
+        ("100/0 -> 90/10", {"blue": 90, "green": 10}),
+        ("90/10 -> 0/100", {"blue": 0, "green": 100}),
+    ):
         project.set_config({f"endpoint.traffic.{k}": v for k, v in split.items()})
-        ups.append(timed_up(project, label, lambda s=split: routes(endpoint, key, s), streak=5,
-                            interval=0.2))
+        ups.append(
+            timed_up(
+                project, label, lambda s=split: routes(endpoint, key, s), streak=5, interval=0.2
+            )
+        )
     return ups, previews, kubectl_rollout(project.namespace)
 
 
@@ -255,25 +285,38 @@ def table(ups: list[Up], previews: dict[str, list[float]], kubectl_s: float) -> 
         "|-------------------------|--------------:|-------:|--------------------:"
         "|-----------------:|----------------------:|-----------------------:|",
     ]
-    rows += [f"| {u.label:<23} | {_s(u.images_s):>13} | {u.up_s:>6.1f} | {_s(u.router_s):>19} "
-             f"| {_s(u.service_s):>16} "
-             f"| {_s(u.effect_s, 'not seen'):>21} | {_s(u.after_return_s, 'not seen'):>22} |"
-             for u in ups]
-    rows.append(f"| {'kubectl rollout restart':<23} | {'—':>13} | {'—':>6} | {kubectl_s:>19.1f} "
-                f"| {'—':>16} | {'—':>21} | {'—':>22} |")
-    rows += ["", "| `pulumi preview`        | median s | min s | max s |",
-             "|-------------------------|---------:|------:|------:|"]
-    rows += [f"| {name:<23} | {statistics.median(t):>8.1f} | {min(t):>5.1f} | {max(t):>5.1f} |"
-             for name, t in previews.items()]
+    rows += [
+        f"| {u.label:<23} | {_s(u.images_s):>13} | {u.up_s:>6.1f} | {_s(u.router_s):>19} "
+        f"| {_s(u.service_s):>16} "
+        f"| {_s(u.effect_s, 'not seen'):>21} | {_s(u.after_return_s, 'not seen'):>22} |"
+        for u in ups
+    ]
+    rows.append(
+        f"| {'kubectl rollout restart':<23} | {'—':>13} | {'—':>6} | {kubectl_s:>19.1f} "
+        f"| {'—':>16} | {'—':>21} | {'—':>22} |"
+    )
+    rows += [
+        "",
+        "| `pulumi preview`        | median s | min s | max s |",
+        "|-------------------------|---------:|------:|------:|",
+    ]
+    rows += [
+        f"| {name:<23} | {statistics.median(t):>8.1f} | {min(t):>5.1f} | {max(t):>5.1f} |"
+        for name, t in previews.items()
+    ]
     return "\n".join(rows)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench rollout", description=__doc__.split(
-        "\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench rollout", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--repeats", type=int, default=3, help="previews of each kind (3)")
-    parser.add_argument("--log", type=Path, help="keep Pulumi's output of the ups here "
-                        "(default: removed with the throwaway project)")
+    parser.add_argument(
+        "--log",
+        type=Path,
+        help="keep Pulumi's output of the ups here (default: removed with the throwaway project)",
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.repeats <= 20:
         parser.error(f"--repeats: {args.repeats} is outside 1..20")
@@ -299,15 +342,19 @@ def main(argv: list[str] | None = None) -> int:
             if args.log and project.log.exists():
                 args.log.write_text(project.log.read_text())
             project.stack.destroy(on_output=lambda _line: None)
-    print(f"rollout benchmark {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, dev stack copy on "
-          f"the local cluster; load avg before {load_before}, after {loadavg()}; "
-          f"{os.cpu_count()} cores")
+    print(
+        f"rollout benchmark {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, dev stack copy on "
+        f"the local cluster; load avg before {load_before}, after {loadavg()}; "
+        f"{os.cpu_count()} cores"
+    )
     print()
     print(table(ups, previews, kubectl_s))
     unseen = [u.label for u in ups if u.effect_s is None]
     if unseen:
-        print(f"\nnot served within {SETTLE_S:g} s after `up` returned: {', '.join(unseen)}",
-              file=sys.stderr)
+        print(
+            f"\nnot served within {SETTLE_S:g} s after `up` returned: {', '.join(unseen)}",
+            file=sys.stderr,
+        )
     return 1 if unseen else 0
 
 

@@ -49,16 +49,26 @@ def _body() -> str:
 
 
 def _real_server_ready() -> bool:
-    return (REPO / "scoring" / "serve.py").exists() and (SAMPLE / "score.py").exists() and \
-        any((SAMPLE / "model").glob("*.pkl"))
+    return (
+        (REPO / "scoring" / "serve.py").exists()
+        and (SAMPLE / "score.py").exists()
+        and any((SAMPLE / "model").glob("*.pkl"))
+    )
 
 
 @contextlib.contextmanager
-def _proc(argv: list[str], ready_url: str, log: Path,
-          env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+def _proc(
+    argv: list[str], ready_url: str, log: Path, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("wb") as fh:
-        p = subprocess.Popen(argv, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT,
-                             env={**os.environ, **(env or {})}, start_new_session=True)
+        p = subprocess.Popen(
+            argv,
+            cwd=REPO,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
     try:
         wait_http(ready_url, 60, p, log)
         yield p
@@ -69,13 +79,32 @@ def _proc(argv: list[str], ready_url: str, log: Path,
 def _upstream(name: str, tmp: Path, real: bool) -> contextlib.AbstractContextManager:
     port = free_port()
     if real:
-        argv = [sys.executable, "-m", "scoring", "serve", "--entry-script",
-                str(SAMPLE / "score.py"), "--model-dir", str(SAMPLE / "model"),
-                "--port", str(port), "--host", "127.0.0.1", "--workers", "1"]
+        argv = [
+            sys.executable,
+            "-m",
+            "scoring",
+            "serve",
+            "--entry-script",
+            str(SAMPLE / "score.py"),
+            "--model-dir",
+            str(SAMPLE / "model"),
+            "--port",
+            str(port),
+            "--host",
+            "127.0.0.1",
+            "--workers",
+            "1",
+        ]
         ready = f"http://127.0.0.1:{port}/ready"
     else:
-        argv = [sys.executable, "tests/assets/echo_upstream.py", "--name", name,
-                "--port", str(port)]
+        argv = [
+            sys.executable,
+            "tests/assets/echo_upstream.py",
+            "--name",
+            name,
+            "--port",
+            str(port),
+        ]
         ready = f"http://127.0.0.1:{port}/"
     return _proc(argv, ready, tmp / f"{name}.log"), port
 
@@ -120,15 +149,22 @@ frontend fe
 
 
 def router_cfg(blue: int, green: int, shadow: int | None) -> dict[str, object]:
-    deps = {"blue": {"url": f"http://127.0.0.1:{blue}"},
-            "green": {"url": f"http://127.0.0.1:{green}"}}
+    deps = {
+        "blue": {"url": f"http://127.0.0.1:{blue}"},
+        "green": {"url": f"http://127.0.0.1:{green}"},
+    }
     mirror: dict[str, int] = {}
     if shadow is not None:
         deps["shadow"] = {"url": f"http://127.0.0.1:{shadow}"}
         mirror = {"shadow": 50}
-    return {"endpoint_name": "bench", "auth_mode": "key", "deployments": deps,
-            "traffic": {"blue": 80, "green": 20}, "mirror_traffic": mirror,
-            "request_timeout_ms": 10000}
+    return {
+        "endpoint_name": "bench",
+        "auth_mode": "key",
+        "deployments": deps,
+        "traffic": {"blue": 80, "green": 20},
+        "mirror_traffic": mirror,
+        "request_timeout_ms": 10000,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,8 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
     p.add_argument("--connections", default="1,8,64")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians shown")
-    p.add_argument("--echo", action="store_true", help="use the echo upstream even if the "
-                   "real inference server is available")
+    p.add_argument(
+        "--echo",
+        action="store_true",
+        help="use the echo upstream even if the real inference server is available",
+    )
     args = p.parse_args(argv)
     for tool in ("wrk", "haproxy"):
         if not shutil.which(tool):
@@ -161,33 +200,53 @@ def main(argv: list[str] | None = None) -> int:
         hport, h1port, static = free_port(), free_port(), free_port()
         pids: dict[str, int] = {}
         for label, text in (
-                ("haproxy", haproxy_cfg(hport, ups["blue"], ups["green"], None)),
-                ("haproxy-1thread", haproxy_cfg(h1port, ups["blue"], ups["green"], 1)),
-                ("static", static_cfg(static))):
+            ("haproxy", haproxy_cfg(hport, ups["blue"], ups["green"], None)),
+            ("haproxy-1thread", haproxy_cfg(h1port, ups["blue"], ups["green"], 1)),
+            ("static", static_cfg(static)),
+        ):
             cfg = tmp / f"{label}.cfg"
             cfg.write_text(text)
-            hap = subprocess.Popen(["haproxy", "-f", str(cfg)], stdout=subprocess.DEVNULL,
-                                   stderr=(tmp / f"{label}.log").open("wb"),
-                                   start_new_session=True)
+            hap = subprocess.Popen(
+                ["haproxy", "-f", str(cfg)],
+                stdout=subprocess.DEVNULL,
+                stderr=(tmp / f"{label}.log").open("wb"),
+                start_new_session=True,
+            )
             stack.callback(stop, hap)
             pids[label] = hap.pid
-        routers = {"router": None, "router+mirror50": ups["shadow"],
-                   "router+mirror50ext": static}
+        routers = {"router": None, "router+mirror50": ups["shadow"], "router+mirror50ext": static}
         ports: dict[str, int] = {}
         for label, shadow in routers.items():
             port = ports[label] = free_port()
             cfg_path = tmp / f"{label}.json"
             cfg_path.write_text(json.dumps(router_cfg(ups["blue"], ups["green"], shadow)))
-            rp = stack.enter_context(_proc(
-                [sys.executable, "-m", "scoring", "router", "--config", str(cfg_path),
-                 "--port", str(port), "--host", "127.0.0.1"],
-                f"http://127.0.0.1:{port}/ready", tmp / f"{label}.log", env))
+            rp = stack.enter_context(
+                _proc(
+                    [
+                        sys.executable,
+                        "-m",
+                        "scoring",
+                        "router",
+                        "--config",
+                        str(cfg_path),
+                        "--port",
+                        str(port),
+                        "--host",
+                        "127.0.0.1",
+                    ],
+                    f"http://127.0.0.1:{port}/ready",
+                    tmp / f"{label}.log",
+                    env,
+                )
+            )
             pids[label] = rp.pid
         time.sleep(0.5)
-        paths = [("direct", f"http://127.0.0.1:{ups['blue']}/score"),
-                 ("haproxy", f"http://127.0.0.1:{hport}/score"),
-                 ("haproxy-1thread", f"http://127.0.0.1:{h1port}/score"),
-                 *((label, f"http://127.0.0.1:{ports[label]}/score") for label in routers)]
+        paths = [
+            ("direct", f"http://127.0.0.1:{ups['blue']}/score"),
+            ("haproxy", f"http://127.0.0.1:{hport}/score"),
+            ("haproxy-1thread", f"http://127.0.0.1:{h1port}/score"),
+            *((label, f"http://127.0.0.1:{ports[label]}/score") for label in routers),
+        ]
         for _, url in paths:  # warm up pools and caches
             wrk(url, body, 8, 1, tmp, headers=auth)
         # Rounds interleave the paths so a burst of other work on the machine hits all of
@@ -197,46 +256,80 @@ def main(argv: list[str] | None = None) -> int:
             for c in conns:
                 for name, url in paths:
                     runs.setdefault((name, c), []).append(
-                        wrk(url, body, c, args.duration, tmp, pids.get(name), auth))
+                        wrk(url, body, c, args.duration, tmp, pids.get(name), auth)
+                    )
         for (name, c), results in runs.items():
-            cell = {k: statistics.median(getattr(r, field) for r in results) for k, field in
-                    (("rps", "rps"), ("p50", "p50_ms"), ("p99", "p99_ms"),
-                     ("cpu_us", "cpu_us_per_request"))}
+            cell = {
+                k: statistics.median(getattr(r, field) for r in results)
+                for k, field in (
+                    ("rps", "rps"),
+                    ("p50", "p50_ms"),
+                    ("p99", "p99_ms"),
+                    ("cpu_us", "cpu_us_per_request"),
+                )
+            }
             cell["errors"] = sum(r.errors for r in results)  # any error in any round shows
             rows.append((name, c, cell))
-        summaries = {label: subprocess.run(
-            ["curl", "-s", "-H", f"Authorization: Bearer {KEY1}",
-             f"http://127.0.0.1:{ports[label]}/mirror/summary"],
-            capture_output=True, text=True).stdout for label in list(routers)[1:]}
-    upstream = ("inference server (python -m scoring serve, samples/diabetes, 1 worker)"
-                if real else "echo upstream (tests/assets/echo_upstream.py, uvicorn, 1 worker)")
+        summaries = {
+            label: subprocess.run(
+                [
+                    "curl",
+                    "-s",
+                    "-H",
+                    f"Authorization: Bearer {KEY1}",
+                    f"http://127.0.0.1:{ports[label]}/mirror/summary",
+                ],
+                capture_output=True,
+                text=True,
+            ).stdout
+            for label in list(routers)[1:]
+        }
+    upstream = (
+        "inference server (python -m scoring serve, samples/diabetes, 1 worker)"
+        if real
+        else "echo upstream (tests/assets/echo_upstream.py, uvicorn, 1 worker)"
+    )
     print(f"router benchmark {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, upstream: {upstream}")
-    print(f"wrk {args.duration:g}s per cell, median of {args.rounds} interleaved rounds; "
-          f"load average before {load_before}, "
-          f"after {loadavg()}; HAProxy {_haproxy_version()}; {os.cpu_count()} cores")
+    print(
+        f"wrk {args.duration:g}s per cell, median of {args.rounds} interleaved rounds; "
+        f"load average before {load_before}, "
+        f"after {loadavg()}; HAProxy {_haproxy_version()}; {os.cpu_count()} cores"
+    )
     print()
-    print("| path               | conns |   req/s | p50 ms | p99 ms | errors | req/s vs haproxy "
-          "| p50 added vs direct | proxy CPU µs/req |")
-    print("|--------------------|------:|--------:|-------:|-------:|-------:|-----------------:"
-          "|--------------------:|-----------------:|")
+    print(
+        "| path               | conns |   req/s | p50 ms | p99 ms | errors | req/s vs haproxy "
+        "| p50 added vs direct | proxy CPU µs/req |"
+    )
+    print(
+        "|--------------------|------:|--------:|-------:|-------:|-------:|-----------------:"
+        "|--------------------:|-----------------:|"
+    )
     by = {(n, c): r for n, c, r in rows}
     for name, c, r in rows:
         hap_rps = by[("haproxy", c)]["rps"]
         added = r["p50"] - by[("direct", c)]["p50"]
         cpu = f"{r['cpu_us']:.0f}" if name in pids else ""  # direct: no proxy
-        print(f"| {name:<18} | {c:>5} | {r['rps']:>7.0f} | {r['p50']:>6.3f} | {r['p99']:>6.2f} | "
-              f"{int(r['errors']):>6} | {r['rps'] / hap_rps:>15.2f}x | {added:>+19.3f} | "
-              f"{cpu:>16} |")
+        print(
+            f"| {name:<18} | {c:>5} | {r['rps']:>7.0f} | {r['p50']:>6.3f} | {r['p99']:>6.2f} | "
+            f"{int(r['errors']):>6} | {r['rps'] / hap_rps:>15.2f}x | {added:>+19.3f} | "
+            f"{cpu:>16} |"
+        )
     print()
     for label in list(routers)[1:]:
-        where = ("a third upstream on the same cores" if label == "router+mirror50"
-                 else "a static responder (candidate's CPU elsewhere)")
-        cost = ", ".join(f"{c} conns {by[(label, c)]['rps'] / by[('router', c)]['rps'] - 1:+.1%}"
-                         for c in conns)
+        where = (
+            "a third upstream on the same cores"
+            if label == "router+mirror50"
+            else "a static responder (candidate's CPU elsewhere)"
+        )
+        cost = ", ".join(
+            f"{c} conns {by[(label, c)]['rps'] / by[('router', c)]['rps'] - 1:+.1%}" for c in conns
+        )
         try:
             s = json.loads(summaries[label])["mirrors"]["shadow"]
-            detail = (f"sent {s['sent']}, equal {s['equal']}, different {s['different']}, "
-                      f"skipped {s['skipped_overload']}, errors {s['errors']}")
+            detail = (
+                f"sent {s['sent']}, equal {s['equal']}, different {s['different']}, "
+                f"skipped {s['skipped_overload']}, errors {s['errors']}"
+            )
         except (ValueError, KeyError):
             detail = f"summary unavailable: {summaries[label][:200]}"
         print(f"{label} (mirror to {where}): live req/s vs router: {cost}; {detail}")

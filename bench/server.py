@@ -64,8 +64,10 @@ def peer_python(name: str) -> Path:
         return py
     print(f"installing {name} into {venv} ...", flush=True)
     subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-    subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                    *packages], check=True)
+    subprocess.run(
+        [str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", *packages],
+        check=True,
+    )
     stamp.write_text(" ".join(packages))
     return py
 
@@ -91,56 +93,153 @@ def payloads(work: Path) -> dict[tuple[str, int], Path]:
         azure = work / f"azure-{n}.json"
         azure.write_text(json.dumps({"data": rows}))
         v2 = work / f"v2-{n}.json"
-        v2.write_text(json.dumps({"inputs": [{"name": "predict", "shape": [n, 10],
-                                              "datatype": "FP64",
-                                              "data": [v for r in rows for v in r]}]}))
+        v2.write_text(
+            json.dumps(
+                {
+                    "inputs": [
+                        {
+                            "name": "predict",
+                            "shape": [n, 10],
+                            "datatype": "FP64",
+                            "data": [v for r in rows for v in r],
+                        }
+                    ]
+                }
+            )
+        )
         out[("azure", n)], out[("v2", n)] = azure, v2
     return out
 
 
 def servers(names: list[str], model: Path, work: Path, port: int) -> list[Server]:
     script = str(SAMPLE / "score.py")
-    ours = [sys.executable, "-m", "scoring", "serve", "--entry-script", script,
-            "--model-dir", str(model), "--workers", "2", "--host", "127.0.0.1",
-            "--port", str(port)]
+    ours = [
+        sys.executable,
+        "-m",
+        "scoring",
+        "serve",
+        "--entry-script",
+        script,
+        "--model-dir",
+        str(model),
+        "--workers",
+        "2",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     result = []
     for name in names:
         if name == "ours":
             result.append(Server(name, ours, "/score", cwd=REPO))
         elif name == "ours-collect":
-            result.append(Server(name, [*ours, "--collect", "true", "--collect-dir",
-                                        str(work / "collected")], "/score", cwd=REPO))
+            result.append(
+                Server(
+                    name,
+                    [*ours, "--collect", "true", "--collect-dir", str(work / "collected")],
+                    "/score",
+                    cwd=REPO,
+                )
+            )
         elif name == "ours-queue":
-            result.append(Server(name, [*ours, "--max-concurrent-requests-per-instance", "128"],
-                                 "/score", cwd=REPO))
+            result.append(
+                Server(
+                    name,
+                    [*ours, "--max-concurrent-requests-per-instance", "128"],
+                    "/score",
+                    cwd=REPO,
+                )
+            )
         elif name == "bare":
-            result.append(Server(name, [
-                sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--workers", "2",
-                "--host", "127.0.0.1", "--port", str(port), "--loop", "uvloop",
-                "--http", "httptools", "--no-access-log", "--log-level", "warning"],
-                "/score", env={"BENCH_ENTRY_SCRIPT": script, "AZUREML_MODEL_DIR": str(model)},
-                cwd=REPO))
+            result.append(
+                Server(
+                    name,
+                    [
+                        sys.executable,
+                        "-m",
+                        "uvicorn",
+                        "bench.bare_app:app",
+                        "--workers",
+                        "2",
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(port),
+                        "--loop",
+                        "uvloop",
+                        "--http",
+                        "httptools",
+                        "--no-access-log",
+                        "--log-level",
+                        "warning",
+                    ],
+                    "/score",
+                    env={"BENCH_ENTRY_SCRIPT": script, "AZUREML_MODEL_DIR": str(model)},
+                    cwd=REPO,
+                )
+            )
         elif name == "azmlinfsrv":
             py = peer_python("azmlinfsrv")
             launcher = (  # azmlinfsrv binds 0.0.0.0 by default; keep the benchmark on loopback
                 "import sys, azureml_inference_server_http.amlserver as a; "
-                "a.DEFAULT_HOST = '127.0.0.1'; sys.argv[0] = 'azmlinfsrv'; a.run()")
-            result.append(Server(name, [str(py), "-c", launcher, "--entry_script", script,
-                                        "--model_dir", str(model), "--port", str(port),
-                                        "--worker_count", "2"], "/score", cwd=work))
+                "a.DEFAULT_HOST = '127.0.0.1'; sys.argv[0] = 'azmlinfsrv'; a.run()"
+            )
+            result.append(
+                Server(
+                    name,
+                    [
+                        str(py),
+                        "-c",
+                        launcher,
+                        "--entry_script",
+                        script,
+                        "--model_dir",
+                        str(model),
+                        "--port",
+                        str(port),
+                        "--worker_count",
+                        "2",
+                    ],
+                    "/score",
+                    cwd=work,
+                )
+            )
         elif name == "mlserver":
             py = peer_python("mlserver")
             folder = work / "mlserver"
             (folder / "diabetes").mkdir(parents=True, exist_ok=True)
             shutil.copy(model / "model.pkl", folder / "diabetes" / "model.pkl")
-            (folder / "diabetes" / "model-settings.json").write_text(json.dumps({
-                "name": "diabetes", "implementation": "mlserver_sklearn.SKLearnModel",
-                "parameters": {"uri": "./model.pkl", "version": "v1"}}))
-            (folder / "settings.json").write_text(json.dumps({
-                "host": "127.0.0.1", "http_port": port, "grpc_port": free_port(),
-                "metrics_port": free_port(), "parallel_workers": 2, "debug": False}))
-            result.append(Server(name, [str(py.parent / "mlserver"), "start", str(folder)],
-                                 "/v2/models/diabetes/infer", v2=True, cwd=folder))
+            (folder / "diabetes" / "model-settings.json").write_text(
+                json.dumps(
+                    {
+                        "name": "diabetes",
+                        "implementation": "mlserver_sklearn.SKLearnModel",
+                        "parameters": {"uri": "./model.pkl", "version": "v1"},
+                    }
+                )
+            )
+            (folder / "settings.json").write_text(
+                json.dumps(
+                    {
+                        "host": "127.0.0.1",
+                        "http_port": port,
+                        "grpc_port": free_port(),
+                        "metrics_port": free_port(),
+                        "parallel_workers": 2,
+                        "debug": False,
+                    }
+                )
+            )
+            result.append(
+                Server(
+                    name,
+                    [str(py.parent / "mlserver"), "start", str(folder)],
+                    "/v2/models/diabetes/infer",
+                    v2=True,
+                    cwd=folder,
+                )
+            )
         else:
             raise SystemExit(f"--servers: unknown server {name!r}; choose from {ALL}")
     return result
@@ -148,26 +247,41 @@ def servers(names: list[str], model: Path, work: Path, port: int) -> list[Server
 
 def measure(server: Server, work: Path, bodies: dict, seconds: float) -> dict:
     """Start one server, run every cell against it, stop it."""
-    port = server.argv[server.argv.index("--port") + 1] if "--port" in server.argv \
+    port = (
+        server.argv[server.argv.index("--port") + 1]
+        if "--port" in server.argv
         else json.loads((work / "mlserver" / "settings.json").read_text())["http_port"]
+    )
     url = f"http://127.0.0.1:{port}{server.path}"
     kind = "v2" if server.v2 else "azure"
     load_before = loadavg()
     print(f"[{server.name}] starting (load {load_before})", flush=True)
-    started = start(server.argv, url, bodies[(kind, 1)].read_bytes(),
-                    work / f"{server.name}.log", env=server.env, cwd=server.cwd)
-    entry: dict = {"cold_start_s": round(started.cold_start_s, 3), "load_before": load_before,
-                   "cells": {}}
+    started = start(
+        server.argv,
+        url,
+        bodies[(kind, 1)].read_bytes(),
+        work / f"{server.name}.log",
+        env=server.env,
+        cwd=server.cwd,
+    )
+    entry: dict = {
+        "cold_start_s": round(started.cold_start_s, 3),
+        "load_before": load_before,
+        "cells": {},
+    }
     try:
         wrk(url, bodies[(kind, 1)], 8, 1, work)  # warm-up, not recorded
         for n in ROWS:
             for conns in CONNS:
                 r = wrk(url, bodies[(kind, n)], conns, seconds, work, started.popen.pid)
                 entry["cells"][f"{n}x{conns}"] = r.__dict__
-                print(f"[{server.name}] rows={n} conns={conns}: {r.rps:,.0f} req/s "
-                      f"p50 {r.p50_ms:.2f} ms p99 {r.p99_ms:.2f} ms "
-                      f"cpu {r.cpu_us_per_request:.0f} us/req"
-                      f"{f' errors {r.errors}' if r.errors else ''}", flush=True)
+                print(
+                    f"[{server.name}] rows={n} conns={conns}: {r.rps:,.0f} req/s "
+                    f"p50 {r.p50_ms:.2f} ms p99 {r.p99_ms:.2f} ms "
+                    f"cpu {r.cpu_us_per_request:.0f} us/req"
+                    f"{f' errors {r.errors}' if r.errors else ''}",
+                    flush=True,
+                )
     finally:
         stop(started.popen)
     entry["load_after"] = loadavg()
@@ -178,8 +292,12 @@ def best(a: dict | None, b: dict) -> dict:
     """Merge rounds: per cell the run with the most req/s; the lowest cold start."""
     if a is None:
         return b
-    merged = {**a, "cold_start_s": min(a["cold_start_s"], b["cold_start_s"]),
-              "load_after": b["load_after"], "cells": dict(a["cells"])}
+    merged = {
+        **a,
+        "cold_start_s": min(a["cold_start_s"], b["cold_start_s"]),
+        "load_after": b["load_after"],
+        "cells": dict(a["cells"]),
+    }
     for cell, r in b["cells"].items():
         if cell not in merged["cells"] or r["rps"] > merged["cells"][cell]["rps"]:
             merged["cells"][cell] = r
@@ -192,12 +310,19 @@ def run(names: list[str], seconds: float, rounds: int = 1) -> dict:
     work = Path(tempfile.mkdtemp(prefix="bench-server-"))
     try:
         model = work / "model"
-        subprocess.run([sys.executable, str(SAMPLE / "train.py"), "--out", str(model)],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, str(SAMPLE / "train.py"), "--out", str(model)],
+            check=True,
+            capture_output=True,
+        )
         bodies = payloads(work)
-        results: dict = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                         "cpus": os.cpu_count(), "duration_s": seconds, "rounds": rounds,
-                         "servers": {}}
+        results: dict = {
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "cpus": os.cpu_count(),
+            "duration_s": seconds,
+            "rounds": rounds,
+            "servers": {},
+        }
         for round_no in range(rounds):
             print(f"-- round {round_no + 1}/{rounds}", flush=True)
             for server in servers(names, model, work, free_port()):
@@ -206,8 +331,7 @@ def run(names: list[str], seconds: float, rounds: int = 1) -> dict:
                 except (RuntimeError, TimeoutError) as exc:  # one peer failing ends no run
                     print(f"[{server.name}] skipped this round: {exc}", flush=True)
                     continue
-                results["servers"][server.name] = best(results["servers"].get(server.name),
-                                                       entry)
+                results["servers"][server.name] = best(results["servers"].get(server.name), entry)
         return results
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -216,12 +340,15 @@ def run(names: list[str], seconds: float, rounds: int = 1) -> dict:
 def table(results: dict) -> str:
     """A markdown table: req/s, p50, p99 and ratios vs azmlinfsrv and the bare app."""
     srv = results["servers"]
-    lines = [f"Measured {results['date']} on {results['cpus']} cores (wrk on the same cores), "
-             f"{results['duration_s']:g} s per cell, 2 workers per server, best of "
-             f"{results.get('rounds', 1)} round(s) per cell.", "",
-             "| server | rows | conns | req/s | p50 ms | p99 ms | x azmlinfsrv | x bare | "
-             "server CPU us/req | CPU x azmlinfsrv | CPU x bare | errors |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"Measured {results['date']} on {results['cpus']} cores (wrk on the same cores), "
+        f"{results['duration_s']:g} s per cell, 2 workers per server, best of "
+        f"{results.get('rounds', 1)} round(s) per cell.",
+        "",
+        "| server | rows | conns | req/s | p50 ms | p99 ms | x azmlinfsrv | x bare | "
+        "server CPU us/req | CPU x azmlinfsrv | CPU x bare | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for name, entry in srv.items():
         for cell, r in entry["cells"].items():
             n, conns = cell.split("x")
@@ -238,29 +365,45 @@ def table(results: dict) -> str:
                     return "-"
                 return f"{other['cpu_us_per_request'] / mine:.2f}"
 
-            lines.append(f"| {name} | {n} | {conns} | {r['rps']:,.0f} | {r['p50_ms']:.2f} | "
-                         f"{r['p99_ms']:.2f} | {ratio('azmlinfsrv')} | {ratio('bare')} | "
-                         f"{r.get('cpu_us_per_request', 0):.0f} | {cpu_ratio('azmlinfsrv')} | "
-                         f"{cpu_ratio('bare')} | {r['errors']} |")
-    lines += ["", "| server | cold start s (process start to first 200, best round) | "
-                  "load avg before / after (last round) |", "|---|---:|---|"]
+            lines.append(
+                f"| {name} | {n} | {conns} | {r['rps']:,.0f} | {r['p50_ms']:.2f} | "
+                f"{r['p99_ms']:.2f} | {ratio('azmlinfsrv')} | {ratio('bare')} | "
+                f"{r.get('cpu_us_per_request', 0):.0f} | {cpu_ratio('azmlinfsrv')} | "
+                f"{cpu_ratio('bare')} | {r['errors']} |"
+            )
+    lines += [
+        "",
+        "| server | cold start s (process start to first 200, best round) | "
+        "load avg before / after (last round) |",
+        "|---|---:|---|",
+    ]
     for name, entry in srv.items():
-        lines.append(f"| {name} | {entry['cold_start_s']:.2f} | {entry['load_before']} / "
-                     f"{entry['load_after']} |")
+        lines.append(
+            f"| {name} | {entry['cold_start_s']:.2f} | {entry['load_before']} / "
+            f"{entry['load_after']} |"
+        )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.server", description=__doc__)
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk cell")
-    parser.add_argument("--servers", default=",".join(ALL),
-                        help=f"comma-separated subset/order of {', '.join(ALL)}, ours-queue")
-    parser.add_argument("--rounds", type=int, default=1,
-                        help="passes over all servers; each cell keeps its best pass")
+    parser.add_argument(
+        "--servers",
+        default=",".join(ALL),
+        help=f"comma-separated subset/order of {', '.join(ALL)}, ours-queue",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="passes over all servers; each cell keeps its best pass",
+    )
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     args = parser.parse_args(argv)
-    results = run([s.strip() for s in args.servers.split(",") if s.strip()], args.duration,
-                  args.rounds)
+    results = run(
+        [s.strip() for s in args.servers.split(",") if s.strip()], args.duration, args.rounds
+    )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     print()

@@ -151,8 +151,7 @@ def _wheelhouse(requirements: Path) -> Path:
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(
-            f"wheelhouse for {requirements} failed (exit {proc.returncode}):\n"
-            f"{proc.stderr[-3000:]}"
+            f"wheelhouse for {requirements} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}"
         )
     return Path(proc.stdout.strip().splitlines()[-1])
 
@@ -198,8 +197,14 @@ def _build_and_push(props: Mapping[str, Any]) -> dict[str, Any]:
         last_error = None
         tail: list[str] = []
         for chunk in client.build(
-            path=str(context), dockerfile=str(props["dockerfile"]), tag=name,
-            buildargs=build_args, network_mode="none", rm=True, forcerm=True, pull=False,
+            path=str(context),
+            dockerfile=str(props["dockerfile"]),
+            tag=name,
+            buildargs=build_args,
+            network_mode="none",
+            rm=True,
+            forcerm=True,
+            pull=False,
             decode=True,
         ):
             line = str(chunk.get("stream", "")).strip()
@@ -227,7 +232,13 @@ def _build_and_push(props: Mapping[str, Any]) -> dict[str, Any]:
 
 
 _DIFF_KEYS = (
-    "content_key", "repository", "tag", "dockerfile", "build_args", "push", "use_wheelhouse",
+    "content_key",
+    "repository",
+    "tag",
+    "dockerfile",
+    "build_args",
+    "push",
+    "use_wheelhouse",
 )
 
 
@@ -242,9 +253,7 @@ class ImageProvider(dyn.ResourceProvider):
         outs = _build_and_push(props)
         return dyn.CreateResult(id_=f"{props['repository']}:{props['tag']}", outs={**props, **outs})
 
-    def update(
-        self, _id: str, _olds: dict[str, Any], news: dict[str, Any]
-    ) -> dyn.UpdateResult:
+    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> dyn.UpdateResult:
         return dyn.UpdateResult(outs={**news, **_build_and_push(news)})
 
     def delete(self, _id: str, _props: dict[str, Any]) -> None:

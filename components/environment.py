@@ -56,8 +56,14 @@ class Environment(pulumi.ComponentResource):
         self.env_name = name
         self.resolved_requirements = reqs
         self.digest = hash_parts(
-            ["env/v1", args.image or "", args.base_image, args.python, *reqs,
-             *(f"{k}={v}" for k, v in sorted(args.extra_build_args.items()))]
+            [
+                "env/v1",
+                args.image or "",
+                args.base_image,
+                args.python,
+                *reqs,
+                *(f"{k}={v}" for k, v in sorted(args.extra_build_args.items())),
+            ]
         )
         self.tag = self.digest[:16]
         self.image = None
@@ -66,9 +72,7 @@ class Environment(pulumi.ComponentResource):
         else:
             from components._images import Image, ImageArgs  # owned by the toolchain area
 
-            context = _build.stage(
-                "env", self.digest, {"requirements.txt": "\n".join(reqs) + "\n"}
-            )
+            context = _build.stage("env", self.digest, {"requirements.txt": "\n".join(reqs) + "\n"})
             self.image = Image(
                 f"{name}-image",
                 ImageArgs(
@@ -89,8 +93,11 @@ class Environment(pulumi.ComponentResource):
         self.spec_hash = pulumi.Output.from_input(self.digest)
         self.requirements = pulumi.Output.from_input(reqs)
         self.register_outputs(
-            {"image_ref": self.image_ref, "spec_hash": self.spec_hash,
-             "requirements": self.requirements}
+            {
+                "image_ref": self.image_ref,
+                "spec_hash": self.spec_hash,
+                "requirements": self.requirements,
+            }
         )
 
 
@@ -98,7 +105,8 @@ def _resolve(name: str, args: EnvironmentArgs) -> list[str]:
     """Requirement lines from whichever source is given; errors name the environment."""
     problems = rules.check_name(f"environment {name!r} name", name)
     sources = [
-        key for key in ("conda_file", "requirements_file", "requirements", "image")
+        key
+        for key in ("conda_file", "requirements_file", "requirements", "image")
         if getattr(args, key) is not None
     ]
     if len(sources) != 1:

@@ -122,14 +122,19 @@ class OnlineDeployment(pulumi.ComponentResource):
             image=image_ref,
             image_pull_policy="IfNotPresent",
             command=None if args.image else ["python", "-m", "scoring", "serve"],
-            args=None if args.image else [
-                "--entry-script", _entry_script(args),
-                "--model-dir", _build.MODEL_DIR,
-                "--port", str(_naming.SCORING_PORT),
-                "--workers", str(args.worker_count),
+            args=None
+            if args.image
+            else [
+                "--entry-script",
+                _entry_script(args),
+                "--model-dir",
+                _build.MODEL_DIR,
+                "--port",
+                str(_naming.SCORING_PORT),
+                "--workers",
+                str(args.worker_count),
             ],
-            ports=[k8s.core.v1.ContainerPortArgs(
-                name="http", container_port=_naming.SCORING_PORT)],
+            ports=[k8s.core.v1.ContainerPortArgs(name="http", container_port=_naming.SCORING_PORT)],
             env=[k8s.core.v1.EnvVarArgs(name=k, value=v) for k, v in _env(args).items()],
             resources=k8s.core.v1.ResourceRequirementsArgs(
                 requests=args.resources.requests or None, limits=args.resources.limits or None
@@ -184,7 +189,9 @@ class OnlineDeployment(pulumi.ComponentResource):
         self.service = k8s.core.v1.Service(
             _naming.child(name, "service"),
             metadata=k8s.meta.v1.ObjectMetaArgs(
-                name=object_name, namespace=args.namespace, labels=labels,
+                name=object_name,
+                namespace=args.namespace,
+                labels=labels,
                 # The Deployment's await (bounded by rollout_timeout_s) already waits for Ready
                 # pods; the Service's own await would wait up to 10 min for endpoints when
                 # init() fails, hiding the Deployment's error behind a hang.
@@ -193,8 +200,11 @@ class OnlineDeployment(pulumi.ComponentResource):
             spec=k8s.core.v1.ServiceSpecArgs(
                 type="ClusterIP",
                 selector=selector,
-                ports=[k8s.core.v1.ServicePortArgs(
-                    name="http", port=_naming.SCORING_PORT, target_port="http")],
+                ports=[
+                    k8s.core.v1.ServicePortArgs(
+                        name="http", port=_naming.SCORING_PORT, target_port="http"
+                    )
+                ],
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )
@@ -205,8 +215,12 @@ class OnlineDeployment(pulumi.ComponentResource):
         self.image_digest = pulumi.Output.from_input(image_digest)
         self.deployment_name = pulumi.Output.from_input(object_name)
         self.register_outputs(
-            {"service_url": self.service_url, "image_ref": self.image_ref,
-             "image_digest": self.image_digest, "deployment_name": self.deployment_name}
+            {
+                "service_url": self.service_url,
+                "image_ref": self.image_ref,
+                "image_digest": self.image_digest,
+                "deployment_name": self.deployment_name,
+            }
         )
 
     def _scoring_image(
@@ -220,14 +234,22 @@ class OnlineDeployment(pulumi.ComponentResource):
         # A model folder inside the code folder is the model's, not the code's: a new model
         # must not change the code hash of deployments that do not use it.
         exclude = [args.model.local_path, *args.code_configuration.exclude]
-        digest = hash_parts([
-            "scoring/v1", args.environment.digest, args.model.content_hash,
-            hash_tree(code_dir, exclude),
-        ])
-        context = _build.stage("scoring", digest, {
-            **_build.tree("model", args.model.local_path),
-            **_build.tree("code", code_dir, exclude),
-        })
+        digest = hash_parts(
+            [
+                "scoring/v1",
+                args.environment.digest,
+                args.model.content_hash,
+                hash_tree(code_dir, exclude),
+            ]
+        )
+        context = _build.stage(
+            "scoring",
+            digest,
+            {
+                **_build.tree("model", args.model.local_path),
+                **_build.tree("code", code_dir, exclude),
+            },
+        )
         self.image = Image(
             _naming.child(name, "image"),
             ImageArgs(
@@ -254,8 +276,9 @@ def _validate(name: str, args: OnlineDeploymentArgs) -> None:
     if not problems:
         problems += rules.check_object_name(f"{where} name", args.endpoint_name, name)
     if args.image is None:
-        missing = [k for k in ("model", "environment", "code_configuration")
-                   if getattr(args, k) is None]
+        missing = [
+            k for k in ("model", "environment", "code_configuration") if getattr(args, k) is None
+        ]
         if missing:
             problems.append(f"{where}: needs {', '.join(missing)} (or a prebuilt image)")
         elif args.code_configuration is not None:

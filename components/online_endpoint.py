@@ -179,11 +179,19 @@ class OnlineEndpoint(pulumi.ComponentResource):
         self.router = k8s.apps.v1.Deployment(
             _naming.child(name, "router"),
             metadata=k8s.meta.v1.ObjectMetaArgs(
-                name=object_name, namespace=args.namespace, labels=labels,
+                name=object_name,
+                namespace=args.namespace,
+                labels=labels,
                 annotations={"pulumi.com/waitFor": rollout_done(args.router.replicas)},
             ),
-            spec=_router_spec(args, self._router_image(name, args), object_name,
-                              selector, labels, template_annotations),
+            spec=_router_spec(
+                args,
+                self._router_image(name, args),
+                object_name,
+                selector,
+                labels,
+                template_annotations,
+            ),
             opts=pulumi.ResourceOptions(
                 parent=self, depends_on=[self.config_map, self.secret, *routed_to]
             ),
@@ -222,7 +230,6 @@ class OnlineEndpoint(pulumi.ComponentResource):
                 "mirror_traffic": self.mirror_traffic,
             }
         )
-
 
     def _router_image(self, name: str, args: OnlineEndpointArgs) -> pulumi.Input[str]:
         """The router image: prebuilt, or built from images/router.Dockerfile on `up`."""
@@ -293,9 +300,7 @@ def _plan_and_check(
     if problems:
         raise pulumi.RunError("\n".join(problems))
     plan = rules.traffic_plan(previous, traffic, previous_mirror, mirror, names)
-    pulumi.log.info(
-        f"endpoint {endpoint.endpoint_label!r} " + "\n".join(plan), resource=endpoint
-    )
+    pulumi.log.info(f"endpoint {endpoint.endpoint_label!r} " + "\n".join(plan), resource=endpoint)
     return True
 
 
@@ -307,8 +312,10 @@ def _percents(value: Mapping[str, object] | None) -> dict[str, int] | None:
 
 
 def _key_versions(versions: KeyVersions) -> str:
-    return f"primary={versions.primary},secondary={versions.secondary}," \
+    return (
+        f"primary={versions.primary},secondary={versions.secondary},"
         f"token_signing={versions.token_signing}"
+    )
 
 
 def rollout_done(replicas: int) -> str:
@@ -322,8 +329,12 @@ def rollout_done(replicas: int) -> str:
     waitFor conditions ignore objects older than the update and wait for the controller to
     observe it (status.observedGeneration).
     """
-    return json.dumps([f"jsonpath={{.status.{field}}}={replicas}"
-                       for field in ("updatedReplicas", "replicas", "availableReplicas")])
+    return json.dumps(
+        [
+            f"jsonpath={{.status.{field}}}={replicas}"
+            for field in ("updatedReplicas", "replicas", "availableReplicas")
+        ]
+    )
 
 
 def _router_spec(
@@ -355,19 +366,27 @@ def _router_spec(
                         image_pull_policy="IfNotPresent",
                         command=["python", "-m", "scoring", "router"],
                         args=[
-                            "--config", f"{_naming.CONFIG_DIR}/{_naming.CONFIG_FILE}",
-                            "--port", str(_naming.ROUTER_PORT),
-                            "--host", "0.0.0.0",
+                            "--config",
+                            f"{_naming.CONFIG_DIR}/{_naming.CONFIG_FILE}",
+                            "--port",
+                            str(_naming.ROUTER_PORT),
+                            "--host",
+                            "0.0.0.0",
                         ],
-                        ports=[k8s.core.v1.ContainerPortArgs(
-                            name="http", container_port=_naming.ROUTER_PORT)],
+                        ports=[
+                            k8s.core.v1.ContainerPortArgs(
+                                name="http", container_port=_naming.ROUTER_PORT
+                            )
+                        ],
                         readiness_probe=k8s.core.v1.ProbeArgs(
                             http_get=k8s.core.v1.HTTPGetActionArgs(path="/ready", port="http"),
-                            failure_threshold=3, **probe,
+                            failure_threshold=3,
+                            **probe,
                         ),
                         liveness_probe=k8s.core.v1.ProbeArgs(
                             http_get=k8s.core.v1.HTTPGetActionArgs(path="/", port="http"),
-                            failure_threshold=10, **probe,
+                            failure_threshold=10,
+                            **probe,
                         ),
                         resources=k8s.core.v1.ResourceRequirementsArgs(
                             requests=settings.resources.get("requests"),
@@ -377,9 +396,11 @@ def _router_spec(
                         lifecycle=_pods.drain_lifecycle(),
                         volume_mounts=[
                             k8s.core.v1.VolumeMountArgs(
-                                name="config", mount_path=_naming.CONFIG_DIR, read_only=True),
+                                name="config", mount_path=_naming.CONFIG_DIR, read_only=True
+                            ),
                             k8s.core.v1.VolumeMountArgs(
-                                name="keys", mount_path=_naming.SECRETS_DIR, read_only=True),
+                                name="keys", mount_path=_naming.SECRETS_DIR, read_only=True
+                            ),
                         ],
                     )
                 ],
@@ -387,7 +408,8 @@ def _router_spec(
                     k8s.core.v1.VolumeArgs(
                         name="config",
                         config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(
-                            name=f"{object_name}-config"),
+                            name=f"{object_name}-config"
+                        ),
                     ),
                     k8s.core.v1.VolumeArgs(
                         name="keys",
@@ -414,9 +436,11 @@ def _base_url(
             lambda spec: f"http://{settings.public_host}:{spec.ports[0].node_port}"
         )
     if settings.service_type == "LoadBalancer":
+
         def _lb(status: k8s.core.v1.outputs.ServiceStatus | None) -> str:
             ingress = (status and status.load_balancer and status.load_balancer.ingress) or []
             host = (ingress[0].ip or ingress[0].hostname) if ingress else "pending"
             return f"http://{host}"
+
         return service.status.apply(_lb)
     return pulumi.Output.from_input(f"http://{object_name}.{args.namespace}.svc")

@@ -202,8 +202,11 @@ def cross_field_problems(cfg: StackConfig) -> list[str]:
             if dep.code is None:
                 problems.append(f"{where}.code: missing (or set {where}.image)")
     for name, env in cfg.environments.items():
-        given = [k for k in ("conda_file", "requirements_file", "requirements", "image")
-                 if getattr(env, k) is not None]
+        given = [
+            k
+            for k in ("conda_file", "requirements_file", "requirements", "image")
+            if getattr(env, k) is not None
+        ]
         if len(given) != 1:
             problems.append(
                 f"environments.{name}: give exactly one of conda_file, requirements_file, "
@@ -250,8 +253,8 @@ def render(exc: ValidationError) -> list[str]:
         if kind == "extra_forbidden":
             accepted = _accepted_keys(err["loc"][:-1])
             lines.append(
-                f"{path}: unknown key" + (f"; accepted keys: {', '.join(accepted)}" if accepted
-                                          else "")
+                f"{path}: unknown key"
+                + (f"; accepted keys: {', '.join(accepted)}" if accepted else "")
             )
         elif kind == "missing":
             lines.append(f"{path}: required key is missing")
@@ -327,7 +330,8 @@ def _decode(value: Any) -> Any:
 def project_path(value: str) -> Path:
     """A config path: `~` and `$VARS` expanded, relative paths from the project root."""
     cache = os.environ.get("ML_ENDPOINTS_CACHE") or str(Path.home() / ".cache" / "ml-endpoints")
-    expanded = os.path.expandvars(value.replace("$ML_ENDPOINTS_CACHE", cache).replace(
-        "${ML_ENDPOINTS_CACHE}", cache))
+    expanded = os.path.expandvars(
+        value.replace("$ML_ENDPOINTS_CACHE", cache).replace("${ML_ENDPOINTS_CACHE}", cache)
+    )
     path = Path(expanded).expanduser()
     return path if path.is_absolute() else PROJECT_ROOT / path

@@ -84,62 +84,84 @@ def build(cfg: StackConfig, previous: tuple[Any, Any] = (None, None)) -> OnlineE
     on_cluster = pulumi.ResourceOptions(providers=[k8s_provider, dynamic])
     depends: list[pulumi.Resource] = []
     if cfg.cluster.create_namespace:
-        depends.append(k8s.core.v1.Namespace(
-            "namespace",
-            metadata=k8s.meta.v1.ObjectMetaArgs(
-                name=cfg.cluster.namespace,
-                labels={"app.kubernetes.io/part-of": "ml-endpoints"},
-            ),
-            opts=pulumi.ResourceOptions(provider=k8s_provider),
-        ))
+        depends.append(
+            k8s.core.v1.Namespace(
+                "namespace",
+                metadata=k8s.meta.v1.ObjectMetaArgs(
+                    name=cfg.cluster.namespace,
+                    labels={"app.kubernetes.io/part-of": "ml-endpoints"},
+                ),
+                opts=pulumi.ResourceOptions(provider=k8s_provider),
+            )
+        )
     used_models = {d.model for d in cfg.deployments if d.image is None}
     used_envs = {d.environment for d in cfg.deployments if d.image is None}
     models = {
-        name: ModelAsset(name, ModelAssetArgs(
-            path=str(cfgmod.project_path(m.path)), version=m.version,
-            description=m.description, tags=dict(m.tags)))
-        for name, m in cfg.models.items() if name in used_models
+        name: ModelAsset(
+            name,
+            ModelAssetArgs(
+                path=str(cfgmod.project_path(m.path)),
+                version=m.version,
+                description=m.description,
+                tags=dict(m.tags),
+            ),
+        )
+        for name, m in cfg.models.items()
+        if name in used_models
     }
     envs = {
-        name: Environment(name, EnvironmentArgs(
-            conda_file=_opt_path(e.conda_file),
-            requirements_file=_opt_path(e.requirements_file),
-            requirements=e.requirements,
-            image=e.image,
-            base_image=e.base_image or cfg.registry.base_image,
-            python=cfg.registry.python,
-            registry=cfg.registry.url),
-            pulumi.ResourceOptions(providers=[dynamic]))
-        for name, e in cfg.environments.items() if name in used_envs
+        name: Environment(
+            name,
+            EnvironmentArgs(
+                conda_file=_opt_path(e.conda_file),
+                requirements_file=_opt_path(e.requirements_file),
+                requirements=e.requirements,
+                image=e.image,
+                base_image=e.base_image or cfg.registry.base_image,
+                python=cfg.registry.python,
+                registry=cfg.registry.url,
+            ),
+            pulumi.ResourceOptions(providers=[dynamic]),
+        )
+        for name, e in cfg.environments.items()
+        if name in used_envs
     }
     model_paths = [cfgmod.project_path(m.path) for m in cfg.models.values()]
     deployments = []
     for d in cfg.deployments:
-        deployments.append(OnlineDeployment(
-            d.name,
-            OnlineDeploymentArgs(
-                endpoint_name=cfg.endpoint.name,
-                namespace=cfg.cluster.namespace,
-                model=models.get(d.model or ""),
-                environment=envs.get(d.environment or ""),
-                code_configuration=CodeConfiguration(
-                    code=str(cfgmod.project_path(d.code.path)),
-                    scoring_script=d.code.scoring_script,
-                    exclude=model_paths) if d.code else None,
-                image=d.image,
-                instance_count=d.instance_count,
-                worker_count=d.worker_count,
-                resources=Resources(requests=dict(d.resources.requests),
-                                    limits=dict(d.resources.limits)),
-                request_settings=RequestSettings(**d.request_settings.model_dump()),
-                liveness_probe=Probe(**d.liveness_probe.model_dump()),
-                readiness_probe=Probe(**d.readiness_probe.model_dump()),
-                environment_variables=dict(d.environment_variables),
-                rollout_timeout_s=d.rollout_timeout_s,
-                registry=cfg.registry.url,
-            ),
-            pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(depends_on=depends)),
-        ))
+        deployments.append(
+            OnlineDeployment(
+                d.name,
+                OnlineDeploymentArgs(
+                    endpoint_name=cfg.endpoint.name,
+                    namespace=cfg.cluster.namespace,
+                    model=models.get(d.model or ""),
+                    environment=envs.get(d.environment or ""),
+                    code_configuration=CodeConfiguration(
+                        code=str(cfgmod.project_path(d.code.path)),
+                        scoring_script=d.code.scoring_script,
+                        exclude=model_paths,
+                    )
+                    if d.code
+                    else None,
+                    image=d.image,
+                    instance_count=d.instance_count,
+                    worker_count=d.worker_count,
+                    resources=Resources(
+                        requests=dict(d.resources.requests), limits=dict(d.resources.limits)
+                    ),
+                    request_settings=RequestSettings(**d.request_settings.model_dump()),
+                    liveness_probe=Probe(**d.liveness_probe.model_dump()),
+                    readiness_probe=Probe(**d.readiness_probe.model_dump()),
+                    environment_variables=dict(d.environment_variables),
+                    rollout_timeout_s=d.rollout_timeout_s,
+                    registry=cfg.registry.url,
+                ),
+                pulumi.ResourceOptions.merge(
+                    on_cluster, pulumi.ResourceOptions(depends_on=depends)
+                ),
+            )
+        )
     ep = cfg.endpoint
     endpoint = OnlineEndpoint(
         ep.name,
@@ -152,7 +174,8 @@ def build(cfg: StackConfig, previous: tuple[Any, Any] = (None, None)) -> OnlineE
             key_versions=KeyVersions(
                 primary=ep.keys.primary_version,
                 secondary=ep.keys.secondary_version,
-                token_signing=ep.keys.token_signing_version),
+                token_signing=ep.keys.token_signing_version,
+            ),
             router=RouterSettings(
                 image=ep.router.image,
                 base_image=cfg.registry.base_image,
@@ -162,7 +185,8 @@ def build(cfg: StackConfig, previous: tuple[Any, Any] = (None, None)) -> OnlineE
                 node_port=ep.router.node_port,
                 public_host=ep.router.public_host,
                 request_timeout_ms=ep.router.request_timeout_ms,
-                reload=ep.router.reload),
+                reload=ep.router.reload,
+            ),
             previous_traffic=previous[0],
             previous_mirror=previous[1],
         ),
@@ -178,11 +202,17 @@ def build(cfg: StackConfig, previous: tuple[Any, Any] = (None, None)) -> OnlineE
     pulumi.export("token_signing_key", endpoint.token_signing_key)
     pulumi.export("traffic", endpoint.traffic)
     pulumi.export("mirror_traffic", endpoint.mirror_traffic)
-    pulumi.export("deployments", {
-        d.deployment_label: {"kubernetes_name": d.deployment_name, "service_url": d.service_url,
-                             "image": d.image_ref}
-        for d in deployments
-    })
+    pulumi.export(
+        "deployments",
+        {
+            d.deployment_label: {
+                "kubernetes_name": d.deployment_name,
+                "service_url": d.service_url,
+                "image": d.image_ref,
+            }
+            for d in deployments
+        },
+    )
     pulumi.export("image_digests", {d.deployment_label: d.image_digest for d in deployments})
     return endpoint
 

@@ -47,8 +47,10 @@ class CliError(Exception):
 def _need(outputs: dict[str, Any], name: str, stack: str) -> Any:
     value = outputs.get(name)
     if value in (None, ""):
-        raise CliError(f"stack {stack!r} has no output {name!r} (outputs: "
-                       f"{', '.join(sorted(outputs)) or 'none'}); run `pulumi up --stack {stack}`")
+        raise CliError(
+            f"stack {stack!r} has no output {name!r} (outputs: "
+            f"{', '.join(sorted(outputs)) or 'none'}); run `pulumi up --stack {stack}`"
+        )
     return value
 
 
@@ -58,8 +60,9 @@ def router_base(scoring_uri: str) -> str:
     return base.removesuffix("/score")
 
 
-def authorization(outputs: dict[str, Any], stack: str, ttl_s: int = INVOKE_TOKEN_TTL_S,
-                  key: str = "primary") -> str | None:
+def authorization(
+    outputs: dict[str, Any], stack: str, ttl_s: int = INVOKE_TOKEN_TTL_S, key: str = "primary"
+) -> str | None:
     """The `Authorization` header value for the stack's auth mode (None for `none`); KEY picks
     the primary or secondary key in `key` mode."""
     mode = outputs.get("auth_mode", "key")
@@ -82,9 +85,14 @@ def issue(outputs: dict[str, Any], stack: str, ttl_s: int) -> dict[str, object]:
         raise CliError(f"cannot issue a token: {exc}") from None
 
 
-def http(method: str, url: str, *, body: bytes | None = None,
-         headers: dict[str, str] | None = None,
-         timeout: float = 30.0) -> tuple[int, dict[str, str], bytes]:
+def http(
+    method: str,
+    url: str,
+    *,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 30.0,
+) -> tuple[int, dict[str, str], bytes]:
     """One request; (status, headers, body) for any HTTP answer, CliError if none came."""
     req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
     try:
@@ -113,8 +121,14 @@ def _split(values: dict[str, Any] | None) -> str:
 class Commands:
     """One method per subcommand; each returns the exit code."""
 
-    def __init__(self, args: argparse.Namespace, outputs: OutputsSource,
-                 cluster: ClusterSource, out: TextIO, err: TextIO) -> None:
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        outputs: OutputsSource,
+        cluster: ClusterSource,
+        out: TextIO,
+        err: TextIO,
+    ) -> None:
         self.args, self.out, self.err = args, out, err
         self.stack = args.stack
         self._outputs_source, self._cluster_source = outputs, cluster
@@ -138,15 +152,18 @@ class Commands:
         uri = _need(self.outputs, "scoring_uri", self.stack)
         headers = {"Content-Type": "application/json"}
         if self.args.key != "primary" and self.outputs.get("auth_mode") != "key":
-            raise CliError(f"--key {self.args.key}: the endpoint's auth mode is "
-                           f"{self.outputs.get('auth_mode')!r}; keys apply only to 'key'")
+            raise CliError(
+                f"--key {self.args.key}: the endpoint's auth mode is "
+                f"{self.outputs.get('auth_mode')!r}; keys apply only to 'key'"
+            )
         auth = authorization(self.outputs, self.stack, key=self.args.key)
         if auth:
             headers["Authorization"] = auth
         if self.args.deployment:
             headers["azureml-model-deployment"] = self.args.deployment
-        status, resp_headers, answer = http("POST", uri, body=body, headers=headers,
-                                            timeout=self.args.timeout)
+        status, resp_headers, answer = http(
+            "POST", uri, body=body, headers=headers, timeout=self.args.timeout
+        )
         text = answer.decode("utf-8", "replace")
         if status >= 400:
             self.err.write(f"error: POST {uri} answered {status}: {text.strip()}\n")
@@ -154,17 +171,23 @@ class Commands:
         self.out.write(text if text.endswith("\n") else text + "\n")
         who = resp_headers.get("azureml-model-deployment")
         if who and self.args.verbose:
-            self.err.write(f"answered by deployment {who!r} "
-                           f"(request id {resp_headers.get('x-request-id', '-')})\n")
+            self.err.write(
+                f"answered by deployment {who!r} "
+                f"(request id {resp_headers.get('x-request-id', '-')})\n"
+            )
         return 0
 
     def keys(self) -> int:
-        keys = {"primaryKey": _need(self.outputs, "primary_key", self.stack),
-                "secondaryKey": _need(self.outputs, "secondary_key", self.stack)}
+        keys = {
+            "primaryKey": _need(self.outputs, "primary_key", self.stack),
+            "secondaryKey": _need(self.outputs, "secondary_key", self.stack),
+        }
         self.out.write(json.dumps(keys, indent=2) + "\n")
         if self.outputs.get("auth_mode") != "key":
-            self.err.write(f"note: endpoint auth mode is {self.outputs.get('auth_mode')!r}; "
-                           "keys are not accepted by the endpoint now\n")
+            self.err.write(
+                f"note: endpoint auth mode is {self.outputs.get('auth_mode')!r}; "
+                "keys are not accepted by the endpoint now\n"
+            )
         return 0
 
     def token(self) -> int:
@@ -172,11 +195,15 @@ class Commands:
             raise CliError(f"--ttl: must be > 0 seconds (got {self.args.ttl})")
         token = issue(self.outputs, self.stack, self.args.ttl)
         self.out.write(json.dumps(token, indent=2) + "\n")
-        self.err.write(f"expires {_utc(token['expiryTimeUtc'])}, refresh after "
-                       f"{_utc(token['refreshAfterTimeUtc'])}\n")
+        self.err.write(
+            f"expires {_utc(token['expiryTimeUtc'])}, refresh after "
+            f"{_utc(token['refreshAfterTimeUtc'])}\n"
+        )
         if self.outputs.get("auth_mode") != "aml_token":
-            self.err.write(f"note: endpoint auth mode is {self.outputs.get('auth_mode')!r}; "
-                           "tokens are accepted only when it is 'aml_token'\n")
+            self.err.write(
+                f"note: endpoint auth mode is {self.outputs.get('auth_mode')!r}; "
+                "tokens are accepted only when it is 'aml_token'\n"
+            )
         return 0
 
     def _ready(self, base: str) -> dict[str, Any]:
@@ -191,16 +218,28 @@ class Commands:
         uri = _need(o, "scoring_uri", self.stack)
         ready = self._ready(router_base(uri))
         deployments = {
-            name: {"image_digest": (o.get("image_digests") or {}).get(name),
-                   **({"image": info.get("image"), "kubernetes_name": info.get("kubernetes_name")}
-                      if isinstance(info, dict) else {})}
+            name: {
+                "image_digest": (o.get("image_digests") or {}).get(name),
+                **(
+                    {"image": info.get("image"), "kubernetes_name": info.get("kubernetes_name")}
+                    if isinstance(info, dict)
+                    else {}
+                ),
+            }
             for name, info in sorted((o.get("deployments") or {}).items())
         }
-        state = {"stack": self.stack, "endpoint_name": o.get("endpoint_name"),
-                 "namespace": o.get("namespace"), "scoring_uri": uri,
-                 "swagger_uri": o.get("swagger_uri"), "auth_mode": o.get("auth_mode"),
-                 "traffic": o.get("traffic") or {}, "mirror_traffic": o.get("mirror_traffic") or {},
-                 "deployments": deployments, "router_ready": ready}
+        state = {
+            "stack": self.stack,
+            "endpoint_name": o.get("endpoint_name"),
+            "namespace": o.get("namespace"),
+            "scoring_uri": uri,
+            "swagger_uri": o.get("swagger_uri"),
+            "auth_mode": o.get("auth_mode"),
+            "traffic": o.get("traffic") or {},
+            "mirror_traffic": o.get("mirror_traffic") or {},
+            "deployments": deployments,
+            "router_ready": ready,
+        }
         if self.args.json:
             self.out.write(json.dumps(state, indent=2) + "\n")
         else:
@@ -233,13 +272,24 @@ class Commands:
         try:
             summary = json.loads(text)
         except ValueError:
-            self.err.write(f"error: GET {url} answered 200 with a body that is not JSON: "
-                           f"{text[:200]!r}\n")
+            self.err.write(
+                f"error: GET {url} answered 200 with a body that is not JSON: {text[:200]!r}\n"
+            )
             return 1
         if self.args.json:
-            self.out.write(json.dumps({"stack": {"traffic": o.get("traffic") or {},
-                                                 "mirror_traffic": o.get("mirror_traffic") or {}},
-                                       "router": summary}, indent=2) + "\n")
+            self.out.write(
+                json.dumps(
+                    {
+                        "stack": {
+                            "traffic": o.get("traffic") or {},
+                            "mirror_traffic": o.get("mirror_traffic") or {},
+                        },
+                        "router": summary,
+                    },
+                    indent=2,
+                )
+                + "\n"
+            )
             return 0
         w = self.out.write
         live, mirror = summary.get("traffic") or {}, summary.get("mirror_traffic") or {}
@@ -248,15 +298,19 @@ class Commands:
         for name in sorted(set(live) | set(mirror)):
             w(f"  {name:<12} {live.get(name, 0):>4}%  {mirror.get(name, 0):>5}%\n")
         if (o.get("traffic") or {}) != live or (o.get("mirror_traffic") or {}) != mirror:
-            w(f"  (the stack says traffic {_split(o.get('traffic'))}, mirror "
-              f"{_split(o.get('mirror_traffic'))}: the router has not loaded it yet)\n")
+            w(
+                f"  (the stack says traffic {_split(o.get('traffic'))}, mirror "
+                f"{_split(o.get('mirror_traffic'))}: the router has not loaded it yet)\n"
+            )
         for name, m in (summary.get("mirrors") or {}).items():
             lat = m.get("latency_ms") or {}
-            w(f"mirror {name}: sent {m.get('sent')}, statuses {m.get('statuses')}, errors "
-              f"{m.get('errors')}, equal {m.get('equal')}, different {m.get('different')}, "
-              f"not compared {m.get('not_compared')}, skipped {m.get('skipped_overload')}, "
-              f"equal ratio {m.get('equal_ratio')}, latency mean {lat.get('mean')} ms, "
-              f"p50 <= {lat.get('p50_le')} ms, p99 <= {lat.get('p99_le')} ms\n")
+            w(
+                f"mirror {name}: sent {m.get('sent')}, statuses {m.get('statuses')}, errors "
+                f"{m.get('errors')}, equal {m.get('equal')}, different {m.get('different')}, "
+                f"not compared {m.get('not_compared')}, skipped {m.get('skipped_overload')}, "
+                f"equal ratio {m.get('equal_ratio')}, latency mean {lat.get('mean')} ms, "
+                f"p50 <= {lat.get('p50_le')} ms, p99 <= {lat.get('p99_le')} ms\n"
+            )
         if not summary.get("mirrors"):
             w("no mirrored requests yet\n")
         return 0
@@ -273,27 +327,42 @@ class Commands:
             name = self.args.deployment
             known = sorted(o.get("deployments") or {})
             if name not in known:
-                raise CliError(f"--deployment: no deployment {name!r} in stack {self.stack!r} "
-                               f"(deployments: {', '.join(known) or 'none'})")
+                raise CliError(
+                    f"--deployment: no deployment {name!r} in stack {self.stack!r} "
+                    f"(deployments: {', '.join(known) or 'none'})"
+                )
             selector = _labels.scoring_selector(endpoint, name)
         kubectl = stackmod.kubectl()
         if kubectl is None:
-            raise CliError("kubectl not found on PATH (nor the local cluster's, built by "
-                           "`make cluster-up`); `logs` needs kubectl and the cluster")
+            raise CliError(
+                "kubectl not found on PATH (nor the local cluster's, built by "
+                "`make cluster-up`); `logs` needs kubectl and the cluster"
+            )
         try:
             cluster = self._cluster_source(self.stack)
         except stackmod.StackError as exc:
             raise CliError(str(exc)) from None
         kubeconfig = stackmod.kubeconfig_path(cluster)
         if not kubeconfig.is_file():
-            raise CliError(f"cluster.kubeconfig: {str(kubeconfig)!r} does not exist; start the "
-                           "cluster (make cluster-up) or fix the stack's cluster.kubeconfig")
+            raise CliError(
+                f"cluster.kubeconfig: {str(kubeconfig)!r} does not exist; start the "
+                "cluster (make cluster-up) or fix the stack's cluster.kubeconfig"
+            )
         argv = [kubectl, "--kubeconfig", str(kubeconfig)]
         if cluster.get("context"):
             argv += ["--context", str(cluster["context"])]
-        argv += ["--namespace", str(namespace), "logs",
-                 "--selector", _labels.as_selector(selector),
-                 "--prefix", "--tail", str(self.args.tail), "--max-log-requests", "20"]
+        argv += [
+            "--namespace",
+            str(namespace),
+            "logs",
+            "--selector",
+            _labels.as_selector(selector),
+            "--prefix",
+            "--tail",
+            str(self.args.tail),
+            "--max-log-requests",
+            "20",
+        ]
         if self.args.follow:
             argv.append("--follow")
         self.err.write(f"$ {' '.join(argv)}\n")
@@ -311,32 +380,42 @@ class Commands:
 def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--stack", default="dev", help="Pulumi stack to read (default: dev)")
-    common.add_argument("--timeout", type=float, default=30.0,
-                        help="seconds to wait for the endpoint (default: 30)")
+    common.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds to wait for the endpoint (default: 30)"
+    )
     p = argparse.ArgumentParser(
         prog="ml-endpoints",
         description="Use a deployed endpoint: invoke it, get its keys or a token, read its "
-                    "state, traffic and logs. Reads the stack's outputs through the Pulumi "
-                    "Automation API (the environment of scripts/env.sh).")
+        "state, traffic and logs. Reads the stack's outputs through the Pulumi "
+        "Automation API (the environment of scripts/env.sh).",
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     inv = sub.add_parser("invoke", parents=[common], help="POST a request file to scoring_uri")
     inv.add_argument("--request-file", required=True, help="JSON body to send")
     inv.add_argument("--deployment", help="pin one deployment (azureml-model-deployment header)")
-    inv.add_argument("--key", choices=("primary", "secondary"), default="primary",
-                     help="which endpoint key to send in `key` auth mode (default: primary)")
-    inv.add_argument("-v", "--verbose", action="store_true",
-                     help="say on stderr which deployment answered")
+    inv.add_argument(
+        "--key",
+        choices=("primary", "secondary"),
+        default="primary",
+        help="which endpoint key to send in `key` auth mode (default: primary)",
+    )
+    inv.add_argument(
+        "-v", "--verbose", action="store_true", help="say on stderr which deployment answered"
+    )
     sub.add_parser("keys", parents=[common], help="print the primary and secondary keys")
     tok = sub.add_parser("token", parents=[common], help="issue a token (aml_token auth)")
     tok.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
-    st = sub.add_parser("status", parents=[common],
-                        help="endpoint, URIs, auth, traffic, images, router readiness")
+    st = sub.add_parser(
+        "status", parents=[common], help="endpoint, URIs, auth, traffic, images, router readiness"
+    )
     st.add_argument("--json", action="store_true", help="print JSON")
-    tr = sub.add_parser("traffic", parents=[common],
-                        help="the router's live split and mirror summary")
+    tr = sub.add_parser(
+        "traffic", parents=[common], help="the router's live split and mirror summary"
+    )
     tr.add_argument("--json", action="store_true", help="print JSON")
-    lg = sub.add_parser("logs", parents=[common],
-                        help="kubectl logs of a deployment's pods (needs the cluster)")
+    lg = sub.add_parser(
+        "logs", parents=[common], help="kubectl logs of a deployment's pods (needs the cluster)"
+    )
     which = lg.add_mutually_exclusive_group(required=True)
     which.add_argument("--deployment", help="deployment name (e.g. blue)")
     which.add_argument("--router", action="store_true", help="the endpoint's router pods")
@@ -345,14 +424,20 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None, *, outputs: OutputsSource | None = None,
-         cluster: ClusterSource | None = None, out: TextIO | None = None,
-         err: TextIO | None = None) -> int:
+def main(
+    argv: list[str] | None = None,
+    *,
+    outputs: OutputsSource | None = None,
+    cluster: ClusterSource | None = None,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
     """Run one subcommand. ``outputs``/``cluster`` default to the Automation API readers."""
     args = parser().parse_args(argv)
     out, err = out or sys.stdout, err or sys.stderr
-    commands = Commands(args, outputs or stackmod.read_outputs, cluster or stackmod.read_cluster,
-                        out, err)
+    commands = Commands(
+        args, outputs or stackmod.read_outputs, cluster or stackmod.read_cluster, out, err
+    )
     started = time.monotonic()
     try:
         return getattr(commands, args.command)()
@@ -360,6 +445,7 @@ def main(argv: list[str] | None = None, *, outputs: OutputsSource | None = None,
         err.write(f"ml-endpoints {args.command}: {exc}\n")
         return exc.code
     except KeyboardInterrupt:
-        err.write(f"ml-endpoints {args.command}: interrupted after "
-                  f"{time.monotonic() - started:.0f} s\n")
+        err.write(
+            f"ml-endpoints {args.command}: interrupted after {time.monotonic() - started:.0f} s\n"
+        )
         return 130

@@ -39,8 +39,9 @@ def project_root(start: Path | None = None) -> Path:
     checkout = Path(__file__).resolve().parents[1]
     if (checkout / "Pulumi.yaml").is_file():
         return checkout
-    raise StackError(f"no Pulumi.yaml in {here} or its parents; run ml-endpoints from the "
-                     "project folder")
+    raise StackError(
+        f"no Pulumi.yaml in {here} or its parents; run ml-endpoints from the project folder"
+    )
 
 
 def pulumi_env(root: Path, environ: dict[str, str] | None = None) -> dict[str, str]:
@@ -86,13 +87,16 @@ def select(stack_name: str, root: Path | None = None) -> Any:
         raise StackError(
             f"stack {stack_name!r} does not exist in {backend}; deploy it with "
             f"`make deploy STACK={stack_name}` (or `. scripts/env.sh && pulumi up "
-            f"--stack {stack_name}`)") from None
+            f"--stack {stack_name}`)"
+        ) from None
     except FileNotFoundError as exc:
-        raise StackError(f"the Pulumi CLI was not found ({exc}); run `make setup`, then "
-                         "`. scripts/env.sh`") from None
+        raise StackError(
+            f"the Pulumi CLI was not found ({exc}); run `make setup`, then `. scripts/env.sh`"
+        ) from None
     except auto.errors.CommandError as exc:
-        raise StackError(f"cannot select stack {stack_name!r} in {backend}: "
-                         f"{_last_lines(str(exc))}") from None
+        raise StackError(
+            f"cannot select stack {stack_name!r} in {backend}: {_last_lines(str(exc))}"
+        ) from None
 
 
 def read_outputs(stack_name: str) -> dict[str, Any]:
@@ -101,13 +105,16 @@ def read_outputs(stack_name: str) -> dict[str, Any]:
     try:
         outputs = stack.outputs()
     except Exception as exc:  # CommandError: wrong passphrase, corrupt state, ...
-        raise StackError(f"cannot read the outputs of stack {stack_name!r}: "
-                         f"{_last_lines(str(exc))}") from None
+        raise StackError(
+            f"cannot read the outputs of stack {stack_name!r}: {_last_lines(str(exc))}"
+        ) from None
     values = {name: out.value for name, out in outputs.items()}
     if "scoring_uri" not in values:
-        raise StackError(f"stack {stack_name!r} has no outputs (nothing deployed yet); run "
-                         f"`make deploy STACK={stack_name}` (or `pulumi up --stack "
-                         f"{stack_name}`)")
+        raise StackError(
+            f"stack {stack_name!r} has no outputs (nothing deployed yet); run "
+            f"`make deploy STACK={stack_name}` (or `pulumi up --stack "
+            f"{stack_name}`)"
+        )
     return values
 
 

@@ -59,13 +59,16 @@ def check_key(credential: bytes, primary: bytes | None, secondary: bytes | None)
 def _key(signing_key: bytes | str) -> bytes:
     key = signing_key.encode() if isinstance(signing_key, str) else signing_key
     if len(key) < MIN_SIGNING_KEY_BYTES:
-        raise ValueError(f"token signing key is {len(key)} bytes; use at least "
-                         f"{MIN_SIGNING_KEY_BYTES} (e.g. `openssl rand -hex 32`)")
+        raise ValueError(
+            f"token signing key is {len(key)} bytes; use at least "
+            f"{MIN_SIGNING_KEY_BYTES} (e.g. `openssl rand -hex 32`)"
+        )
     return key
 
 
-def issue_token(signing_key: bytes | str, endpoint_name: str, ttl_s: int = 3600,
-                now: float | None = None) -> dict[str, object]:
+def issue_token(
+    signing_key: bytes | str, endpoint_name: str, ttl_s: int = 3600, now: float | None = None
+) -> dict[str, object]:
     """A signed token for ``endpoint_name``, valid ``ttl_s`` seconds, in Azure's shape.
 
     ``refreshAfterTimeUtc`` is halfway to expiry: clients fetch a new token then, so one is
@@ -86,8 +89,13 @@ def issue_token(signing_key: bytes | str, endpoint_name: str, ttl_s: int = 3600,
     }
 
 
-def verify_token(signing_key: bytes | str, endpoint_name: str, token: bytes | str,
-                 now: float | None = None, leeway_s: int = 5) -> dict[str, object]:
+def verify_token(
+    signing_key: bytes | str,
+    endpoint_name: str,
+    token: bytes | str,
+    now: float | None = None,
+    leeway_s: int = 5,
+) -> dict[str, object]:
     """The claims of ``token`` if it is signed with ``signing_key``, for this endpoint, unexpired.
 
     Raises:
@@ -96,13 +104,23 @@ def verify_token(signing_key: bytes | str, endpoint_name: str, token: bytes | st
     options = {"require": ["exp", "iat", "aud", "iss"]}
     try:
         if now is None:
-            return jwt.decode(token, _key(signing_key), algorithms=[ALGORITHM],
-                              audience=endpoint_name, issuer=ISSUER, leeway=leeway_s,
-                              options=options)
-        claims = jwt.decode(token, _key(signing_key), algorithms=[ALGORITHM],
-                            audience=endpoint_name, issuer=ISSUER,
-                            options={**options, "verify_exp": False, "verify_nbf": False,
-                                         "verify_iat": False})
+            return jwt.decode(
+                token,
+                _key(signing_key),
+                algorithms=[ALGORITHM],
+                audience=endpoint_name,
+                issuer=ISSUER,
+                leeway=leeway_s,
+                options=options,
+            )
+        claims = jwt.decode(
+            token,
+            _key(signing_key),
+            algorithms=[ALGORITHM],
+            audience=endpoint_name,
+            issuer=ISSUER,
+            options={**options, "verify_exp": False, "verify_nbf": False, "verify_iat": False},
+        )
         if int(claims["exp"]) + leeway_s <= now:
             raise jwt.ExpiredSignatureError("Signature has expired")
         if int(claims.get("nbf", 0)) - leeway_s > now:

@@ -75,8 +75,9 @@ def _default(value: Any) -> Any:
 class Sink:
     """This process's writer of collected records (buffered, rolling files)."""
 
-    def __init__(self, root: Path, max_file_bytes: int = 10 * 1024 * 1024,
-                 stats: Any = None) -> None:
+    def __init__(
+        self, root: Path, max_file_bytes: int = 10 * 1024 * 1024, stats: Any = None
+    ) -> None:
         self.root = root
         self.max_file_bytes = max_file_bytes
         self.stats = stats
@@ -103,29 +104,36 @@ class Sink:
             self._stamp_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
         return f"{self._stamp_text}.{int((now - sec) * 1000):03d}Z"
 
-    def record(self, collection: str, data: Any, correlation_id: str | None,
-               request_id: str | None) -> None:
+    def record(
+        self, collection: str, data: Any, correlation_id: str | None, request_id: str | None
+    ) -> None:
         """Queue one record of a script's ``Collector`` (``data`` is serialised here)."""
         try:
             body = json.dumps(data, default=_default)
         except Exception as exc:  # unserialisable data: count, never raise into run()
             self._fail(1, f"collection {collection!r}: data is not serialisable ({exc})")
             return
-        line = (f'{{"collection":{json.dumps(collection)},"request_id":{json.dumps(request_id)},'
-                f'"correlation_id":{json.dumps(correlation_id)},"time":"{self._stamp()}",'
-                f'"data":{body}}}\n')
+        line = (
+            f'{{"collection":{json.dumps(collection)},"request_id":{json.dumps(request_id)},'
+            f'"correlation_id":{json.dumps(correlation_id)},"time":"{self._stamp()}",'
+            f'"data":{body}}}\n'
+        )
         self.add(collection, line)
 
     def record_pair(self, request_id: str, input_json: str, output_json: str) -> None:
         """Queue a request's ``model_inputs`` and ``model_outputs`` (already JSON, one line
         each; ``request_id`` is sanitised, so it needs no escaping)."""
-        head = (f'"request_id":"{request_id}","correlation_id":"{request_id}",'
-                f'"time":"{self._stamp()}","data":')
+        head = (
+            f'"request_id":"{request_id}","correlation_id":"{request_id}",'
+            f'"time":"{self._stamp()}","data":'
+        )
         with self._lock:
-            self._pending.append(("model_inputs",
-                                  f'{{"collection":"model_inputs",{head}{input_json}}}\n'))
-            self._pending.append(("model_outputs",
-                                  f'{{"collection":"model_outputs",{head}{output_json}}}\n'))
+            self._pending.append(
+                ("model_inputs", f'{{"collection":"model_inputs",{head}{input_json}}}\n')
+            )
+            self._pending.append(
+                ("model_outputs", f'{{"collection":"model_outputs",{head}{output_json}}}\n')
+            )
 
     def flush(self) -> None:
         """Write queued records to their files; failures are counted and logged."""
@@ -143,8 +151,11 @@ class Sink:
                 with open(path, "ab") as fh:
                     fh.write(data)
             except OSError as exc:
-                self._fail(len(lines), f"collection {name!r}: cannot write under "
-                                       f"{str(self.root)!r} ({exc}); records dropped")
+                self._fail(
+                    len(lines),
+                    f"collection {name!r}: cannot write under "
+                    f"{str(self.root)!r} ({exc}); records dropped",
+                )
                 continue
             self.written += len(lines)
             if self.stats is not None:
@@ -169,8 +180,12 @@ class Sink:
         now = time.monotonic()
         if now - self._last_warning > 30:
             self._last_warning = now
-            get_log().event("warning", f"data collection failed: {why}",
-                            event="collection_failure", failures_total=self.failed)
+            get_log().event(
+                "warning",
+                f"data collection failed: {why}",
+                event="collection_failure",
+                failures_total=self.failed,
+            )
 
 
 _sink: Sink | None = None
@@ -200,9 +215,9 @@ class Collector:
         self.name = name
         self.on_error = on_error
 
-    def collect(self, data: Any,
-                correlation_context: BasicCorrelationContext | None = None
-                ) -> BasicCorrelationContext:
+    def collect(
+        self, data: Any, correlation_context: BasicCorrelationContext | None = None
+    ) -> BasicCorrelationContext:
         context = correlation_context or BasicCorrelationContext()
         out = _sink
         if out is not None and getattr(_local, "sampled", True):

@@ -89,6 +89,7 @@ def _int_min(minimum: int) -> Callable[[str], int]:
         if number < minimum:
             raise ValueError(f"must be >= {minimum}")
         return number
+
     return parse
 
 
@@ -104,6 +105,7 @@ def _choice(*allowed: str) -> Callable[[str], str]:
         if value not in allowed:
             raise ValueError(f"must be one of {', '.join(allowed)}")
         return value
+
     return parse
 
 
@@ -114,26 +116,42 @@ OPTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...], Callable[[str], Any]]
     "host": (("--host",), ("ML_ENDPOINTS_HOST",), str),
     "port": (("--port", "-p"), ("ML_ENDPOINTS_PORT", "AZUREML_SERVER_PORT"), _int_min(0)),
     "workers": (("--workers", "-w", "--worker_count"), ("WORKER_COUNT",), _int_min(1)),
-    "request_timeout_ms": (("--request-timeout-ms",), ("REQUEST_TIMEOUT_MS", "SCORING_TIMEOUT_MS"),
-                           _int_min(0)),
+    "request_timeout_ms": (
+        ("--request-timeout-ms",),
+        ("REQUEST_TIMEOUT_MS", "SCORING_TIMEOUT_MS"),
+        _int_min(0),
+    ),
     "max_concurrent_requests_per_instance": (
         ("--max-concurrent-requests-per-instance",),
-        ("MAX_CONCURRENT_REQUESTS_PER_INSTANCE",), _int_min(0)),
+        ("MAX_CONCURRENT_REQUESTS_PER_INSTANCE",),
+        _int_min(0),
+    ),
     "max_queue_wait_ms": (("--max-queue-wait-ms",), ("MAX_QUEUE_WAIT_MS",), _int_min(0)),
-    "max_request_body_bytes": (("--max-request-body-bytes",), ("MAX_REQUEST_BODY_BYTES",),
-                               _int_min(1)),
+    "max_request_body_bytes": (
+        ("--max-request-body-bytes",),
+        ("MAX_REQUEST_BODY_BYTES",),
+        _int_min(1),
+    ),
     "collect": (("--collect",), ("DATA_COLLECTION_ENABLED",), _bool),
     "collect_dir": (("--collect-dir",), ("DATA_COLLECTION_DIR",), Path),
-    "collect_sampling_rate": (("--collect-sampling-rate",), ("DATA_COLLECTION_SAMPLING_RATE",),
-                              _rate),
-    "collect_max_file_bytes": (("--collect-max-file-bytes",), ("DATA_COLLECTION_MAX_FILE_BYTES",),
-                               _int_min(1)),
+    "collect_sampling_rate": (
+        ("--collect-sampling-rate",),
+        ("DATA_COLLECTION_SAMPLING_RATE",),
+        _rate,
+    ),
+    "collect_max_file_bytes": (
+        ("--collect-max-file-bytes",),
+        ("DATA_COLLECTION_MAX_FILE_BYTES",),
+        _int_min(1),
+    ),
     "access_log": (("--access-log",), ("ACCESS_LOG",), _bool),
-    "log_level": (("--log-level",), ("LOG_LEVEL",),
-                  _choice("debug", "info", "warning", "error")),
+    "log_level": (("--log-level",), ("LOG_LEVEL",), _choice("debug", "info", "warning", "error")),
     "graceful_timeout_s": (("--graceful-timeout-s",), ("GRACEFUL_SHUTDOWN_TIMEOUT_S",), float),
-    "execution": (("--execution",), ("ML_ENDPOINTS_EXECUTION",),
-                  _choice("auto", "inline", "thread")),
+    "execution": (
+        ("--execution",),
+        ("ML_ENDPOINTS_EXECUTION",),
+        _choice("auto", "inline", "thread"),
+    ),
     "metrics_dir": (("--metrics-dir",), ("ML_ENDPOINTS_METRICS_DIR",), Path),
 }
 
@@ -142,11 +160,16 @@ def parser() -> argparse.ArgumentParser:
     """The ``python -m scoring serve`` argument parser (values parsed later, to name errors)."""
     p = argparse.ArgumentParser(
         prog="python -m scoring serve",
-        description="Serve an Azure ML style scoring script (init()/run()) or an MLflow model.")
+        description="Serve an Azure ML style scoring script (init()/run()) or an MLflow model.",
+    )
     for name, (flags, envs, _) in OPTIONS.items():
         doc = _DOCS.get(name, "")
-        p.add_argument(*flags, dest=name, metavar="V" if name != "collect" else "BOOL",
-                       help=f"{doc} [env {', '.join(envs)}; default {_default(name)}]")
+        p.add_argument(
+            *flags,
+            dest=name,
+            metavar="V" if name != "collect" else "BOOL",
+            help=f"{doc} [env {', '.join(envs)}; default {_default(name)}]",
+        )
     return p
 
 
@@ -211,8 +234,10 @@ def _check(s: Settings) -> None:
     if s.entry_script is None and s.model_dir is None:
         raise SettingsError(
             "--entry-script: not given (nor AZUREML_ENTRY_SCRIPT); pass a scoring script, or "
-            "--model-dir pointing at an MLflow model folder (with an MLmodel file)")
+            "--model-dir pointing at an MLflow model folder (with an MLmodel file)"
+        )
     if s.execution == "inline" and s.max_concurrent_requests_per_instance > 0:
         raise SettingsError(
             "--execution: 'inline' cannot queue requests; drop "
-            "--max-concurrent-requests-per-instance or use --execution thread")
+            "--max-concurrent-requests-per-instance or use --execution thread"
+        )

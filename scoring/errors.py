@@ -43,8 +43,9 @@ class PayloadTooLarge(ScoringError):
 
     def __init__(self, size: int, limit: int) -> None:
         super().__init__(
-            f"request body is {size} bytes; the limit is {limit} bytes "
-            "(max_request_body_bytes)", 413)
+            f"request body is {size} bytes; the limit is {limit} bytes (max_request_body_bytes)",
+            413,
+        )
 
 
 class UnsupportedMediaType(ScoringError):
@@ -55,7 +56,9 @@ class UnsupportedMediaType(ScoringError):
     def __init__(self, content_type: str) -> None:
         super().__init__(
             f"Content-Type {content_type!r} is not supported; send application/json "
-            "(or text/plain for scripts that read the raw string)", 415)
+            "(or text/plain for scripts that read the raw string)",
+            415,
+        )
 
 
 class ScriptFailed(ScoringError):
@@ -75,7 +78,8 @@ class TimedOut(ScoringError):
     def __init__(self, timeout_ms: int, interrupted: bool) -> None:
         what = "it was interrupted" if interrupted else "it is still running in the background"
         super().__init__(
-            f"run() did not finish within request_timeout_ms={timeout_ms}; {what}", 504)
+            f"run() did not finish within request_timeout_ms={timeout_ms}; {what}", 504
+        )
 
 
 class Overloaded(ScoringError):
@@ -86,7 +90,9 @@ class Overloaded(ScoringError):
     def __init__(self, slots: int, max_wait_ms: int) -> None:
         super().__init__(
             f"too many requests: {slots} already running in this worker and this one waited "
-            f"longer than max_queue_wait_ms={max_wait_ms}; retry later", 429)
+            f"longer than max_queue_wait_ms={max_wait_ms}; retry later",
+            429,
+        )
 
 
 class NotReady(ScoringError):

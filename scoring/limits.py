@@ -41,8 +41,9 @@ def check_content_type(value: bytes | None) -> None:
     raise UnsupportedMediaType(value.decode("latin-1"))
 
 
-async def read_body(receive: Callable[[], Awaitable[dict]], length: bytes | None,
-                    limit: int) -> bytes:
+async def read_body(
+    receive: Callable[[], Awaitable[dict]], length: bytes | None, limit: int
+) -> bytes:
     """The whole body, or ``PayloadTooLarge`` as soon as it is known to exceed ``limit``."""
     if length is not None:
         try:
@@ -91,8 +92,14 @@ class InlineRunner:
             self._fired = True
             raise RunInterrupted
 
-    def __call__(self, call: Callable[[str, Any], Any], raw: str, headers: Any,
-                 request_id: str, sampled: bool) -> tuple[Any, float]:
+    def __call__(
+        self,
+        call: Callable[[str, Any], Any],
+        raw: str,
+        headers: Any,
+        request_id: str,
+        sampled: bool,
+    ) -> tuple[Any, float]:
         """``(result, seconds in run())``; raises what ``run()`` raised or ``TimedOut``."""
         collector.set_request(request_id, sampled)
         if self.timeout_s <= 0:
@@ -122,8 +129,9 @@ class ThreadRunner:
 
     threaded = True
 
-    def __init__(self, timeout_ms: int, slots: int, max_concurrent: int,
-                 max_queue_wait_ms: int) -> None:
+    def __init__(
+        self, timeout_ms: int, slots: int, max_concurrent: int, max_queue_wait_ms: int
+    ) -> None:
         self.timeout_ms = timeout_ms
         self.slots = slots
         self.max_concurrent = max_concurrent
@@ -132,15 +140,22 @@ class ThreadRunner:
         self._sem: asyncio.Semaphore | None = None
 
     @staticmethod
-    def _job(call: Callable[[str, Any], Any], raw: str, headers: Any, request_id: str,
-             sampled: bool) -> tuple[Any, float]:
+    def _job(
+        call: Callable[[str, Any], Any], raw: str, headers: Any, request_id: str, sampled: bool
+    ) -> tuple[Any, float]:
         collector.set_request(request_id, sampled)
         start = time.perf_counter()
         result = call(raw, headers)
         return result, time.perf_counter() - start
 
-    async def __call__(self, call: Callable[[str, Any], Any], raw: str, headers: Any,
-                       request_id: str, sampled: bool) -> tuple[Any, float]:
+    async def __call__(
+        self,
+        call: Callable[[str, Any], Any],
+        raw: str,
+        headers: Any,
+        request_id: str,
+        sampled: bool,
+    ) -> tuple[Any, float]:
         if self._sem is None:
             self._sem = asyncio.Semaphore(self.slots)
         sem = self._sem
@@ -152,8 +167,7 @@ class ThreadRunner:
         else:
             await sem.acquire()
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self.pool, self._job, call, raw, headers, request_id,
-                                      sampled)
+        future = loop.run_in_executor(self.pool, self._job, call, raw, headers, request_id, sampled)
         if self.timeout_ms <= 0:
             try:
                 return await future

@@ -41,14 +41,23 @@ class Log:
             self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
         return f"{self._stamp}.{int((now - sec) * 1000):03d}Z"
 
-    def access(self, request_id: str, method: str, path: str, status: int,
-               latency_ms: float, run_ms: float | None) -> None:
+    def access(
+        self,
+        request_id: str,
+        method: str,
+        path: str,
+        status: int,
+        latency_ms: float,
+        run_ms: float | None,
+    ) -> None:
         """Record one finished request (buffered)."""
         run = "null" if run_ms is None else f"{run_ms:.3f}"
-        line = (f'{{"time":"{self._now()}","level":"info","event":"request",'
-                f'"request_id":"{request_id}","method":"{method}","path":"{path}",'
-                f'"status":{status},"latency_ms":{latency_ms:.3f},"run_ms":{run},'
-                f'"worker":{self.pid}}}\n')
+        line = (
+            f'{{"time":"{self._now()}","level":"info","event":"request",'
+            f'"request_id":"{request_id}","method":"{method}","path":"{path}",'
+            f'"status":{status},"latency_ms":{latency_ms:.3f},"run_ms":{run},'
+            f'"worker":{self.pid}}}\n'
+        )
         self._buf.append(line)
         self._size += len(line)
         if self._size > _FLUSH_BYTES:
@@ -56,8 +65,14 @@ class Log:
 
     def event(self, level: str, message: str, **fields: Any) -> None:
         """Write a server event now (flushing buffered request lines first)."""
-        record = {"time": self._now(), "level": level, "event": fields.pop("event", "server"),
-                  "message": message, "worker": self.pid, **fields}
+        record = {
+            "time": self._now(),
+            "level": level,
+            "event": fields.pop("event", "server"),
+            "message": message,
+            "worker": self.pid,
+            **fields,
+        }
         line = json.dumps(record, default=str) + "\n"
         with self._events:
             self._buf.append(line)

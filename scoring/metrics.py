@@ -136,34 +136,46 @@ def render(snaps: list[dict[str, Any]]) -> bytes:
     ]
     for (route, status), n in sorted(requests.items()):
         out.append(f'scoring_requests_total{{route="{route}",status="{status}"}} {n}')
-    out += ["# HELP scoring_request_duration_seconds Time from request to response.",
-            "# TYPE scoring_request_duration_seconds histogram"]
+    out += [
+        "# HELP scoring_request_duration_seconds Time from request to response.",
+        "# TYPE scoring_request_duration_seconds histogram",
+    ]
     for route, hist in sorted(latency.items()):
         cumulative = 0.0
         for bound, n in zip((*BUCKETS, float("inf")), hist[:_N], strict=True):
             cumulative += n
             le = "+Inf" if bound == float("inf") else repr(bound)
-            out.append(f'scoring_request_duration_seconds_bucket{{route="{route}",le="{le}"}} '
-                       f"{_fmt(cumulative)}")
+            out.append(
+                f'scoring_request_duration_seconds_bucket{{route="{route}",le="{le}"}} '
+                f"{_fmt(cumulative)}"
+            )
         out.append(f'scoring_request_duration_seconds_sum{{route="{route}"}} {_fmt(hist[_N])}')
         out.append(f'scoring_request_duration_seconds_count{{route="{route}"}} {_fmt(cumulative)}')
-    out += ["# HELP scoring_errors_total Failed scoring requests, by kind.",
-            "# TYPE scoring_errors_total counter"]
+    out += [
+        "# HELP scoring_errors_total Failed scoring requests, by kind.",
+        "# TYPE scoring_errors_total counter",
+    ]
     out += [f'scoring_errors_total{{kind="{k}"}} {n}' for k, n in sorted(errors.items())]
-    out += ["# HELP scoring_run_seconds_total Time spent inside run().",
-            "# TYPE scoring_run_seconds_total counter",
-            f"scoring_run_seconds_total {_fmt(run_seconds)}",
-            "# HELP scoring_requests_in_flight Requests being handled now (live workers).",
-            "# TYPE scoring_requests_in_flight gauge",
-            f"scoring_requests_in_flight {in_flight}",
-            "# HELP scoring_workers_ready Workers whose init() succeeded and that are serving.",
-            "# TYPE scoring_workers_ready gauge",
-            f"scoring_workers_ready {ready}",
-            "# HELP scoring_collected_records_total Records written by data collection.",
-            "# TYPE scoring_collected_records_total counter"]
-    out += [f'scoring_collected_records_total{{collection="{k}"}} {n}'
-            for k, n in sorted(collected.items())]
-    out += ["# HELP scoring_collection_failures_total Records data collection could not write.",
-            "# TYPE scoring_collection_failures_total counter",
-            f"scoring_collection_failures_total {_fmt(failures)}"]
+    out += [
+        "# HELP scoring_run_seconds_total Time spent inside run().",
+        "# TYPE scoring_run_seconds_total counter",
+        f"scoring_run_seconds_total {_fmt(run_seconds)}",
+        "# HELP scoring_requests_in_flight Requests being handled now (live workers).",
+        "# TYPE scoring_requests_in_flight gauge",
+        f"scoring_requests_in_flight {in_flight}",
+        "# HELP scoring_workers_ready Workers whose init() succeeded and that are serving.",
+        "# TYPE scoring_workers_ready gauge",
+        f"scoring_workers_ready {ready}",
+        "# HELP scoring_collected_records_total Records written by data collection.",
+        "# TYPE scoring_collected_records_total counter",
+    ]
+    out += [
+        f'scoring_collected_records_total{{collection="{k}"}} {n}'
+        for k, n in sorted(collected.items())
+    ]
+    out += [
+        "# HELP scoring_collection_failures_total Records data collection could not write.",
+        "# TYPE scoring_collection_failures_total counter",
+        f"scoring_collection_failures_total {_fmt(failures)}",
+    ]
     return ("\n".join(out) + "\n").encode()

@@ -63,8 +63,14 @@ class MirrorStats:
     skipped: int = 0
     latency: Histogram = field(default_factory=Histogram)
 
-    def record(self, status: int | None, seconds: float, error: str | None,
-               live: tuple[int, bytes] | None, body: bytes = b"") -> None:
+    def record(
+        self,
+        status: int | None,
+        seconds: float,
+        error: str | None,
+        live: tuple[int, bytes] | None,
+        body: bytes = b"",
+    ) -> None:
         """One finished mirror call; ``live`` is the live (status, body) or None if it failed."""
         self.sent += 1
         self.latency.observe(seconds)
@@ -94,7 +100,8 @@ class MirrorStats:
             "equal_ratio": round(self.equal / compared, 4) if compared else None,
             "latency_ms": {
                 "mean": round(self.latency.total / self.latency.n * 1000, 3)
-                if self.latency.n else None,
+                if self.latency.n
+                else None,
                 "p50_le": _ms(self.latency.quantile(0.5)),
                 "p99_le": _ms(self.latency.quantile(0.99)),
             },

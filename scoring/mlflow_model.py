@@ -53,20 +53,24 @@ class MlflowScorer:
 
         folder = find_mlmodel(self.model_dir)
         if folder is None:
-            raise InitFailed(f"no entry script given and {str(self.model_dir)!r} has no MLmodel "
-                             f"file; it holds: {describe_folder(self.model_dir)}")
+            raise InitFailed(
+                f"no entry script given and {str(self.model_dir)!r} has no MLmodel "
+                f"file; it holds: {describe_folder(self.model_dir)}"
+            )
         try:
             import mlflow.pyfunc
         except ImportError as exc:
             raise InitFailed(
                 f"{folder / 'MLmodel'} is an MLflow model but mlflow is not installed "
-                f"({exc}); install it with: pip install 'ml-endpoints[mlflow]'") from exc
+                f"({exc}); install it with: pip install 'ml-endpoints[mlflow]'"
+            ) from exc
         try:
             self.model = mlflow.pyfunc.load_model(str(folder))
         except Exception as exc:
             raise InitFailed(
                 f"loading the MLflow model in {str(folder)!r} failed: {type(exc).__name__}: "
-                f"{exc}; it holds: {describe_folder(folder)}") from exc
+                f"{exc}; it holds: {describe_folder(folder)}"
+            ) from exc
         schema = self.model.metadata.get_input_schema()
         if schema is not None and schema.has_input_names():
             self.columns = list(schema.input_names())
@@ -84,16 +88,21 @@ class MlflowScorer:
         import pandas as pd
 
         if not isinstance(payload, dict) or not any(k in payload for k in KEYS):
-            raise BadInput(f"request body must be a JSON object with one of {list(KEYS)}, "
-                           'e.g. {"input_data": {"columns": [...], "data": [[...]]}}')
+            raise BadInput(
+                f"request body must be a JSON object with one of {list(KEYS)}, "
+                'e.g. {"input_data": {"columns": [...], "data": [[...]]}}'
+            )
         key = next(k for k in KEYS if k in payload)
         value = payload[key]
         try:
             if key == "dataframe_records":
                 return pd.DataFrame.from_records(value, columns=self.columns)
             if isinstance(value, dict) and "data" in value:
-                return pd.DataFrame(value["data"], columns=value.get("columns") or self.columns,
-                                    index=value.get("index"))
+                return pd.DataFrame(
+                    value["data"],
+                    columns=value.get("columns") or self.columns,
+                    index=value.get("index"),
+                )
             if isinstance(value, dict):
                 return pd.DataFrame(value)
             if isinstance(value, list) and value and isinstance(value[0], dict):
@@ -102,11 +111,11 @@ class MlflowScorer:
                 if self.columns is not None:
                     return pd.DataFrame(value, columns=self.columns)
                 import numpy as np
+
                 return np.asarray(value)
         except (ValueError, TypeError) as exc:
             raise BadInput(f"{key}: cannot be read as a table: {exc}") from exc
-        raise BadInput(f"{key}: expected a list of rows or an object, got "
-                       f"{type(value).__name__}")
+        raise BadInput(f"{key}: expected a list of rows or an object, got {type(value).__name__}")
 
     def classify(self, exc: BaseException) -> ScoringError:
         if isinstance(exc, ScoringError):
@@ -117,14 +126,26 @@ class MlflowScorer:
 
     def swagger(self) -> dict[str, Any]:
         from scoring.swagger import document
+
         schema = None
         if self.columns:
-            schema = {"type": "object", "properties": {"input_data": {
-                "type": "object", "properties": {
-                    "columns": {"type": "array", "items": {"type": "string"},
-                                "example": self.columns},
-                    "index": {"type": "array", "items": {"type": "integer"}},
-                    "data": {"type": "array", "items": {"type": "array", "items": {}}}}}}}
+            schema = {
+                "type": "object",
+                "properties": {
+                    "input_data": {
+                        "type": "object",
+                        "properties": {
+                            "columns": {
+                                "type": "array",
+                                "items": {"type": "string"},
+                                "example": self.columns,
+                            },
+                            "index": {"type": "array", "items": {"type": "integer"}},
+                            "data": {"type": "array", "items": {"type": "array", "items": {}}},
+                        },
+                    }
+                },
+            }
         return document(title=self.model_dir.name, input_schema=schema)
 
 

@@ -80,8 +80,16 @@ class RouterState:
     def build(cls, config: RouterConfig, secrets: Secrets, generation: int = 0) -> RouterState:
         targets = {name: Target.from_url(name, d.url) for name, d in config.deployments.items()}
         mirror_name, share = mirror_target(config.mirror_traffic)
-        return cls(config, secrets, targets, Split.from_traffic(config.traffic), mirror_name,
-                   share, config.request_timeout_ms / 1000.0, generation)
+        return cls(
+            config,
+            secrets,
+            targets,
+            Split.from_traffic(config.traffic),
+            mirror_name,
+            share,
+            config.request_timeout_ms / 1000.0,
+            generation,
+        )
 
 
 def authorize(state: RouterState, authorization: bytes | None) -> None:
@@ -104,15 +112,21 @@ def authorize(state: RouterState, authorization: bytes | None) -> None:
     valid_until = state.tokens.get(cred)
     if valid_until is not None and now < valid_until:
         return
-    claims = verify_token(state.secrets.token_signing_key or b"", state.config.endpoint_name,
-                          cred, now=now, leeway_s=TOKEN_LEEWAY_S)
+    claims = verify_token(
+        state.secrets.token_signing_key or b"",
+        state.config.endpoint_name,
+        cred,
+        now=now,
+        leeway_s=TOKEN_LEEWAY_S,
+    )
     if len(state.tokens) >= TOKEN_CACHE_SIZE:
         state.tokens.clear()
     state.tokens[cred] = float(claims["exp"]) + TOKEN_LEEWAY_S  # type: ignore[arg-type]
 
 
-def route(state: RouterState, pin: bytes | None, r_live: float,
-          r_mirror: float) -> tuple[Target, Target | None]:
+def route(
+    state: RouterState, pin: bytes | None, r_live: float, r_mirror: float
+) -> tuple[Target, Target | None]:
     """The live deployment for a request and, if it is copied, the mirror deployment.
 
     A pinned request (``azureml-model-deployment`` header) goes to that deployment, also one
@@ -126,14 +140,20 @@ def route(state: RouterState, pin: bytes | None, r_live: float,
         target = state.targets.get(name)
         if target is None:
             known = ", ".join(sorted(state.targets))
-            raise RouteError(404, f"deployment {name!r} named by header "
-                                  f"azureml-model-deployment does not exist (known: {known})")
+            raise RouteError(
+                404,
+                f"deployment {name!r} named by header "
+                f"azureml-model-deployment does not exist (known: {known})",
+            )
         return target, None
     name = state.split.choose(r_live)
     if name is None:
-        raise RouteError(404, f"endpoint {state.config.endpoint_name!r} has no deployment "
-                              "with traffic; set traffic or pin one with header "
-                              "azureml-model-deployment")
+        raise RouteError(
+            404,
+            f"endpoint {state.config.endpoint_name!r} has no deployment "
+            "with traffic; set traffic or pin one with header "
+            "azureml-model-deployment",
+        )
     mirror = None
     if state.mirror_name and should_mirror(state.mirror_share, r_mirror, pinned=False):
         mirror = state.targets[state.mirror_name]
@@ -202,41 +222,64 @@ class Metrics:
                 out.append(f'{name}_bucket{{{labels},le="{le}"}} {acc}\n')
             out.append(f"{name}_sum{{{labels}}} {h.total}\n{name}_count{{{labels}}} {h.n}\n")
 
-        head("router_requests_total", "counter",
-             "Live requests answered through a deployment, by upstream status.")
+        head(
+            "router_requests_total",
+            "counter",
+            "Live requests answered through a deployment, by upstream status.",
+        )
         for dep, m in sorted(self.deployments.items()):
             for status, n in sorted(m.responses.items()):
                 out.append(f'router_requests_total{{deployment="{dep}",status="{status}"}} {n}\n')
-        head("router_upstream_errors_total", "counter",
-             "Live requests a deployment gave no response to (connect, timeout, pool, closed).")
+        head(
+            "router_upstream_errors_total",
+            "counter",
+            "Live requests a deployment gave no response to (connect, timeout, pool, closed).",
+        )
         for dep, m in sorted(self.deployments.items()):
             for kind, n in sorted(m.errors.items()):
-                out.append(f'router_upstream_errors_total{{deployment="{dep}",kind="{kind}"}} '
-                           f"{n}\n")
-        head("router_request_duration_seconds", "histogram",
-             "Time from routing to the deployment's full response.")
+                out.append(
+                    f'router_upstream_errors_total{{deployment="{dep}",kind="{kind}"}} {n}\n'
+                )
+        head(
+            "router_request_duration_seconds",
+            "histogram",
+            "Time from routing to the deployment's full response.",
+        )
         for dep, m in sorted(self.deployments.items()):
             hist("router_request_duration_seconds", f'deployment="{dep}"', m.latency)
-        head("router_rejected_total", "counter",
-             "Requests the router answered itself (auth, routing, bad request).")
+        head(
+            "router_rejected_total",
+            "counter",
+            "Requests the router answered itself (auth, routing, bad request).",
+        )
         for (status, reason), n in sorted(self.rejected.items()):
             out.append(f'router_rejected_total{{status="{status}",reason="{reason}"}} {n}\n')
         head("router_mirror_requests_total", "counter", "Mirrored copies, by mirror status.")
         for dep, s in sorted(self.mirrors.items()):
             for status, n in sorted(s.statuses.items()):
-                out.append(f'router_mirror_requests_total{{deployment="{dep}",status="{status}"}}'
-                           f" {n}\n")
+                out.append(
+                    f'router_mirror_requests_total{{deployment="{dep}",status="{status}"}} {n}\n'
+                )
             for kind, n in sorted(s.errors.items()):
-                out.append(f'router_mirror_requests_total{{deployment="{dep}",status="{kind}"}}'
-                           f" {n}\n")
-        head("router_mirror_comparisons_total", "counter",
-             "Mirror responses compared with the live one: equal, different, not_compared.")
+                out.append(
+                    f'router_mirror_requests_total{{deployment="{dep}",status="{kind}"}} {n}\n'
+                )
+        head(
+            "router_mirror_comparisons_total",
+            "counter",
+            "Mirror responses compared with the live one: equal, different, not_compared.",
+        )
         for dep, s in sorted(self.mirrors.items()):
             for result in ("equal", "different", "not_compared"):
-                out.append(f'router_mirror_comparisons_total{{deployment="{dep}",'
-                           f'result="{result}"}} {getattr(s, result)}\n')
-        head("router_mirror_skipped_total", "counter",
-             f"Mirror copies skipped because {MIRROR_MAX_IN_FLIGHT} were already in flight.")
+                out.append(
+                    f'router_mirror_comparisons_total{{deployment="{dep}",'
+                    f'result="{result}"}} {getattr(s, result)}\n'
+                )
+        head(
+            "router_mirror_skipped_total",
+            "counter",
+            f"Mirror copies skipped because {MIRROR_MAX_IN_FLIGHT} were already in flight.",
+        )
         for dep, s in sorted(self.mirrors.items()):
             out.append(f'router_mirror_skipped_total{{deployment="{dep}"}} {s.skipped}\n')
         head("router_mirror_duration_seconds", "histogram", "Mirror call latency.")
@@ -263,12 +306,30 @@ class Request:
     """A parsed request. ``headers`` holds the ones forwarded to a deployment (lowercase
     names); the three the router acts on are parsed out once, while reading."""
 
-    __slots__ = ("authorization", "body", "headers", "keep_alive", "method", "path", "pin",
-                 "query", "request_id")
+    __slots__ = (
+        "authorization",
+        "body",
+        "headers",
+        "keep_alive",
+        "method",
+        "path",
+        "pin",
+        "query",
+        "request_id",
+    )
 
-    def __init__(self, method: bytes, path: bytes, query: bytes, headers: Headers, body: bytes,
-                 keep_alive: bool = True, authorization: bytes | None = None,
-                 pin: bytes | None = None, request_id: bytes | None = None) -> None:
+    def __init__(
+        self,
+        method: bytes,
+        path: bytes,
+        query: bytes,
+        headers: Headers,
+        body: bytes,
+        keep_alive: bool = True,
+        authorization: bytes | None = None,
+        pin: bytes | None = None,
+        request_id: bytes | None = None,
+    ) -> None:
         self.method = method
         self.path = path
         self.query = query
@@ -284,11 +345,25 @@ Response = tuple[int, Headers, bytes]
 _JSON = (b"content-type", b"application/json")
 _TEXT = (b"content-type", b"text/plain; charset=utf-8")
 _PROM = (b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
-_DROP_FROM_UPSTREAM = frozenset({b"connection", b"keep-alive", b"transfer-encoding",
-                                 b"content-length", PIN_HEADER, REQUEST_ID_HEADER})
+_DROP_FROM_UPSTREAM = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"transfer-encoding",
+        b"content-length",
+        PIN_HEADER,
+        REQUEST_ID_HEADER,
+    }
+)
 _CAPTURED = frozenset({b"authorization", REQUEST_ID_HEADER, PIN_HEADER, b"expect"})
-ROUTES = ("GET /", "GET /ready", "POST /score", "GET /swagger.json", "GET /metrics",
-          "GET /mirror/summary")
+ROUTES = (
+    "GET /",
+    "GET /ready",
+    "POST /score",
+    "GET /swagger.json",
+    "GET /metrics",
+    "GET /mirror/summary",
+)
 
 
 Respond = Callable[[int, Headers, bytes], None]
@@ -300,8 +375,8 @@ class Router:
     def __init__(self, state: RouterState, client: UpstreamClient | None = None) -> None:
         self.state = state
         self.client: UpstreamClient = client or PooledClient(
-            state.config.max_connections_per_deployment,
-            state.config.connect_timeout_ms / 1000.0)
+            state.config.max_connections_per_deployment, state.config.connect_timeout_ms / 1000.0
+        )
         self.metrics = Metrics()
         self.in_flight = 0
         self.mirrors_in_flight = 0
@@ -329,8 +404,9 @@ class Router:
         self.state = state
         if isinstance(self.client, PooledClient):
             cfg = state.config
-            self.client.configure(cfg.max_connections_per_deployment,
-                                  cfg.connect_timeout_ms / 1000.0)
+            self.client.configure(
+                cfg.max_connections_per_deployment, cfg.connect_timeout_ms / 1000.0
+            )
             self.client.retire({(t.host, t.port) for t in state.targets.values()})
 
     def handle(self, req: Request, respond: Respond) -> None:
@@ -341,13 +417,21 @@ class Router:
             self._dispatch(state, req, rid, respond)
         except RouteError as exc:
             self.metrics.reject(exc.status, _reason(exc.status))
-            self._done(respond, exc.status, [_JSON, (REQUEST_ID_HEADER, rid)],
-                       error_body(exc.message, rid))
+            self._done(
+                respond, exc.status, [_JSON, (REQUEST_ID_HEADER, rid)], error_body(exc.message, rid)
+            )
         except AuthError as exc:
             self.metrics.reject(401, "auth")
-            self._done(respond, 401, [_JSON, (REQUEST_ID_HEADER, rid),
-                                      (b"www-authenticate", b'Bearer realm="endpoint"')],
-                       error_body(exc.reason, rid))
+            self._done(
+                respond,
+                401,
+                [
+                    _JSON,
+                    (REQUEST_ID_HEADER, rid),
+                    (b"www-authenticate", b'Bearer realm="endpoint"'),
+                ],
+                error_body(exc.reason, rid),
+            )
 
     @staticmethod
     def _done(respond: Respond, status: int, headers: Headers, body: bytes) -> None:
@@ -377,15 +461,20 @@ class Router:
             self._proxy(state, req, rid, b"GET", b"/swagger.json", respond, mirrorable=False)
         elif path == b"/mirror/summary":
             self._authorize(state, req)
-            self._done(respond, 200, [_JSON, (REQUEST_ID_HEADER, rid)],
-                       json.dumps(self.mirror_summary(state), indent=1).encode())
+            self._done(
+                respond,
+                200,
+                [_JSON, (REQUEST_ID_HEADER, rid)],
+                json.dumps(self.mirror_summary(state), indent=1).encode(),
+            )
         else:
             raise RouteError(404, self._no_route(req))
 
     @staticmethod
     def _no_route(req: Request) -> str:
-        return (f"no route {req.method.decode()} {req.path.decode('latin-1')}; routes: "
-                + ", ".join(ROUTES))
+        return f"no route {req.method.decode()} {req.path.decode('latin-1')}; routes: " + ", ".join(
+            ROUTES
+        )
 
     @staticmethod
     def _authorize(state: RouterState, req: Request) -> None:
@@ -400,8 +489,16 @@ class Router:
             "mirrors": {name: s.summary() for name, s in sorted(self.metrics.mirrors.items())},
         }
 
-    def _proxy(self, state: RouterState, req: Request, rid: bytes, method: bytes, path: bytes,
-               respond: Respond, mirrorable: bool) -> None:
+    def _proxy(
+        self,
+        state: RouterState,
+        req: Request,
+        rid: bytes,
+        method: bytes,
+        path: bytes,
+        respond: Respond,
+        mirrorable: bool,
+    ) -> None:
         authorize(state, req.authorization)
         rand = self._rand
         target, mirror = route(state, req.pin, rand(), rand() if state.mirror_name else 1.0)
@@ -415,8 +512,9 @@ class Router:
         self.in_flight += 1
         self.client.send(target, method, upath, headers, req.body, state.timeout_s, ex.done)
         if pair is not None:  # the live request goes out first; the copy never delays it
-            self.client.send(mirror, method, upath, headers, req.body, state.timeout_s,
-                             pair.mirror_done)
+            self.client.send(
+                mirror, method, upath, headers, req.body, state.timeout_s, pair.mirror_done
+            )
 
     def _mirror_pair(self, target: Target) -> _MirrorPair | None:
         stats = self.metrics.mirror(target.name)
@@ -432,8 +530,9 @@ class _Exchange:
 
     __slots__ = ("pair", "respond", "rid", "router", "t0", "target")
 
-    def __init__(self, router: Router, target: Target, rid: bytes, respond: Respond,
-                 pair: _MirrorPair | None) -> None:
+    def __init__(
+        self, router: Router, target: Target, rid: bytes, respond: Respond, pair: _MirrorPair | None
+    ) -> None:
         self.router = router
         self.target = target
         self.rid = rid
@@ -452,9 +551,12 @@ class _Exchange:
                 self.pair.live_done(None)
             status, message = upstream_failure(err)
             router.log_upstream_error(target.name, err.kind, rid, message)
-            router._done(self.respond, status, [_JSON, (REQUEST_ID_HEADER, rid),
-                                                (PIN_HEADER, target.name.encode())],
-                         error_body(message, rid))
+            router._done(
+                self.respond,
+                status,
+                [_JSON, (REQUEST_ID_HEADER, rid), (PIN_HEADER, target.name.encode())],
+                error_body(message, rid),
+            )
             return
         m.latency.observe(time.perf_counter() - self.t0)
         m.responses[resp.status] = m.responses.get(resp.status, 0) + 1
@@ -493,13 +595,15 @@ class _MirrorPair:
 
     def _record(self) -> None:
         resp, error, seconds = self.mirror  # type: ignore[misc]
-        self.stats.record(resp.status if resp else None, seconds, error, self.live,
-                          resp.body if resp else b"")
+        self.stats.record(
+            resp.status if resp else None, seconds, error, self.live, resp.body if resp else b""
+        )
 
 
 def _reason(status: int) -> str:
-    return {401: "auth", 404: "not_found", 405: "method", 400: "bad_request",
-            413: "too_large"}.get(status, str(status))
+    return {401: "auth", 404: "not_found", 405: "method", 400: "bad_request", 413: "too_large"}.get(
+        status, str(status)
+    )
 
 
 # ---------------------------------------------------------------------------- HTTP server
@@ -518,9 +622,27 @@ def encode_response(status: int, headers: Headers, body: bytes, keep_alive: bool
 class HttpProtocol(asyncio.Protocol):
     """One client connection: parse with httptools, handle requests in order, keep-alive."""
 
-    __slots__ = ("_auth", "_body", "_body_size", "_busy", "_continue", "_headers", "_keep",
-                 "_parser", "_pin", "_queue", "_receiving", "_rid", "_too_large", "_url",
-                 "closed", "conns", "last_active", "router", "transport")
+    __slots__ = (
+        "_auth",
+        "_body",
+        "_body_size",
+        "_busy",
+        "_continue",
+        "_headers",
+        "_keep",
+        "_parser",
+        "_pin",
+        "_queue",
+        "_receiving",
+        "_rid",
+        "_too_large",
+        "_url",
+        "closed",
+        "conns",
+        "last_active",
+        "router",
+        "transport",
+    )
 
     def __init__(self, router: Router, conns: set[HttpProtocol]) -> None:
         self.router = router
@@ -611,9 +733,17 @@ class HttpProtocol(asyncio.Protocol):
             self._reply_and_close(413, f"request body is over max_body_bytes ({limit})")
             return
         path, _, query = self._url.partition(b"?")
-        req = Request(self._parser.get_method(), path, query, self._headers,
-                      b"".join(self._body), self._parser.should_keep_alive(), self._auth,
-                      self._pin, self._rid)
+        req = Request(
+            self._parser.get_method(),
+            path,
+            query,
+            self._headers,
+            b"".join(self._body),
+            self._parser.should_keep_alive(),
+            self._auth,
+            self._pin,
+            self._rid,
+        )
         if self._busy:
             self._queue.append(req)
             if len(self._queue) > 16 and self.transport is not None:
@@ -627,8 +757,10 @@ class HttpProtocol(asyncio.Protocol):
         try:
             self.router.handle(req, self._respond)
         except Exception as exc:  # a bug: log it, answer 500, keep serving
-            log(f"internal error on {req.method.decode()} {req.path.decode('latin-1')}: "
-                f"{type(exc).__name__}: {exc}")
+            log(
+                f"internal error on {req.method.decode()} {req.path.decode('latin-1')}: "
+                f"{type(exc).__name__}: {exc}"
+            )
             rid = request_id(req.request_id)
             self._respond(500, [_JSON], error_body("internal router error", rid))
 

@@ -52,8 +52,10 @@ class DeploymentConfig(BaseModel):
     def _http_url(cls, value: str) -> str:
         parts = urlsplit(value)
         if parts.scheme != "http":
-            raise ValueError(f"{value!r} must start with http:// (the router speaks plain HTTP "
-                             "to deployments inside the cluster)")
+            raise ValueError(
+                f"{value!r} must start with http:// (the router speaks plain HTTP "
+                "to deployments inside the cluster)"
+            )
         if not parts.hostname:
             raise ValueError(f"{value!r} has no host")
         try:
@@ -111,7 +113,8 @@ class RouterConfig(BaseModel):
     def _traffic_rules(self) -> RouterConfig:
         names = list(self.deployments)
         problems = check_traffic(self.traffic, names, "traffic") + check_mirror(
-            self.mirror_traffic, self.traffic, names, "mirror_traffic")
+            self.mirror_traffic, self.traffic, names, "mirror_traffic"
+        )
         if problems:
             raise ValueError("\n".join(problems))
         return self
@@ -165,7 +168,8 @@ def load_secrets(config: RouterConfig, env: dict[str, str] | None = None) -> Sec
     problems = [
         f"secrets.{name}: auth_mode {config.auth_mode!r} needs it; none found in "
         + where.format(name=name, var=SECRET_SOURCES[name])
-        for name in need if values[name] is None
+        for name in need
+        if values[name] is None
     ]
     if problems:
         raise ConfigError("secrets", problems)
@@ -208,8 +212,9 @@ def parse_config(text: str, source: str = "config") -> RouterConfig:
         raise ConfigError(source, _render(exc)) from exc
 
 
-def load_config(path: str | Path, env: dict[str, str] | None = None
-                ) -> tuple[RouterConfig, Secrets]:
+def load_config(
+    path: str | Path, env: dict[str, str] | None = None
+) -> tuple[RouterConfig, Secrets]:
     """Read the config file at ``path`` and the secrets it names.
 
     Raises:

@@ -45,8 +45,14 @@ def _fingerprint(config_path: Path, secrets: list[Path]) -> str:
 class RouterProcess:
     """Owns the listening socket, the ``Router`` and the reload/drain machinery."""
 
-    def __init__(self, config_path: Path, router: Router, drain_timeout: float,
-                 drain_delay: float, keep_alive: float = 75.0) -> None:
+    def __init__(
+        self,
+        config_path: Path,
+        router: Router,
+        drain_timeout: float,
+        drain_delay: float,
+        keep_alive: float = 75.0,
+    ) -> None:
         self.config_path = config_path
         self.keep_alive = keep_alive
         self.router = router
@@ -64,8 +70,10 @@ class RouterProcess:
             config, secrets = load_config(self.config_path)
         except ConfigError as exc:
             self.router.metrics.reloads["rejected"] += 1
-            log(f"config reload ({why}) rejected, still serving generation {old.generation}: "
-                + "; ".join(exc.problems))
+            log(
+                f"config reload ({why}) rejected, still serving generation {old.generation}: "
+                + "; ".join(exc.problems)
+            )
             return False
         finally:
             self.fingerprint = _fingerprint(self.config_path, secret_paths(old.config))
@@ -73,9 +81,11 @@ class RouterProcess:
         self.fingerprint = _fingerprint(self.config_path, secret_paths(config))
         self.router.swap(state)
         self.router.metrics.reloads["ok"] += 1
-        log(f"config reloaded ({why}): generation {state.generation}, "
+        log(
+            f"config reloaded ({why}): generation {state.generation}, "
             f"traffic {dict(config.traffic)}, mirror {dict(config.mirror_traffic)}, "
-            f"auth {config.auth_mode}")
+            f"auth {config.auth_mode}"
+        )
         return True
 
     async def watch(self) -> None:
@@ -107,15 +117,22 @@ class RouterProcess:
             import os
 
             os._exit(1)
-        log(f"{signal.Signals(signum).name}: draining "
-            f"({self.router.in_flight} request(s) in flight)")
+        log(
+            f"{signal.Signals(signum).name}: draining "
+            f"({self.router.in_flight} request(s) in flight)"
+        )
         self.router.draining = True
         self.stop_event.set()
 
     async def serve(self, host: str, port: int) -> int:
         loop = asyncio.get_running_loop()
-        server = await loop.create_server(lambda: HttpProtocol(self.router, self.conns),
-                                          host, port, backlog=2048, reuse_address=True)
+        server = await loop.create_server(
+            lambda: HttpProtocol(self.router, self.conns),
+            host,
+            port,
+            backlog=2048,
+            reuse_address=True,
+        )
         for sock in server.sockets:
             if sock.family in (socket.AF_INET, socket.AF_INET6):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -123,9 +140,11 @@ class RouterProcess:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.on_stop_signal, sig)
         state = self.router.state
-        log(f"listening on http://{host}:{port} for endpoint {state.config.endpoint_name!r} "
+        log(
+            f"listening on http://{host}:{port} for endpoint {state.config.endpoint_name!r} "
             f"(auth {state.config.auth_mode}, traffic {dict(state.config.traffic)}, "
-            f"mirror {dict(state.config.mirror_traffic)})")
+            f"mirror {dict(state.config.mirror_traffic)})"
+        )
         watcher = loop.create_task(self.watch())
         await self.stop_event.wait()
         # Drain, in order. 1) readiness is already false (router.draining).
@@ -139,8 +158,10 @@ class RouterProcess:
         # 4) finish in-flight requests and mirror calls.
         done = await self._drained(self.drain_timeout)
         if not done:
-            log(f"drain: {self.router.in_flight} request(s) still in flight after "
-                f"{self.drain_timeout:.0f}s; closing anyway")
+            log(
+                f"drain: {self.router.in_flight} request(s) still in flight after "
+                f"{self.drain_timeout:.0f}s; closing anyway"
+            )
         for conn in list(self.conns):
             conn.close()
         # 5) close upstream pools.
@@ -148,7 +169,6 @@ class RouterProcess:
         watcher.cancel()
         log("drained; bye")
         return 0 if done else 1
-
 
     async def _drained(self, timeout: float) -> bool:
         """Close connections as they become idle until nothing is in flight (bounded)."""
@@ -167,22 +187,39 @@ class RouterProcess:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m scoring router",
-                                description="Endpoint router: auth, weighted traffic, "
-                                            "pinning and mirroring in front of deployments.")
+    p = argparse.ArgumentParser(
+        prog="python -m scoring router",
+        description="Endpoint router: auth, weighted traffic, "
+        "pinning and mirroring in front of deployments.",
+    )
     p.add_argument("--config", type=Path, help="router config JSON file (docs/router.md)")
-    p.add_argument("--schema", action="store_true",
-                   help="print the config file's JSON Schema and exit")
+    p.add_argument(
+        "--schema", action="store_true", help="print the config file's JSON Schema and exit"
+    )
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--host", default="0.0.0.0")
-    p.add_argument("--drain-timeout", type=float, default=None, metavar="S",
-                   help="longest wait for in-flight requests on SIGTERM "
-                        "(default: request_timeout_ms + 5 s)")
-    p.add_argument("--keep-alive", type=float, default=75.0, metavar="S",
-                   help="close a client connection idle this long (default 75)")
-    p.add_argument("--drain-delay", type=float, default=0.0, metavar="S",
-                   help="keep accepting this long after SIGTERM (readiness already false) so "
-                        "the Service stops routing here first; e.g. 5 in Kubernetes")
+    p.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="longest wait for in-flight requests on SIGTERM (default: request_timeout_ms + 5 s)",
+    )
+    p.add_argument(
+        "--keep-alive",
+        type=float,
+        default=75.0,
+        metavar="S",
+        help="close a client connection idle this long (default 75)",
+    )
+    p.add_argument(
+        "--drain-delay",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="keep accepting this long after SIGTERM (readiness already false) so "
+        "the Service stops routing here first; e.g. 5 in Kubernetes",
+    )
     return p.parse_args(argv)
 
 
@@ -212,8 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         drain_timeout = args.drain_timeout
         if drain_timeout is None:
             drain_timeout = config.request_timeout_ms / 1000.0 + 5.0
-        proc = RouterProcess(args.config, router, drain_timeout, args.drain_delay,
-                             args.keep_alive)
+        proc = RouterProcess(args.config, router, drain_timeout, args.drain_delay, args.keep_alive)
         try:
             return await proc.serve(args.host, args.port)
         except OSError as exc:

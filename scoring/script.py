@@ -48,6 +48,7 @@ def headers_from(raw: list[tuple[bytes, bytes]]) -> Headers:
 
 def install_compat() -> bool:
     """Put the ``azureml.*`` stand-ins on ``sys.path`` (last) if the real ones are absent."""
+
     def missing(name: str) -> bool:
         try:
             return importlib.util.find_spec(name) is None
@@ -56,8 +57,9 @@ def install_compat() -> bool:
 
     if str(COMPAT_DIR) in sys.path:
         return True
-    if missing("azureml") or any(missing(m) for m in
-                                 ("azureml.core", "azureml.ai", "azureml.contrib")):
+    if missing("azureml") or any(
+        missing(m) for m in ("azureml.core", "azureml.ai", "azureml.contrib")
+    ):
         sys.path.append(str(COMPAT_DIR))
         return True
     return False
@@ -154,8 +156,8 @@ class ScriptScorer:
         if schema is not None:
             self.schema_args = tuple(schema.get("properties") or {})
             self.required_args = tuple(
-                n for n, p in params.items()
-                if n in self.schema_args and p.default is p.empty)
+                n for n, p in params.items() if n in self.schema_args and p.default is p.empty
+            )
             self.call = self._call_schema
         elif self.wants_headers:
             self.call = lambda raw, headers: run(raw, request_headers=headers)
@@ -171,16 +173,20 @@ class ScriptScorer:
         if not isinstance(payload, dict):
             raise BadInput(
                 f"request body must be a JSON object with keys {list(self.schema_args)} "
-                f"(run()'s inputs); got {type(payload).__name__}")
+                f"(run()'s inputs); got {type(payload).__name__}"
+            )
         missing = [n for n in self.required_args if n not in payload]
         if missing:
-            raise BadInput(f"request body is missing {missing[0]!r}; run() takes "
-                           f"{list(self.schema_args)}")
+            raise BadInput(
+                f"request body is missing {missing[0]!r}; run() takes {list(self.schema_args)}"
+            )
         if not self.accepts_kwargs:
             unknown = [k for k in payload if k not in self.schema_args]
             if unknown:
-                raise BadInput(f"request body has unexpected key {unknown[0]!r}; run() takes "
-                               f"{list(self.schema_args)}")
+                raise BadInput(
+                    f"request body has unexpected key {unknown[0]!r}; run() takes "
+                    f"{list(self.schema_args)}"
+                )
         if self.wants_headers:
             payload["request_headers"] = headers
         return self.run(**payload)  # type: ignore[misc]
@@ -192,15 +198,18 @@ class ScriptScorer:
         if isinstance(exc, json.JSONDecodeError):
             return BadInput(f"request body is not valid JSON: {exc}")
         if self.schema_args and _raised_by_schema(exc, self.run):
-            return BadInput(f"request body does not match run()'s input schema: "
-                            f"{type(exc).__name__}: {exc}")
+            return BadInput(
+                f"request body does not match run()'s input schema: {type(exc).__name__}: {exc}"
+            )
         return ScriptFailed(exc)
 
     def swagger(self) -> dict[str, Any]:
         from scoring.swagger import document
+
         inputs = outputs = None
         if self.schema_args:
             from inference_schema.schema_util import get_input_schema, get_output_schema
+
             inputs = dict(get_input_schema(self.run))
             inputs.setdefault("required", list(self.required_args))
             outputs = get_output_schema(self.run) or None

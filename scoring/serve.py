@@ -106,9 +106,12 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
         what = s.entry_script or f"MLflow model in {s.model_dir}"
-        self.log.event("info", f"serving {what} on http://{s.host}:{s.port} with {s.workers} "
-                               f"worker(s)", event="start", execution=(
-                                   "thread" if s.run_in_thread else "inline"))
+        self.log.event(
+            "info",
+            f"serving {what} on http://{s.host}:{s.port} with {s.workers} worker(s)",
+            event="start",
+            execution=("thread" if s.run_in_thread else "inline"),
+        )
         for index in range(s.workers):
             self._spawn(index, sock)
         deadline: float | None = None
@@ -128,8 +131,12 @@ class Supervisor:
             if self.stopping:
                 continue
             if code == INIT_FAILED:
-                self.log.event("error", f"worker {index} (pid {pid}): init failed (see the "
-                                        "worker's log line above); stopping", event="stop")
+                self.log.event(
+                    "error",
+                    f"worker {index} (pid {pid}): init failed (see the "
+                    "worker's log line above); stopping",
+                    event="stop",
+                )
                 self.exit_code = INIT_FAILED
                 self._stop()
             else:
@@ -142,8 +149,11 @@ class Supervisor:
         now = time.monotonic()
         self.crashes = [t for t in self.crashes if now - t < 60] + [now]
         if len(self.crashes) > _MAX_CRASHES_PER_MINUTE:
-            self.log.event("error", f"worker {index} (pid {pid}) exited with {code}; "
-                                    f"{len(self.crashes)} crashes in a minute, giving up")
+            self.log.event(
+                "error",
+                f"worker {index} (pid {pid}) exited with {code}; "
+                f"{len(self.crashes)} crashes in a minute, giving up",
+            )
             self.exit_code = 1
             self._stop()
             return
@@ -169,8 +179,9 @@ class Supervisor:
         if self.stopping:  # second signal: stop now
             self._signal_all(signal.SIGKILL)
             return
-        self.log.event("info", f"{signal.Signals(signum).name}: draining in-flight requests",
-                       event="stop")
+        self.log.event(
+            "info", f"{signal.Signals(signum).name}: draining in-flight requests", event="stop"
+        )
         self._stop()
 
     def _stop(self) -> None:
@@ -187,8 +198,10 @@ def make_scorer(settings: Settings) -> Any:
     """A ScriptScorer for an entry script, else an MlflowScorer for the model folder."""
     if settings.entry_script is not None:
         from scoring.script import ScriptScorer
+
         return ScriptScorer(settings.entry_script, settings.model_dir)
     from scoring.mlflow_model import MlflowScorer
+
     assert settings.model_dir is not None  # checked by config
     return MlflowScorer(settings.model_dir)
 
@@ -211,8 +224,13 @@ def report_slow_init(log: logs.Log, source: str) -> Callable[[], None]:
             if done.wait(mark - waited):
                 return
             waited = mark
-            log.event("warning", f"init() of {source} still running after {mark} s; this "
-                      "worker is not Ready until it returns", event="init_slow", script=source)
+            log.event(
+                "warning",
+                f"init() of {source} still running after {mark} s; this "
+                "worker is not Ready until it returns",
+                event="init_slow",
+                script=source,
+            )
 
     thread = threading.Thread(target=watch, name="init-watch", daemon=True)
     thread.start()
@@ -238,23 +256,49 @@ def worker(settings: Settings, sock: socket.socket | None) -> int:
     except InitFailed as exc:
         cause = exc.__cause__
         import traceback
-        log.event("error", str(exc), event="init_failed", script=scorer.source,
-                  traceback="".join(traceback.format_exception(cause)) if cause else None)
+
+        log.event(
+            "error",
+            str(exc),
+            event="init_failed",
+            script=scorer.source,
+            traceback="".join(traceback.format_exception(cause)) if cause else None,
+        )
         return INIT_FAILED
     finally:
         init_done()
-    log.event("info", f"init() done in {time.perf_counter() - started:.3f} s",
-              event="ready", script=scorer.source)
+    log.event(
+        "info",
+        f"init() done in {time.perf_counter() - started:.3f} s",
+        event="ready",
+        script=scorer.source,
+    )
     stats = Stats(settings.metrics_dir)
     sink = collector.Sink(settings.collect_dir, settings.collect_max_file_bytes, stats)
     collector.configure(sink)
-    app = ScoringApp(scorer, stats=stats, log=log, runner=make_runner(settings),
-                     max_body=settings.max_request_body_bytes, collect=settings.collect,
-                     sampling_rate=settings.collect_sampling_rate, sink=sink)
+    app = ScoringApp(
+        scorer,
+        stats=stats,
+        log=log,
+        runner=make_runner(settings),
+        max_body=settings.max_request_body_bytes,
+        collect=settings.collect,
+        sampling_rate=settings.collect_sampling_rate,
+        sink=sink,
+    )
     config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, loop="uvloop", http=_OneWriteProtocol,
-        lifespan="on", access_log=False, log_config=None, server_header=False,
-        timeout_graceful_shutdown=int(settings.graceful_timeout_s), backlog=2048)
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http=_OneWriteProtocol,
+        lifespan="on",
+        access_log=False,
+        log_config=None,
+        server_header=False,
+        timeout_graceful_shutdown=int(settings.graceful_timeout_s),
+        backlog=2048,
+    )
     server = _Server(config)
     server.run(sockets=[sock] if sock is not None else None)
     app.flush()

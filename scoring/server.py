@@ -37,10 +37,23 @@ _JSON = b"application/json"
 _TEXT = b"text/plain; charset=utf-8"
 _METRICS = b"text/plain; version=0.0.4; charset=utf-8"
 _PROBES = frozenset({"/", "/ready"})
-_ROUTES = {"/": "/", "/ready": "/ready", "/readyz": "/ready", "/score": "/score",
-           "/swagger.json": "/swagger.json", "/metrics": "/metrics"}
-_ERROR_KIND = {400: "bad_input", 413: "too_large", 415: "unsupported_media_type",
-               429: "overloaded", 500: "script_failed", 503: "not_ready", 504: "timeout"}
+_ROUTES = {
+    "/": "/",
+    "/ready": "/ready",
+    "/readyz": "/ready",
+    "/score": "/score",
+    "/swagger.json": "/swagger.json",
+    "/metrics": "/metrics",
+}
+_ERROR_KIND = {
+    400: "bad_input",
+    413: "too_large",
+    415: "unsupported_media_type",
+    429: "overloaded",
+    500: "script_failed",
+    503: "not_ready",
+    504: "timeout",
+}
 
 
 def _default(value: Any) -> Any:
@@ -67,8 +80,10 @@ def encode_result(result: Any) -> tuple[int, bytes, bytes, list[tuple[bytes, byt
         return 200, _dumps(result).encode(), _JSON, []
     status = getattr(result, "status_code", None)
     if status is not None and hasattr(result, "get_data"):
-        headers = [(k.lower().encode("latin-1"), str(v).encode("latin-1"))
-                   for k, v in dict(getattr(result, "headers", {}) or {}).items()]
+        headers = [
+            (k.lower().encode("latin-1"), str(v).encode("latin-1"))
+            for k, v in dict(getattr(result, "headers", {}) or {}).items()
+        ]
         ctype = _JSON
         for k, v in headers:
             if k == b"content-type":
@@ -83,9 +98,18 @@ def encode_result(result: Any) -> tuple[int, bytes, bytes, list[tuple[bytes, byt
 class ScoringApp:
     """ASGI app around one scorer (script or MLflow) in one worker process."""
 
-    def __init__(self, scorer: Any, *, stats: Stats, log: Log, runner: Any,
-                 max_body: int, collect: bool, sampling_rate: float,
-                 sink: collector.Sink | None) -> None:
+    def __init__(
+        self,
+        scorer: Any,
+        *,
+        stats: Stats,
+        log: Log,
+        runner: Any,
+        max_body: int,
+        collect: bool,
+        sampling_rate: float,
+        sink: collector.Sink | None,
+    ) -> None:
         self.scorer = scorer
         self.stats = stats
         self.log = log
@@ -184,8 +208,9 @@ class ScoringApp:
             scorer = self.scorer
             try:
                 if self.threaded:
-                    result, run_s = await self.runner(scorer.call, raw, headers, request_id,
-                                                      sampled)
+                    result, run_s = await self.runner(
+                        scorer.call, raw, headers, request_id, sampled
+                    )
                 else:
                     result, run_s = self.runner(scorer.call, raw, headers, request_id, sampled)
             except ScoringError:
@@ -193,16 +218,19 @@ class ScoringApp:
             except Exception as exc:
                 error = scorer.classify(exc)
                 if error.status >= 500:
-                    self.log.event("error", f"run() raised {type(exc).__name__}: {exc}",
-                                   event="run_failed", request_id=request_id,
-                                   script=scorer.source,
-                                   traceback=_traceback(exc))
+                    self.log.event(
+                        "error",
+                        f"run() raised {type(exc).__name__}: {exc}",
+                        event="run_failed",
+                        request_id=request_id,
+                        script=scorer.source,
+                        traceback=_traceback(exc),
+                    )
                 raise error from exc
             try:
                 status, out, ctype, extra = encode_result(result)
             except (TypeError, ValueError) as exc:  # e.g. run() returned a set
-                raise ScoringError(f"{exc}; return lists, dicts, numbers or strings",
-                                   500) from exc
+                raise ScoringError(f"{exc}; return lists, dicts, numbers or strings", 500) from exc
             stats.run_seconds += run_s
             if sampled and self.collect:
                 self._collect(raw, out, request_id, type(result) in (list, dict))
@@ -211,19 +239,33 @@ class ScoringApp:
             out = error_body(error.message, request_id)
             stats.error(_ERROR_KIND.get(status, str(status)))
             if isinstance(error, TimedOut):
-                self.log.event("error", error.message, event="run_timeout",
-                               request_id=request_id, script=self.scorer.source)
+                self.log.event(
+                    "error",
+                    error.message,
+                    event="run_timeout",
+                    request_id=request_id,
+                    script=self.scorer.source,
+                )
             close = status == 413  # the rest of the body was not read
         except Exception as exc:  # encoding the result failed, say
             status, ctype = 500, _JSON
-            out = error_body(f"the server failed to answer: {type(exc).__name__}; see server log",
-                             request_id)
-            self.log.event("error", f"{type(exc).__name__}: {exc}", event="server_error",
-                           request_id=request_id, traceback=_traceback(exc))
+            out = error_body(
+                f"the server failed to answer: {type(exc).__name__}; see server log", request_id
+            )
+            self.log.event(
+                "error",
+                f"{type(exc).__name__}: {exc}",
+                event="server_error",
+                request_id=request_id,
+                traceback=_traceback(exc),
+            )
             stats.error("server_error")
-        headers_out = [(b"content-type", ctype), (b"content-length", str(len(out)).encode()),
-                       (b"x-request-id", request_id.encode()),
-                       (b"x-ms-request-id", request_id.encode())]
+        headers_out = [
+            (b"content-type", ctype),
+            (b"content-length", str(len(out)).encode()),
+            (b"x-request-id", request_id.encode()),
+            (b"x-ms-request-id", request_id.encode()),
+        ]
         if run_s is not None:
             headers_out.append((b"x-ms-run-fn-exec-ms", f"{run_s * 1000:.3f}".encode()))
         if extra:
@@ -238,8 +280,14 @@ class ScoringApp:
         elapsed = time.perf_counter() - start
         stats.observe("/score", status, elapsed)
         if self.log.access_enabled:
-            self.log.access(request_id, scope["method"], "/score", status, elapsed * 1000,
-                            None if run_s is None else run_s * 1000)
+            self.log.access(
+                request_id,
+                scope["method"],
+                "/score",
+                status,
+                elapsed * 1000,
+                None if run_s is None else run_s * 1000,
+            )
 
     def _collect(self, raw: str, out: bytes, request_id: str, out_is_json: bool) -> None:
         """Queue the request's input and output (``model_inputs``/``model_outputs``).
@@ -271,8 +319,9 @@ class ScoringApp:
         try:
             if route == "/score":
                 if method == "GET":
-                    query = parse_qsl(scope.get("query_string", b"").decode("latin-1"),
-                                      keep_blank_values=True)
+                    query = parse_qsl(
+                        scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True
+                    )
                     args: dict[str, Any] = {}
                     for k, v in query:
                         args.setdefault(k, []).append(v)
@@ -299,8 +348,11 @@ class ScoringApp:
             elif route == "/metrics":
                 status, ctype, body = 200, _METRICS, self.stats.render()
             else:
-                raise NotFound(f"no route {path!r}; try POST /score, GET /, GET /ready, "
-                               "GET /swagger.json or GET /metrics", 404)
+                raise NotFound(
+                    f"no route {path!r}; try POST /score, GET /, GET /ready, "
+                    "GET /swagger.json or GET /metrics",
+                    404,
+                )
         except ScoringError as error:
             status, ctype, body = error.status, _JSON, error_body(error.message, request_id)
         headers += [(b"content-type", ctype), (b"content-length", str(len(body)).encode())]
@@ -316,13 +368,17 @@ class ScoringApp:
 
 def _traceback(exc: BaseException) -> str:
     import traceback
+
     return "".join(traceback.format_exception(exc))
 
 
 def make_runner(settings: Any) -> InlineRunner | ThreadRunner:
     """The runner ``settings.execution`` asks for (see ``limits``)."""
     if settings.run_in_thread:
-        return ThreadRunner(settings.request_timeout_ms, settings.slots_per_worker or 1,
-                            settings.max_concurrent_requests_per_instance,
-                            settings.max_queue_wait_ms)
+        return ThreadRunner(
+            settings.request_timeout_ms,
+            settings.slots_per_worker or 1,
+            settings.max_concurrent_requests_per_instance,
+            settings.max_queue_wait_ms,
+        )
     return InlineRunner(settings.request_timeout_ms)

@@ -35,14 +35,16 @@ def check_traffic(traffic: Mapping[str, int], deployments: Iterable[str], path: 
     return problems
 
 
-def check_mirror(mirror: Mapping[str, int], traffic: Mapping[str, int],
-                 deployments: Iterable[str], path: str) -> list[str]:
+def check_mirror(
+    mirror: Mapping[str, int], traffic: Mapping[str, int], deployments: Iterable[str], path: str
+) -> list[str]:
     """Mirror: one deployment at most, <= 50%, never one that takes live traffic."""
     names = list(deployments)
     problems: list[str] = []
     for key, value in mirror.items():
         bad = _unknown(path, key, names) or _percent_problems(
-            f"{path}.{key}", value, MAX_MIRROR_PERCENT)
+            f"{path}.{key}", value, MAX_MIRROR_PERCENT
+        )
         if bad:
             problems += bad
             continue
@@ -69,8 +71,10 @@ def check_mirror(mirror: Mapping[str, int], traffic: Mapping[str, int],
 def _unknown(path: str, key: str, names: list[str]) -> list[str]:
     if key in names:
         return []
-    return [f"{path}.{key}: no deployment named {key!r} in this endpoint "
-            f"(deployments: {', '.join(names) or 'none'})"]
+    return [
+        f"{path}.{key}: no deployment named {key!r} in this endpoint "
+        f"(deployments: {', '.join(names) or 'none'})"
+    ]
 
 
 def _percent_problems(path: str, value: object, use: int) -> list[str]:

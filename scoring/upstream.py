@@ -72,8 +72,16 @@ class UpstreamClient(Protocol):
     coroutine per request. ``request()`` below wraps it for code that prefers ``await``.
     """
 
-    def send(self, target: Target, method: bytes, path: bytes, headers: Headers, body: bytes,
-             timeout: float, on_done: OnDone) -> None:
+    def send(
+        self,
+        target: Target,
+        method: bytes,
+        path: bytes,
+        headers: Headers,
+        body: bytes,
+        timeout: float,
+        on_done: OnDone,
+    ) -> None:
         """Start the request; later call ``on_done(response, None)`` or ``(None, error)``.
 
         ``path`` is relative to the target (its prefix is added); ``on_done`` is called exactly
@@ -86,8 +94,15 @@ class UpstreamClient(Protocol):
         ...
 
 
-async def request(client: UpstreamClient, target: Target, method: bytes, path: bytes,
-                  headers: Headers, body: bytes, timeout: float) -> UpstreamResponse:
+async def request(
+    client: UpstreamClient,
+    target: Target,
+    method: bytes,
+    path: bytes,
+    headers: Headers,
+    body: bytes,
+    timeout: float,
+) -> UpstreamResponse:
     """``await``-style call through any ``UpstreamClient``. Raises UpstreamError."""
     fut: asyncio.Future[UpstreamResponse] = asyncio.get_running_loop().create_future()
 
@@ -109,8 +124,7 @@ def upstream_failure(exc: UpstreamError) -> tuple[int, str]:
     if exc.kind == "timeout":
         return 504, f"deployment {t.name!r} did not answer within {exc.detail}"
     if exc.kind == "pool":
-        return 503, (f"deployment {t.name!r} has all {exc.detail} connections busy; "
-                     "retry later")
+        return 503, (f"deployment {t.name!r} has all {exc.detail} connections busy; retry later")
     if exc.kind == "connect":
         return 502, f"deployment {t.name!r} is unreachable at {t.url}: {exc.detail}"
     return 502, f"deployment {t.name!r} closed the connection before answering: {exc.detail}"
@@ -125,8 +139,9 @@ class _Job:
 
     __slots__ = ("data", "deadline", "on_done", "retried", "target", "timeout", "timer")
 
-    def __init__(self, target: Target, data: bytes, timeout: float, deadline: float,
-                 on_done: OnDone) -> None:
+    def __init__(
+        self, target: Target, data: bytes, timeout: float, deadline: float, on_done: OnDone
+    ) -> None:
         self.target = target
         self.data = data
         self.timeout = timeout
@@ -201,8 +216,9 @@ class _Conn(asyncio.Protocol):
             job = self.job
             self.close()
             if job is not None:
-                self._finish(None, UpstreamError("closed", job.target,
-                                                 f"bad HTTP response ({exc})"))
+                self._finish(
+                    None, UpstreamError("closed", job.target, f"bad HTTP response ({exc})")
+                )
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -217,8 +233,9 @@ class _Conn(asyncio.Protocol):
             job.retried = True
             self.pool.submit(job)
             return
-        self._finish(None, UpstreamError("closed", job.target,
-                                         str(exc) if exc else "connection closed"))
+        self._finish(
+            None, UpstreamError("closed", job.target, str(exc) if exc else "connection closed")
+        )
 
     # httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -289,8 +306,14 @@ class _Deadlines:
 class _Pool:
     """Keep-alive connections to one address, at most ``limit`` open at once."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, target: Target, limit: int,
-                 connect_timeout: float, deadlines: _Deadlines) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        target: Target,
+        limit: int,
+        connect_timeout: float,
+        deadlines: _Deadlines,
+    ) -> None:
         self.loop = loop
         self.deadlines = deadlines
         self.target = target
@@ -332,12 +355,19 @@ class _Pool:
         timeout = min(self.connect_timeout, max(job.deadline - self.loop.time(), 0))
         try:
             _, conn = await asyncio.wait_for(
-                self.loop.create_connection(lambda: _Conn(self), self.target.host,
-                                            self.target.port), timeout)
+                self.loop.create_connection(
+                    lambda: _Conn(self), self.target.host, self.target.port
+                ),
+                timeout,
+            )
         except TimeoutError:
             self._slot_freed()
-            job.on_done(None, UpstreamError("connect", job.target,
-                                            f"no connection within {timeout * 1000:.0f} ms"))
+            job.on_done(
+                None,
+                UpstreamError(
+                    "connect", job.target, f"no connection within {timeout * 1000:.0f} ms"
+                ),
+            )
             return
         except OSError as exc:
             self._slot_freed()
@@ -392,18 +422,39 @@ class _Pool:
         self.idle.clear()
 
 
-_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding",
-                  b"content-length", b"host", b"te", b"trailer", b"upgrade",
-                  b"proxy-authorization", b"authorization", b"expect"})
+_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"transfer-encoding",
+        b"content-length",
+        b"host",
+        b"te",
+        b"trailer",
+        b"upgrade",
+        b"proxy-authorization",
+        b"authorization",
+        b"expect",
+    }
+)
 
 
-def encode_request(target: Target, method: bytes, path: bytes, headers: Headers,
-                   body: bytes) -> bytes:
+def encode_request(
+    target: Target, method: bytes, path: bytes, headers: Headers, body: bytes
+) -> bytes:
     """The HTTP/1.1 request bytes: hop-by-hop and credential headers are not forwarded."""
     hop = _HOP
     lines = b"".join([b"%s: %s\r\n" % h for h in headers if h[0] not in hop])
     return b"%s %s%s HTTP/1.1\r\nhost: %s\r\ncontent-length: %d\r\n%s\r\n%s" % (
-        method, target.prefix, path, target.host_header, len(body), lines, body)
+        method,
+        target.prefix,
+        path,
+        target.host_header,
+        len(body),
+        lines,
+        body,
+    )
 
 
 class PooledClient:
@@ -423,8 +474,9 @@ class PooledClient:
             loop = asyncio.get_running_loop()
             if self._deadlines is None:
                 self._deadlines = _Deadlines(loop)
-            pool = self._pools[key] = _Pool(loop, target, self.max_connections,
-                                            self.connect_timeout, self._deadlines)
+            pool = self._pools[key] = _Pool(
+                loop, target, self.max_connections, self.connect_timeout, self._deadlines
+            )
         return pool
 
     def configure(self, max_connections: int, connect_timeout: float) -> None:
@@ -445,8 +497,16 @@ class PooledClient:
             pool.close_idle()
             self._retired.append(pool)
 
-    def send(self, target: Target, method: bytes, path: bytes, headers: Headers, body: bytes,
-             timeout: float, on_done: OnDone) -> None:
+    def send(
+        self,
+        target: Target,
+        method: bytes,
+        path: bytes,
+        headers: Headers,
+        body: bytes,
+        timeout: float,
+        on_done: OnDone,
+    ) -> None:
         pool = self._pools.get((target.host, target.port)) or self._pool(target)
         data = encode_request(target, method, path, headers, body)
         job = _Job(target, data, timeout, pool.loop.time() + timeout, on_done)

@@ -19,15 +19,21 @@ class KubectlError(RuntimeError):
 def kubectl_path() -> str:
     found = stackmod.kubectl()
     if found is None:
-        raise KubectlError("no kubectl: run `make cluster-up` (it builds one) or put kubectl on "
-                           "PATH")
+        raise KubectlError(
+            "no kubectl: run `make cluster-up` (it builds one) or put kubectl on PATH"
+        )
     return found
 
 
 def kubectl(*args: str, stdin: str | None = None, timeout: float = 120) -> str:
     """Run kubectl against the local cluster; raise with its stderr on failure."""
-    proc = subprocess.run([kubectl_path(), "--kubeconfig", str(KUBECONFIG), *args], input=stdin,
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [kubectl_path(), "--kubeconfig", str(KUBECONFIG), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if proc.returncode != 0:
         raise KubectlError(f"kubectl {' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
     return proc.stdout
@@ -55,8 +61,9 @@ def running_pods(namespace: str, selector: str) -> list[dict[str, Any]]:
 
 def is_ready(pod: dict[str, Any]) -> bool:
     """The pod's Ready condition is True (it receives Service traffic)."""
-    return any(c["type"] == "Ready" and c["status"] == "True"
-               for c in pod["status"].get("conditions", []))
+    return any(
+        c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", [])
+    )
 
 
 def namespace_exists(namespace: str) -> bool:

@@ -19,9 +19,9 @@ Ask = Callable[[], tuple[int, str]]
 
 @dataclass
 class Answer:
-    at: float          # seconds since the load started
-    label: str         # what answered (a version or deployment), or the failure's reason
-    seconds: float     # latency
+    at: float  # seconds since the load started
+    label: str  # what answered (a version or deployment), or the failure's reason
+    seconds: float  # latency
 
 
 @dataclass
@@ -64,8 +64,9 @@ class Load:
 
     def __enter__(self) -> Load:
         self._start = time.monotonic()
-        self._workers = [threading.Thread(target=self._run, daemon=True)
-                         for _ in range(self.threads)]
+        self._workers = [
+            threading.Thread(target=self._run, daemon=True) for _ in range(self.threads)
+        ]
         for w in self._workers:
             w.start()
         return self
@@ -97,5 +98,7 @@ class Load:
         def pct(q: float) -> float:
             return lat[min(len(lat) - 1, int(q * len(lat)))] * 1000
 
-        return (f"{len(lat) + failed} requests, {failed} failed; latency p50 {pct(0.5):.1f} ms, "
-                f"p90 {pct(0.9):.1f} ms, p99 {pct(0.99):.1f} ms, max {lat[-1] * 1000:.1f} ms")
+        return (
+            f"{len(lat) + failed} requests, {failed} failed; latency p50 {pct(0.5):.1f} ms, "
+            f"p90 {pct(0.9):.1f} ms, p99 {pct(0.99):.1f} ms, max {lat[-1] * 1000:.1f} ms"
+        )

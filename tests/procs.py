@@ -44,8 +44,12 @@ class Proc:
         return self.log_path.read_text(errors="replace")
 
 
-def wait_http(url: str, timeout: float = 30.0, popen: subprocess.Popen | None = None,
-              log_path: Path | None = None) -> None:
+def wait_http(
+    url: str,
+    timeout: float = 30.0,
+    popen: subprocess.Popen | None = None,
+    log_path: Path | None = None,
+) -> None:
     """Poll ``url`` until it answers 200; fail early if ``popen`` exits."""
     deadline = time.monotonic() + timeout
     last: Exception | None = None
@@ -53,7 +57,8 @@ def wait_http(url: str, timeout: float = 30.0, popen: subprocess.Popen | None = 
         if popen is not None and popen.poll() is not None:
             tail = log_path.read_text(errors="replace")[-3000:] if log_path else ""
             raise RuntimeError(
-                f"process exited with {popen.returncode} before {url} was ready:\n{tail}")
+                f"process exited with {popen.returncode} before {url} was ready:\n{tail}"
+            )
         try:
             with urllib.request.urlopen(url, timeout=2) as resp:
                 if resp.status == 200:
@@ -78,8 +83,14 @@ def stop(popen: subprocess.Popen, timeout: float = 15.0) -> int:
 
 
 @contextlib.contextmanager
-def run_python(args: list[str], *, ready_path: str = "/", env: dict[str, str] | None = None,
-               port: int | None = None, timeout: float = 60.0) -> Iterator[Proc]:
+def run_python(
+    args: list[str],
+    *,
+    ready_path: str = "/",
+    env: dict[str, str] | None = None,
+    port: int | None = None,
+    timeout: float = 60.0,
+) -> Iterator[Proc]:
     """Run ``python -m scoring ARGS --port P`` (``{port}`` in args is replaced) until ready."""
     port = port or free_port()
     argv = [sys.executable, *[a.replace("{port}", str(port)) for a in args]]

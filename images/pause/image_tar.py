@@ -47,39 +47,60 @@ def _layer(files: list[tuple[Path, str, int]]) -> bytes:
     return buf.getvalue()
 
 
-def _config(layer: bytes, entrypoint: list[str], user: str, ports: list[int] | None,
-            env: list[str] | None) -> bytes:
+def _config(
+    layer: bytes, entrypoint: list[str], user: str, ports: list[int] | None, env: list[str] | None
+) -> bytes:
     cfg: dict[str, object] = {"Entrypoint": entrypoint, "Env": env or [], "User": user}
     if ports:
         cfg["ExposedPorts"] = {f"{p}/tcp": {} for p in ports}
-    return json.dumps({
-        "architecture": "amd64", "os": "linux", "created": "1970-01-01T00:00:00Z",
-        "config": cfg,
-        "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(layer).hexdigest()]},
-        "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "image_tar.py"}],
-    }, sort_keys=True).encode()
+    return json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "created": "1970-01-01T00:00:00Z",
+            "config": cfg,
+            "rootfs": {
+                "type": "layers",
+                "diff_ids": ["sha256:" + hashlib.sha256(layer).hexdigest()],
+            },
+            "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "image_tar.py"}],
+        },
+        sort_keys=True,
+    ).encode()
 
 
-def build(out: Path, ref: str, files: list[tuple[Path, str, int]], entrypoint: list[str],
-          user: str = "", ports: list[int] | None = None, env: list[str] | None = None) -> str:
+def build(
+    out: Path,
+    ref: str,
+    files: list[tuple[Path, str, int]],
+    entrypoint: list[str],
+    user: str = "",
+    ports: list[int] | None = None,
+    env: list[str] | None = None,
+) -> str:
     """Write the `docker save` tarball; return the image ID (config digest)."""
     layer = _layer(files)
     config = _config(layer, entrypoint, user, ports, env)
     layer_hex = hashlib.sha256(layer).hexdigest()
     config_hex = hashlib.sha256(config).hexdigest()
-    manifest = json.dumps([{"Config": f"{config_hex}.json", "RepoTags": [ref],
-                            "Layers": [f"{layer_hex}/layer.tar"]}]).encode()
+    manifest = json.dumps(
+        [{"Config": f"{config_hex}.json", "RepoTags": [ref], "Layers": [f"{layer_hex}/layer.tar"]}]
+    ).encode()
     with tarfile.open(out, mode="w", format=tarfile.GNU_FORMAT) as tar:
-        for name, data in ((f"{layer_hex}/layer.tar", layer),
-                           (f"{config_hex}.json", config), ("manifest.json", manifest)):
+        for name, data in (
+            (f"{layer_hex}/layer.tar", layer),
+            (f"{config_hex}.json", config),
+            ("manifest.json", manifest),
+        ):
             info = tarfile.TarInfo(name)
             info.size, info.mode, info.mtime = len(data), 0o644, 0
             tar.addfile(info, io.BytesIO(data))
     return "sha256:" + config_hex
 
 
-def _request(method: str, url: str, data: bytes | None = None,
-             headers: dict[str, str] | None = None) -> http.client.HTTPResponse:
+def _request(
+    method: str, url: str, data: bytes | None = None, headers: dict[str, str] | None = None
+) -> http.client.HTTPResponse:
     req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
     try:
         return urllib.request.urlopen(req, timeout=60)
@@ -88,8 +109,14 @@ def _request(method: str, url: str, data: bytes | None = None,
         raise RuntimeError(f"registry answered {exc.code} to {method} {url}: {body}") from None
 
 
-def push(ref: str, files: list[tuple[Path, str, int]], entrypoint: list[str], user: str = "",
-         ports: list[int] | None = None, env: list[str] | None = None) -> str:
+def push(
+    ref: str,
+    files: list[tuple[Path, str, int]],
+    entrypoint: list[str],
+    user: str = "",
+    ports: list[int] | None = None,
+    env: list[str] | None = None,
+) -> str:
     """Push the image to REF (HOST:PORT/NAME:TAG, plain http); return the manifest digest."""
     host, _, rest = ref.partition("/")
     name, sep, tag = rest.rpartition(":")
@@ -100,8 +127,10 @@ def push(ref: str, files: list[tuple[Path, str, int]], entrypoint: list[str], us
     blob = gzip.compress(layer, mtime=0)
     base = f"http://{host}/v2/{name}"
     descs = []
-    for data, media in ((config, "application/vnd.docker.container.image.v1+json"),
-                        (blob, "application/vnd.docker.image.rootfs.diff.tar.gzip")):
+    for data, media in (
+        (config, "application/vnd.docker.container.image.v1+json"),
+        (blob, "application/vnd.docker.image.rootfs.diff.tar.gzip"),
+    ):
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         descs.append({"mediaType": media, "size": len(data), "digest": digest})
         try:
@@ -114,13 +143,26 @@ def push(ref: str, files: list[tuple[Path, str, int]], entrypoint: list[str], us
         if location.startswith("/"):
             location = f"http://{host}{location}"
         sep_q = "&" if "?" in location else "?"
-        _request("PUT", f"{location}{sep_q}digest={digest}", data,
-                 {"Content-Type": "application/octet-stream"}).close()
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-        "config": descs[0], "layers": descs[1:]}).encode()
-    _request("PUT", f"{base}/manifests/{tag}", manifest,
-             {"Content-Type": "application/vnd.docker.distribution.manifest.v2+json"}).close()
+        _request(
+            "PUT",
+            f"{location}{sep_q}digest={digest}",
+            data,
+            {"Content-Type": "application/octet-stream"},
+        ).close()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "config": descs[0],
+            "layers": descs[1:],
+        }
+    ).encode()
+    _request(
+        "PUT",
+        f"{base}/manifests/{tag}",
+        manifest,
+        {"Content-Type": "application/vnd.docker.distribution.manifest.v2+json"},
+    ).close()
     return "sha256:" + hashlib.sha256(manifest).hexdigest()
 
 

@@ -53,8 +53,12 @@ def train(out: Path, version: int = 1) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "model",
-                        help="folder to write model.pkl into (default: samples/diabetes/model)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path(__file__).parent / "model",
+        help="folder to write model.pkl into (default: samples/diabetes/model)",
+    )
     parser.add_argument("--version", type=int, default=1, help="1 (logistic) or 2 (tree)")
     args = parser.parse_args(argv)
     path = train(args.out, args.version)

@@ -54,8 +54,13 @@ def make_app(name: str):
             payload, ctype = b"Healthy", b"text/plain"
         else:
             status, payload, ctype = 404, b"not found", b"text/plain"
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", ctype), (b"x-upstream", name.encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", ctype), (b"x-upstream", name.encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": payload})
 
     return app
@@ -67,8 +72,16 @@ def main() -> None:
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--host", default="127.0.0.1")
     args = p.parse_args()
-    uvicorn.run(make_app(args.name), host=args.host, port=args.port, log_level="warning",
-                access_log=False, loop="uvloop", http="httptools", lifespan="on")
+    uvicorn.run(
+        make_app(args.name),
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+    )
 
 
 if __name__ == "__main__":

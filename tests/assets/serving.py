@@ -16,14 +16,23 @@ SCRIPTS = Path(__file__).parent / "scripts"
 
 def train_sample(out: Path, version: int = 1) -> Path:
     """Train the sample diabetes model with its real CLI; returns the model folder."""
-    subprocess.run([sys.executable, str(SAMPLE / "train.py"), "--out", str(out),
-                    "--version", str(version)], check=True, capture_output=True, cwd=REPO)
+    subprocess.run(
+        [sys.executable, str(SAMPLE / "train.py"), "--out", str(out), "--version", str(version)],
+        check=True,
+        capture_output=True,
+        cwd=REPO,
+    )
     return out
 
 
 @contextlib.contextmanager
-def serve(script: Path | None, model_dir: Path | None, *args: str,
-          env: dict[str, str] | None = None, timeout: float = 60.0) -> Iterator[Proc]:
+def serve(
+    script: Path | None,
+    model_dir: Path | None,
+    *args: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 60.0,
+) -> Iterator[Proc]:
     """``python -m scoring serve`` on 127.0.0.1, ready when a worker's init() is done."""
     argv = ["-m", "scoring", "serve", "--host", "127.0.0.1", "--port", "{port}"]
     if script is not None:

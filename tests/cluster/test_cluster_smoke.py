@@ -36,7 +36,7 @@ pytestmark = pytest.mark.cluster
 
 REGISTRY = "127.0.0.1:5000"
 IMAGE_REPO = f"{REGISTRY}/ml-endpoints-test/echo"
-DRAIN_SECONDS = 6   # preStop sleep: longer than kube-proxy's rule programming takes here
+DRAIN_SECONDS = 6  # preStop sleep: longer than kube-proxy's rule programming takes here
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +65,10 @@ def registry() -> Iterator[str]:
         pytest.fail(f"no registry on {REGISTRY} and no docker-registry binary: run `make setup`")
     with tempfile.TemporaryDirectory(prefix="mle-registry-") as tmp:
         cfg = Path(tmp) / "config.yml"
-        cfg.write_text(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {tmp}/data\n"
-                       f"http:\n  addr: {REGISTRY}\n")
+        cfg.write_text(
+            f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {tmp}/data\n"
+            f"http:\n  addr: {REGISTRY}\n"
+        )
         log = Path(tmp) / "registry.log"
         with log.open("wb") as out:
             popen = subprocess.Popen([exe, "serve", str(cfg)], stdout=out, stderr=out)
@@ -81,11 +83,20 @@ def registry() -> Iterator[str]:
 def echo_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """tests/cluster/echo_server built static (the Go build cache makes reruns fast)."""
     out = tmp_path_factory.mktemp("echo") / "echo-server"
-    env = {**os.environ, "CGO_ENABLED": "0", "GOTOOLCHAIN": "local", "GOWORK": "off",
-           "GOFLAGS": "-buildvcs=false"}
-    subprocess.run(["go", "build", "-trimpath", "-ldflags", "-s -w", "-o", str(out), "."],
-                   cwd=REPO / "tests" / "cluster" / "echo_server", env=env, check=True,
-                   timeout=600)
+    env = {
+        **os.environ,
+        "CGO_ENABLED": "0",
+        "GOTOOLCHAIN": "local",
+        "GOWORK": "off",
+        "GOFLAGS": "-buildvcs=false",
+    }
+    subprocess.run(
+        ["go", "build", "-trimpath", "-ldflags", "-s -w", "-o", str(out), "."],
+        cwd=REPO / "tests" / "cluster" / "echo_server",
+        env=env,
+        check=True,
+        timeout=600,
+    )
     return out
 
 
@@ -100,8 +111,14 @@ def push_echo(binary: Path, version: str) -> tuple[str, str]:
     # Same binary, same tag: reruns do not pile up images; the pods use imagePullPolicy
     # Always, so every run still resolves the image through the registry.
     ref = f"{IMAGE_REPO}:{hashlib.sha256(binary.read_bytes()).hexdigest()[:12]}-{version}"
-    digest = image_tar.push(ref, [(binary, "/echo-server", 0o755)], ["/echo-server"],
-                            user="65534:65534", ports=[8080], env=[f"VERSION={version}"])
+    digest = image_tar.push(
+        ref,
+        [(binary, "/echo-server", 0o755)],
+        ["/echo-server"],
+        user="65534:65534",
+        ports=[8080],
+        env=[f"VERSION={version}"],
+    )
     return ref, digest
 
 
@@ -154,15 +171,19 @@ def post_score(port: int, timeout: float = 5) -> tuple[int, dict]:
     """POST /score on 127.0.0.1:PORT over a fresh connection (as a new client would)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        conn.request("POST", "/score", body=b"{}", headers={"Content-Type": "application/json",
-                                                           "Connection": "close"})
+        conn.request(
+            "POST",
+            "/score",
+            body=b"{}",
+            headers={"Content-Type": "application/json", "Connection": "close"},
+        )
         resp = conn.getresponse()
         return resp.status, json.loads(resp.read() or b"{}")
     finally:
         conn.close()
 
 
-Ask = Callable[[int], tuple[int, str]]   # one request to a port -> (status, version label)
+Ask = Callable[[int], tuple[int, str]]  # one request to a port -> (status, version label)
 
 
 def echo_ask(port: int) -> tuple[int, str]:
@@ -198,8 +219,9 @@ def wait_all_answer(port: int, version: str, tries: int = 200, ask: Ask = echo_a
     raise AssertionError(f"answers not all from {version} after {tries} requests")
 
 
-def test_registry_image_nodeport_dns_and_rolling_update(namespace: str, registry: str,
-                                                         echo_binary: Path) -> None:
+def test_registry_image_nodeport_dns_and_rolling_update(
+    namespace: str, registry: str, echo_binary: Path
+) -> None:
     ref1, digest1 = push_echo(echo_binary, "v1")
     ref2, digest2 = push_echo(echo_binary, "v2")
     kubectl("apply", "-f", "-", stdin=workload(namespace, ref1, "v1"))
@@ -220,8 +242,9 @@ def test_registry_image_nodeport_dns_and_rolling_update(namespace: str, registry
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/resolve?name={name}", timeout=10) as r:
         assert json.loads(r.read()) == {"addresses": [cluster_ip]}
     with pytest.raises(urllib.error.HTTPError) as err:
-        urllib.request.urlopen(f"http://127.0.0.1:{port}/resolve?name=nope.{namespace}.svc.cluster.local",
-                               timeout=10)
+        urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/resolve?name=nope.{namespace}.svc.cluster.local", timeout=10
+        )
     assert err.value.code == 502
 
     # Rolling update to v2 under load: no request may fail.
@@ -235,7 +258,8 @@ def test_registry_image_nodeport_dns_and_rolling_update(namespace: str, registry
     assert {"v1", "v2"} <= set(load.versions), f"saw {set(load.versions)}"
     running = running_pods(namespace, "app=echo")
     assert {s["imageID"] for p in running for s in p["status"]["containerStatuses"]} == {
-        f"{IMAGE_REPO}@{digest2}"}
+        f"{IMAGE_REPO}@{digest2}"
+    }
 
 
 # ------------------------------------------------------------------ Pulumi provider tier
@@ -250,48 +274,85 @@ def pulumi_env() -> dict[str, str] | None:
     return env
 
 
-def inline_stack(name: str, program: Callable[[], None], state: Path,
-                 env: dict[str, str]) -> Any:
+def inline_stack(name: str, program: Callable[[], None], state: Path, env: dict[str, str]) -> Any:
     """A stack of an inline PROGRAM on a file backend in STATE, on the local cluster."""
     from pulumi import automation as auto
 
-    env = {**env, "PULUMI_BACKEND_URL": f"file://{state}?metadata=skip",
-           "KUBECONFIG": str(KUBECONFIG)}
+    env = {
+        **env,
+        "PULUMI_BACKEND_URL": f"file://{state}?metadata=skip",
+        "KUBECONFIG": str(KUBECONFIG),
+    }
     cli = Path(shutil.which("pulumi", path=env["PATH"]) or "pulumi").resolve()
     return auto.create_or_select_stack(
-        stack_name=name, project_name=f"mle-cluster-{name}", program=program,
+        stack_name=name,
+        project_name=f"mle-cluster-{name}",
+        program=program,
         opts=auto.LocalWorkspaceOptions(
-            env_vars=env, work_dir=str(state),
-            pulumi_command=auto.PulumiCommand(root=str(cli.parent.parent))))
+            env_vars=env,
+            work_dir=str(state),
+            pulumi_command=auto.PulumiCommand(root=str(cli.parent.parent)),
+        ),
+    )
 
 
-def rolling_workload(ns: str, name: str, image: Any, port: int, opts: Any,
-                     container: dict[str, Any] | None = None,
-                     probe: dict[str, int] | None = None) -> Any:
+def rolling_workload(
+    ns: str,
+    name: str,
+    image: Any,
+    port: int,
+    opts: Any,
+    container: dict[str, Any] | None = None,
+    probe: dict[str, int] | None = None,
+) -> Any:
     """Pulumi twin of `workload`: 2 replicas rolled readiness-gated with a preStop drain, and a
     NodePort Service (returned). CONTAINER adds container fields, PROBE readiness timings."""
     import pulumi_kubernetes as k8s
 
     labels = {"app": name}
-    k8s.apps.v1.Deployment(name, metadata={"name": name, "namespace": ns}, spec={
-        "replicas": 2, "selector": {"match_labels": labels},
-        "strategy": {"type": "RollingUpdate",
-                     "rolling_update": {"max_surge": 1, "max_unavailable": 0}},
-        "template": {"metadata": {"labels": labels}, "spec": {
-            "termination_grace_period_seconds": 20,
-            "containers": [{
-                "name": name, "image": image, "ports": [{"container_port": port}],
-                "readiness_probe": {"http_get": {"path": "/ready", "port": port},
-                                    **(probe or {"period_seconds": 1})},
-                "lifecycle": {"pre_stop": {"sleep": {"seconds": DRAIN_SECONDS}}},
-                **(container or {})}]}}}, opts=opts)
-    return k8s.core.v1.Service(name, metadata={"name": name, "namespace": ns}, spec={
-        "type": "NodePort", "selector": labels, "ports": [{"port": 80, "target_port": port}]},
-        opts=opts)
+    k8s.apps.v1.Deployment(
+        name,
+        metadata={"name": name, "namespace": ns},
+        spec={
+            "replicas": 2,
+            "selector": {"match_labels": labels},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rolling_update": {"max_surge": 1, "max_unavailable": 0},
+            },
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "termination_grace_period_seconds": 20,
+                    "containers": [
+                        {
+                            "name": name,
+                            "image": image,
+                            "ports": [{"container_port": port}],
+                            "readiness_probe": {
+                                "http_get": {"path": "/ready", "port": port},
+                                **(probe or {"period_seconds": 1}),
+                            },
+                            "lifecycle": {"pre_stop": {"sleep": {"seconds": DRAIN_SECONDS}}},
+                            **(container or {}),
+                        }
+                    ],
+                },
+            },
+        },
+        opts=opts,
+    )
+    return k8s.core.v1.Service(
+        name,
+        metadata={"name": name, "namespace": ns},
+        spec={"type": "NodePort", "selector": labels, "ports": [{"port": 80, "target_port": port}]},
+        opts=opts,
+    )
 
 
-def test_pulumi_deployment_up_update_destroy(cluster: None, registry: str,
-                                             echo_binary: Path) -> None:
+def test_pulumi_deployment_up_update_destroy(
+    cluster: None, registry: str, echo_binary: Path
+) -> None:
     env = pulumi_env()
     if env is None:
         pytest.skip("Pulumi CLI or Kubernetes provider plugin not built yet (make setup)")
@@ -308,32 +369,44 @@ def test_pulumi_deployment_up_update_destroy(cluster: None, registry: str,
         image, version = cfg.require("image"), cfg.require("version")
         space = k8s.core.v1.Namespace("ns", metadata={"name": ns})
         opts = pulumi.ResourceOptions(depends_on=[space])
-        svc = rolling_workload(ns, "echo", image, 8080, opts, container={
-            "image_pull_policy": "Always", "env": [{"name": "VERSION", "value": version}]})
+        svc = rolling_workload(
+            ns,
+            "echo",
+            image,
+            8080,
+            opts,
+            container={
+                "image_pull_policy": "Always",
+                "env": [{"name": "VERSION", "value": version}],
+            },
+        )
         pulumi.export("node_port", svc.spec.ports[0].node_port)
 
     with tempfile.TemporaryDirectory(prefix="mle-pulumi-") as state:
         stack = inline_stack("smoke", program, Path(state), env)
         try:
-            stack.set_all_config({"image": auto.ConfigValue(ref1),
-                                  "version": auto.ConfigValue("v1")})
+            stack.set_all_config(
+                {"image": auto.ConfigValue(ref1), "version": auto.ConfigValue("v1")}
+            )
             up = stack.up(on_output=lambda _line: None)
             port = int(up.outputs["node_port"].value)
             status, body = first_answer(port)
             assert (status, body["version"]) == (200, "v1")
 
-            stack.set_all_config({"image": auto.ConfigValue(ref2),
-                                  "version": auto.ConfigValue("v2")})
+            stack.set_all_config(
+                {"image": auto.ConfigValue(ref2), "version": auto.ConfigValue("v2")}
+            )
             with Load(lambda: echo_ask(port)) as load:
                 time.sleep(1)
-                stack.up(on_output=lambda _line: None)   # waits for the rollout
+                stack.up(on_output=lambda _line: None)  # waits for the rollout
                 wait_all_answer(port, "v2")
             assert load.failures == []
             assert len(load.versions) >= 20, "the load did not run during the rollout"
             assert {"v1", "v2"} <= set(load.versions), f"saw {set(load.versions)}"
             running = running_pods(ns, "app=echo")
-            assert {s["imageID"] for p in running for s in p["status"]["containerStatuses"]} \
-                == {f"{IMAGE_REPO}@{digest2}"}
+            assert {s["imageID"] for p in running for s in p["status"]["containerStatuses"]} == {
+                f"{IMAGE_REPO}@{digest2}"
+            }
         finally:
             stack.destroy(on_output=lambda _line: None)
             stack.workspace.remove_stack("smoke")
@@ -341,11 +414,11 @@ def test_pulumi_deployment_up_update_destroy(cluster: None, registry: str,
         assert not namespace_exists(ns)
 
 
-
 # ------------------------------------------------------------------ the scoring image
 @pytest.mark.timeout(900)
-def test_pulumi_scoring_image_serves_rolls_out_and_destroys(cluster: None, registry: str,
-                                                            tmp_path: Path) -> None:
+def test_pulumi_scoring_image_serves_rolls_out_and_destroys(
+    cluster: None, registry: str, tmp_path: Path
+) -> None:
     """The issue's "done when": the sample's scoring image, built locally by the project's
     image component inside `pulumi up`, deployed with the real Kubernetes provider; `up`
     waits for Ready, POST /score answers from the host, a changed image (model v1 -> v2)
@@ -376,9 +449,19 @@ def test_pulumi_scoring_image_serves_rolls_out_and_destroys(cluster: None, regis
         ctx = tmp_path / f"scoring-v{version}"
         (ctx / "code").mkdir(parents=True)
         shutil.copy(sample / "score.py", ctx / "code" / "score.py")
-        subprocess.run([str(REPO / ".venv" / "bin" / "python"), str(sample / "train.py"),
-                        "--out", str(ctx / "model"), "--version", str(version)],
-                       check=True, capture_output=True, timeout=300)
+        subprocess.run(
+            [
+                str(REPO / ".venv" / "bin" / "python"),
+                str(sample / "train.py"),
+                "--out",
+                str(ctx / "model"),
+                "--version",
+                str(version),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
         model = joblib.load(ctx / "model" / "model.pkl")
         expected[f"v{version}"] = model.predict(np.array(request["data"])).tolist()
     assert expected["v1"] != expected["v2"], "the two models must answer differently"
@@ -386,8 +469,12 @@ def test_pulumi_scoring_image_serves_rolls_out_and_destroys(cluster: None, regis
     def ask(port: int) -> tuple[int, str]:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         try:
-            conn.request("POST", "/score", body=json.dumps(request).encode(),
-                         headers={"Content-Type": "application/json", "Connection": "close"})
+            conn.request(
+                "POST",
+                "/score",
+                body=json.dumps(request).encode(),
+                headers={"Content-Type": "application/json", "Connection": "close"},
+            )
             resp = conn.getresponse()
             body = resp.read()
         finally:
@@ -405,18 +492,34 @@ def test_pulumi_scoring_image_serves_rolls_out_and_destroys(cluster: None, regis
 
     def program() -> None:
         version = pulumi.Config().require("model")
-        env_image = Image("env", ImageArgs(
-            context=str(env_ctx), dockerfile=str(REPO / "images" / "environment.Dockerfile"),
-            repository=f"{repo}/env",
-            build_args={"BASE_IMAGE": base_ref.read_text().strip(), "PYTHON_VERSION": "3.11"}))
-        scoring = Image("scoring", ImageArgs(
-            context=str(tmp_path / f"scoring-{version}"),
-            dockerfile=str(REPO / "images" / "scoring.Dockerfile"),
-            repository=f"{repo}/scoring", build_args={"ENV_IMAGE": env_image.ref}))
+        env_image = Image(
+            "env",
+            ImageArgs(
+                context=str(env_ctx),
+                dockerfile=str(REPO / "images" / "environment.Dockerfile"),
+                repository=f"{repo}/env",
+                build_args={"BASE_IMAGE": base_ref.read_text().strip(), "PYTHON_VERSION": "3.11"},
+            ),
+        )
+        scoring = Image(
+            "scoring",
+            ImageArgs(
+                context=str(tmp_path / f"scoring-{version}"),
+                dockerfile=str(REPO / "images" / "scoring.Dockerfile"),
+                repository=f"{repo}/scoring",
+                build_args={"ENV_IMAGE": env_image.ref},
+            ),
+        )
         space = k8s.core.v1.Namespace("ns", metadata={"name": ns})
         opts = pulumi.ResourceOptions(depends_on=[space])
-        svc = rolling_workload(ns, "scoring", scoring.ref, 5001, opts,
-                               probe={"period_seconds": 1, "failure_threshold": 3})
+        svc = rolling_workload(
+            ns,
+            "scoring",
+            scoring.ref,
+            5001,
+            opts,
+            probe={"period_seconds": 1, "failure_threshold": 3},
+        )
         pulumi.export("node_port", svc.spec.ports[0].node_port)
         pulumi.export("image", scoring.ref)
 
@@ -433,7 +536,7 @@ def test_pulumi_scoring_image_serves_rolls_out_and_destroys(cluster: None, regis
         stack.set_config("model", auto.ConfigValue("v2"))
         with Load(lambda: ask(port), pause=0.02, max_seconds=600) as load:
             time.sleep(1)
-            up2 = stack.up(on_output=lambda _line: None)   # builds v2, waits for the rollout
+            up2 = stack.up(on_output=lambda _line: None)  # builds v2, waits for the rollout
             wait_all_answer(port, "v2", ask=ask)
         assert up2.outputs["image"].value != up.outputs["image"].value
         assert load.failures == []

@@ -19,7 +19,7 @@ from sklearn.datasets import load_diabetes
 
 from tests.e2e.project import SAMPLE
 
-ROWS = load_diabetes().data[:40].round(5).tolist()   # rows on which the two models disagree
+ROWS = load_diabetes().data[:40].round(5).tolist()  # rows on which the two models disagree
 BATCH = json.dumps({"data": ROWS}).encode()
 SAMPLE_REQUEST = json.loads((SAMPLE / "sample-request.json").read_text())
 
@@ -39,9 +39,13 @@ class Endpoint:
         parts = urlsplit(scoring_uri)
         self.host, self.port, self.path = parts.hostname or "", parts.port or 80, parts.path
 
-    def post(self, body: bytes = BATCH, credential: str | None = None,
-             pin: str | None = None,
-             conn: http.client.HTTPConnection | None = None) -> tuple[int, str, bytes]:
+    def post(
+        self,
+        body: bytes = BATCH,
+        credential: str | None = None,
+        pin: str | None = None,
+        conn: http.client.HTTPConnection | None = None,
+    ) -> tuple[int, str, bytes]:
         """(status, deployment that answered, body); a fresh connection unless CONN is given."""
         headers = {"Content-Type": "application/json"}
         if credential is not None:
@@ -98,8 +102,9 @@ class Endpoint:
         summary = self.get("/mirror/summary", key)
         return {k: v for k, v in summary["traffic"].items() if v}, summary["mirror_traffic"]
 
-    def wait_router(self, key: str, traffic: dict[str, int], mirror: dict[str, int],
-                    timeout: float = 60) -> float:
+    def wait_router(
+        self, key: str, traffic: dict[str, int], mirror: dict[str, int], timeout: float = 60
+    ) -> float:
         """Seconds until the router answering new connections applies TRAFFIC and MIRROR
         (five reads in a row: a replaced router pod drains for a few seconds)."""
         start = time.monotonic()

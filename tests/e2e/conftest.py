@@ -41,7 +41,7 @@ def readme_steps() -> dict[int, list[str]]:
     text = README.read_text()
     start = text.index(SECTION)
     end = text.find("\n## ", start + len(SECTION))
-    section = text[start:end if end != -1 else None]
+    section = text[start : end if end != -1 else None]
     steps: dict[int, list[str]] = {}
     step, in_block = 0, False
     for raw in section.splitlines():
@@ -118,8 +118,9 @@ class Walkthrough:
                 case ["pulumi", "config", "rm", "--path", key]:
                     self.stack.remove_config(key, path=True)
                 case ["pulumi", "preview", *_]:
-                    ran.result = self.stack.preview(diff="--diff" in words, on_output=out,
-                                                    on_event=events.append)
+                    ran.result = self.stack.preview(
+                        diff="--diff" in words, on_output=out, on_event=events.append
+                    )
                 case ["pulumi", "up", *_]:
                     ran.result = self.stack.up(on_output=out, on_event=events.append)
                 case ["pulumi", "destroy", *_]:
@@ -135,9 +136,15 @@ class Walkthrough:
         if not lines:
             return []
         marker = f"@@{uuid.uuid4().hex}@@"
-        script = "".join(f"{line}\necho \"{marker}$?\"; echo \"{marker}\" >&2\n" for line in lines)
-        proc = subprocess.run(["bash", "-c", script], cwd=self.project.work_dir,
-                              env=self.project.env, capture_output=True, text=True, timeout=600)
+        script = "".join(f'{line}\necho "{marker}$?"; echo "{marker}" >&2\n' for line in lines)
+        proc = subprocess.run(
+            ["bash", "-c", script],
+            cwd=self.project.work_dir,
+            env=self.project.env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         outs = proc.stdout.split(marker)
         errs = proc.stderr.split(marker + "\n")
         ran = []

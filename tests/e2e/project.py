@@ -84,18 +84,27 @@ def make_project(folder: Path, prefix: str = "mle-e2e") -> EndpointProject:
     for linked in ("infra", "samples"):
         (work / linked).symlink_to(REPO / linked)
     namespace = f"{prefix}-{uuid.uuid4().hex[:8]}"
-    (work / "Pulumi.dev.yaml").write_text(yaml.safe_dump(dev_stack_config(namespace),
-                                                         sort_keys=False))
+    (work / "Pulumi.dev.yaml").write_text(
+        yaml.safe_dump(dev_stack_config(namespace), sort_keys=False)
+    )
     state = folder / "state"
     state.mkdir()
-    env = stackmod.pulumi_env(REPO, {
-        **os.environ,
-        "PULUMI_BACKEND_URL": f"file://{state}?{stackmod.FILE_BACKEND_QUERY}",
-        "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE,
-    })
+    env = stackmod.pulumi_env(
+        REPO,
+        {
+            **os.environ,
+            "PULUMI_BACKEND_URL": f"file://{state}?{stackmod.FILE_BACKEND_QUERY}",
+            "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE,
+        },
+    )
     cli = stackmod.cli_root(env)
     if not (cli / "bin" / "pulumi").is_file():
         raise FileNotFoundError(f"{cli}/bin/pulumi missing: run `make setup`")
-    stack = auto.create_or_select_stack("dev", work_dir=str(work), opts=auto.LocalWorkspaceOptions(
-        env_vars=env, pulumi_command=auto.PulumiCommand(root=str(cli))))
+    stack = auto.create_or_select_stack(
+        "dev",
+        work_dir=str(work),
+        opts=auto.LocalWorkspaceOptions(
+            env_vars=env, pulumi_command=auto.PulumiCommand(root=str(cli))
+        ),
+    )
     return EndpointProject(work, env, namespace, stack, folder / "pulumi.log")

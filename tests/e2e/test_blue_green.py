@@ -86,8 +86,9 @@ def test_blue_green_walkthrough(endpoint_project: EndpointProject) -> None:
         assert (status, who, json.loads(body)) == (200, "blue", EXPECTED["blue"])
     assert endpoint.post(credential="wrong")[0] == 401
 
-    load = Load(lambda: endpoint.ask(primary), threads=2, pause=0.05, max_seconds=1800,
-                max_requests=200_000)
+    load = Load(
+        lambda: endpoint.ask(primary), threads=2, pause=0.05, max_seconds=1800, max_requests=200_000
+    )
     with load:
         # 2. green at 0%: built, Ready, reachable only when pinned.
         ran = walk.step(2)
@@ -96,10 +97,11 @@ def test_blue_green_walkthrough(endpoint_project: EndpointProject) -> None:
         logs = line(ran, "ml-endpoints logs").out
         assert "[pod/diabetes-green-" in logs, logs
         request_id = invoked.err.split("request id ")[1].rstrip(")\n")
-        assert request_id in logs, (request_id, logs)   # the pinned request, in green's log
+        assert request_id in logs, (request_id, logs)  # the pinned request, in green's log
         pinned = [endpoint.post(credential=primary, pin="green") for _ in range(5)]
-        assert all((s, w, json.loads(b)) == (200, "green", EXPECTED["green"])
-                   for s, w, b in pinned), pinned
+        assert all(
+            (s, w, json.loads(b)) == (200, "green", EXPECTED["green"]) for s, w, b in pinned
+        ), pinned
         assert endpoint.split(primary, 200) == {"blue": 200}
 
         # 3. mirror 10% to green: clients see blue only; the summary reports green.
@@ -111,10 +113,10 @@ def test_blue_green_walkthrough(endpoint_project: EndpointProject) -> None:
         mirrored_from = load.elapsed()
         assert endpoint.split(primary, 1000) == {"blue": 1000}
         summary = endpoint.get("/mirror/summary", primary)["mirrors"]["green"]
-        assert summary["sent"] >= 50, summary           # 10% of >= 1300 requests
+        assert summary["sent"] >= 50, summary  # 10% of >= 1300 requests
         assert summary["statuses"] == {"200": summary["sent"]}, summary
         assert summary["different"] > 0 and summary["equal"] > 0, summary  # the README's
-        assert summary["latency_ms"]["p50_le"] is not None, summary          # 300 agree
+        assert summary["latency_ms"]["p50_le"] is not None, summary  # 300 agree
         assert {a.label for a in load.since(mirrored_from)} == {"blue"}
 
         # 4. 90/10: the preview changes the router only and prints the plan; then the split.
@@ -122,17 +124,21 @@ def test_blue_green_walkthrough(endpoint_project: EndpointProject) -> None:
         preview = line(ran, "pulumi preview")
         changed = changed_resources(preview.events)
         assert set(changed.values()) == {"update"}, changed
-        router_objects = {("kubernetes:core/v1:ConfigMap", "diabetes-router-config"),
-                          ("kubernetes:apps/v1:Deployment", "diabetes-router")}
+        router_objects = {
+            ("kubernetes:core/v1:ConfigMap", "diabetes-router-config"),
+            ("kubernetes:apps/v1:Deployment", "diabetes-router"),
+        }
         assert set(changed) <= router_objects and changed, changed
         assert "traffic plan:" in preview.out and "live 100% -> 90%" in preview.out, preview.out
         assert "live 0% -> 10%" in preview.out and "mirror 10% -> 0%" in preview.out
         took = endpoint.wait_router(primary, {"blue": 90, "green": 10}, {})
         counts = endpoint.split(primary, 3000)
         share = counts.get("green", 0) / 3000
-        FIGURES.append(f"blue/green: 90/10 applied by the router {took:.1f} s after `up` "
-                       f"returned; green answered {share:.1%} of 3000 requests")
-        assert abs(share - 0.10) < 0.025, counts     # 4 standard deviations
+        FIGURES.append(
+            f"blue/green: 90/10 applied by the router {took:.1f} s after `up` "
+            f"returned; green answered {share:.1%} of 3000 requests"
+        )
+        assert abs(share - 0.10) < 0.025, counts  # 4 standard deviations
         shown = line(ran, "ml-endpoints traffic").out
         assert split_table(shown) == {"blue": (90, 0), "green": (10, 0)}, shown
 
@@ -145,7 +151,9 @@ def test_blue_green_walkthrough(endpoint_project: EndpointProject) -> None:
         assert endpoint.split(primary, 300) == {"green": 300}
         deployments = kubectl_json("-n", ns, "get", "deployments")["items"]
         assert sorted(d["metadata"]["name"] for d in deployments) == [
-            "diabetes-green", "diabetes-router"]
+            "diabetes-green",
+            "diabetes-router",
+        ]
         assert "blue" not in endpoint_project.outputs()["deployments"]
 
         # 6. the secondary key alone is new; the old one is refused; the primary never failed.
@@ -154,7 +162,8 @@ def test_blue_green_walkthrough(endpoint_project: EndpointProject) -> None:
         assert outputs["primary_key"] == primary
         assert outputs["secondary_key"] != secondary
         assert json.loads(line(ran, "ml-endpoints invoke").out) == predictions(
-            "model-v2", SAMPLE_REQUEST["data"])
+            "model-v2", SAMPLE_REQUEST["data"]
+        )
         endpoint.wait_router(primary, {"green": 100}, {})
         assert endpoint.post(credential=secondary)[0] == 401
         assert endpoint.post(credential=outputs["secondary_key"])[0] == 200
@@ -168,13 +177,14 @@ def test_blue_green_walkthrough(endpoint_project: EndpointProject) -> None:
     token = json.loads(line(ran, "ml-endpoints token").out)
     assert token["tokenType"] == "Bearer" and token["expiryTimeUtc"] > time.time() + 500
     assert json.loads(line(ran, "ml-endpoints invoke").out) == predictions(
-        "model-v2", SAMPLE_REQUEST["data"])
+        "model-v2", SAMPLE_REQUEST["data"]
+    )
     signing = endpoint_project.outputs()["token_signing_key"]
     fresh = issue_token(signing, "diabetes", ttl_s=60)["accessToken"]
     expired = issue_token(signing, "diabetes", ttl_s=60, now=time.time() - 600)["accessToken"]
     forged = issue_token("not-the-signing-key-" * 3, "diabetes", ttl_s=60)["accessToken"]
     deadline = time.monotonic() + 60
-    while endpoint.post(credential=str(fresh))[0] != 200:   # the new router pod takes over
+    while endpoint.post(credential=str(fresh))[0] != 200:  # the new router pod takes over
         assert time.monotonic() < deadline, "a fresh token was never accepted"
         time.sleep(0.5)
     assert endpoint.post(credential=str(token["accessToken"]))[0] == 200

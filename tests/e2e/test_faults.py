@@ -51,15 +51,17 @@ def pods_of(deployment: str) -> str:
 def add_deployment(project: EndpointProject, index: int, name: str, code: Path) -> None:
     """A deployment of the sample model with the scoring script in CODE, 10% of live traffic
     (so a router that took it would send it requests), a short rollout timeout."""
-    project.set_config({
-        f"deployments[{index}].name": name,
-        f"deployments[{index}].model": "diabetes",
-        f"deployments[{index}].environment": "sklearn",
-        f"deployments[{index}].code.path": str(code),
-        f"deployments[{index}].rollout_timeout_s": 45,
-        "endpoint.traffic.blue": 90,
-        f"endpoint.traffic.{name}": 10,
-    })
+    project.set_config(
+        {
+            f"deployments[{index}].name": name,
+            f"deployments[{index}].model": "diabetes",
+            f"deployments[{index}].environment": "sklearn",
+            f"deployments[{index}].code.path": str(code),
+            f"deployments[{index}].rollout_timeout_s": 45,
+            "endpoint.traffic.blue": 90,
+            f"endpoint.traffic.{name}": 10,
+        }
+    )
 
 
 def remove_deployment(project: EndpointProject, index: int, name: str) -> None:
@@ -89,7 +91,8 @@ def script_folder(tmp: Path, name: str, text: str) -> Path:
 
 @pytest.mark.timeout(1200)
 def test_pod_kill_failed_init_and_never_ready_cost_no_request(
-        endpoint_project: EndpointProject, tmp_path: Path) -> None:
+    endpoint_project: EndpointProject, tmp_path: Path
+) -> None:
     project = endpoint_project
     ns = project.namespace
     project.set_config({"deployments[0].instance_count": 2})
@@ -101,8 +104,9 @@ def test_pod_kill_failed_init_and_never_ready_cost_no_request(
     blue_pods = {p["metadata"]["name"] for p in running_pods(ns, selector)}
     assert len(blue_pods) == 2, blue_pods
 
-    load = Load(lambda: endpoint.ask(key), threads=3, pause=0.02, max_seconds=900,
-                max_requests=200_000)
+    load = Load(
+        lambda: endpoint.ask(key), threads=3, pause=0.02, max_seconds=900, max_requests=200_000
+    )
     with load:
         # A scoring pod deleted under load: it drains, a replacement comes up, nothing fails.
         victim = sorted(blue_pods)[0]
@@ -111,8 +115,11 @@ def test_pod_kill_failed_init_and_never_ready_cost_no_request(
         while True:
             ready = [p for p in running_pods(ns, selector) if is_ready(p)]
             names = {p["metadata"]["name"] for p in ready}
-            if len(ready) == 2 and victim not in names and not kubectl(
-                    "-n", ns, "get", "pod", victim, "--ignore-not-found").strip():
+            if (
+                len(ready) == 2
+                and victim not in names
+                and not kubectl("-n", ns, "get", "pod", victim, "--ignore-not-found").strip()
+            ):
                 break
             assert time.monotonic() < deadline, f"no replacement for {victim}: {names}"
             time.sleep(1)
@@ -122,12 +129,15 @@ def test_pod_kill_failed_init_and_never_ready_cost_no_request(
         assert any(a.at > killed_at for a in load.answers)
 
         # init() fails: up fails with the pod's log tail; blue keeps serving, router untouched.
-        broken = script_folder(tmp_path, "broken", (REPO / "tests" / "assets" / "scripts" /
-                                                   "failing_init.py").read_text())
+        broken = script_folder(
+            tmp_path,
+            "broken",
+            (REPO / "tests" / "assets" / "scripts" / "failing_init.py").read_text(),
+        )
         add_deployment(project, 1, "broken", broken)
         message = failed_up(project)
         assert "broken" in message, message[-3000:]
-        assert "no-such-model.pkl" in message, message[-3000:]   # the script's exception
+        assert "no-such-model.pkl" in message, message[-3000:]  # the script's exception
         assert project.outputs()["traffic"] == {"blue": 100}
         assert endpoint.split(key, 300) == {"blue": 300}
         status, _, body = endpoint.post(credential=key, pin="broken")
@@ -147,13 +157,15 @@ def test_pod_kill_failed_init_and_never_ready_cost_no_request(
         pods = running_pods(ns, pods_of("stuck"))
         assert pods and not any(is_ready(p) for p in pods), pods
         stuck_log = kubectl("-n", ns, "logs", "-l", pods_of("stuck"), "--tail", "50")
-        assert '"event": "init_slow"' in stuck_log and "still running after 30 s" in stuck_log, \
+        assert '"event": "init_slow"' in stuck_log and "still running after 30 s" in stuck_log, (
             stuck_log
+        )
         remove_deployment(project, 1, "stuck")
         up(project)
         assert set(project.outputs()["deployments"]) == {"blue"}
         assert not running_pods(ns, pods_of("stuck"))
-    FIGURES.append(f"faults: background load through pod kill, failed init, never-Ready: "
-                   f"{load.report()}")
+    FIGURES.append(
+        f"faults: background load through pod kill, failed init, never-Ready: {load.report()}"
+    )
     assert load.failures == [], load.failures[:10]
     assert {a.label for a in load.answers} == {"blue"}

@@ -25,8 +25,11 @@ from tests.procs import Proc, free_port, run_python
 
 KEY1, KEY2 = "primary-key-for-tests-0123456789", "secondary-key-for-tests-9876543210"
 SIGNING = "token-signing-key-for-tests-0123456789abcdef"
-SECRET_ENV = {"ML_ENDPOINTS_PRIMARY_KEY": KEY1, "ML_ENDPOINTS_SECONDARY_KEY": KEY2,
-              "ML_ENDPOINTS_TOKEN_SIGNING_KEY": SIGNING}
+SECRET_ENV = {
+    "ML_ENDPOINTS_PRIMARY_KEY": KEY1,
+    "ML_ENDPOINTS_SECONDARY_KEY": KEY2,
+    "ML_ENDPOINTS_TOKEN_SIGNING_KEY": SIGNING,
+}
 AUTH1 = {"Authorization": f"Bearer {KEY1}"}
 MINTED_ID = re.compile(r"^[0-9a-f]{32}$")  # minted ids: the inference server's format
 
@@ -41,21 +44,36 @@ def upstream(name: str) -> Iterator[Proc]:
 
 
 @contextlib.contextmanager
-def router(tmp: Path, config: dict, env: dict[str, str] | None = None,
-           extra: list[str] | None = None) -> Iterator[tuple[Proc, Path]]:
+def router(
+    tmp: Path, config: dict, env: dict[str, str] | None = None, extra: list[str] | None = None
+) -> Iterator[tuple[Proc, Path]]:
     """A router process on ``config`` (written to a file the test may rewrite)."""
     path = tmp / f"router-{free_port()}.json"
     path.write_text(json.dumps(config))
-    args = ["-m", "scoring", "router", "--config", str(path), "--port", "{port}",
-            "--host", "127.0.0.1", *(extra or [])]
+    args = [
+        "-m",
+        "scoring",
+        "router",
+        "--config",
+        str(path),
+        "--port",
+        "{port}",
+        "--host",
+        "127.0.0.1",
+        *(extra or []),
+    ]
     with run_python(args, ready_path="/ready", env={**SECRET_ENV, **(env or {})}) as p:
         yield p, path
 
 
 def cfg(deployments: dict[str, str], traffic: dict[str, int], **kw: object) -> dict:
-    return {"endpoint_name": "diabetes", "auth_mode": kw.pop("auth_mode", "key"),
-            "deployments": {n: {"url": u} for n, u in deployments.items()},
-            "traffic": traffic, **kw}
+    return {
+        "endpoint_name": "diabetes",
+        "auth_mode": kw.pop("auth_mode", "key"),
+        "deployments": {n: {"url": u} for n, u in deployments.items()},
+        "traffic": traffic,
+        **kw,
+    }
 
 
 def metric(text: str, name: str, **labels: str) -> float:
@@ -107,8 +125,11 @@ def client() -> Iterator[httpx.Client]:
 
 def test_primary_and_secondary_key_both_accepted(keyed: Proc, client: httpx.Client) -> None:
     for key in (KEY1, KEY2):
-        r = client.post(f"{keyed.url}/score", json={"data": [[1, 2]]},
-                        headers={"Authorization": f"Bearer {key}"})
+        r = client.post(
+            f"{keyed.url}/score",
+            json={"data": [[1, 2]]},
+            headers={"Authorization": f"Bearer {key}"},
+        )
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["deployment"] == r.headers["azureml-model-deployment"]
@@ -118,15 +139,19 @@ def test_primary_and_secondary_key_both_accepted(keyed: Proc, client: httpx.Clie
         assert body["has_authorization"] is False
 
 
-@pytest.mark.parametrize(("headers", "reason"), [
-    ({}, "missing Authorization header; send 'Authorization: Bearer <key or token>'"),
-    ({"Authorization": "Bearer not-the-key"}, "invalid key"),
-    ({"Authorization": f"Bearer {KEY1}x"}, "invalid key"),
-    ({"Authorization": f"Basic {KEY1}"}, "Authorization header is not 'Bearer <key or token>'"),
-    ({"Authorization": "Bearer"}, "Authorization header is not 'Bearer <key or token>'"),
-])
-def test_bad_or_missing_key_is_401_with_reason(keyed: Proc, client: httpx.Client,
-                                               headers: dict[str, str], reason: str) -> None:
+@pytest.mark.parametrize(
+    ("headers", "reason"),
+    [
+        ({}, "missing Authorization header; send 'Authorization: Bearer <key or token>'"),
+        ({"Authorization": "Bearer not-the-key"}, "invalid key"),
+        ({"Authorization": f"Bearer {KEY1}x"}, "invalid key"),
+        ({"Authorization": f"Basic {KEY1}"}, "Authorization header is not 'Bearer <key or token>'"),
+        ({"Authorization": "Bearer"}, "Authorization header is not 'Bearer <key or token>'"),
+    ],
+)
+def test_bad_or_missing_key_is_401_with_reason(
+    keyed: Proc, client: httpx.Client, headers: dict[str, str], reason: str
+) -> None:
     r = client.post(f"{keyed.url}/score", json={"data": []}, headers=headers)
     assert r.status_code == 401
     assert r.json() == {"error": reason, "request_id": r.headers["x-request-id"]}
@@ -150,8 +175,9 @@ def test_token_mode(ups: dict[str, Proc], tmp_path: Path, client: httpx.Client) 
             (KEY1, 401, "token is invalid (DecodeError)"),  # keys do not work in token mode
         ]
         for token, status, reason in cases:
-            r = client.post(f"{proc.url}/score", json={"data": []},
-                            headers={"Authorization": f"Bearer {token}"})
+            r = client.post(
+                f"{proc.url}/score", json={"data": []}, headers={"Authorization": f"Bearer {token}"}
+            )
             assert r.status_code == status, (reason, r.text)
             if reason:
                 assert r.json() == {"error": reason, "request_id": r.headers["x-request-id"]}
@@ -174,43 +200,54 @@ def test_weighted_split_within_tolerance(keyed: Proc, client: httpx.Client) -> N
     assert abs(seen["blue"] / n - 0.70) < 0.04, seen
 
 
-def test_pin_reaches_any_deployment_even_at_zero_percent(keyed: Proc,
-                                                         client: httpx.Client) -> None:
+def test_pin_reaches_any_deployment_even_at_zero_percent(keyed: Proc, client: httpx.Client) -> None:
     for name in ("shadow", "green", "blue"):
         for _ in range(5):
-            r = client.post(f"{keyed.url}/score", content=b"{}",
-                            headers={**AUTH1, "azureml-model-deployment": name})
+            r = client.post(
+                f"{keyed.url}/score",
+                content=b"{}",
+                headers={**AUTH1, "azureml-model-deployment": name},
+            )
             assert r.status_code == 200
             assert r.headers["azureml-model-deployment"] == name
             assert r.json()["deployment"] == name
 
 
 def test_unknown_pin_is_404_naming_known_deployments(keyed: Proc, client: httpx.Client) -> None:
-    r = client.post(f"{keyed.url}/score", content=b"{}",
-                    headers={**AUTH1, "azureml-model-deployment": "purple"})
+    r = client.post(
+        f"{keyed.url}/score", content=b"{}", headers={**AUTH1, "azureml-model-deployment": "purple"}
+    )
     assert r.status_code == 404
     assert r.json() == {
         "error": "deployment 'purple' named by header azureml-model-deployment does not exist "
-                 "(known: blue, green, shadow)",
-        "request_id": r.headers["x-request-id"]}
+        "(known: blue, green, shadow)",
+        "request_id": r.headers["x-request-id"],
+    }
 
 
-def test_no_traffic_is_404_but_pinning_works(ups: dict[str, Proc], tmp_path: Path,
-                                             client: httpx.Client) -> None:
+def test_no_traffic_is_404_but_pinning_works(
+    ups: dict[str, Proc], tmp_path: Path, client: httpx.Client
+) -> None:
     config = cfg({"blue": ups["blue"].url, "green": ups["green"].url}, {})
     with router(tmp_path, config) as (proc, _):
         r = client.post(f"{proc.url}/score", content=b"{}", headers=AUTH1)
         assert r.status_code == 404
-        assert r.json()["error"] == ("endpoint 'diabetes' has no deployment with traffic; set "
-                                     "traffic or pin one with header azureml-model-deployment")
-        r = client.post(f"{proc.url}/score", content=b"{}",
-                        headers={**AUTH1, "azureml-model-deployment": "green"})
+        assert r.json()["error"] == (
+            "endpoint 'diabetes' has no deployment with traffic; set "
+            "traffic or pin one with header azureml-model-deployment"
+        )
+        r = client.post(
+            f"{proc.url}/score",
+            content=b"{}",
+            headers={**AUTH1, "azureml-model-deployment": "green"},
+        )
         assert r.status_code == 200 and r.json()["deployment"] == "green"
 
 
 def test_request_id_propagated_or_generated(keyed: Proc, client: httpx.Client) -> None:
-    r = client.post(f"{keyed.url}/score", content=b"{}",
-                    headers={**AUTH1, "x-request-id": "req-42.abc"})
+    r = client.post(
+        f"{keyed.url}/score", content=b"{}", headers={**AUTH1, "x-request-id": "req-42.abc"}
+    )
     assert r.headers["x-request-id"] == "req-42.abc"
     assert r.json()["request_id"] == "req-42.abc"  # the deployment saw the same id
     r = client.post(f"{keyed.url}/score", content=b"{}", headers=AUTH1)
@@ -218,14 +255,18 @@ def test_request_id_propagated_or_generated(keyed: Proc, client: httpx.Client) -
     assert MINTED_ID.match(rid), rid
     assert r.json()["request_id"] == rid
     # An unsafe id (header injection, too long) is replaced, not echoed.
-    r = client.post(f"{keyed.url}/score", content=b"{}",
-                    headers={**AUTH1, "x-request-id": "a" * 200})
+    r = client.post(
+        f"{keyed.url}/score", content=b"{}", headers={**AUTH1, "x-request-id": "a" * 200}
+    )
     assert MINTED_ID.match(r.headers["x-request-id"])
 
 
 def test_upstream_status_and_body_pass_through(keyed: Proc, client: httpx.Client) -> None:
-    r = client.post(f"{keyed.url}/score", content=b"{}",
-                    headers={**AUTH1, "x-test-status": "422", "azureml-model-deployment": "blue"})
+    r = client.post(
+        f"{keyed.url}/score",
+        content=b"{}",
+        headers={**AUTH1, "x-test-status": "422", "azureml-model-deployment": "blue"},
+    )
     assert r.status_code == 422
     assert r.json()["deployment"] == "blue"
     assert r.headers["x-upstream"] == "blue"
@@ -236,8 +277,9 @@ def test_own_routes(keyed: Proc, client: httpx.Client) -> None:
     assert (r.status_code, r.text) == (200, "Healthy")
     r = client.get(f"{keyed.url}/ready")
     assert (r.status_code, r.text) == (200, "Ready")
-    r = client.get(f"{keyed.url}/swagger.json", headers={**AUTH1,
-                                                          "azureml-model-deployment": "green"})
+    r = client.get(
+        f"{keyed.url}/swagger.json", headers={**AUTH1, "azureml-model-deployment": "green"}
+    )
     assert r.status_code == 200 and r.json()["info"]["title"] == "green"
     r = client.get(f"{keyed.url}/swagger.json")
     assert r.status_code == 401
@@ -247,14 +289,14 @@ def test_own_routes(keyed: Proc, client: httpx.Client) -> None:
     r = client.get(f"{keyed.url}/nope")
     assert r.status_code == 404
     assert r.json()["error"].startswith(
-        "no route GET /nope; routes: GET /, GET /ready, POST /score")
+        "no route GET /nope; routes: GET /, GET /ready, POST /score"
+    )
     r = client.get(f"{keyed.url}/metrics")
     assert r.status_code == 200
     assert "# TYPE router_requests_total counter" in r.text
 
 
-def test_body_over_limit_is_413(ups: dict[str, Proc], tmp_path: Path,
-                                client: httpx.Client) -> None:
+def test_body_over_limit_is_413(ups: dict[str, Proc], tmp_path: Path, client: httpx.Client) -> None:
     config = cfg({"blue": ups["blue"].url}, {"blue": 100}, max_body_bytes=1000)
     with router(tmp_path, config) as (proc, _):
         r = client.post(f"{proc.url}/score", content=b"x" * 1001, headers=AUTH1)
@@ -274,14 +316,20 @@ def _summary(client: httpx.Client, url: str) -> dict:
 
 
 def _settled(client: httpx.Client, url: str) -> dict:
-    return wait_for(lambda: (s := _summary(client, url))["mirror_calls_in_flight"] == 0 and s,
-                    "mirror calls to finish")
+    return wait_for(
+        lambda: (s := _summary(client, url))["mirror_calls_in_flight"] == 0 and s,
+        "mirror calls to finish",
+    )
 
 
-def test_mirror_counts_and_equality(ups: dict[str, Proc], tmp_path: Path,
-                                    client: httpx.Client) -> None:
-    config = cfg({"blue": ups["blue"].url, "green": ups["green"].url}, {"blue": 100},
-                 mirror_traffic={"green": 50})
+def test_mirror_counts_and_equality(
+    ups: dict[str, Proc], tmp_path: Path, client: httpx.Client
+) -> None:
+    config = cfg(
+        {"blue": ups["blue"].url, "green": ups["green"].url},
+        {"blue": 100},
+        mirror_traffic={"green": 50},
+    )
     with router(tmp_path, config) as (proc, _):
         url = proc.url
         # Phase 1: answers that do not depend on the deployment -> every mirror copy is equal.
@@ -303,8 +351,11 @@ def test_mirror_counts_and_equality(ups: dict[str, Proc], tmp_path: Path,
         assert (s2["equal"], s2["different"]) == (s1["equal"], sent2)
         # Phase 3: pinned requests are never mirrored, even to a live deployment.
         for _ in range(100):
-            client.post(f"{url}/score", content=b"{}",
-                        headers={**AUTH1, "azureml-model-deployment": "green"})
+            client.post(
+                f"{url}/score",
+                content=b"{}",
+                headers={**AUTH1, "azureml-model-deployment": "green"},
+            )
         s3 = _settled(client, url)["mirrors"]["green"]
         assert s3["sent"] == s2["sent"]
         assert s3["latency_ms"]["mean"] > 0
@@ -312,22 +363,33 @@ def test_mirror_counts_and_equality(ups: dict[str, Proc], tmp_path: Path,
         text = client.get(f"{url}/metrics").text
         assert metric(text, "router_requests_total", deployment="blue", status="200") == 500
         assert metric(text, "router_requests_total", deployment="green", status="200") == 100
-        assert metric(text, "router_mirror_requests_total", deployment="green",
-                      status="200") == s3["sent"]
-        assert metric(text, "router_mirror_comparisons_total", deployment="green",
-                      result="equal") == s3["equal"]
-        assert metric(text, "router_mirror_comparisons_total", deployment="green",
-                      result="different") == s3["different"]
-        assert metric(text, "router_mirror_duration_seconds_count",
-                      deployment="green") == s3["sent"]
+        assert (
+            metric(text, "router_mirror_requests_total", deployment="green", status="200")
+            == s3["sent"]
+        )
+        assert (
+            metric(text, "router_mirror_comparisons_total", deployment="green", result="equal")
+            == s3["equal"]
+        )
+        assert (
+            metric(text, "router_mirror_comparisons_total", deployment="green", result="different")
+            == s3["different"]
+        )
+        assert (
+            metric(text, "router_mirror_duration_seconds_count", deployment="green") == s3["sent"]
+        )
         assert metric(text, "router_request_duration_seconds_count", deployment="blue") == 500
 
 
-def test_mirror_to_dead_deployment_never_hurts_live(ups: dict[str, Proc], tmp_path: Path,
-                                                   client: httpx.Client) -> None:
+def test_mirror_to_dead_deployment_never_hurts_live(
+    ups: dict[str, Proc], tmp_path: Path, client: httpx.Client
+) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
-    config = cfg({"blue": ups["blue"].url, "candidate": dead}, {"blue": 100},
-                 mirror_traffic={"candidate": 50})
+    config = cfg(
+        {"blue": ups["blue"].url, "candidate": dead},
+        {"blue": 100},
+        mirror_traffic={"candidate": 50},
+    )
     with router(tmp_path, config) as (proc, _):
         for _ in range(100):
             r = client.post(f"{proc.url}/score", content=b"{}", headers=AUTH1)
@@ -341,20 +403,27 @@ def test_mirror_to_dead_deployment_never_hurts_live(ups: dict[str, Proc], tmp_pa
 # ------------------------------------------------------------------------ upstream failures
 
 
-def test_upstream_down_slow_and_busy(ups: dict[str, Proc], tmp_path: Path,
-                                     client: httpx.Client) -> None:
+def test_upstream_down_slow_and_busy(
+    ups: dict[str, Proc], tmp_path: Path, client: httpx.Client
+) -> None:
     dead_port = free_port()
-    config = cfg({"blue": ups["blue"].url, "dead": f"http://127.0.0.1:{dead_port}"},
-                 {"blue": 100}, request_timeout_ms=2500, connect_timeout_ms=200,
-                 max_connections_per_deployment=1)
+    config = cfg(
+        {"blue": ups["blue"].url, "dead": f"http://127.0.0.1:{dead_port}"},
+        {"blue": 100},
+        request_timeout_ms=2500,
+        connect_timeout_ms=200,
+        max_connections_per_deployment=1,
+    )
     with router(tmp_path, config) as (proc, _):
         url = proc.url
         # Down: nothing listens -> 502 naming the deployment and the reason.
-        r = client.post(f"{url}/score", content=b"{}",
-                        headers={**AUTH1, "azureml-model-deployment": "dead"})
+        r = client.post(
+            f"{url}/score", content=b"{}", headers={**AUTH1, "azureml-model-deployment": "dead"}
+        )
         assert r.status_code == 502
-        assert r.json()["error"] == (f"deployment 'dead' is unreachable at "
-                                     f"http://127.0.0.1:{dead_port}: Connection refused")
+        assert r.json()["error"] == (
+            f"deployment 'dead' is unreachable at http://127.0.0.1:{dead_port}: Connection refused"
+        )
         assert r.headers["azureml-model-deployment"] == "dead"
         # Slow: no answer within request_timeout_ms -> 504.
         r = client.post(f"{url}/score", content=b"{}", headers={**AUTH1, "x-test-delay-ms": "4000"})
@@ -363,17 +432,26 @@ def test_upstream_down_slow_and_busy(ups: dict[str, Proc], tmp_path: Path,
         # Busy: the one allowed connection is held by a slow request (1.2 s) -> the next one
         # waits connect_timeout_ms (0.2 s) for it, then gets 503.
         results: list[int] = []
-        slow = threading.Thread(target=lambda: results.append(client.post(
-            f"{url}/score", content=b"{}", headers={**AUTH1, "x-test-delay-ms": "1200"},
-        ).status_code))
+        slow = threading.Thread(
+            target=lambda: results.append(
+                client.post(
+                    f"{url}/score",
+                    content=b"{}",
+                    headers={**AUTH1, "x-test-delay-ms": "1200"},
+                ).status_code
+            )
+        )
         slow.start()
         try:
-            wait_for(lambda: metric(httpx.get(f"{url}/metrics").text,
-                                    "router_in_flight_requests") == 1, "slow request in flight")
+            wait_for(
+                lambda: metric(httpx.get(f"{url}/metrics").text, "router_in_flight_requests") == 1,
+                "slow request in flight",
+            )
             r = httpx.post(f"{url}/score", content=b"{}", headers=AUTH1)
             assert r.status_code == 503
-            assert r.json()["error"] == ("deployment 'blue' has all 1 connections busy; "
-                                         "retry later")
+            assert r.json()["error"] == (
+                "deployment 'blue' has all 1 connections busy; retry later"
+            )
         finally:
             slow.join(10)
         assert results == [200]
@@ -410,28 +488,42 @@ def test_expect_continue_chunked_body_and_pipelining(keyed: Proc) -> None:
         auth = f"Authorization: Bearer {KEY1}\r\n"
         # Expect: 100-continue -> the router answers 100 itself, then the real response.
         body = b'{"data": "continue"}'
-        sock.sendall((f"POST /score HTTP/1.1\r\nHost: x\r\n{auth}Expect: 100-continue\r\n"
-                      f"Content-Length: {len(body)}\r\n\r\n").encode())
+        sock.sendall(
+            (
+                f"POST /score HTTP/1.1\r\nHost: x\r\n{auth}Expect: 100-continue\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n"
+            ).encode()
+        )
         status, _, _ = _read_response(sock, buf)
         assert status == 100
         sock.sendall(body)
         status, headers, got = _read_response(sock, buf)
         assert status == 200 and json.loads(got)["body"] == body.decode()
         # A chunked request body reaches the deployment whole.
-        sock.sendall((f"POST /score HTTP/1.1\r\nHost: x\r\n{auth}Transfer-Encoding: chunked"
-                      "\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n").encode())
+        sock.sendall(
+            (
+                f"POST /score HTTP/1.1\r\nHost: x\r\n{auth}Transfer-Encoding: chunked"
+                "\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+            ).encode()
+        )
         status, _, got = _read_response(sock, buf)
         assert status == 200 and json.loads(got)["body"] == "hello world"
         # Pipelined requests are answered in order on the same connection.
         reqs = b"".join(
-            (f"POST /score HTTP/1.1\r\nHost: x\r\n{auth}x-request-id: pipe-{i}\r\n"
-             f"azureml-model-deployment: {name}\r\nContent-Length: 2\r\n\r\n{{}}").encode()
-            for i, name in enumerate(["blue", "green", "shadow", "blue"]))
+            (
+                f"POST /score HTTP/1.1\r\nHost: x\r\n{auth}x-request-id: pipe-{i}\r\n"
+                f"azureml-model-deployment: {name}\r\nContent-Length: 2\r\n\r\n{{}}"
+            ).encode()
+            for i, name in enumerate(["blue", "green", "shadow", "blue"])
+        )
         sock.sendall(reqs)
         answers = [_read_response(sock, buf) for _ in range(4)]
         assert [(s, h["x-request-id"], h["azureml-model-deployment"]) for s, h, _ in answers] == [
-            (200, "pipe-0", "blue"), (200, "pipe-1", "green"), (200, "pipe-2", "shadow"),
-            (200, "pipe-3", "blue")]
+            (200, "pipe-0", "blue"),
+            (200, "pipe-1", "green"),
+            (200, "pipe-2", "shadow"),
+            (200, "pipe-3", "blue"),
+        ]
         # Garbage is a 400 and the connection closes.
         sock.sendall(b"NOT HTTP\r\n\r\n")
         status, headers, got = _read_response(sock, buf)
@@ -448,15 +540,27 @@ def test_pooled_client_reuses_keep_alive_connections(ups: dict[str, Proc]) -> No
         client = PooledClient(max_connections=4, connect_timeout=1.0)
         target = Target.from_url("blue", ups["blue"].url)
         for i in range(20):
-            resp = await request(client, target, b"POST", b"/score",
-                                 [(b"x-request-id", f"c{i}".encode())], b"{}", 5.0)
+            resp = await request(
+                client,
+                target,
+                b"POST",
+                b"/score",
+                [(b"x-request-id", f"c{i}".encode())],
+                b"{}",
+                5.0,
+            )
             assert resp.status == 200 and json.loads(resp.body)["request_id"] == f"c{i}"
         pool = client._pools[(target.host, target.port)]
         assert (pool.open, len(pool.idle), pool.idle[0].uses) == (1, 1, 20)  # one connection
         # Concurrent requests open more connections, up to the limit.
-        got = await asyncio.gather(*(request(client, target, b"POST", b"/score",
-                                             [(b"x-test-delay-ms", b"100")], b"{}", 5.0)
-                                     for _ in range(4)))
+        got = await asyncio.gather(
+            *(
+                request(
+                    client, target, b"POST", b"/score", [(b"x-test-delay-ms", b"100")], b"{}", 5.0
+                )
+                for _ in range(4)
+            )
+        )
         assert [r.status for r in got] == [200] * 4 and pool.open == 4
         dead = Target.from_url("dead", f"http://127.0.0.1:{free_port()}")
         with pytest.raises(UpstreamError) as info:

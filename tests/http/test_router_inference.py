@@ -25,9 +25,24 @@ REQUEST = json.loads((SAMPLE / "sample-request.json").read_text())
 
 @contextlib.contextmanager
 def inference_server() -> Iterator[Proc]:
-    with run_python(["-m", "scoring", "serve", "--entry-script", str(SAMPLE / "score.py"),
-                     "--model-dir", str(SAMPLE / "model"), "--port", "{port}",
-                     "--host", "127.0.0.1", "--workers", "1"], ready_path="/ready") as p:
+    with run_python(
+        [
+            "-m",
+            "scoring",
+            "serve",
+            "--entry-script",
+            str(SAMPLE / "score.py"),
+            "--model-dir",
+            str(SAMPLE / "model"),
+            "--port",
+            "{port}",
+            "--host",
+            "127.0.0.1",
+            "--workers",
+            "1",
+        ],
+        ready_path="/ready",
+    ) as p:
         yield p
 
 
@@ -38,43 +53,59 @@ def servers() -> Iterator[dict[str, Proc]]:
         yield {"blue": blue, "green": green}
 
 
-def test_split_pin_and_request_id_through_real_servers(servers: dict[str, Proc],
-                                                       tmp_path: Path) -> None:
+def test_split_pin_and_request_id_through_real_servers(
+    servers: dict[str, Proc], tmp_path: Path
+) -> None:
     direct = httpx.post(f"{servers['blue'].url}/score", json=REQUEST).json()
     config = cfg({n: p.url for n, p in servers.items()}, {"blue": 80, "green": 20})
     with router(tmp_path, config) as (proc, _), httpx.Client(timeout=30) as c:
         seen: Counter[str] = Counter()
         for i in range(400):
-            r = c.post(f"{proc.url}/score", json=REQUEST,
-                       headers={**AUTH1, "x-request-id": f"split-{i}"})
+            r = c.post(
+                f"{proc.url}/score", json=REQUEST, headers={**AUTH1, "x-request-id": f"split-{i}"}
+            )
             assert r.status_code == 200, r.text
             assert r.json() == direct
             assert r.headers["x-request-id"] == f"split-{i}"
             seen[r.headers["azureml-model-deployment"]] += 1
         assert set(seen) == {"blue", "green"}
         assert abs(seen["blue"] / 400 - 0.8) < 0.1, seen  # ±5 sigma at n=400
-        r = c.post(f"{proc.url}/score", json=REQUEST,
-                   headers={**AUTH1, "azureml-model-deployment": "green"})
+        r = c.post(
+            f"{proc.url}/score",
+            json=REQUEST,
+            headers={**AUTH1, "azureml-model-deployment": "green"},
+        )
         assert r.headers["azureml-model-deployment"] == "green" and r.json() == direct
         r = c.post(f"{proc.url}/score", json=REQUEST)
         assert r.status_code == 401
         # The server's own errors pass through untouched (status and body).
-        r = c.post(f"{proc.url}/score", content=b"not json", headers={
-            **AUTH1, "content-type": "application/json"})
+        r = c.post(
+            f"{proc.url}/score",
+            content=b"not json",
+            headers={**AUTH1, "content-type": "application/json"},
+        )
         assert 400 <= r.status_code < 500 and "error" in r.json()
         r = c.get(f"{proc.url}/swagger.json", headers=AUTH1)
         assert r.status_code == 200 and "paths" in r.json()
 
 
-def test_mirror_of_the_same_model_compares_equal(servers: dict[str, Proc],
-                                                 tmp_path: Path) -> None:
-    config = cfg({n: p.url for n, p in servers.items()}, {"blue": 100},
-                 mirror_traffic={"green": 50})
+def test_mirror_of_the_same_model_compares_equal(servers: dict[str, Proc], tmp_path: Path) -> None:
+    config = cfg(
+        {n: p.url for n, p in servers.items()}, {"blue": 100}, mirror_traffic={"green": 50}
+    )
     with router(tmp_path, config) as (proc, _), httpx.Client(timeout=30) as c:
         for _ in range(200):
             assert c.post(f"{proc.url}/score", json=REQUEST, headers=AUTH1).status_code == 200
-        s = wait_for(lambda: (x := c.get(f"{proc.url}/mirror/summary", headers=AUTH1).json())
-                     ["mirror_calls_in_flight"] == 0 and x, "mirror calls to finish")
+        s = wait_for(
+            lambda: (
+                (x := c.get(f"{proc.url}/mirror/summary", headers=AUTH1).json())[
+                    "mirror_calls_in_flight"
+                ]
+                == 0
+                and x
+            ),
+            "mirror calls to finish",
+        )
         g = s["mirrors"]["green"]
         assert 100 - 36 <= g["sent"] <= 100 + 36, g
         assert (g["equal"], g["different"], g["statuses"]) == (g["sent"], 0, {"200": g["sent"]})

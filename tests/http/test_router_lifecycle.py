@@ -38,31 +38,56 @@ def ups() -> Iterator[dict[str, Proc]]:
 
 def _run_cli(config_path: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "scoring", "router", "--config", str(config_path),
-         "--port", str(free_port()), "--host", "127.0.0.1"],
-        cwd=REPO, capture_output=True, text=True, timeout=60,
-        env={k: v for k, v in {**os.environ, **(env or {})}.items()
-             if not k.startswith("ML_ENDPOINTS_") or k in (env or {})})
+        [
+            sys.executable,
+            "-m",
+            "scoring",
+            "router",
+            "--config",
+            str(config_path),
+            "--port",
+            str(free_port()),
+            "--host",
+            "127.0.0.1",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={
+            k: v
+            for k, v in {**os.environ, **(env or {})}.items()
+            if not k.startswith("ML_ENDPOINTS_") or k in (env or {})
+        },
+    )
 
 
-def test_bad_config_files_exit_2_naming_the_field(tmp_path: Path,
-                                                  capsys: pytest.CaptureFixture[str],
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bad_config_files_exit_2_naming_the_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from scoring.router_main import main
 
-    good = cfg({"blue": "http://127.0.0.1:1", "green": "http://127.0.0.1:2"},
-               {"blue": 90, "green": 10})
+    good = cfg(
+        {"blue": "http://127.0.0.1:1", "green": "http://127.0.0.1:2"}, {"blue": 90, "green": 10}
+    )
     cases = {
-        "typo.json": ({**good, "trafic": {"blue": 100}},
-                      "trafic: unknown field (got {'blue': 100}); check its spelling"),
-        "sum.json": ({**good, "traffic": {"blue": 60, "green": 30}},
-                     "traffic: values sum to 90 (blue=60, green=30); must be 0 or 100"),
-        "mirror.json": ({**good, "mirror_traffic": {"green": 5}},
-                        "mirror_traffic.green: 'green' takes live traffic (10%); mirror only "
-                        "to a deployment at 0%"),
-        "url.json": ({**good, "deployments": {"blue": {"url": "blue:5001"},
-                                              "green": {"url": "http://g:1"}}},
-                     "deployments.blue.url: 'blue:5001' must start with http://"),
+        "typo.json": (
+            {**good, "trafic": {"blue": 100}},
+            "trafic: unknown field (got {'blue': 100}); check its spelling",
+        ),
+        "sum.json": (
+            {**good, "traffic": {"blue": 60, "green": 30}},
+            "traffic: values sum to 90 (blue=60, green=30); must be 0 or 100",
+        ),
+        "mirror.json": (
+            {**good, "mirror_traffic": {"green": 5}},
+            "mirror_traffic.green: 'green' takes live traffic (10%); mirror only "
+            "to a deployment at 0%",
+        ),
+        "url.json": (
+            {**good, "deployments": {"blue": {"url": "blue:5001"}, "green": {"url": "http://g:1"}}},
+            "deployments.blue.url: 'blue:5001' must start with http://",
+        ),
     }
     for name, value in SECRET_ENV.items():
         monkeypatch.setenv(name, value)
@@ -81,9 +106,11 @@ def test_bad_config_files_exit_2_naming_the_field(tmp_path: Path,
     (tmp_path / "nokey.json").write_text(json.dumps(good))
     res = _run_cli(tmp_path / "nokey.json", {})
     assert res.returncode == 2
-    assert res.stderr == (f"router: bad config {tmp_path / 'nokey.json'}:\n"
-                          "  secrets.primary_key: auth_mode 'key' needs it; none found in env "
-                          "ML_ENDPOINTS_PRIMARY_KEY\n")
+    assert res.stderr == (
+        f"router: bad config {tmp_path / 'nokey.json'}:\n"
+        "  secrets.primary_key: auth_mode 'key' needs it; none found in env "
+        "ML_ENDPOINTS_PRIMARY_KEY\n"
+    )
 
 
 class Load:
@@ -131,8 +158,7 @@ def _generation(url: str) -> float:
     return metric(httpx.get(f"{url}/metrics").text, "router_config_generation")
 
 
-def test_reload_weights_under_load_with_zero_failures(ups: dict[str, Proc],
-                                                      tmp_path: Path) -> None:
+def test_reload_weights_under_load_with_zero_failures(ups: dict[str, Proc], tmp_path: Path) -> None:
     deps = {"blue": ups["blue"].url, "green": ups["green"].url}
     with router(tmp_path, cfg(deps, {"blue": 100, "green": 0})) as (proc, path):
         url = proc.url
@@ -165,9 +191,17 @@ def test_reload_weights_under_load_with_zero_failures(ups: dict[str, Proc],
             (bad_dir / "router.json").write_text(json.dumps(cfg(deps, {"green": 70})))
             link_tmp.symlink_to(bad_dir / "router.json")
             os.replace(link_tmp, path)
-            wait_for(lambda: metric(httpx.get(f"{url}/metrics").text,
-                                    "router_config_reloads_total", result="rejected") == 1,
-                     "invalid config rejected")
+            wait_for(
+                lambda: (
+                    metric(
+                        httpx.get(f"{url}/metrics").text,
+                        "router_config_reloads_total",
+                        result="rejected",
+                    )
+                    == 1
+                ),
+                "invalid config rejected",
+            )
             # 4) SIGHUP reloads on demand (back to the valid version).
             link_tmp.symlink_to(new_dir / "router.json")
             os.replace(link_tmp, path)
@@ -181,8 +215,12 @@ def test_reload_weights_under_load_with_zero_failures(ups: dict[str, Proc],
         assert {"blue", "green"} <= set(load.deployments)
         # After the last reload (green 100) only green answers.
         with httpx.Client() as c:
-            tail = {c.post(f"{url}/score", content=b"{}", headers=AUTH1)
-                    .headers["azureml-model-deployment"] for _ in range(50)}
+            tail = {
+                c.post(f"{url}/score", content=b"{}", headers=AUTH1).headers[
+                    "azureml-model-deployment"
+                ]
+                for _ in range(50)
+            }
         assert tail == {"green"}
         log = proc.log()
         assert "rejected, still serving generation 2: traffic: values sum to 70 (green=70)" in log
@@ -197,9 +235,11 @@ def test_key_rotation_through_secret_files(ups: dict[str, Proc], tmp_path: Path)
     config = cfg({"blue": ups["blue"].url}, {"blue": 100}, secrets_dir=str(secrets))
     env = {"ML_ENDPOINTS_PRIMARY_KEY": "", "ML_ENDPOINTS_SECONDARY_KEY": ""}
     with router(tmp_path, config, env=env) as (proc, _), httpx.Client() as c:
+
         def status(key: str) -> int:
-            return c.post(f"{proc.url}/score", content=b"{}",
-                          headers={"Authorization": f"Bearer {key}"}).status_code
+            return c.post(
+                f"{proc.url}/score", content=b"{}", headers={"Authorization": f"Bearer {key}"}
+            ).status_code
 
         assert (status("old-primary-key"), status("new-secondary-key")) == (200, 200)
         (secrets / "primary_key").write_text("newer-primary-key\n")
@@ -217,20 +257,30 @@ def test_sigterm_drains_in_flight_requests(ups: dict[str, Proc], tmp_path: Path)
         lock = threading.Lock()
 
         def slow() -> None:
-            r = httpx.post(f"{url}/score", content=b"{}", timeout=30,
-                           headers={**AUTH1, "x-test-delay-ms": "1500"})
+            r = httpx.post(
+                f"{url}/score",
+                content=b"{}",
+                timeout=30,
+                headers={**AUTH1, "x-test-delay-ms": "1500"},
+            )
             with lock:
                 results.append((r.status_code, r.json()["deployment"]))
 
         threads = [threading.Thread(target=slow) for _ in range(5)]
         for t in threads:
             t.start()
-        wait_for(lambda: metric(httpx.get(f"{url}/metrics").text,
-                                "router_in_flight_requests") == 5, "5 requests in flight")
+        wait_for(
+            lambda: metric(httpx.get(f"{url}/metrics").text, "router_in_flight_requests") == 5,
+            "5 requests in flight",
+        )
         # A sixth request is still arriving (half its body sent) when the signal comes.
         partial = socket.create_connection(("127.0.0.1", proc.port), timeout=10)
-        partial.sendall((f"POST /score HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY1}"
-                         "\r\nContent-Length: 11\r\n\r\n{\"a\": ").encode())
+        partial.sendall(
+            (
+                f"POST /score HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY1}"
+                '\r\nContent-Length: 11\r\n\r\n{"a": '
+            ).encode()
+        )
         proc.popen.send_signal(signal.SIGTERM)
         # Readiness goes false at once (while the drain delay still accepts connections).
         wait_for(lambda: httpx.get(f"{url}/ready").status_code == 503, "readiness false", 5)
@@ -261,8 +311,9 @@ def test_sigterm_drains_in_flight_requests(ups: dict[str, Proc], tmp_path: Path)
         assert "drained; bye" in log
 
 
-def test_idle_and_stalled_client_connections_are_closed(ups: dict[str, Proc],
-                                                       tmp_path: Path) -> None:
+def test_idle_and_stalled_client_connections_are_closed(
+    ups: dict[str, Proc], tmp_path: Path
+) -> None:
     config = cfg({"blue": ups["blue"].url}, {"blue": 100})
     with router(tmp_path, config, extra=["--keep-alive", "1"]) as (proc, _):
         idle = socket.create_connection(("127.0.0.1", proc.port), timeout=10)
@@ -271,8 +322,12 @@ def test_idle_and_stalled_client_connections_are_closed(ups: dict[str, Proc],
         stalled = socket.create_connection(("127.0.0.1", proc.port), timeout=10)
         stalled.sendall(b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
         # A slow request in flight longer than --keep-alive is not cut.
-        r = httpx.post(f"{proc.url}/score", content=b"{}", timeout=30,
-                       headers={**AUTH1, "x-test-delay-ms": "2500"})
+        r = httpx.post(
+            f"{proc.url}/score",
+            content=b"{}",
+            timeout=30,
+            headers={**AUTH1, "x-test-delay-ms": "2500"},
+        )
         assert r.status_code == 200
         for sock in (idle, stalled):
             assert sock.recv(100) == b""  # closed by the router, nothing sent

@@ -28,6 +28,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def rows(n: int) -> list[list[float]]:
     from sklearn.datasets import load_diabetes
+
     return load_diabetes().data[:n].tolist()
 
 
@@ -38,20 +39,25 @@ def expected(model_dir: Path, data: list[list[float]]) -> list[int]:
 # -- request_headers ------------------------------------------------------------------------
 def test_request_headers_parameter_and_get_with_query() -> None:
     with serve(SCRIPTS / "headers_run.py", None) as proc:
-        resp = httpx.post(proc.url + "/score", json={"a": 1},
-                          headers={"X-Custom-Header": "hello"})
+        resp = httpx.post(proc.url + "/score", json={"a": 1}, headers={"X-Custom-Header": "hello"})
         assert resp.status_code == 200
-        assert resp.json() == {"raw": {"a": 1}, "custom": "hello",
-                               "content_type": "application/json"}
+        assert resp.json() == {
+            "raw": {"a": 1},
+            "custom": "hello",
+            "content_type": "application/json",
+        }
         got = httpx.get(proc.url + "/score", params={"name": "x", "n": ["1", "2"]})
         assert got.status_code == 200
         assert got.json()["raw"] == {"name": "x", "n": ["1", "2"]}
-        unserialisable = httpx.post(proc.url + "/score", json="a set",
-                                    headers={"x-request-id": "set"})
+        unserialisable = httpx.post(
+            proc.url + "/score", json="a set", headers={"x-request-id": "set"}
+        )
         assert unserialisable.status_code == 500
         assert unserialisable.json() == {
             "error": "run() returned a set, which is not JSON serialisable; return lists, "
-                     "dicts, numbers or strings", "request_id": "set"}
+            "dicts, numbers or strings",
+            "request_id": "set",
+        }
 
 
 # -- inference-schema -----------------------------------------------------------------------
@@ -78,22 +84,29 @@ def test_schema_swagger_describes_inputs_and_outputs(schema_server: Proc) -> Non
 
 
 def test_schema_rejections_are_400(schema_server: Proc) -> None:
-    missing = httpx.post(schema_server.url + "/score", json={"rows": [[1] * 10]},
-                         headers={"x-request-id": "s1"})
+    missing = httpx.post(
+        schema_server.url + "/score", json={"rows": [[1] * 10]}, headers={"x-request-id": "s1"}
+    )
     assert missing.status_code == 400
-    assert missing.json() == {"error": "request body is missing 'data'; run() takes ['data']",
-                              "request_id": "s1"}
-    not_object = httpx.post(schema_server.url + "/score", json=[1, 2],
-                            headers={"x-request-id": "s2"})
+    assert missing.json() == {
+        "error": "request body is missing 'data'; run() takes ['data']",
+        "request_id": "s1",
+    }
+    not_object = httpx.post(
+        schema_server.url + "/score", json=[1, 2], headers={"x-request-id": "s2"}
+    )
     assert not_object.status_code == 400
     assert not_object.json() == {
-        "error": "request body must be a JSON object with keys ['data'] (run()'s inputs); "
-                 "got list", "request_id": "s2"}
-    wrong_type = httpx.post(schema_server.url + "/score", json={"data": {"a": 1}},
-                            headers={"x-request-id": "s3"})
+        "error": "request body must be a JSON object with keys ['data'] (run()'s inputs); got list",
+        "request_id": "s2",
+    }
+    wrong_type = httpx.post(
+        schema_server.url + "/score", json={"data": {"a": 1}}, headers={"x-request-id": "s3"}
+    )
     assert wrong_type.status_code == 400
     assert wrong_type.json()["error"].startswith(
-        "request body does not match run()'s input schema: ")
+        "request body does not match run()'s input schema: "
+    )
     assert httpx.post(schema_server.url + "/score", json={"data": rows(1)}).status_code == 200
 
 
@@ -102,8 +115,9 @@ def test_azure_compat_script_runs_unchanged(model_dir: Path, tmp_path: Path) -> 
     collected = tmp_path / "collected"
     with serve(SCRIPTS / "azure_compat.py", model_dir, "--collect-dir", str(collected)) as proc:
         data = rows(5)
-        resp = httpx.post(proc.url + "/score", json={"data": data},
-                          headers={"x-request-id": "compat-1"})
+        resp = httpx.post(
+            proc.url + "/score", json={"data": data}, headers={"x-request-id": "compat-1"}
+        )
         assert resp.status_code == 200
         assert resp.json() == expected(model_dir, data)
         custom = httpx.post(proc.url + "/score", json={"nodata": 1})
@@ -113,9 +127,14 @@ def test_azure_compat_script_runs_unchanged(model_dir: Path, tmp_path: Path) -> 
         deadline = time.monotonic() + 10
         records: dict[str, list[dict]] = {}
         while time.monotonic() < deadline:
-            records = {name: [json.loads(line) for f in (collected / name).rglob("*.jsonl")
-                              for line in f.read_text().splitlines()]
-                       for name in ("script_inputs", "script_outputs")}
+            records = {
+                name: [
+                    json.loads(line)
+                    for f in (collected / name).rglob("*.jsonl")
+                    for line in f.read_text().splitlines()
+                ]
+                for name in ("script_inputs", "script_outputs")
+            }
             if all(records.values()):
                 break
             time.sleep(0.1)
@@ -139,8 +158,9 @@ x = pd.DataFrame(np.zeros((2, 10)), columns={FEATURES!r})
 mlflow.sklearn.save_model(model, {str(out)!r}, serialization_format="cloudpickle",
     signature=infer_signature(x, model.predict(x.values)), pip_requirements=["scikit-learn"])
 """
-    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, cwd=REPO,
-                   timeout=180)
+    subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, cwd=REPO, timeout=180
+    )
     return out
 
 
@@ -158,8 +178,9 @@ def test_mlflow_input_data_split(mlflow_server: Proc, model_dir: Path) -> None:
     assert resp.json() == expected(model_dir, data)
 
 
-@pytest.mark.parametrize("shape", ["rows", "records", "columns", "dataframe_split",
-                                   "dataframe_records"])
+@pytest.mark.parametrize(
+    "shape", ["rows", "records", "columns", "dataframe_split", "dataframe_records"]
+)
 def test_mlflow_other_shapes(mlflow_server: Proc, model_dir: Path, shape: str) -> None:
     data = rows(4)
     records = [dict(zip(FEATURES, r, strict=True)) for r in data]
@@ -176,16 +197,21 @@ def test_mlflow_other_shapes(mlflow_server: Proc, model_dir: Path, shape: str) -
 
 
 def test_mlflow_bad_bodies_are_400(mlflow_server: Proc) -> None:
-    resp = httpx.post(mlflow_server.url + "/score", json={"data": [[1] * 10]},
-                      headers={"x-request-id": "m1"})
+    resp = httpx.post(
+        mlflow_server.url + "/score", json={"data": [[1] * 10]}, headers={"x-request-id": "m1"}
+    )
     assert resp.status_code == 400
     assert resp.json() == {
         "error": "request body must be a JSON object with one of ['input_data', "
-                 "'dataframe_split', 'dataframe_records', 'instances', 'inputs'], e.g. "
-                 '{"input_data": {"columns": [...], "data": [[...]]}}', "request_id": "m1"}
-    wrong = httpx.post(mlflow_server.url + "/score",
-                       json={"input_data": {"columns": ["age"], "data": [[1.0]]}},
-                       headers={"x-request-id": "m2"})
+        "'dataframe_split', 'dataframe_records', 'instances', 'inputs'], e.g. "
+        '{"input_data": {"columns": [...], "data": [[...]]}}',
+        "request_id": "m1",
+    }
+    wrong = httpx.post(
+        mlflow_server.url + "/score",
+        json={"input_data": {"columns": ["age"], "data": [[1.0]]}},
+        headers={"x-request-id": "m2"},
+    )
     assert wrong.status_code == 400
     assert wrong.json()["error"].startswith("input does not match the model's signature: ")
     assert httpx.get(mlflow_server.url + "/ready").status_code == 200

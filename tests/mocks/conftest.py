@@ -70,12 +70,16 @@ class _Mocks(pulumi.runtime.Mocks):
         if args.typ == "pulumi-python:dynamic:Resource":
             state["value"] = FAKE_KEY + args.name
         elif args.typ == "pulumi:pulumi:StackReference":
-            state = {"name": args.inputs.get("name"), "outputs": self.stack_outputs,
-                     "secretOutputNames": []}
+            state = {
+                "name": args.inputs.get("name"),
+                "outputs": self.stack_outputs,
+                "secretOutputNames": [],
+            }
         elif args.typ == "kubernetes:core/v1:Service":
             spec = dict(state.get("spec") or {})
-            spec["ports"] = [{**p, "nodePort": p.get("nodePort", 31234)}
-                             for p in spec.get("ports", [])]
+            spec["ports"] = [
+                {**p, "nodePort": p.get("nodePort", 31234)} for p in spec.get("ports", [])
+            ]
             state["spec"] = spec
         elif args.typ.endswith("Image"):
             state["ref"] = f"{args.inputs.get('repository')}:{args.inputs.get('tag')}"
@@ -96,24 +100,41 @@ class _Monitor(pmocks.MockMonitor):
         if request.type != "pulumi:pulumi:Stack":
             raw = rpc.deserialize_properties(request.object, keep_internal=True)
             inputs = _sync_await(_plain(raw))
-            self.recorder.regs.append(Registration(
-                type=request.type, name=request.name, urn=response.urn, parent=request.parent,
-                custom=request.custom, inputs=inputs, raw=raw,
-                dependencies=list(request.dependencies),
-                secret_outputs=list(request.additionalSecretOutputs),
-                custom_timeouts=request.customTimeouts, provider=request.provider,
-            ))
+            self.recorder.regs.append(
+                Registration(
+                    type=request.type,
+                    name=request.name,
+                    urn=response.urn,
+                    parent=request.parent,
+                    custom=request.custom,
+                    inputs=inputs,
+                    raw=raw,
+                    dependencies=list(request.dependencies),
+                    secret_outputs=list(request.additionalSecretOutputs),
+                    custom_timeouts=request.customTimeouts,
+                    provider=request.provider,
+                )
+            )
         return response
-
 
     def ReadResource(self, request: Any) -> Any:
         response = super().ReadResource(request)
         inputs = rpc.deserialize_properties(request.properties, keep_internal=True)
-        self.recorder.regs.append(Registration(
-            type=request.type, name=request.name, urn=response.urn, parent=request.parent,
-            custom=True, inputs=_sync_await(_plain(inputs)), raw=inputs, dependencies=[],
-            secret_outputs=[], custom_timeouts=None, provider=request.provider,
-        ))
+        self.recorder.regs.append(
+            Registration(
+                type=request.type,
+                name=request.name,
+                urn=response.urn,
+                parent=request.parent,
+                custom=True,
+                inputs=_sync_await(_plain(inputs)),
+                raw=inputs,
+                dependencies=[],
+                secret_outputs=[],
+                custom_timeouts=None,
+                provider=request.provider,
+            )
+        )
         return response
 
 
@@ -145,7 +166,11 @@ def install(stack_outputs: dict[str, Any] | None = None, preview: bool = True) -
     logger.addHandler(_ListHandler(recorder.logs))
     mocks = _Mocks(stack_outputs or {})
     pulumi.runtime.set_mocks(
-        mocks, project="ml-endpoints", stack="dev", preview=preview, logger=logger,
+        mocks,
+        project="ml-endpoints",
+        stack="dev",
+        preview=preview,
+        logger=logger,
         monitor=_Monitor(mocks, recorder),
     )
     return recorder
@@ -168,13 +193,23 @@ def _fake_images_module() -> types.ModuleType:
         ref: pulumi.Output[str]
         digest: pulumi.Output[str]
 
-        def __init__(self, name: str, args: ImageArgs,
-                     opts: pulumi.ResourceOptions | None = None) -> None:
-            super().__init__("mlendpoints:index:Image", name, {
-                "context": args.context, "dockerfile": args.dockerfile,
-                "build_args": args.build_args, "repository": args.repository,
-                "tag": args.tag or "content-key",
-                "ref": None, "digest": None}, opts)
+        def __init__(
+            self, name: str, args: ImageArgs, opts: pulumi.ResourceOptions | None = None
+        ) -> None:
+            super().__init__(
+                "mlendpoints:index:Image",
+                name,
+                {
+                    "context": args.context,
+                    "dockerfile": args.dockerfile,
+                    "build_args": args.build_args,
+                    "repository": args.repository,
+                    "tag": args.tag or "content-key",
+                    "ref": None,
+                    "digest": None,
+                },
+                opts,
+            )
 
     module.Image = Image  # type: ignore[attr-defined]
     module.ImageArgs = ImageArgs  # type: ignore[attr-defined]
@@ -182,8 +217,9 @@ def _fake_images_module() -> types.ModuleType:
 
 
 @pytest.fixture(autouse=True)
-def _images_and_cache(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
-                      ) -> None:
+def _images_and_cache(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     # Always the stand-in: these tests pin our graph, not the toolchain's image internals
     # (the real components._images runs in tests/preview with the real CLI).
     monkeypatch.setitem(sys.modules, "components._images", _fake_images_module())
@@ -211,41 +247,61 @@ def assets(tmp_path: Path) -> dict[str, Path]:
     (code / "model-v2" / "model.pkl").write_bytes(b"model-v2")
     (code / "score.py").write_text("def init():\n    pass\n\ndef run(raw):\n    return raw\n")
     conda = tmp_path / "conda.yaml"
-    conda.write_text("dependencies:\n  - python=3.11\n  - scikit-learn=1.9.1\n"
-                     "  - pip:\n    - joblib==1.6.0\n")
+    conda.write_text(
+        "dependencies:\n  - python=3.11\n  - scikit-learn=1.9.1\n  - pip:\n    - joblib==1.6.0\n"
+    )
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text("apiVersion: v1\nkind: Config\nclusters: []\n")
-    return {"code": code, "model": code / "model", "model2": code / "model-v2", "conda": conda,
-            "kubeconfig": kubeconfig}
+    return {
+        "code": code,
+        "model": code / "model",
+        "model2": code / "model-v2",
+        "conda": conda,
+        "kubeconfig": kubeconfig,
+    }
 
 
-def stack_raw(assets: dict[str, Path], traffic: dict[str, int] | None = None,
-              mirror: dict[str, int] | None = None, green: bool = True) -> dict[str, Any]:
+def stack_raw(
+    assets: dict[str, Path],
+    traffic: dict[str, int] | None = None,
+    mirror: dict[str, int] | None = None,
+    green: bool = True,
+) -> dict[str, Any]:
     """Raw stack config as infra.config parses it: blue (+ green) on the test assets."""
     deployment = {
-        "name": "blue", "model": "diabetes", "environment": "sklearn",
+        "name": "blue",
+        "model": "diabetes",
+        "environment": "sklearn",
         "code": {"path": str(assets["code"]), "scoring_script": "score.py"},
-        "instance_count": 2, "worker_count": 3,
-        "resources": {"requests": {"cpu": "250m", "memory": "300Mi"},
-                      "limits": {"memory": "1Gi"}},
-        "request_settings": {"request_timeout_ms": 7000,
-                             "max_concurrent_requests_per_instance": 4},
+        "instance_count": 2,
+        "worker_count": 3,
+        "resources": {"requests": {"cpu": "250m", "memory": "300Mi"}, "limits": {"memory": "1Gi"}},
+        "request_settings": {"request_timeout_ms": 7000, "max_concurrent_requests_per_instance": 4},
         "environment_variables": {"EXTRA": "1"},
         "rollout_timeout_s": 120,
     }
     deployments = [deployment]
     if green:
-        deployments.append({**deployment, "name": "green", "model": "diabetes-v2",
-                            "instance_count": 1})
+        deployments.append(
+            {**deployment, "name": "green", "model": "diabetes-v2", "instance_count": 1}
+        )
     return {
-        "cluster": {"kubeconfig": str(assets["kubeconfig"]), "cluster_id": "test-cluster",
-                    "namespace": "mlns"},
-        "models": {"diabetes": {"path": str(assets["model"])},
-                   "diabetes-v2": {"path": str(assets["model2"]), "version": "2"}},
+        "cluster": {
+            "kubeconfig": str(assets["kubeconfig"]),
+            "cluster_id": "test-cluster",
+            "namespace": "mlns",
+        },
+        "models": {
+            "diabetes": {"path": str(assets["model"])},
+            "diabetes-v2": {"path": str(assets["model2"]), "version": "2"},
+        },
         "environments": {"sklearn": {"conda_file": str(assets["conda"])}},
-        "endpoint": {"name": "diabetes", "auth_mode": "key",
-                     "traffic": traffic if traffic is not None else {"blue": 100, "green": 0},
-                     "mirror_traffic": mirror or {},
-                     "router": {"node_port": 30080}},
+        "endpoint": {
+            "name": "diabetes",
+            "auth_mode": "key",
+            "traffic": traffic if traffic is not None else {"blue": 100, "green": 0},
+            "mirror_traffic": mirror or {},
+            "router": {"node_port": 30080},
+        },
         "deployments": deployments,
     }

@@ -23,8 +23,11 @@ SECRET = "kubernetes:core/v1:Secret"
 KEY = "pulumi-python:dynamic:Resource"
 
 
-def run_stack(raw: dict[str, Any], previous: tuple[Any, Any] = (None, None),
-              stack_outputs: dict[str, Any] | None = None) -> tuple[Recorder, dict[str, Any]]:
+def run_stack(
+    raw: dict[str, Any],
+    previous: tuple[Any, Any] = (None, None),
+    stack_outputs: dict[str, Any] | None = None,
+) -> tuple[Recorder, dict[str, Any]]:
     """Build the whole program from raw config under mocks; return the recorder and outputs."""
     recorder = install(stack_outputs)
     seen: dict[str, Any] = {}
@@ -33,10 +36,20 @@ def run_stack(raw: dict[str, Any], previous: tuple[Any, Any] = (None, None),
     def go() -> pulumi.Output[Any]:
         endpoint = program.build(cfgmod.parse(raw), previous)
         return pulumi.Output.all(
-            endpoint.scoring_uri, endpoint.swagger_uri, endpoint.traffic,
-            endpoint.primary_key, endpoint.secondary_key,
-        ).apply(lambda v: seen.update(scoring_uri=v[0], swagger_uri=v[1], traffic=v[2],
-                                      primary_key=v[3], secondary_key=v[4]))
+            endpoint.scoring_uri,
+            endpoint.swagger_uri,
+            endpoint.traffic,
+            endpoint.primary_key,
+            endpoint.secondary_key,
+        ).apply(
+            lambda v: seen.update(
+                scoring_uri=v[0],
+                swagger_uri=v[1],
+                traffic=v[2],
+                primary_key=v[3],
+                secondary_key=v[4],
+            )
+        )
 
     go()
     return recorder, seen
@@ -48,11 +61,17 @@ def k8s_name(reg: Any) -> str:
 
 def test_component_types_and_parents(assets: dict[str, Path]) -> None:
     rec, _ = run_stack(stack_raw(assets))
-    components = {r.type: r for r in rec.regs if r.type.startswith("mlendpoints:index:")
-                  and r.type != "mlendpoints:index:Image"}
+    components = {
+        r.type: r
+        for r in rec.regs
+        if r.type.startswith("mlendpoints:index:") and r.type != "mlendpoints:index:Image"
+    }
     assert {r.type for r in rec.regs if not r.custom} >= {
-        "mlendpoints:index:ModelAsset", "mlendpoints:index:Environment",
-        "mlendpoints:index:OnlineDeployment", "mlendpoints:index:OnlineEndpoint"}
+        "mlendpoints:index:ModelAsset",
+        "mlendpoints:index:Environment",
+        "mlendpoints:index:OnlineDeployment",
+        "mlendpoints:index:OnlineEndpoint",
+    }
     assert len(rec.of_type("mlendpoints:index:OnlineDeployment")) == 2
     assert len(rec.of_type("mlendpoints:index:ModelAsset")) == 2
     endpoint = components["mlendpoints:index:OnlineEndpoint"]
@@ -60,8 +79,10 @@ def test_component_types_and_parents(assets: dict[str, Path]) -> None:
     green = rec.one("mlendpoints:index:OnlineDeployment", "green")
     env = rec.one("mlendpoints:index:Environment", "sklearn")
     expected_parent = {
-        (DEPLOYMENT, "blue-deployment"): blue.urn, (SERVICE, "blue-service"): blue.urn,
-        (DEPLOYMENT, "green-deployment"): green.urn, (SERVICE, "green-service"): green.urn,
+        (DEPLOYMENT, "blue-deployment"): blue.urn,
+        (SERVICE, "blue-service"): blue.urn,
+        (DEPLOYMENT, "green-deployment"): green.urn,
+        (SERVICE, "green-service"): green.urn,
         ("mlendpoints:index:Image", "blue-image"): blue.urn,
         ("mlendpoints:index:Image", "green-image"): green.urn,
         ("mlendpoints:index:Image", "sklearn-image"): env.urn,
@@ -86,14 +107,22 @@ def test_component_types_and_parents(assets: dict[str, Path]) -> None:
     for reg in rec.of_type(KEY):
         assert "pulumi:providers:pulumi-python::dynamic::" in reg.provider, reg.name
     # Nothing but these objects exists: no stray resource created inside an apply.
-    k8s_objects = sorted((r.type, k8s_name(r)) for r in rec.regs
-                         if r.type.startswith("kubernetes:") and r.custom)
-    assert k8s_objects == sorted([
-        (DEPLOYMENT, "diabetes-blue"), (DEPLOYMENT, "diabetes-green"),
-        (DEPLOYMENT, "diabetes-router"), (SERVICE, "diabetes-blue"), (SERVICE, "diabetes-green"),
-        (SERVICE, "diabetes-router"), (CONFIGMAP, "diabetes-router-config"),
-        (SECRET, "diabetes-router-keys"), ("kubernetes:core/v1:Namespace", "mlns"),
-    ])
+    k8s_objects = sorted(
+        (r.type, k8s_name(r)) for r in rec.regs if r.type.startswith("kubernetes:") and r.custom
+    )
+    assert k8s_objects == sorted(
+        [
+            (DEPLOYMENT, "diabetes-blue"),
+            (DEPLOYMENT, "diabetes-green"),
+            (DEPLOYMENT, "diabetes-router"),
+            (SERVICE, "diabetes-blue"),
+            (SERVICE, "diabetes-green"),
+            (SERVICE, "diabetes-router"),
+            (CONFIGMAP, "diabetes-router-config"),
+            (SECRET, "diabetes-router-keys"),
+            ("kubernetes:core/v1:Namespace", "mlns"),
+        ]
+    )
 
 
 def test_provider_uses_content_and_stable_cluster_id(assets: dict[str, Path]) -> None:
@@ -110,34 +139,51 @@ def test_scoring_deployment_spec(assets: dict[str, Path]) -> None:
     rec, _ = run_stack(stack_raw(assets))
     dep = rec.one(DEPLOYMENT, "blue-deployment")
     spec = dep.inputs["spec"]
-    selector = {"app.kubernetes.io/name": "ml-endpoints-scoring",
-                "mlendpoints/endpoint": "diabetes", "mlendpoints/deployment": "blue"}
+    selector = {
+        "app.kubernetes.io/name": "ml-endpoints-scoring",
+        "mlendpoints/endpoint": "diabetes",
+        "mlendpoints/deployment": "blue",
+    }
     assert spec["selector"] == {"matchLabels": selector}
     template_labels = spec["template"]["metadata"]["labels"]
     assert {k: template_labels[k] for k in selector} == selector
     assert spec["replicas"] == 2
-    assert spec["strategy"] == {"type": "RollingUpdate",
-                                "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+    assert spec["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+    }
     [container] = spec["template"]["spec"]["containers"]
     assert container["image"] == "127.0.0.1:5000/mlendpoints/diabetes-blue:content-key"
     assert len(spec["template"]["metadata"]["annotations"]["mlendpoints/content-tag"]) == 16
     assert container["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "http"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/", "port": "http"}
     assert container["livenessProbe"]["failureThreshold"] == 30
-    assert container["resources"] == {"requests": {"cpu": "250m", "memory": "300Mi"},
-                                      "limits": {"memory": "1Gi"}}
+    assert container["resources"] == {
+        "requests": {"cpu": "250m", "memory": "300Mi"},
+        "limits": {"memory": "1Gi"},
+    }
     assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env == {
-        "WORKER_COUNT": "3", "SCORING_TIMEOUT_MS": "7000",
-        "MAX_CONCURRENT_REQUESTS_PER_INSTANCE": "4", "MAX_QUEUE_WAIT_MS": "500",
+        "WORKER_COUNT": "3",
+        "SCORING_TIMEOUT_MS": "7000",
+        "MAX_CONCURRENT_REQUESTS_PER_INSTANCE": "4",
+        "MAX_QUEUE_WAIT_MS": "500",
         "AZUREML_MODEL_DIR": "/var/azureml-app/model",
-        "AZUREML_ENTRY_SCRIPT": "/var/azureml-app/code/score.py", "EXTRA": "1",
+        "AZUREML_ENTRY_SCRIPT": "/var/azureml-app/code/score.py",
+        "EXTRA": "1",
     }
     assert container["command"] == ["python", "-m", "scoring", "serve"]
-    assert container["args"] == ["--entry-script", "/var/azureml-app/code/score.py",
-                                 "--model-dir", "/var/azureml-app/model", "--port", "5001",
-                                 "--workers", "3"]
+    assert container["args"] == [
+        "--entry-script",
+        "/var/azureml-app/code/score.py",
+        "--model-dir",
+        "/var/azureml-app/model",
+        "--port",
+        "5001",
+        "--workers",
+        "3",
+    ]
     assert dep.custom_timeouts.create == "120s"
     assert dep.custom_timeouts.update == "120s"
     svc = rec.one(SERVICE, "blue-service")
@@ -164,11 +210,16 @@ def test_router_config_matches_router_schema(assets: dict[str, Path]) -> None:
     cm = rec.one(CONFIGMAP, "diabetes-router-config")
     config = json.loads(cm.inputs["data"]["router.json"])
     assert config == {
-        "endpoint_name": "diabetes", "auth_mode": "key",
-        "deployments": {"blue": {"url": "http://diabetes-blue.mlns.svc:5001"},
-                        "green": {"url": "http://diabetes-green.mlns.svc:5001"}},
-        "traffic": {"blue": 90, "green": 10}, "mirror_traffic": {},
-        "secrets_dir": "/var/run/secrets/ml-endpoints", "request_timeout_ms": 5000,
+        "endpoint_name": "diabetes",
+        "auth_mode": "key",
+        "deployments": {
+            "blue": {"url": "http://diabetes-blue.mlns.svc:5001"},
+            "green": {"url": "http://diabetes-green.mlns.svc:5001"},
+        },
+        "traffic": {"blue": 90, "green": 10},
+        "mirror_traffic": {},
+        "secrets_dir": "/var/run/secrets/ml-endpoints",
+        "request_timeout_ms": 5000,
     }
     RouterConfig.model_validate(config)  # the router accepts exactly what we generate
     router = rec.one(DEPLOYMENT, "diabetes-router")
@@ -179,12 +230,17 @@ def test_router_config_matches_router_schema(assets: dict[str, Path]) -> None:
     assert volumes["config"]["configMap"]["name"] == "diabetes-router-config"
     assert volumes["keys"]["secret"]["secretName"] == "diabetes-router-keys"
     assert pod["containers"][0]["args"][:2] == ["--config", "/etc/ml-endpoints/router.json"]
-    assert router.inputs["spec"]["selector"] == {"matchLabels": {
-        "app.kubernetes.io/name": "ml-endpoints-router", "mlendpoints/endpoint": "diabetes"}}
+    assert router.inputs["spec"]["selector"] == {
+        "matchLabels": {
+            "app.kubernetes.io/name": "ml-endpoints-router",
+            "mlendpoints/endpoint": "diabetes",
+        }
+    }
     svc = rec.one(SERVICE, "diabetes-router-service")
     assert svc.inputs["spec"]["type"] == "NodePort"
     assert svc.inputs["spec"]["ports"] == [
-        {"name": "http", "port": 80, "targetPort": "http", "nodePort": 30080}]
+        {"name": "http", "port": 80, "targetPort": "http", "nodePort": 30080}
+    ]
 
 
 def test_router_depends_on_the_deployments_it_routes_to(assets: dict[str, Path]) -> None:
@@ -195,11 +251,17 @@ def test_router_depends_on_the_deployments_it_routes_to(assets: dict[str, Path])
         deps = rec.one(CONFIGMAP, name).dependencies
         assert blue in deps and green in deps
     router = rec.one(DEPLOYMENT, "diabetes-router")
-    assert {blue, green, rec.one(CONFIGMAP, "diabetes-router-config").urn,
-            rec.one(SECRET, "diabetes-keys").urn} <= set(router.dependencies)
+    assert {
+        blue,
+        green,
+        rec.one(CONFIGMAP, "diabetes-router-config").urn,
+        rec.one(SECRET, "diabetes-keys").urn,
+    } <= set(router.dependencies)
     router_image = rec.one("mlendpoints:index:Image", "diabetes-router-image")
-    assert {rec.one("mlendpoints:index:Image", "blue-image").urn,
-            rec.one("mlendpoints:index:Image", "green-image").urn} <= set(router_image.dependencies)
+    assert {
+        rec.one("mlendpoints:index:Image", "blue-image").urn,
+        rec.one("mlendpoints:index:Image", "green-image").urn,
+    } <= set(router_image.dependencies)
     # and the model Deployments do not depend on the router (no cycle, no coupling)
     assert router.urn not in rec.one(DEPLOYMENT, "blue-deployment").dependencies
 
@@ -212,8 +274,11 @@ def test_up_waits_until_every_router_pod_runs_the_new_config(assets: dict[str, P
     rec, _ = run_stack(raw)
     router = rec.one(DEPLOYMENT, "diabetes-router")
     wait_for = json.loads(router.inputs["metadata"]["annotations"]["pulumi.com/waitFor"])
-    assert wait_for == ["jsonpath={.status.updatedReplicas}=2", "jsonpath={.status.replicas}=2",
-                        "jsonpath={.status.availableReplicas}=2"]
+    assert wait_for == [
+        "jsonpath={.status.updatedReplicas}=2",
+        "jsonpath={.status.replicas}=2",
+        "jsonpath={.status.availableReplicas}=2",
+    ]
     assert router.inputs["spec"]["replicas"] == 2
     # The scoring Deployments keep the built-in await: it reports a failing init()'s log tail.
     blue = rec.one(DEPLOYMENT, "blue-deployment").inputs["metadata"]
@@ -224,14 +289,20 @@ def test_keys_are_secrets_everywhere(assets: dict[str, Path]) -> None:
     rec, out = run_stack(stack_raw(assets))
     keys = rec.of_type(KEY)
     assert sorted(k.inputs["purpose"] for k in keys) == [
-        "primary_key", "secondary_key", "token_signing_key"]
+        "primary_key",
+        "secondary_key",
+        "token_signing_key",
+    ]
     for key in keys:
         assert key.secret_outputs == ["value"]
     secret = rec.one(SECRET, "diabetes-keys")
     wrapped = secret.raw["stringData"]
     assert wrapped.get(rpc._special_sig_key) == rpc._special_secret_sig
     assert sorted(secret.inputs["stringData"]) == [
-        "primary_key", "secondary_key", "token_signing_key"]
+        "primary_key",
+        "secondary_key",
+        "token_signing_key",
+    ]
     assert out["primary_key"] == FAKE_KEY + "diabetes-primary-key"
     assert out["secondary_key"] == FAKE_KEY + "diabetes-secondary-key"
     # No key value in any plain input: ConfigMap, Deployments, Services, annotations.
@@ -248,10 +319,12 @@ def test_key_outputs_are_secret(assets: dict[str, Path]) -> None:
     @pulumi.runtime.test
     def go() -> pulumi.Output[Any]:
         endpoint = program.build(cfgmod.parse(stack_raw(assets)))
+
         async def check() -> None:
             flags["primary"] = await endpoint.primary_key._is_secret
             flags["secondary"] = await endpoint.secondary_key._is_secret
             flags["traffic"] = await endpoint.traffic._is_secret
+
         return pulumi.Output.from_input(check())
 
     go()
@@ -316,16 +389,25 @@ def test_traffic_plan_logged_from_previous_outputs(assets: dict[str, Path]) -> N
     # Stack outputs come back from the engine as JSON numbers (floats).
     previous = {"traffic": {"blue": 100.0, "green": 0.0}, "mirror_traffic": {}}
     rec = install(previous)
+
     @pulumi.runtime.test
     def go() -> pulumi.Output[Any]:
-        endpoint = program.build(cfgmod.parse(stack_raw(assets, traffic={"blue": 90,
-                                                                          "green": 10})),
-                                 program.previous_routing())
+        endpoint = program.build(
+            cfgmod.parse(stack_raw(assets, traffic={"blue": 90, "green": 10})),
+            program.previous_routing(),
+        )
         return endpoint.traffic
+
     go()
     plan = [line for line in rec.logs if "traffic plan" in line]
-    assert plan == ["endpoint 'diabetes' " + "\n".join(rules.traffic_plan(
-        {"blue": 100, "green": 0}, {"blue": 90, "green": 10}, {}, {}, ["blue", "green"]))]
+    assert plan == [
+        "endpoint 'diabetes' "
+        + "\n".join(
+            rules.traffic_plan(
+                {"blue": 100, "green": 0}, {"blue": 90, "green": 10}, {}, {}, ["blue", "green"]
+            )
+        )
+    ]
     [ref] = rec.of_type("pulumi:pulumi:StackReference")
     assert ref.inputs["name"] == "organization/ml-endpoints/dev"
 
@@ -337,24 +419,29 @@ def test_removing_deployment_with_traffic_is_refused(assets: dict[str, Path]) ->
 
     @pulumi.runtime.test
     def go() -> pulumi.Output[Any]:
-        previous = (pulumi.Output.from_input({"blue": 100, "green": 0}),
-                    pulumi.Output.from_input({}))
+        previous = (
+            pulumi.Output.from_input({"blue": 100, "green": 0}),
+            pulumi.Output.from_input({}),
+        )
         return program.build(cfgmod.parse(raw), previous).traffic
 
     with pytest.raises(pulumi.RunError) as info:
         go()
     assert str(info.value) == (
         "deployments: 'blue' is removed but still takes 100% live traffic in the deployed "
-        "stack; set endpoint.traffic.blue to 0, run `pulumi up`, then remove it")
+        "stack; set endpoint.traffic.blue to 0, run `pulumi up`, then remove it"
+    )
 
 
 def test_endpoint_validates_before_any_child(assets: dict[str, Path]) -> None:
     from components import OnlineEndpoint, OnlineEndpointArgs
+
     rec = install()
     with pytest.raises(ValueError) as info:
         OnlineEndpoint("diabetes", OnlineEndpointArgs(deployments=[], traffic={"blue": 100}))
     assert str(info.value) == (
-        "endpoint.traffic.blue: no deployment named 'blue' in this endpoint (deployments: none)")
+        "endpoint.traffic.blue: no deployment named 'blue' in this endpoint (deployments: none)"
+    )
     assert rec.regs == []
 
 
@@ -363,5 +450,7 @@ def test_conda_only_package_fails_the_program(assets: dict[str, Path]) -> None:
     install()
     with pytest.raises(ValueError) as info:
         program.build(cfgmod.parse(stack_raw(assets)))
-    assert str(info.value) == ("environment 'sklearn': 'cudatoolkit' in conda.yaml is conda-only; "
-                               "drop it or pick a base_image with it")
+    assert str(info.value) == (
+        "environment 'sklearn': 'cudatoolkit' in conda.yaml is conda-only; "
+        "drop it or pick a base_image with it"
+    )

@@ -98,8 +98,12 @@ def project(tmp_path: Path) -> Iterator[Project]:
 def trained_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The sample model trained by the sample's own script (deterministic), outside the repo."""
     out = tmp_path_factory.mktemp("model") / "model"
-    subprocess.run([sys.executable, str(ROOT / "samples" / "diabetes" / "train.py"),
-                    "--out", str(out)], check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [sys.executable, str(ROOT / "samples" / "diabetes" / "train.py"), "--out", str(out)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     return out
 
 

@@ -18,8 +18,9 @@ from tests.preview.test_preview import steps
 pytestmark = [pytest.mark.toolchain, pytest.mark.cluster]
 
 
-def test_default_stack_previews_against_the_local_cluster(project: Project,
-                                                          trained_model: Path) -> None:
+def test_default_stack_previews_against_the_local_cluster(
+    project: Project, trained_model: Path
+) -> None:
     kubeconfig = cache_root() / "cluster" / "kubeconfig"
     assert kubeconfig.is_file(), f"{kubeconfig} missing: run `make cluster-up`"
     config = default_config()
@@ -30,15 +31,19 @@ def test_default_stack_previews_against_the_local_cluster(project: Project,
     result = stack.preview(on_event=events.append)
     ops = steps(events)
     assert set(ops.values()) == {"create", "read"}, ops  # read: the self StackReference
-    images = sorted(name for (typ, name) in ops if typ == "pulumi-python:dynamic:Resource"
-                    and name.endswith("image"))
+    images = sorted(
+        name
+        for (typ, name) in ops
+        if typ == "pulumi-python:dynamic:Resource" and name.endswith("image")
+    )
     assert images == ["blue-image", "diabetes-router-image", "sklearn-image"]
     assert "traffic plan (first deployment):" in result.stdout
     assert stack.export_stack().deployment.get("resources") in (None, [])
 
 
-def test_moving_the_kubeconfig_replaces_nothing(project: Project, trained_model: Path,
-                                                tmp_path: Path) -> None:
+def test_moving_the_kubeconfig_replaces_nothing(
+    project: Project, trained_model: Path, tmp_path: Path
+) -> None:
     """A kubeconfig at another path, with other content for the same cluster, is an update of the
     provider only; changing `cluster.cluster_id` is what replaces it (and everything on it)."""
     original = cache_root() / "cluster" / "kubeconfig"
@@ -67,6 +72,9 @@ def test_moving_the_kubeconfig_replaces_nothing(project: Project, trained_model:
     project.write_config(config)
     events = []
     stack.preview(on_event=events.append)
-    provider_ops = {str(e.resource_pre_event.metadata.op.value) for e in events
-                    if e.resource_pre_event and e.resource_pre_event.metadata.urn == provider_urn}
+    provider_ops = {
+        str(e.resource_pre_event.metadata.op.value)
+        for e in events
+        if e.resource_pre_event and e.resource_pre_event.metadata.urn == provider_urn
+    }
     assert "replace" in provider_ops, provider_ops

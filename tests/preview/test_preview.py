@@ -19,14 +19,20 @@ CONFIGMAP = "kubernetes:core/v1:ConfigMap"
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 
 
-def blue_green(project: Project, traffic: dict[str, int],
-               mirror: dict[str, int] | None = None,
-               names: tuple[str, ...] = ("blue", "green")) -> dict[str, Any]:
+def blue_green(
+    project: Project,
+    traffic: dict[str, int],
+    mirror: dict[str, int] | None = None,
+    names: tuple[str, ...] = ("blue", "green"),
+) -> dict[str, Any]:
     """Default stack with prebuilt images (nothing to build), rendering manifests to a folder."""
     config = render_config(project, default_config())
     config["ml-endpoints:deployments"] = [
-        {"name": name, "image": f"127.0.0.1:5000/ml-endpoints/prebuilt-{name}:1",
-         "instance_count": 1}
+        {
+            "name": name,
+            "image": f"127.0.0.1:5000/ml-endpoints/prebuilt-{name}:1",
+            "instance_count": 1,
+        }
         for name in names
     ]
     config["ml-endpoints:endpoint"]["router"]["image"] = "127.0.0.1:5000/prebuilt/router:1"
@@ -64,10 +70,13 @@ def test_default_stack_previews(project: Project, trained_model: Path) -> None:
     result = project.stack().preview(on_event=events.append)
     ops = steps(events)
     assert set(ops.values()) == {"create", "read"}, ops  # read: the self StackReference
-    for expected in [(DEPLOYMENT, "blue-deployment"), (DEPLOYMENT, "diabetes-router"),
-                     (CONFIGMAP, "diabetes-router-config"),
-                     ("kubernetes:core/v1:Secret", "diabetes-keys"),
-                     ("mlendpoints:index:OnlineEndpoint", "diabetes")]:
+    for expected in [
+        (DEPLOYMENT, "blue-deployment"),
+        (DEPLOYMENT, "diabetes-router"),
+        (CONFIGMAP, "diabetes-router-config"),
+        ("kubernetes:core/v1:Secret", "diabetes-keys"),
+        ("mlendpoints:index:OnlineEndpoint", "diabetes"),
+    ]:
         assert expected in ops, expected
     assert "traffic plan (first deployment):" in result.stdout
     assert "blue        live - -> 100%     mirror 0% -> 0%" in result.stdout
@@ -89,12 +98,15 @@ def test_traffic_shift_is_an_in_place_router_update(project: Project) -> None:
     events: list[auto.EngineEvent] = []
     preview = stack.preview(on_event=events.append)
     changed = {k: v for k, v in steps(events).items() if v not in ("same", "read")}
-    assert changed == {(CONFIGMAP, "diabetes-router-config"): "update",
-                       (DEPLOYMENT, "diabetes-router"): "update"}
+    assert changed == {
+        (CONFIGMAP, "diabetes-router-config"): "update",
+        (DEPLOYMENT, "diabetes-router"): "update",
+    }
     assert "replace" not in preview.change_summary
     assert preview.change_summary.get("update") == 2
-    plan = rules.traffic_plan({"blue": 100, "green": 0}, {"blue": 90, "green": 10}, {}, {},
-                              ["blue", "green"])
+    plan = rules.traffic_plan(
+        {"blue": 100, "green": 0}, {"blue": 90, "green": 10}, {}, {}, ["blue", "green"]
+    )
     for line in plan:
         assert line in preview.stdout, line
 
@@ -111,10 +123,11 @@ def test_traffic_shift_is_an_in_place_router_update(project: Project) -> None:
     stack.preview(on_event=events.append)
     changed = {k: v for k, v in steps(events).items() if v not in ("same", "read")}
     # a create-before-delete replacement ends with its "delete-replaced" step
-    assert changed == {("pulumi-python:dynamic:Resource", "diabetes-secondary-key"):
-                       "delete-replaced",
-                       ("kubernetes:core/v1:Secret", "diabetes-keys"): "update",
-                       (DEPLOYMENT, "diabetes-router"): "update"}
+    assert changed == {
+        ("pulumi-python:dynamic:Resource", "diabetes-secondary-key"): "delete-replaced",
+        ("kubernetes:core/v1:Secret", "diabetes-keys"): "update",
+        (DEPLOYMENT, "diabetes-router"): "update",
+    }
     second = stack.up()
     assert second.outputs["primary_key"].value == first_key
     assert second.outputs["secondary_key"].value != up.outputs["secondary_key"].value
@@ -125,31 +138,64 @@ def test_traffic_shift_is_an_in_place_router_update(project: Project) -> None:
     project.write_config(gone)
     with pytest.raises(auto.CommandError) as info:
         stack.preview()
-    assert ("deployments: 'blue' is removed but still takes 90% live traffic in the deployed "
-            "stack; set endpoint.traffic.blue to 0, run `pulumi up`, then remove it"
-            ) in str(info.value)
+    assert (
+        "deployments: 'blue' is removed but still takes 90% live traffic in the deployed "
+        "stack; set endpoint.traffic.blue to 0, run `pulumi up`, then remove it"
+    ) in str(info.value)
 
 
-@pytest.mark.parametrize(("traffic", "mirror", "names", "message"), [
-    ({"blue": 60, "green": 30}, {}, ("blue", "green"),
-     "endpoint.traffic: values sum to 90 (blue=60, green=30); must be 0 or 100"),
-    ({"blue": 90, "red": 10}, {}, ("blue", "green"),
-     "endpoint.traffic.red: no deployment named 'red' in this endpoint (deployments: blue, green)"),
-    ({"blue": 100}, {"green": 60}, ("blue", "green"),
-     "endpoint.mirror_traffic.green: 60% is above the 50% mirror limit; use 0..50"),
-    ({"blue": 90, "green": 10}, {"green": 10}, ("blue", "green"),
-     "endpoint.mirror_traffic.green: 'green' takes live traffic (10%); mirror only to a "
-     "deployment at 0%"),
-    ({"blue": 100}, {"green": 10, "red": 10}, ("blue", "green", "red"),
-     "endpoint.mirror_traffic: mirrors to 2 deployments (green, red); mirror to one "
-     "deployment at most"),
-    ({"Blue_1": 100}, {}, ("Blue_1",),
-     "deployments[0].name: 'Blue_1' is not DNS-1123 (lowercase letters, digits, '-', starts "
-     "with a letter, ends with a letter or digit, <= 63 chars)"),
-])
-def test_validation_errors_fail_preview(project: Project, traffic: dict[str, int],
-                                        mirror: dict[str, int], names: tuple[str, ...],
-                                        message: str) -> None:
+@pytest.mark.parametrize(
+    ("traffic", "mirror", "names", "message"),
+    [
+        (
+            {"blue": 60, "green": 30},
+            {},
+            ("blue", "green"),
+            "endpoint.traffic: values sum to 90 (blue=60, green=30); must be 0 or 100",
+        ),
+        (
+            {"blue": 90, "red": 10},
+            {},
+            ("blue", "green"),
+            "endpoint.traffic.red: no deployment named 'red' in this endpoint "
+            "(deployments: blue, green)",
+        ),
+        (
+            {"blue": 100},
+            {"green": 60},
+            ("blue", "green"),
+            "endpoint.mirror_traffic.green: 60% is above the 50% mirror limit; use 0..50",
+        ),
+        (
+            {"blue": 90, "green": 10},
+            {"green": 10},
+            ("blue", "green"),
+            "endpoint.mirror_traffic.green: 'green' takes live traffic (10%); mirror only to a "
+            "deployment at 0%",
+        ),
+        (
+            {"blue": 100},
+            {"green": 10, "red": 10},
+            ("blue", "green", "red"),
+            "endpoint.mirror_traffic: mirrors to 2 deployments (green, red); mirror to one "
+            "deployment at most",
+        ),
+        (
+            {"Blue_1": 100},
+            {},
+            ("Blue_1",),
+            "deployments[0].name: 'Blue_1' is not DNS-1123 (lowercase letters, digits, '-', starts "
+            "with a letter, ends with a letter or digit, <= 63 chars)",
+        ),
+    ],
+)
+def test_validation_errors_fail_preview(
+    project: Project,
+    traffic: dict[str, int],
+    mirror: dict[str, int],
+    names: tuple[str, ...],
+    message: str,
+) -> None:
     project.write_config(blue_green(project, traffic, mirror, names))
     with pytest.raises(auto.CommandError) as info:
         project.stack().preview()
@@ -165,6 +211,7 @@ def test_bad_value_names_key_and_accepted_values(project: Project) -> None:
     project.write_config(config)
     with pytest.raises(auto.CommandError) as info:
         project.stack().preview()
-    assert ("endpoint.auth_mode: 'keys' is not accepted; accepted: 'key', 'aml_token' or 'none'"
-            in str(info.value))
-
+    assert (
+        "endpoint.auth_mode: 'keys' is not accepted; accepted: 'key', 'aml_token' or 'none'"
+        in str(info.value)
+    )

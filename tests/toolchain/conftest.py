@@ -23,7 +23,10 @@ def env_sh() -> dict[str, str]:
     keep = {k: v for k, v in os.environ.items() if not k.startswith("PULUMI_")}
     out = subprocess.run(
         ["bash", "-c", f". {ROOT}/scripts/env.sh && env -0"],
-        check=True, capture_output=True, env=keep, timeout=30,
+        check=True,
+        capture_output=True,
+        env=keep,
+        timeout=30,
     ).stdout.decode()
     return dict(item.split("=", 1) for item in out.split("\0") if "=" in item)
 

@@ -36,8 +36,12 @@ def _summary(changes: dict[Any, int]) -> dict[str, int]:
     return {getattr(k, "value", k): v for k, v in changes.items() if v}
 
 
-def _http(url: str, data: bytes | None = None, headers: dict[str, str] | None = None,
-          method: str | None = None) -> tuple[int, dict[str, str], bytes]:
+def _http(
+    url: str,
+    data: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    method: str | None = None,
+) -> tuple[int, dict[str, str], bytes]:
     req = urllib.request.Request(url, data=data, headers=headers or {}, method=method)
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
@@ -62,9 +66,17 @@ def contexts(tmp_path: Path) -> tuple[Path, Path]:
     scoring_ctx = tmp_path / "scoring"
     (scoring_ctx / "code").mkdir(parents=True)
     shutil.copy(ROOT / "samples" / "diabetes" / "score.py", scoring_ctx / "code" / "score.py")
-    subprocess.run([sys.executable, str(ROOT / "samples" / "diabetes" / "train.py"),
-                    "--out", str(scoring_ctx / "model")],
-                   check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "samples" / "diabetes" / "train.py"),
+            "--out",
+            str(scoring_ctx / "model"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     return env_ctx, scoring_ctx
 
 
@@ -88,24 +100,36 @@ def test_scoring_image_builds_offline_runs_and_is_pushed(
     repo = f"{REGISTRY}/mlendpoints-test"
 
     def program() -> None:
-        env_image = Image("env", ImageArgs(
-            context=str(env_ctx), dockerfile=str(ROOT / "images" / "environment.Dockerfile"),
-            repository=f"{repo}/env",
-            build_args={"BASE_IMAGE": base, "PYTHON_VERSION": "3.11"},
-        ))
-        scoring = Image("scoring", ImageArgs(
-            context=str(scoring_ctx), dockerfile=str(ROOT / "images" / "scoring.Dockerfile"),
-            repository=f"{repo}/scoring", build_args={"ENV_IMAGE": env_image.ref},
-        ))
+        env_image = Image(
+            "env",
+            ImageArgs(
+                context=str(env_ctx),
+                dockerfile=str(ROOT / "images" / "environment.Dockerfile"),
+                repository=f"{repo}/env",
+                build_args={"BASE_IMAGE": base, "PYTHON_VERSION": "3.11"},
+            ),
+        )
+        scoring = Image(
+            "scoring",
+            ImageArgs(
+                context=str(scoring_ctx),
+                dockerfile=str(ROOT / "images" / "scoring.Dockerfile"),
+                repository=f"{repo}/scoring",
+                build_args={"ENV_IMAGE": env_image.ref},
+            ),
+        )
         pulumi.export("env_ref", env_image.ref)
         pulumi.export("scoring_ref", scoring.ref)
         pulumi.export("scoring_digest", scoring.digest)
 
     root = Path(toolchain_env["ML_ENDPOINTS_CACHE"]) / "tools" / f"pulumi-{PULUMI_VERSION}"
     stack = auto.create_or_select_stack(
-        "test", project_name="toolchain-images", program=program,
+        "test",
+        project_name="toolchain-images",
+        program=program,
         opts=auto.LocalWorkspaceOptions(
-            env_vars=toolchain_env, pulumi_command=auto.PulumiCommand(root=str(root)),
+            env_vars=toolchain_env,
+            pulumi_command=auto.PulumiCommand(root=str(root)),
             project_settings=auto.ProjectSettings(name="toolchain-images", runtime="python"),
         ),
     )
@@ -144,7 +168,9 @@ def test_scoring_image_builds_offline_runs_and_is_pushed(
         # Run it on loopback and score the sample request.
         port = free_port()
         container = client.containers.run(
-            scoring_ref, detach=True, ports={"5001/tcp": ("127.0.0.1", port)},
+            scoring_ref,
+            detach=True,
+            ports={"5001/tcp": ("127.0.0.1", port)},
         )
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120
@@ -156,18 +182,28 @@ def test_scoring_image_builds_offline_runs_and_is_pushed(
                 pass
             time.sleep(0.5)
         else:
-            pytest.fail("scoring container not ready in 120 s:\n"
-                        + container.logs(tail=40).decode(errors="replace"))
+            pytest.fail(
+                "scoring container not ready in 120 s:\n"
+                + container.logs(tail=40).decode(errors="replace")
+            )
         status, _, body = _http(f"{url}/")
         assert (status, body) == (200, b"Healthy")
         request = json.loads((ROOT / "samples" / "diabetes" / "sample-request.json").read_text())
-        status, _, body = _http(f"{url}/score", data=json.dumps(request).encode(),
-                                headers={"Content-Type": "application/json"}, method="POST")
+        status, _, body = _http(
+            f"{url}/score",
+            data=json.dumps(request).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
         assert status == 200, body
         assert json.loads(body) == _expected_predictions(scoring_ctx / "model", request)
 
-        status, _, body = _http(f"{url}/score", data=b"{not json",
-                                headers={"Content-Type": "application/json"}, method="POST")
+        status, _, body = _http(
+            f"{url}/score",
+            data=b"{not json",
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
         assert status == 400, body
         assert json.loads(body)["error"].startswith("request body is not valid JSON")
     finally:

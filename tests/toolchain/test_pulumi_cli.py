@@ -44,9 +44,16 @@ def _rendered_configmaps(folder: Path) -> dict[str, dict[str, Any]]:
 
 
 def test_cli_and_plugins_are_the_pinned_versions(toolchain_env: dict[str, str]) -> None:
-    run = lambda *a: subprocess.run(  # noqa: E731
-        ["pulumi", *a], env=toolchain_env, capture_output=True, text=True, timeout=120, check=True
-    ).stdout
+    def run(*args: str) -> str:
+        return subprocess.run(
+            ["pulumi", *args],
+            env=toolchain_env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        ).stdout
+
     assert run("version").strip() == f"v{PULUMI_VERSION}"
     plugins = json.loads(run("plugin", "ls", "--json"))
     assert {"name": "kubernetes", "kind": "resource", "version": K8S_VERSION} in [
@@ -55,13 +62,17 @@ def test_cli_and_plugins_are_the_pinned_versions(toolchain_env: dict[str, str]) 
     found = shutil.which("pulumi", path=toolchain_env["PATH"])
     assert found is not None, "pulumi not on the PATH scripts/env.sh sets"
     bin_dir = Path(found).parent
-    for tool in ("pulumi-language-python", "pulumi-language-python-exec",
-                 "pulumi-resource-pulumi-python"):
+    for tool in (
+        "pulumi-language-python",
+        "pulumi-language-python-exec",
+        "pulumi-resource-pulumi-python",
+    ):
         assert (bin_dir / tool).is_file(), f"{tool} missing beside pulumi in {bin_dir}"
 
 
-def test_inline_program_with_kubernetes_provider(toolchain_env: dict[str, str],
-                                                 tmp_path: Path) -> None:
+def test_inline_program_with_kubernetes_provider(
+    toolchain_env: dict[str, str], tmp_path: Path
+) -> None:
     rendered = tmp_path / "rendered"
     greeting = {"value": "hello"}
 
@@ -77,9 +88,12 @@ def test_inline_program_with_kubernetes_provider(toolchain_env: dict[str, str],
         pulumi.export("greeting", cm.data["greeting"])
 
     stack = auto.create_or_select_stack(
-        "test", project_name="toolchain-inline", program=program,
+        "test",
+        project_name="toolchain-inline",
+        program=program,
         opts=auto.LocalWorkspaceOptions(
-            env_vars=toolchain_env, pulumi_command=_command(toolchain_env),
+            env_vars=toolchain_env,
+            pulumi_command=_command(toolchain_env),
             project_settings=auto.ProjectSettings(name="toolchain-inline", runtime="python"),
         ),
     )
@@ -112,7 +126,7 @@ def test_inline_program_with_kubernetes_provider(toolchain_env: dict[str, str],
         stack.workspace.remove_stack("test", force=True)
 
 
-LOCAL_PROGRAM = '''\
+LOCAL_PROGRAM = """\
 import pulumi
 import pulumi_kubernetes as k8s
 
@@ -128,33 +142,41 @@ if cfg.get_bool("fail"):
     raise RuntimeError("program failed on purpose: fail=true")
 pulumi.export("greeting", cm.data["greeting"])
 pulumi.export("token", cfg.require_secret("token"))
-'''
+"""
 
 
 def _local_stack(env: dict[str, str], work: Path) -> auto.Stack:
     return auto.create_or_select_stack(
-        "test", work_dir=str(work),
+        "test",
+        work_dir=str(work),
         opts=auto.LocalWorkspaceOptions(env_vars=env, pulumi_command=_command(env)),
     )
 
 
-def test_program_on_disk_runs_through_the_language_host(toolchain_env: dict[str, str],
-                                                        tmp_path: Path) -> None:
+def test_program_on_disk_runs_through_the_language_host(
+    toolchain_env: dict[str, str], tmp_path: Path
+) -> None:
     work = tmp_path / "project"
     work.mkdir()
-    (work / "Pulumi.yaml").write_text(yaml.safe_dump({
-        "name": "toolchain-local",
-        "runtime": {"name": "python", "options": {"virtualenv": str(ROOT / ".venv")}},
-    }))
+    (work / "Pulumi.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "name": "toolchain-local",
+                "runtime": {"name": "python", "options": {"virtualenv": str(ROOT / ".venv")}},
+            }
+        )
+    )
     (work / "__main__.py").write_text(LOCAL_PROGRAM)
     rendered = tmp_path / "rendered"
     stack = _local_stack(toolchain_env, work)
     try:
-        stack.set_all_config({
-            "render_to": auto.ConfigValue(str(rendered)),
-            "greeting": auto.ConfigValue("hi"),
-            "token": auto.ConfigValue("not-a-real-secret", secret=True),
-        })
+        stack.set_all_config(
+            {
+                "render_to": auto.ConfigValue(str(rendered)),
+                "greeting": auto.ConfigValue("hi"),
+                "token": auto.ConfigValue("not-a-real-secret", secret=True),
+            }
+        )
         assert _summary(stack.preview().change_summary) == {"create": 3}
         up = stack.up()
         assert _summary(up.summary.resource_changes) == {"create": 3}

@@ -66,8 +66,11 @@ def test_verify_rejects_expired_forged_other_endpoint_and_garbage() -> None:
 def test_alg_none_is_rejected() -> None:
     import jwt
 
-    unsigned = jwt.encode({"iss": "ml-endpoints", "aud": "diabetes", "iat": 1,
-                           "exp": 4_000_000_000}, key=None, algorithm="none")
+    unsigned = jwt.encode(
+        {"iss": "ml-endpoints", "aud": "diabetes", "iat": 1, "exp": 4_000_000_000},
+        key=None,
+        algorithm="none",
+    )
     with pytest.raises(AuthError):
         verify_token(SIGNING, "diabetes", unsigned)
 

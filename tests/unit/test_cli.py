@@ -24,18 +24,27 @@ from scoring.auth import AuthError, verify_token
 
 SIGNING = "token-signing-key-for-unit-tests-0123456789"
 OUTPUTS: dict[str, Any] = {
-    "endpoint_name": "diabetes", "namespace": "ml-endpoints-dev", "auth_mode": "key",
+    "endpoint_name": "diabetes",
+    "namespace": "ml-endpoints-dev",
+    "auth_mode": "key",
     "scoring_uri": "http://127.0.0.1:30080/score",
     "swagger_uri": "http://127.0.0.1:30080/swagger.json",
-    "primary_key": "pk-0123456789", "secondary_key": "sk-9876543210",
-    "token_signing_key": SIGNING, "traffic": {"blue": 100}, "mirror_traffic": {},
+    "primary_key": "pk-0123456789",
+    "secondary_key": "sk-9876543210",
+    "token_signing_key": SIGNING,
+    "traffic": {"blue": 100},
+    "mirror_traffic": {},
     "deployments": {"blue": {"kubernetes_name": "diabetes-blue"}},
     "image_digests": {"blue": "sha256:" + "a" * 64},
 }
 
 
-def run(argv: list[str], capsys: pytest.CaptureFixture[str],
-        outputs: dict[str, Any] | None = None, **kw: Any) -> tuple[int, str, str]:
+def run(
+    argv: list[str],
+    capsys: pytest.CaptureFixture[str],
+    outputs: dict[str, Any] | None = None,
+    **kw: Any,
+) -> tuple[int, str, str]:
     code = main(argv, outputs=lambda _stack: OUTPUTS if outputs is None else outputs, **kw)
     captured = capsys.readouterr()
     return code, captured.out, captured.err
@@ -63,12 +72,12 @@ def test_keys_printed_as_azure_get_credentials(capsys: pytest.CaptureFixture[str
     assert json.loads(out) == {"primaryKey": "pk-0123456789", "secondaryKey": "sk-9876543210"}
 
 
-def test_keys_in_token_mode_says_keys_are_not_accepted(
-        capsys: pytest.CaptureFixture[str]) -> None:
+def test_keys_in_token_mode_says_keys_are_not_accepted(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(["keys"], capsys, {**OUTPUTS, "auth_mode": "aml_token"})
     assert code == 0
-    assert err == ("note: endpoint auth mode is 'aml_token'; keys are not accepted by the "
-                   "endpoint now\n")
+    assert err == (
+        "note: endpoint auth mode is 'aml_token'; keys are not accepted by the endpoint now\n"
+    )
 
 
 def test_token_has_azure_shape_and_verifies(capsys: pytest.CaptureFixture[str]) -> None:
@@ -89,16 +98,20 @@ def test_token_bad_ttl_and_short_signing_key_exit_2(capsys: pytest.CaptureFixtur
     assert err == "ml-endpoints token: --ttl: must be > 0 seconds (got 0)\n"
     code, _, err = run(["token"], capsys, {**OUTPUTS, "token_signing_key": "short"})
     assert code == 2
-    assert err == ("ml-endpoints token: cannot issue a token: token signing key is 5 bytes; "
-                   "use at least 32 (e.g. `openssl rand -hex 32`)\n")
+    assert err == (
+        "ml-endpoints token: cannot issue a token: token signing key is 5 bytes; "
+        "use at least 32 (e.g. `openssl rand -hex 32`)\n"
+    )
 
 
 def test_missing_output_names_it_and_what_to_run(capsys: pytest.CaptureFixture[str]) -> None:
     outputs = {k: v for k, v in OUTPUTS.items() if k != "secondary_key"}
     code, out, err = run(["keys", "--stack", "prod"], capsys, outputs)
     assert (code, out) == (2, "")
-    assert err.startswith("ml-endpoints keys: stack 'prod' has no output 'secondary_key' "
-                          "(outputs: auth_mode, deployments, ")
+    assert err.startswith(
+        "ml-endpoints keys: stack 'prod' has no output 'secondary_key' "
+        "(outputs: auth_mode, deployments, "
+    )
     assert err.endswith("; run `pulumi up --stack prod`\n")
     assert "pk-0123456789" not in err
 
@@ -113,13 +126,16 @@ def test_stack_error_from_the_source_exits_2(capsys: pytest.CaptureFixture[str])
     assert captured.err == "ml-endpoints status: stack 'qa' does not exist\n"
 
 
-def test_invoke_unreadable_request_file_exits_2(tmp_path: Path,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_invoke_unreadable_request_file_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     missing = tmp_path / "nope.json"
     code, _, err = run(["invoke", "--request-file", str(missing)], capsys)
     assert code == 2
-    assert err == (f"ml-endpoints invoke: --request-file: cannot read {str(missing)!r} "
-                   "(No such file or directory)\n")
+    assert err == (
+        f"ml-endpoints invoke: --request-file: cannot read {str(missing)!r} "
+        "(No such file or directory)\n"
+    )
 
 
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
@@ -147,47 +163,74 @@ def fake_kubectl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_logs_runs_kubectl_on_the_deployments_pods(
-        fake_kubectl: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    fake_kubectl: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text("apiVersion: v1\n")
-    code = main(["logs", "--deployment", "blue", "--tail", "20"], outputs=lambda _s: OUTPUTS,
-                cluster=lambda _s: {"kubeconfig": str(kubeconfig), "context": "k3s"})
+    code = main(
+        ["logs", "--deployment", "blue", "--tail", "20"],
+        outputs=lambda _s: OUTPUTS,
+        cluster=lambda _s: {"kubeconfig": str(kubeconfig), "context": "k3s"},
+    )
     assert code == 3  # kubectl's own exit code
     argv = fake_kubectl.read_text().splitlines()
-    assert argv == ["--kubeconfig", str(kubeconfig), "--context", "k3s",
-                    "--namespace", "ml-endpoints-dev", "logs", "--selector",
-                    "app.kubernetes.io/name=ml-endpoints-scoring,mlendpoints/endpoint=diabetes,"
-                    "mlendpoints/deployment=blue",
-                    "--prefix", "--tail", "20", "--max-log-requests", "20"]
+    assert argv == [
+        "--kubeconfig",
+        str(kubeconfig),
+        "--context",
+        "k3s",
+        "--namespace",
+        "ml-endpoints-dev",
+        "logs",
+        "--selector",
+        "app.kubernetes.io/name=ml-endpoints-scoring,mlendpoints/endpoint=diabetes,"
+        "mlendpoints/deployment=blue",
+        "--prefix",
+        "--tail",
+        "20",
+        "--max-log-requests",
+        "20",
+    ]
     assert "pod/x line" in capfd.readouterr().out
 
 
-def test_logs_router_and_follow(fake_kubectl: Path, tmp_path: Path,
-                                capfd: pytest.CaptureFixture[str]) -> None:
+def test_logs_router_and_follow(
+    fake_kubectl: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text("apiVersion: v1\n")
-    main(["logs", "--router", "-f"], outputs=lambda _s: OUTPUTS,
-         cluster=lambda _s: {"kubeconfig": str(kubeconfig)})
+    main(
+        ["logs", "--router", "-f"],
+        outputs=lambda _s: OUTPUTS,
+        cluster=lambda _s: {"kubeconfig": str(kubeconfig)},
+    )
     argv = fake_kubectl.read_text().splitlines()
     assert "--context" not in argv
     assert argv[argv.index("--selector") + 1] == (
-        "app.kubernetes.io/name=ml-endpoints-router,mlendpoints/endpoint=diabetes")
+        "app.kubernetes.io/name=ml-endpoints-router,mlendpoints/endpoint=diabetes"
+    )
     assert argv[-1] == "--follow"
     capfd.readouterr()
 
 
 def test_logs_unknown_deployment_and_missing_kubeconfig(
-        fake_kubectl: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fake_kubectl: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, _, err = run(["logs", "--deployment", "green"], capsys)
     assert code == 2
-    assert err == ("ml-endpoints logs: --deployment: no deployment 'green' in stack 'dev' "
-                   "(deployments: blue)\n")
+    assert err == (
+        "ml-endpoints logs: --deployment: no deployment 'green' in stack 'dev' "
+        "(deployments: blue)\n"
+    )
     missing = tmp_path / "none" / "kubeconfig"
-    code, _, err = run(["logs", "--deployment", "blue"], capsys,
-                       cluster=lambda _s: {"kubeconfig": str(missing)})
+    code, _, err = run(
+        ["logs", "--deployment", "blue"], capsys, cluster=lambda _s: {"kubeconfig": str(missing)}
+    )
     assert code == 2
-    assert err.startswith(f"ml-endpoints logs: cluster.kubeconfig: {str(missing)!r} does not "
-                          "exist; start the cluster (make cluster-up)")
+    assert err.startswith(
+        f"ml-endpoints logs: cluster.kubeconfig: {str(missing)!r} does not "
+        "exist; start the cluster (make cluster-up)"
+    )
     assert not fake_kubectl.exists()
 
 
@@ -201,22 +244,33 @@ def test_pulumi_env_has_env_sh_defaults_and_caller_values_win(tmp_path: Path) ->
     assert env["PULUMI_CONFIG_PASSPHRASE"] == "ml-endpoints-local-dev"
     assert env["PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION"] == "true"
     assert env["PATH"].split(os.pathsep) == [
-        "/c/tools/pulumi-3.259.0/bin", str(tmp_path / ".venv" / "bin"), "/usr/bin"]
-    mine = stackmod.pulumi_env(tmp_path, {"ML_ENDPOINTS_CACHE": "/c", "PATH": "",
-                                          "PULUMI_CONFIG_PASSPHRASE": "mine",
-                                          "PULUMI_BACKEND_URL": "file:///elsewhere"})
+        "/c/tools/pulumi-3.259.0/bin",
+        str(tmp_path / ".venv" / "bin"),
+        "/usr/bin",
+    ]
+    mine = stackmod.pulumi_env(
+        tmp_path,
+        {
+            "ML_ENDPOINTS_CACHE": "/c",
+            "PATH": "",
+            "PULUMI_CONFIG_PASSPHRASE": "mine",
+            "PULUMI_BACKEND_URL": "file:///elsewhere",
+        },
+    )
     assert mine["PULUMI_CONFIG_PASSPHRASE"] == "mine"
     assert mine["PULUMI_BACKEND_URL"] == "file:///elsewhere"
 
 
 def test_kubeconfig_path_expands_cache_and_project_relative(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("ML_ENDPOINTS_CACHE", "/cache")
     assert stackmod.kubeconfig_path({}, tmp_path) == Path("/cache/cluster/kubeconfig")
     assert stackmod.kubeconfig_path({"kubeconfig": "k/cfg"}, tmp_path) == tmp_path / "k/cfg"
     monkeypatch.delenv("ML_ENDPOINTS_CACHE")
     assert stackmod.kubeconfig_path({"kubeconfig": "$ML_ENDPOINTS_CACHE/x"}, tmp_path) == (
-        Path("~/.cache/ml-endpoints/x").expanduser())
+        Path("~/.cache/ml-endpoints/x").expanduser()
+    )
 
 
 def test_project_root_found_from_a_subfolder(tmp_path: Path) -> None:
@@ -246,26 +300,55 @@ def test_reader_names_a_missing_stack_and_what_to_run(pulumi_project: Path) -> N
     with pytest.raises(StackError) as exc:
         read_outputs("nosuch")
     assert str(exc.value).startswith("stack 'nosuch' does not exist in file://")
-    assert str(exc.value).endswith("deploy it with `make deploy STACK=nosuch` (or "
-                                   "`. scripts/env.sh && pulumi up --stack nosuch`)")
+    assert str(exc.value).endswith(
+        "deploy it with `make deploy STACK=nosuch` (or "
+        "`. scripts/env.sh && pulumi up --stack nosuch`)"
+    )
 
 
 def test_reader_on_a_stack_with_no_outputs(pulumi_project: Path) -> None:
     env = stackmod.pulumi_env(pulumi_project)
-    subprocess.run(["pulumi", "stack", "init", "empty", "--non-interactive"], cwd=pulumi_project,
-                   env=env, check=True, capture_output=True, timeout=60)
-    subprocess.run(["pulumi", "config", "set", "--path", "ml-endpoints:cluster.context", "k3s",
-                    "--stack", "empty"], cwd=pulumi_project, env=env, check=True,
-                   capture_output=True, timeout=60)
+    subprocess.run(
+        ["pulumi", "stack", "init", "empty", "--non-interactive"],
+        cwd=pulumi_project,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    subprocess.run(
+        [
+            "pulumi",
+            "config",
+            "set",
+            "--path",
+            "ml-endpoints:cluster.context",
+            "k3s",
+            "--stack",
+            "empty",
+        ],
+        cwd=pulumi_project,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     with pytest.raises(StackError) as exc:
         read_outputs("empty")
-    assert str(exc.value) == ("stack 'empty' has no outputs (nothing deployed yet); run "
-                              "`make deploy STACK=empty` (or `pulumi up --stack empty`)")
+    assert str(exc.value) == (
+        "stack 'empty' has no outputs (nothing deployed yet); run "
+        "`make deploy STACK=empty` (or `pulumi up --stack empty`)"
+    )
     assert read_cluster("empty") == {"context": "k3s"}
     # The same through the installed command, as a user runs it.
     command = Path(sys.executable).parent / "ml-endpoints"
-    proc = subprocess.run([str(command), "status", "--stack", "empty"],
-                          cwd=pulumi_project, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [str(command), "status", "--stack", "empty"],
+        cwd=pulumi_project,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert proc.stderr.startswith("ml-endpoints status: stack 'empty' has no outputs")
 
@@ -281,12 +364,18 @@ def test_reader_returns_plain_values_of_a_deployed_stack(pulumi_project: Path) -
         pulumi.export("traffic", {"blue": 90, "green": 10})
 
     env = stackmod.pulumi_env(pulumi_project)
-    stack = auto.create_stack("deployed", project_name="ml-endpoints", program=program,
-                              opts=auto.LocalWorkspaceOptions(
-                                  env_vars=env,
-                                  pulumi_command=auto.PulumiCommand(root=str(stackmod.cli_root()))))
+    stack = auto.create_stack(
+        "deployed",
+        project_name="ml-endpoints",
+        program=program,
+        opts=auto.LocalWorkspaceOptions(
+            env_vars=env, pulumi_command=auto.PulumiCommand(root=str(stackmod.cli_root()))
+        ),
+    )
     stack.up()
-    assert read_outputs("deployed") == {"scoring_uri": "http://127.0.0.1:9/score",
-                                        "primary_key": "pk-from-the-stack",
-                                        "traffic": {"blue": 90, "green": 10}}
+    assert read_outputs("deployed") == {
+        "scoring_uri": "http://127.0.0.1:9/score",
+        "primary_key": "pk-from-the-stack",
+        "traffic": {"blue": 90, "green": 10},
+    }
     assert read_cluster("deployed") == {}

@@ -50,8 +50,10 @@ def test_python_pin_must_match() -> None:
         "environment 'sk-env': conda.yaml pins python=3.8 but the environment's python is "
         "3.11; change one of them"
     )
-    assert requirements_from_conda("dependencies: [python=3.11.4, python>=3.8]",
-                                   "c.yaml", "e", "3.11") == []
+    assert (
+        requirements_from_conda("dependencies: [python=3.11.4, python>=3.8]", "c.yaml", "e", "3.11")
+        == []
+    )
 
 
 def test_unreadable_files() -> None:

@@ -137,11 +137,15 @@ def test_prebuilt_image_needs_no_model(dev: dict[str, Any]) -> None:
 
 
 def test_duplicate_deployment_and_missing_sections() -> None:
-    raw = {"endpoint": {"name": "e"}, "deployments": [{"name": "a", "image": "x"},
-                                                       {"name": "a", "image": "y"}]}
+    raw = {
+        "endpoint": {"name": "e"},
+        "deployments": [{"name": "a", "image": "x"}, {"name": "a", "image": "y"}],
+    }
     assert errors_for(raw) == ["deployments[1].name: 'a' is used by another deployment"]
-    assert errors_for({}) == ["endpoint: required key is missing",
-                              "deployments: required key is missing"]
+    assert errors_for({}) == [
+        "endpoint: required key is missing",
+        "deployments: required key is missing",
+    ]
 
 
 def test_environment_needs_exactly_one_source(dev: dict[str, Any]) -> None:
@@ -160,5 +164,6 @@ def test_decode_leaves_scalars_alone() -> None:
 def test_project_path_expands_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("ML_ENDPOINTS_CACHE", str(tmp_path))
     assert cfgmod.project_path("$ML_ENDPOINTS_CACHE/cluster/kubeconfig") == (
-        tmp_path / "cluster" / "kubeconfig")
+        tmp_path / "cluster" / "kubeconfig"
+    )
     assert cfgmod.project_path("samples/diabetes") == ROOT / "samples" / "diabetes"

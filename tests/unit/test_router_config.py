@@ -10,10 +10,15 @@ import pytest
 from scoring.router import RouteError, RouterState, authorize, route
 from scoring.router_config import ConfigError, load_config, load_secrets, parse_config
 
-BASE = {"endpoint_name": "diabetes", "auth_mode": "key",
-        "deployments": {"blue": {"url": "http://blue:5001"}, "green": {"url": "http://green:5001"}},
-        "traffic": {"blue": 90, "green": 10}, "mirror_traffic": {"green": 0},
-        "secrets_dir": "/var/run/secrets/ml-endpoints", "request_timeout_ms": 5000}
+BASE = {
+    "endpoint_name": "diabetes",
+    "auth_mode": "key",
+    "deployments": {"blue": {"url": "http://blue:5001"}, "green": {"url": "http://green:5001"}},
+    "traffic": {"blue": 90, "green": 10},
+    "mirror_traffic": {"green": 0},
+    "secrets_dir": "/var/run/secrets/ml-endpoints",
+    "request_timeout_ms": 5000,
+}
 
 
 def problems(**changes: object) -> list[str]:
@@ -29,35 +34,85 @@ def test_documented_example_parses() -> None:
     assert cfg.connect_timeout_ms == 2000 and cfg.max_connections_per_deployment == 256
 
 
-@pytest.mark.parametrize(("changes", "expected"), [
-    ({"trafic": {"blue": 100}}, ["trafic: unknown field (got {'blue': 100}); check its spelling"]),
-    ({"auth_mode": "keys"}, ["auth_mode: Input should be 'key', 'aml_token' or 'none' "
-                             "(got 'keys')"]),
-    ({"traffic": {"blue": 60, "green": 30}},
-     ["traffic: values sum to 90 (blue=60, green=30); must be 0 or 100"]),
-    ({"traffic": {"blue": 100, "purple": 0}},
-     ["traffic.purple: no deployment named 'purple' in this endpoint (deployments: blue, green)"]),
-    ({"mirror_traffic": {"blue": 10}},
-     ["mirror_traffic.blue: 'blue' takes live traffic (90%); mirror only to a deployment at 0%"]),
-    ({"traffic": {"blue": 100}, "mirror_traffic": {"green": 60}},
-     ["mirror_traffic.green: 60% is above the 50% mirror limit; use 0..50"]),
-    ({"deployments": {n: {"url": f"http://{n}:1"} for n in ("blue", "green", "shadow")},
-      "traffic": {"blue": 100}, "mirror_traffic": {"green": 10, "shadow": 5}},
-     ["mirror_traffic: mirrors to 2 deployments (green, shadow); mirror to one deployment "
-      "at most"]),
-    ({"deployments": {"blue": {"url": "https://blue:5001"}, "green": {"url": "http://g:1"}}},
-     ["deployments.blue.url: 'https://blue:5001' must start with http:// (the router speaks "
-      "plain HTTP to deployments inside the cluster)"]),
-    ({"deployments": {"blue": {"url": "http://blue:5001", "weight": 3},
-                      "green": {"url": "http://g:1"}}},
-     ["deployments.blue.weight: unknown field (got 3); check its spelling"]),
-    ({"deployments": {"Blue_1": {"url": "http://b:1"}}, "traffic": {}, "mirror_traffic": {}},
-     ["deployments: 'Blue_1' is not DNS-1123 (lowercase, digits, '-', ≤63 chars)"]),
-    ({"request_timeout_ms": 0}, ["request_timeout_ms: Input should be greater than or equal "
-                                 "to 1 (got 0)"]),
-    ({"endpoint_name": "Diabetes"},
-     ["endpoint_name: 'Diabetes' is not DNS-1123 (lowercase, digits, '-', ≤63 chars)"]),
-])
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        (
+            {"trafic": {"blue": 100}},
+            ["trafic: unknown field (got {'blue': 100}); check its spelling"],
+        ),
+        (
+            {"auth_mode": "keys"},
+            ["auth_mode: Input should be 'key', 'aml_token' or 'none' (got 'keys')"],
+        ),
+        (
+            {"traffic": {"blue": 60, "green": 30}},
+            ["traffic: values sum to 90 (blue=60, green=30); must be 0 or 100"],
+        ),
+        (
+            {"traffic": {"blue": 100, "purple": 0}},
+            [
+                "traffic.purple: no deployment named 'purple' in this endpoint "
+                "(deployments: blue, green)"
+            ],
+        ),
+        (
+            {"mirror_traffic": {"blue": 10}},
+            [
+                "mirror_traffic.blue: 'blue' takes live traffic (90%); "
+                "mirror only to a deployment at 0%"
+            ],
+        ),
+        (
+            {"traffic": {"blue": 100}, "mirror_traffic": {"green": 60}},
+            ["mirror_traffic.green: 60% is above the 50% mirror limit; use 0..50"],
+        ),
+        (
+            {
+                "deployments": {n: {"url": f"http://{n}:1"} for n in ("blue", "green", "shadow")},
+                "traffic": {"blue": 100},
+                "mirror_traffic": {"green": 10, "shadow": 5},
+            },
+            [
+                "mirror_traffic: mirrors to 2 deployments (green, shadow); "
+                "mirror to one deployment at most"
+            ],
+        ),
+        (
+            {
+                "deployments": {
+                    "blue": {"url": "https://blue:5001"},
+                    "green": {"url": "http://g:1"},
+                }
+            },
+            [
+                "deployments.blue.url: 'https://blue:5001' must start with http:// "
+                "(the router speaks plain HTTP to deployments inside the cluster)"
+            ],
+        ),
+        (
+            {
+                "deployments": {
+                    "blue": {"url": "http://blue:5001", "weight": 3},
+                    "green": {"url": "http://g:1"},
+                }
+            },
+            ["deployments.blue.weight: unknown field (got 3); check its spelling"],
+        ),
+        (
+            {"deployments": {"Blue_1": {"url": "http://b:1"}}, "traffic": {}, "mirror_traffic": {}},
+            ["deployments: 'Blue_1' is not DNS-1123 (lowercase, digits, '-', ≤63 chars)"],
+        ),
+        (
+            {"request_timeout_ms": 0},
+            ["request_timeout_ms: Input should be greater than or equal to 1 (got 0)"],
+        ),
+        (
+            {"endpoint_name": "Diabetes"},
+            ["endpoint_name: 'Diabetes' is not DNS-1123 (lowercase, digits, '-', ≤63 chars)"],
+        ),
+    ],
+)
 def test_each_problem_names_field_and_value(changes: dict, expected: list[str]) -> None:
     assert problems(**changes) == expected
 
@@ -65,8 +120,11 @@ def test_each_problem_names_field_and_value(changes: dict, expected: list[str]) 
 def test_several_problems_reported_together() -> None:
     got = problems(auth_mode="nope", request_timeout_ms=-1, extra_thing=1)
     assert len(got) == 3
-    assert [line.split(":")[0] for line in got] == ["auth_mode", "request_timeout_ms",
-                                                    "extra_thing"]
+    assert [line.split(":")[0] for line in got] == [
+        "auth_mode",
+        "request_timeout_ms",
+        "extra_thing",
+    ]
 
 
 def test_not_json_and_not_object(tmp_path: Path) -> None:
@@ -81,27 +139,35 @@ def test_not_json_and_not_object(tmp_path: Path) -> None:
 def test_secrets_from_files_then_env(tmp_path: Path) -> None:
     (tmp_path / "primary_key").write_text("file-key\n")
     cfg = parse_config(json.dumps({**BASE, "secrets_dir": str(tmp_path)}))
-    s = load_secrets(cfg, env={"ML_ENDPOINTS_PRIMARY_KEY": "env-key",
-                               "ML_ENDPOINTS_SECONDARY_KEY": "env-key-2"})
-    assert (s.primary_key, s.secondary_key, s.token_signing_key) == (b"file-key", b"env-key-2",
-                                                                      None)
+    s = load_secrets(
+        cfg, env={"ML_ENDPOINTS_PRIMARY_KEY": "env-key", "ML_ENDPOINTS_SECONDARY_KEY": "env-key-2"}
+    )
+    assert (s.primary_key, s.secondary_key, s.token_signing_key) == (
+        b"file-key",
+        b"env-key-2",
+        None,
+    )
     assert "file-key" not in repr(s) and "env-key" not in repr(s)
 
 
 def test_missing_secret_names_where_it_was_looked_for(tmp_path: Path) -> None:
-    cfg = parse_config(json.dumps({**BASE, "secrets_dir": str(tmp_path),
-                                   "auth_mode": "aml_token"}))
+    cfg = parse_config(json.dumps({**BASE, "secrets_dir": str(tmp_path), "auth_mode": "aml_token"}))
     with pytest.raises(ConfigError) as info:
         load_secrets(cfg, env={})
     assert info.value.problems == [
         f"secrets.token_signing_key: auth_mode 'aml_token' needs it; none found in file "
-        f"{tmp_path}/token_signing_key or env ML_ENDPOINTS_TOKEN_SIGNING_KEY"]
+        f"{tmp_path}/token_signing_key or env ML_ENDPOINTS_TOKEN_SIGNING_KEY"
+    ]
 
 
 def _state(**changes: object) -> RouterState:
     cfg = parse_config(json.dumps({**BASE, "secrets_dir": None, **changes}))
-    return RouterState.build(cfg, load_secrets(cfg, env={"ML_ENDPOINTS_PRIMARY_KEY": "k1",
-                                                         "ML_ENDPOINTS_SECONDARY_KEY": "k2"}))
+    return RouterState.build(
+        cfg,
+        load_secrets(
+            cfg, env={"ML_ENDPOINTS_PRIMARY_KEY": "k1", "ML_ENDPOINTS_SECONDARY_KEY": "k2"}
+        ),
+    )
 
 
 def test_route_decisions_without_sockets() -> None:
@@ -148,22 +214,27 @@ def test_upstream_error_log_is_rate_limited(capsys: pytest.CaptureFixture[str]) 
     router.log_upstream_error("green", "connect", b"g0", "green is down")
     lines = capsys.readouterr().err.splitlines()
     assert [line.split("router: ", 1)[1] for line in lines] == [
-        "request r0: blue is down", "request g0: green is down"]
+        "request r0: blue is down",
+        "request g0: green is down",
+    ]
     router._error_log[("blue", "connect")] = (0.0, 49)  # as if a second went by
     router.log_upstream_error("blue", "connect", b"r50", "blue is down")
     assert capsys.readouterr().err.endswith(
-        "request r50: blue is down (+49 more like it in the last second)\n")
+        "request r50: blue is down (+49 more like it in the last second)\n"
+    )
 
 
 def test_token_auth_caches_verification_but_not_past_expiry(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     import scoring.router as router_mod
     from scoring.auth import AuthError, issue_token
 
     signing = "s" * 32
     cfg = parse_config(json.dumps({**BASE, "secrets_dir": None, "auth_mode": "aml_token"}))
-    state = RouterState.build(cfg, load_secrets(
-        cfg, env={"ML_ENDPOINTS_TOKEN_SIGNING_KEY": signing}))
+    state = RouterState.build(
+        cfg, load_secrets(cfg, env={"ML_ENDPOINTS_TOKEN_SIGNING_KEY": signing})
+    )
     t0 = 1_900_000_000.0
     monkeypatch.setattr(router_mod, "_now", lambda: t0)
     tok = issue_token(signing, "diabetes", ttl_s=60, now=t0)["accessToken"].encode()

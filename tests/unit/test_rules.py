@@ -52,8 +52,9 @@ def test_removal_of_mirror_target_refused_and_drained_one_allowed() -> None:
 
 
 def test_traffic_plan_shift() -> None:
-    plan = rules.traffic_plan({"blue": 100, "green": 0}, {"blue": 90, "green": 10},
-                              {}, {}, ["blue", "green"])
+    plan = rules.traffic_plan(
+        {"blue": 100, "green": 0}, {"blue": 90, "green": 10}, {}, {}, ["blue", "green"]
+    )
     assert plan == [
         "traffic plan:",
         "  blue        live 100% -> 90%   mirror 0% -> 0%    changes",
@@ -66,8 +67,13 @@ def test_traffic_plan_first_deployment_new_and_removed() -> None:
         "traffic plan (first deployment):",
         "  blue        live - -> 100%     mirror 0% -> 0%",
     ]
-    plan = rules.traffic_plan({"blue": 100, "old": 0}, {"blue": 100, "green": 0},
-                              {"old": 0}, {"green": 10}, ["blue", "green"])
+    plan = rules.traffic_plan(
+        {"blue": 100, "old": 0},
+        {"blue": 100, "green": 0},
+        {"old": 0},
+        {"green": 10},
+        ["blue", "green"],
+    )
     assert plan == [
         "traffic plan:",
         "  blue        live 100% -> 100%  mirror 0% -> 0%    unchanged",

@@ -42,15 +42,25 @@ def test_forked_workers_mint_different_request_ids() -> None:
     assert child != parent
 
 
-@pytest.mark.parametrize("value", [None, b"application/json", b"application/json; charset=utf-8",
-                                   b"text/plain", b"application/x-www-form-urlencoded",
-                                   b"application/vnd.api+json", b"Application/JSON"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        b"application/json",
+        b"application/json; charset=utf-8",
+        b"text/plain",
+        b"application/x-www-form-urlencoded",
+        b"application/vnd.api+json",
+        b"Application/JSON",
+    ],
+)
 def test_accepted_content_types(value: bytes | None) -> None:
     check_content_type(value)
 
 
-@pytest.mark.parametrize("value", [b"application/octet-stream", b"image/png",
-                                   b"multipart/form-data; boundary=x"])
+@pytest.mark.parametrize(
+    "value", [b"application/octet-stream", b"image/png", b"multipart/form-data; boundary=x"]
+)
 def test_rejected_content_types(value: bytes) -> None:
     with pytest.raises(UnsupportedMediaType) as info:
         check_content_type(value)
@@ -60,11 +70,14 @@ def test_rejected_content_types(value: bytes) -> None:
 
 def test_read_body_limits() -> None:
     async def chunks(parts: list[bytes]):
-        messages = [{"type": "http.request", "body": p, "more_body": i < len(parts) - 1}
-                    for i, p in enumerate(parts)]
+        messages = [
+            {"type": "http.request", "body": p, "more_body": i < len(parts) - 1}
+            for i, p in enumerate(parts)
+        ]
 
         async def receive() -> dict:
             return messages.pop(0)
+
         return receive
 
     async def go() -> None:
@@ -93,8 +106,9 @@ def test_inline_runner_interrupts_a_slow_run_even_if_it_catches_exception() -> N
 
     with pytest.raises(TimedOut) as info:
         runner(stubborn, "", None, "rid", False)
-    assert info.value.message == ("run() did not finish within request_timeout_ms=50; "
-                                  "it was interrupted")
+    assert info.value.message == (
+        "run() did not finish within request_timeout_ms=50; it was interrupted"
+    )
     assert runner(lambda raw, h: raw + "!", "ok", None, "rid", False)[0] == "ok!"
 
 
@@ -106,8 +120,10 @@ def test_encode_result_shapes() -> None:
 
 
 def test_error_body() -> None:
-    assert json.loads(error_body("bad \"thing\"", "r1")) == {"error": 'bad "thing"',
-                                                            "request_id": "r1"}
+    assert json.loads(error_body('bad "thing"', "r1")) == {
+        "error": 'bad "thing"',
+        "request_id": "r1",
+    }
 
 
 def test_metrics_sum_workers_and_drop_dead_gauges(tmp_path: Path) -> None:
@@ -140,8 +156,11 @@ def test_metrics_text_parses_with_prometheus_client() -> None:
     assert families["scoring_requests"].type == "counter"
     assert families["scoring_request_duration_seconds"].type == "histogram"
     assert families["scoring_requests_in_flight"].type == "gauge"
-    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
-               for f in families.values() for s in f.samples}
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in families.values()
+        for s in f.samples
+    }
     assert samples[("scoring_collected_records_total", (("collection", "model_inputs"),))] == 3
 
 
@@ -183,8 +202,10 @@ def test_collector_api_correlates_and_respects_sampling(tmp_path: Path) -> None:
     finally:
         collector.configure(None)
         collector.set_request(None, True)
-    rows = {p.parent.parts[-5]: [json.loads(x) for x in p.read_text().splitlines()]
-            for p in tmp_path.rglob("*.jsonl")}
+    rows = {
+        p.parent.parts[-5]: [json.loads(x) for x in p.read_text().splitlines()]
+        for p in tmp_path.rglob("*.jsonl")
+    }
     assert [r["data"] for r in rows["model_inputs"]] == [[{"a": 1}, {"a": 2}]]
     assert [r["data"] for r in rows["model_outputs"]] == [[0, 1]]
     assert rows["model_outputs"][0]["correlation_id"] == "req-1"
@@ -199,7 +220,8 @@ def test_model_get_model_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     from scoring.script import COMPAT_DIR
 
     spec = importlib.util.spec_from_file_location(
-        "compat_model", COMPAT_DIR / "azureml" / "core" / "model.py")
+        "compat_model", COMPAT_DIR / "azureml" / "core" / "model.py"
+    )
     module = importlib.util.module_from_spec(spec)
     sys.modules["compat_model"] = module
     spec.loader.exec_module(module)
@@ -256,8 +278,13 @@ def test_each_response_is_one_write_and_leaves_no_garbage_cycle() -> None:
 
     async def app(scope: dict, receive: object, send: object) -> None:
         await receive()  # type: ignore[operator]
-        await send({"type": "http.response.start", "status": 200,  # type: ignore[operator]
-                    "headers": [(b"content-length", b"3")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,  # type: ignore[operator]
+                "headers": [(b"content-length", b"3")],
+            }
+        )
         await send({"type": "http.response.body", "body": b"[1]"})  # type: ignore[operator]
 
     post = b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"
@@ -266,8 +293,12 @@ def test_each_response_is_one_write_and_leaves_no_garbage_cycle() -> None:
     async def main() -> tuple[list[bytes], int]:
         config = uvicorn.Config(app, http=_OneWriteProtocol, log_config=None)
         config.load()
-        protocol = _OneWriteProtocol(config=config, server_state=ServerState(), app_state={},
-                                     _loop=asyncio.get_running_loop())
+        protocol = _OneWriteProtocol(
+            config=config,
+            server_state=ServerState(),
+            app_state={},
+            _loop=asyncio.get_running_loop(),
+        )
         transport = _Transport()
         protocol.connection_made(transport)  # type: ignore[arg-type]
         gc.collect()

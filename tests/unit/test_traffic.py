@@ -14,8 +14,10 @@ DEPLOYMENTS = ["blue", "green"]
 T, M = "endpoint.traffic", "endpoint.mirror_traffic"  # the paths preview names
 
 
-@pytest.mark.parametrize("traffic", [{"blue": 100}, {"blue": 90, "green": 10}, {}, {"blue": 0},
-                                     {"blue": 0, "green": 100}])
+@pytest.mark.parametrize(
+    "traffic",
+    [{"blue": 100}, {"blue": 90, "green": 10}, {}, {"blue": 0}, {"blue": 0, "green": 100}],
+)
 def test_traffic_sums_to_0_or_100(traffic: dict[str, int]) -> None:
     assert check_traffic(traffic, DEPLOYMENTS, T) == []
 
@@ -36,12 +38,15 @@ def test_traffic_unknown_deployment() -> None:
     ]
 
 
-@pytest.mark.parametrize(("value", "message"), [
-    (-5, "endpoint.traffic.blue: -5 is out of range; use an integer 0..100"),
-    (101, "endpoint.traffic.blue: 101 is out of range; use an integer 0..100"),
-    (50.5, "endpoint.traffic.blue: 50.5 is not a whole percent; use an integer 0..100"),
-    (True, "endpoint.traffic.blue: True is not a whole percent; use an integer 0..100"),
-])
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (-5, "endpoint.traffic.blue: -5 is out of range; use an integer 0..100"),
+        (101, "endpoint.traffic.blue: 101 is out of range; use an integer 0..100"),
+        (50.5, "endpoint.traffic.blue: 50.5 is not a whole percent; use an integer 0..100"),
+        (True, "endpoint.traffic.blue: True is not a whole percent; use an integer 0..100"),
+    ],
+)
 def test_traffic_bad_values(value: object, message: str) -> None:
     assert check_traffic({"blue": value}, DEPLOYMENTS, T) == [message]  # type: ignore[dict-item]
 
@@ -57,11 +62,14 @@ def test_mirror_above_limit() -> None:
     ]
 
 
-@pytest.mark.parametrize(("value", "message"), [
-    (-5, "mirror_traffic.green: -5 is out of range; use an integer 0..50"),
-    (150, "mirror_traffic.green: 150 is out of range; use an integer 0..50"),
-    (12.5, "mirror_traffic.green: 12.5 is not a whole percent; use an integer 0..50"),
-])
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (-5, "mirror_traffic.green: -5 is out of range; use an integer 0..50"),
+        (150, "mirror_traffic.green: 150 is out of range; use an integer 0..50"),
+        (12.5, "mirror_traffic.green: 12.5 is not a whole percent; use an integer 0..50"),
+    ],
+)
 def test_mirror_bad_values_suggest_the_mirror_range(value: object, message: str) -> None:
     mirror: dict = {"green": value}
     assert check_mirror(mirror, {"blue": 100}, DEPLOYMENTS, "mirror_traffic") == [message]
@@ -130,6 +138,7 @@ def test_mirror_target_and_decision() -> None:
 
 # The router's split and mirror path through an injected in-process client (no sockets).
 
+
 def test_router_split_and_mirror_with_an_in_process_client() -> None:
     import asyncio
     import json
@@ -152,18 +161,30 @@ def test_router_split_and_mirror_with_an_in_process_client() -> None:
             if copy and n % 3 == 0:
                 result = (None, UpstreamError("connect", target, "Connection refused"))
             else:
-                result = (UpstreamResponse(200, [(b"content-type", b"application/json")],
-                                           b'{"y": 1}' if target.name == "green" else b'{"y":1}'),
-                          None)
+                result = (
+                    UpstreamResponse(
+                        200,
+                        [(b"content-type", b"application/json")],
+                        b'{"y": 1}' if target.name == "green" else b'{"y":1}',
+                    ),
+                    None,
+                )
             asyncio.get_running_loop().call_soon(on_done, *result)
 
         async def aclose(self) -> None:
             return None
 
-    cfg = parse_config(json.dumps({
-        "endpoint_name": "diabetes", "auth_mode": "key",
-        "deployments": {"blue": {"url": "http://b:1"}, "green": {"url": "http://g:1"}},
-        "traffic": {"blue": 100}, "mirror_traffic": {"green": 50}}))
+    cfg = parse_config(
+        json.dumps(
+            {
+                "endpoint_name": "diabetes",
+                "auth_mode": "key",
+                "deployments": {"blue": {"url": "http://b:1"}, "green": {"url": "http://g:1"}},
+                "traffic": {"blue": 100},
+                "mirror_traffic": {"green": 50},
+            }
+        )
+    )
     secrets = load_secrets(cfg, env={"ML_ENDPOINTS_PRIMARY_KEY": "k"})
 
     async def run() -> tuple[list[tuple[int, dict[bytes, bytes], bytes]], Router, FakeClient]:
@@ -184,7 +205,9 @@ def test_router_split_and_mirror_with_an_in_process_client() -> None:
     answers, router, client = asyncio.run(run())
     assert len(answers) == 400 and {s for s, _, _ in answers} == {200}
     assert Counter(h[b"azureml-model-deployment"] for _, h, _ in answers) == {
-        b"blue": 360, b"green": 40}
+        b"blue": 360,
+        b"green": 40,
+    }
     mirrored = [c for c in client.calls if c[0] == "green"]
     stats = router.metrics.mirrors["green"]
     assert stats.sent == len(mirrored) - 40  # pinned requests to green are not mirrored

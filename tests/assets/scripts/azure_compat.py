@@ -21,8 +21,12 @@ def init():
 def run(raw_data):
     body = json.loads(raw_data)
     if "data" not in body:
-        return AMLResponse({"message": "send {'data': [[...10 features...]]}"}, 422,
-                           {"X-Script": "azure-compat"}, json_str=True)
+        return AMLResponse(
+            {"message": "send {'data': [[...10 features...]]}"},
+            422,
+            {"X-Script": "azure-compat"},
+            json_str=True,
+        )
     rows = np.array(body["data"])
     context = inputs_collector.collect(pd.DataFrame(rows))
     if body.get("context"):

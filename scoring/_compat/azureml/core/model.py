@@ -12,8 +12,9 @@ class Model:
     """Only what scoring scripts call inside a deployment."""
 
     @staticmethod
-    def get_model_path(model_name: str, version: int | None = None, _workspace: object = None
-                       ) -> str:
+    def get_model_path(
+        model_name: str, version: int | None = None, _workspace: object = None
+    ) -> str:
         """The path of model ``model_name`` in the model folder.
 
         Looks for, in order: ``<dir>/<name>[/<version>]``, ``<dir>/<name>.*`` (one match),
@@ -29,14 +30,22 @@ class Model:
         matches = sorted(root.glob(f"{model_name}.*"))
         if len(matches) == 1:
             return str(matches[0])
-        files = [p for p in sorted(root.iterdir()) if not p.name.startswith(".")
-                 and p.name not in _IGNORED] if root.is_dir() else []
+        files = (
+            [
+                p
+                for p in sorted(root.iterdir())
+                if not p.name.startswith(".") and p.name not in _IGNORED
+            ]
+            if root.is_dir()
+            else []
+        )
         if len(files) == 1:
             return str(files[0])
         listing = ", ".join(p.name for p in files) or "(empty or missing)"
         raise FileNotFoundError(
             f"Model.get_model_path({model_name!r}): no such model under AZUREML_MODEL_DIR="
-            f"{str(root)!r}; it holds: {listing}")
+            f"{str(root)!r}; it holds: {listing}"
+        )
 
 
 def _single_file(folder: Path) -> Path:

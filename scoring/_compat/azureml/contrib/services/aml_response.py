@@ -9,8 +9,13 @@ from typing import Any
 class AMLResponse:
     """``return AMLResponse("bad input: ...", 400)`` from ``run()`` sets the HTTP response."""
 
-    def __init__(self, message: Any, status_code: int, response_headers: dict | None = None,
-                 json_str: bool = False) -> None:
+    def __init__(
+        self,
+        message: Any,
+        status_code: int,
+        response_headers: dict | None = None,
+        json_str: bool = False,
+    ) -> None:
         self.status_code = int(status_code)
         self.headers = dict(response_headers or {})
         if json_str or not isinstance(message, str | bytes):
