@@ -3,17 +3,16 @@
 Every check returns a list of problems (one readable line each, starting with the key path) instead
 of raising, so one preview reports every mistake at once. Nothing here touches Pulumi.
 
-The traffic and mirror rules live in `scoring.traffic` (the router checks its config file with
-them, and the scoring image ships without `components`); they are re-exported here so preview
-and the router accept exactly the same tables with the same messages.
+The name, traffic and mirror rules live in `scoring.traffic` (the router checks its config file
+with them, and the scoring image ships without `components`); they are re-exported here so
+preview and the router accept exactly the same names and tables with the same messages.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 
-from scoring.traffic import check_mirror, check_traffic
+from scoring.traffic import DNS1123_LABEL, MAX_NAME, check_mirror, check_name, check_traffic
 
 __all__ = [
     "DNS1123_LABEL",
@@ -25,22 +24,6 @@ __all__ = [
     "check_traffic",
     "traffic_plan",
 ]
-
-DNS1123_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-MAX_NAME = 63
-
-
-def check_name(path: str, value: str) -> list[str]:
-    """A name for Kubernetes objects and Service DNS: a DNS-1123 label starting with a letter."""
-    if not isinstance(value, str) or not value:
-        return [f"{path}: {value!r} is empty; use lowercase letters, digits and '-'"]
-    if len(value) > MAX_NAME or not DNS1123_LABEL.match(value):
-        return [
-            f"{path}: {value!r} is not DNS-1123 (lowercase letters, digits, '-', starts with a "
-            f"letter, ends with a letter or digit, <= {MAX_NAME} chars)"
-        ]
-    return []
-
 
 def check_object_name(path: str, endpoint: str, deployment: str) -> list[str]:
     """`{endpoint}-{deployment}` names the deployment's Kubernetes objects: it must fit a label."""

@@ -1,19 +1,31 @@
-"""Every setting of the inference server, read once at start-up (CLI > environment > default).
+"""Every setting of the inference server, declared once, read once at start-up.
+
+Each setting is one pydantic field: its default, its bounds (``ge``/``le``) and a one-line
+docstring. Its environment variable is the field name in capitals and its flag the field name
+with dashes, unless ``setting(env=..., flags=...)`` declares other spellings beside it (Azure
+ML's and ``azmlinfsrv``'s names, kept for compatibility: ``--entry_script``, ``WORKER_COUNT``).
+
+The settings a deployment chooses (``Workers``, ``RequestSettings``, ``DataCollection``,
+bundled as ``DeploymentSettings``) are this file's fields and nobody else's: the stack config
+(``infra/config.py``) and the components' ``OnlineDeploymentArgs`` use these models, and
+``DeploymentSettings.to_env()`` renders the pod's environment that ``load()`` reads back.
+``Settings`` is what the server runs with: those fields, flat, plus the server-only ones.
 
 Kept apart from the server's lifecycle (uvicorn's ``Config``/``Server`` split): ``load()``
-returns a frozen ``Settings``; nothing on the request path reads the environment again.
-Both spellings of Microsoft's ``azmlinfsrv`` options (``--entry_script``, ``--model_dir``)
-are accepted next to ours (``--entry-script``, ``--model-dir``).
+returns a frozen ``Settings`` (CLI > environment > default); nothing on the request path reads
+the environment again.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.fields import FieldInfo
 
 MiB = 1024 * 1024
 
@@ -22,44 +34,150 @@ class SettingsError(ValueError):
     """A setting has a bad value; the message names the option, the env var and the value."""
 
 
-@dataclass(frozen=True)
-class Settings:
-    """The inference server's configuration. Attribute docs say what each one is for."""
+def setting(
+    default: Any,
+    *,
+    ge: float | None = None,
+    le: float | None = None,
+    env: Sequence[str] = (),
+    flags: Sequence[str] = (),
+) -> Any:
+    """One declared setting: default and bounds; ``env``/``flags`` only for other spellings.
 
-    entry_script: Path | None = None
-    """Scoring script with ``init()`` and ``run()``; none = the model folder is an MLflow model."""
-    model_dir: Path | None = None
-    """Folder holding the model; exported to the script as ``AZUREML_MODEL_DIR``."""
-    host: str = "0.0.0.0"
-    port: int = 5001
-    workers: int = 1
-    """Worker processes, each with its own copy of the model (``run()`` holds the GIL)."""
-    request_timeout_ms: int = 5000
-    """A ``run()`` longer than this answers 504 (0 = no limit). Azure's default is 5000."""
-    max_concurrent_requests_per_instance: int = 0
-    """Requests run at once per instance (split across workers); 0 = no queue limit."""
-    max_queue_wait_ms: int = 500
+    Without ``env`` the variable is ``NAME`` (the field name in capitals); ``flags`` come before
+    the mechanical ``--field-name``, the first one naming the setting in error messages.
+    """
+    return Field(default, ge=ge, le=le, json_schema_extra={"env": list(env), "flags": list(flags)})
+
+
+class Declared(BaseModel):
+    """Base of every settings section: unknown keys fail, values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    @classmethod
+    def env_vars(cls, name: str) -> tuple[str, ...]:
+        """The environment variables of setting ``name``, in priority order (first: rendered)."""
+        declared = _extra(cls.model_fields[name], "env")
+        return tuple(declared) if declared else (name.upper(),)
+
+    @classmethod
+    def flags(cls, name: str) -> tuple[str, ...]:
+        """The command-line spellings of setting ``name`` (first: the one errors name)."""
+        mechanical = "--" + name.replace("_", "-")
+        declared = _extra(cls.model_fields[name], "flags")
+        return tuple(declared) + (() if mechanical in declared else (mechanical,))
+
+    @classmethod
+    def leaves(cls) -> dict[str, FieldInfo]:
+        """Every setting, nested sections flattened (name -> field)."""
+        out: dict[str, FieldInfo] = {}
+        for name, info in cls.model_fields.items():
+            section = _section(info)
+            out.update(section.leaves() if section else {name: info})
+        return out
+
+    def to_env(self) -> dict[str, str]:
+        """Every setting as environment variables (``load()`` reads them back unchanged)."""
+        env: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, Declared):
+                env.update(value.to_env())
+            elif value is not None:
+                env[self.env_vars(name)[0]] = _text(value)
+        return env
+
+
+class Workers(Declared):
+    worker_count: int = setting(1, ge=1, le=64, flags=("--workers", "-w", "--worker_count"))
+    """Worker processes per pod, each with its own copy of the model (``run()`` holds the GIL)."""
+
+
+class RequestSettings(Declared):
+    """Azure ML's ``request_settings``: per-request limits the server enforces."""
+
+    request_timeout_ms: int = setting(
+        5000, ge=0, le=600_000, env=("REQUEST_TIMEOUT_MS", "SCORING_TIMEOUT_MS")
+    )
+    """A ``run()`` longer than this answers 504 (0 = no limit)."""
+    max_concurrent_requests_per_instance: int = setting(1, ge=0, le=1000)
+    """``run()`` calls at once per pod, split over the workers (0 = no limit, no queue)."""
+    max_queue_wait_ms: int = setting(500, ge=0, le=600_000)
     """With a concurrency limit, how long a request may wait for a slot before 429."""
-    max_request_body_bytes: int = 100 * MiB
+    max_request_body_bytes: int = setting(100 * MiB, ge=1, le=1024 * MiB)
     """Bodies over this answer 413 without being read."""
-    collect: bool = False
+
+
+class DataCollection(Declared):
+    """Collect sampled requests' inputs and outputs as JSONL (Azure's ``data_collector``)."""
+
+    collect: bool = setting(False, env=("DATA_COLLECTION_ENABLED",))
     """Collect every sampled request's input and output (``model_inputs``/``model_outputs``)."""
-    collect_dir: Path = Path("data-collection")
-    """Where collected JSONL files go (``<collection>/YYYY/MM/DD/HH/*.jsonl``)."""
-    collect_sampling_rate: float = 1.0
+    collect_sampling_rate: float = setting(1.0, ge=0, le=1, env=("DATA_COLLECTION_SAMPLING_RATE",))
     """Share of requests collected, 0..1 (also applies to a script's ``Collector``)."""
-    collect_max_file_bytes: int = 10 * MiB
+    collect_max_file_bytes: int = setting(
+        10 * MiB, ge=1, le=1024 * MiB, env=("DATA_COLLECTION_MAX_FILE_BYTES",)
+    )
     """A JSONL file rolls over to a new one past this size (and every hour)."""
-    access_log: bool = True
+
+
+class DeploymentSettings(Workers):
+    """What one deployment chooses for its servers: the stack config's ``deployments[i]``
+    keys ``worker_count``, ``request_settings`` and ``data_collection``; ``to_env()`` is the
+    pod's environment for them."""
+
+    request_settings: RequestSettings = Field(default_factory=RequestSettings)
+    """Per-request limits."""
+    data_collection: DataCollection = Field(default_factory=DataCollection)
+    """Request and response collection."""
+
+
+class _Where(Declared):
+    """What to serve and where: never a deployment's choice (the components set them)."""
+
+    entry_script: Path | None = setting(
+        None, flags=("--entry-script", "--entry_script"), env=("AZUREML_ENTRY_SCRIPT",)
+    )
+    """Scoring script with ``init()`` and ``run()``; none = the model folder is an MLflow model."""
+    model_dir: Path | None = setting(
+        None, flags=("--model-dir", "--model_dir"), env=("AZUREML_MODEL_DIR",)
+    )
+    """Folder holding the model (an MLmodel file and no script = MLflow no-code)."""
+    host: str = setting("0.0.0.0", env=("ML_ENDPOINTS_HOST",))
+    """Address to bind (tests: 127.0.0.1)."""
+    port: int = setting(
+        5001,
+        ge=0,
+        le=65535,
+        flags=("--port", "-p"),
+        env=("ML_ENDPOINTS_PORT", "AZUREML_SERVER_PORT"),
+    )
+    """TCP port."""
+
+
+class Settings(DataCollection, RequestSettings, Workers, _Where):
+    """The inference server's configuration: ``DeploymentSettings`` flat, plus the rest."""
+
+    collect_dir: Path = setting(Path("data-collection"), env=("DATA_COLLECTION_DIR",))
+    """Where collected JSONL files go (``<collection>/YYYY/MM/DD/HH/*.jsonl``)."""
+    access_log: bool = setting(True)
     """One JSON line per request on stdout."""
-    log_level: str = "info"
-    graceful_timeout_s: float = 30.0
+    log_level: Literal["debug", "info", "warning", "error"] = setting("info")
+    """Log level of the server's own lines."""
+    graceful_timeout_s: float = setting(30.0, ge=0, env=("GRACEFUL_SHUTDOWN_TIMEOUT_S",))
     """On SIGTERM, how long in-flight requests may take before they are cut."""
-    execution: str = "auto"
-    """``inline`` (run() on the event loop; timeouts by SIGALRM), ``thread`` (run() in a
-    thread; needed for queue limits), or ``auto`` (thread only when a queue limit is set)."""
-    metrics_dir: Path | None = None
-    """Where workers share their Prometheus counters (set by the supervisor)."""
+    execution: Literal["auto", "inline", "thread"] = setting(
+        "auto", env=("ML_ENDPOINTS_EXECUTION",)
+    )
+    """Where ``run()`` executes: ``inline``, ``thread``, or ``auto`` (thread with a queue limit)."""
+    metrics_dir: Path | None = setting(None, env=("ML_ENDPOINTS_METRICS_DIR",))
+    """Where workers share their Prometheus counters (set by the supervisor; internal)."""
+
+    @property
+    def workers(self) -> int:
+        """``worker_count`` (the supervisor's name for it)."""
+        return self.worker_count
 
     @property
     def run_in_thread(self) -> bool:
@@ -71,7 +189,24 @@ class Settings:
     def slots_per_worker(self) -> int:
         """This worker's share of ``max_concurrent_requests_per_instance`` (at least 1)."""
         total = self.max_concurrent_requests_per_instance
-        return max(1, -(-total // self.workers)) if total > 0 else 0
+        return max(1, -(-total // self.worker_count)) if total > 0 else 0
+
+
+def _extra(info: FieldInfo, key: str) -> list[str]:
+    extra = info.json_schema_extra
+    names = extra.get(key) if isinstance(extra, dict) else None
+    return [str(n) for n in names] if isinstance(names, list) else []
+
+
+def _section(info: FieldInfo) -> type[Declared] | None:
+    kind = info.annotation
+    return kind if isinstance(kind, type) and issubclass(kind, Declared) else None
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def _bool(value: str) -> bool:
@@ -83,77 +218,37 @@ def _bool(value: str) -> bool:
     raise ValueError("expected true or false")
 
 
-def _int_min(minimum: int) -> Callable[[str], int]:
-    def parse(value: str) -> int:
-        number = int(value)
-        if number < minimum:
-            raise ValueError(f"must be >= {minimum}")
-        return number
-
-    return parse
+def _bounds(info: FieldInfo) -> tuple[Any, Any]:
+    low = next((m.ge for m in info.metadata if hasattr(m, "ge")), None)
+    high = next((m.le for m in info.metadata if hasattr(m, "le")), None)
+    return low, high
 
 
-def _rate(value: str) -> float:
-    number = float(value)
-    if not 0.0 <= number <= 1.0:
-        raise ValueError("must be between 0 and 1")
-    return number
+def parse_value(info: FieldInfo, raw: str) -> Any:
+    """A setting's value from its text (a flag or an env var).
 
-
-def _choice(*allowed: str) -> Callable[[str], str]:
-    def parse(value: str) -> str:
-        if value not in allowed:
+    Raises:
+        ValueError: saying what is accepted (the caller adds the name and the value).
+    """
+    kind = info.annotation
+    if get_origin(kind) is Literal:
+        allowed = get_args(kind)
+        if raw not in allowed:
             raise ValueError(f"must be one of {', '.join(allowed)}")
-        return value
-
-    return parse
-
-
-# setting -> (CLI flags, environment variables in priority order, parser)
-OPTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...], Callable[[str], Any]]] = {
-    "entry_script": (("--entry-script", "--entry_script"), ("AZUREML_ENTRY_SCRIPT",), Path),
-    "model_dir": (("--model-dir", "--model_dir"), ("AZUREML_MODEL_DIR",), Path),
-    "host": (("--host",), ("ML_ENDPOINTS_HOST",), str),
-    "port": (("--port", "-p"), ("ML_ENDPOINTS_PORT", "AZUREML_SERVER_PORT"), _int_min(0)),
-    "workers": (("--workers", "-w", "--worker_count"), ("WORKER_COUNT",), _int_min(1)),
-    "request_timeout_ms": (
-        ("--request-timeout-ms",),
-        ("REQUEST_TIMEOUT_MS", "SCORING_TIMEOUT_MS"),
-        _int_min(0),
-    ),
-    "max_concurrent_requests_per_instance": (
-        ("--max-concurrent-requests-per-instance",),
-        ("MAX_CONCURRENT_REQUESTS_PER_INSTANCE",),
-        _int_min(0),
-    ),
-    "max_queue_wait_ms": (("--max-queue-wait-ms",), ("MAX_QUEUE_WAIT_MS",), _int_min(0)),
-    "max_request_body_bytes": (
-        ("--max-request-body-bytes",),
-        ("MAX_REQUEST_BODY_BYTES",),
-        _int_min(1),
-    ),
-    "collect": (("--collect",), ("DATA_COLLECTION_ENABLED",), _bool),
-    "collect_dir": (("--collect-dir",), ("DATA_COLLECTION_DIR",), Path),
-    "collect_sampling_rate": (
-        ("--collect-sampling-rate",),
-        ("DATA_COLLECTION_SAMPLING_RATE",),
-        _rate,
-    ),
-    "collect_max_file_bytes": (
-        ("--collect-max-file-bytes",),
-        ("DATA_COLLECTION_MAX_FILE_BYTES",),
-        _int_min(1),
-    ),
-    "access_log": (("--access-log",), ("ACCESS_LOG",), _bool),
-    "log_level": (("--log-level",), ("LOG_LEVEL",), _choice("debug", "info", "warning", "error")),
-    "graceful_timeout_s": (("--graceful-timeout-s",), ("GRACEFUL_SHUTDOWN_TIMEOUT_S",), float),
-    "execution": (
-        ("--execution",),
-        ("ML_ENDPOINTS_EXECUTION",),
-        _choice("auto", "inline", "thread"),
-    ),
-    "metrics_dir": (("--metrics-dir",), ("ML_ENDPOINTS_METRICS_DIR",), Path),
-}
+        return raw
+    if kind is bool:
+        return _bool(raw)
+    if kind is int or kind is float:
+        number = kind(raw)
+        low, high = _bounds(info)
+        if (low is not None and number < low) or (high is not None and number > high):
+            if low is not None and high is not None:
+                raise ValueError(f"must be between {low:g} and {high:g}")
+            raise ValueError(f"must be >= {low:g}" if low is not None else f"must be <= {high:g}")
+        return number
+    if kind is str:
+        return raw
+    return Path(raw)  # Path and Path | None
 
 
 def parser() -> argparse.ArgumentParser:
@@ -162,41 +257,15 @@ def parser() -> argparse.ArgumentParser:
         prog="python -m scoring serve",
         description="Serve an Azure ML style scoring script (init()/run()) or an MLflow model.",
     )
-    for name, (flags, envs, _) in OPTIONS.items():
-        doc = _DOCS.get(name, "")
+    for name, info in Settings.model_fields.items():
+        doc = (info.description or "").split("\n")[0]
         p.add_argument(
-            *flags,
+            *Settings.flags(name),
             dest=name,
-            metavar="V" if name != "collect" else "BOOL",
-            help=f"{doc} [env {', '.join(envs)}; default {_default(name)}]",
+            metavar="BOOL" if info.annotation is bool else "V",
+            help=f"{doc} [env {', '.join(Settings.env_vars(name))}; default {_text(info.default)}]",
         )
     return p
-
-
-def _default(name: str) -> Any:
-    return next(f.default for f in fields(Settings) if f.name == name)
-
-
-_DOCS = {
-    "entry_script": "scoring script with init() and run(raw_data)",
-    "model_dir": "model folder (an MLmodel file here and no script = MLflow no-code)",
-    "host": "address to bind (tests: 127.0.0.1)",
-    "port": "TCP port",
-    "workers": "worker processes",
-    "request_timeout_ms": "504 past this many ms in run() (0 = off)",
-    "max_concurrent_requests_per_instance": "concurrent run() calls per instance (0 = no limit)",
-    "max_queue_wait_ms": "429 after waiting this long for a slot",
-    "max_request_body_bytes": "413 over this many bytes",
-    "collect": "collect model_inputs/model_outputs of sampled requests",
-    "collect_dir": "folder for collected JSONL files",
-    "collect_sampling_rate": "share of requests collected (0..1)",
-    "collect_max_file_bytes": "roll JSONL files past this size",
-    "access_log": "one JSON log line per request",
-    "log_level": "debug|info|warning|error",
-    "graceful_timeout_s": "drain time on SIGTERM",
-    "execution": "auto|inline|thread (where run() executes)",
-    "metrics_dir": "shared folder for per-worker metrics (internal)",
-}
 
 
 def load(argv: Sequence[str] = (), environ: Mapping[str, str] | None = None) -> Settings:
@@ -208,20 +277,23 @@ def load(argv: Sequence[str] = (), environ: Mapping[str, str] | None = None) -> 
     env = os.environ if environ is None else environ
     args = parser().parse_args(list(argv))
     values: dict[str, Any] = {}
-    for name, (flags, envs, parse) in OPTIONS.items():
-        raw, source = getattr(args, name), flags[0]
+    for name, info in Settings.model_fields.items():
+        raw, source = getattr(args, name), Settings.flags(name)[0]
         if raw is None:
-            for var in envs:
+            for var in Settings.env_vars(name):
                 if env.get(var, "") != "":
                     raw, source = env[var], var
                     break
         if raw is None:
             continue
         try:
-            values[name] = parse(raw)
+            values[name] = parse_value(info, raw)
         except ValueError as exc:
             raise SettingsError(f"{source}: {raw!r} is not valid ({exc})") from exc
-    settings = Settings(**values)
+    try:
+        settings = Settings(**values)
+    except ValidationError as exc:  # parse_value checked every field; a programmer error
+        raise SettingsError(str(exc)) from exc
     _check(settings)
     return settings
 
@@ -238,6 +310,6 @@ def _check(s: Settings) -> None:
         )
     if s.execution == "inline" and s.max_concurrent_requests_per_instance > 0:
         raise SettingsError(
-            "--execution: 'inline' cannot queue requests; drop "
-            "--max-concurrent-requests-per-instance or use --execution thread"
+            "--execution: 'inline' cannot queue requests; set "
+            "--max-concurrent-requests-per-instance 0 (its default is 1) or use --execution thread"
         )

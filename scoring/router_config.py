@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -18,9 +17,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from scoring.traffic import check_mirror, check_traffic
-
-_DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+from scoring.traffic import check_mirror, check_traffic, name_problem
 
 #: Secret file names inside ``secrets_dir`` and the env variables that may supply them instead.
 SECRET_SOURCES = {
@@ -67,8 +64,29 @@ class DeploymentConfig(BaseModel):
         return value
 
 
-class RouterConfig(BaseModel):
-    """The whole router config file (one router per endpoint)."""
+class RouterLimits(BaseModel):
+    """The router's upstream limits: the one declaration of each, with its default and bounds.
+
+    The stack config's ``endpoint.router`` section and the components' ``RouterSettings.limits``
+    use this model, and the config file carries its fields at the top level under the same
+    names, so a key set in ``Pulumi.<stack>.yaml`` reaches the router unchanged.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    request_timeout_ms: int = Field(5000, ge=1, le=600_000)
+    """Time a deployment has to answer one request before the router returns 504."""
+    connect_timeout_ms: int = Field(2000, ge=1, le=60_000)
+    """Time to get a connection to a deployment: open one (else 502), or wait for a busy pool
+    to free one (else 503)."""
+    max_connections_per_deployment: int = Field(256, ge=1, le=10_000)
+    """Pooled keep-alive connections per deployment; when all are busy a request waits, then 503."""
+    max_body_bytes: int = Field(10 * 1024 * 1024, ge=1, le=1024 * 1024 * 1024)
+    """Largest request body accepted (413 above)."""
+
+
+class _Routing(BaseModel):
+    """The config file's routing part: names, auth, upstreams, traffic."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
@@ -84,30 +102,29 @@ class RouterConfig(BaseModel):
     """Deployment name → percent of unpinned requests copied to it (one deployment, ≤ 50)."""
     secrets_dir: str | None = None
     """Folder with files primary_key, secondary_key, token_signing_key (a mounted Secret)."""
-    request_timeout_ms: int = Field(5000, ge=1, le=600_000)
-    """Time a deployment has to answer one request before the router returns 504."""
-    connect_timeout_ms: int = Field(2000, ge=1, le=60_000)
-    """Time to get a connection to a deployment: open one (else 502), or wait for a busy pool
-    to free one (else 503)."""
-    max_connections_per_deployment: int = Field(256, ge=1, le=10_000)
-    """Pooled keep-alive connections per deployment; when all are busy a request waits, then 503."""
-    max_body_bytes: int = Field(10 * 1024 * 1024, ge=1, le=1024 * 1024 * 1024)
-    """Largest request body accepted (413 above)."""
 
     @field_validator("endpoint_name")
     @classmethod
     def _endpoint_name(cls, value: str) -> str:
-        if not _DNS1123.match(value):
-            raise ValueError(f"{value!r} is not DNS-1123 (lowercase, digits, '-', ≤63 chars)")
+        problem = name_problem(value)
+        if problem:
+            raise ValueError(problem)
         return value
 
     @field_validator("deployments")
     @classmethod
     def _deployment_names(cls, value: dict[str, DeploymentConfig]) -> dict[str, DeploymentConfig]:
-        bad = [name for name in value if not _DNS1123.match(name)]
-        if bad:
-            raise ValueError(f"{bad[0]!r} is not DNS-1123 (lowercase, digits, '-', ≤63 chars)")
+        problems = [p for p in map(name_problem, value) if p]
+        if problems:
+            raise ValueError(problems[0])
         return value
+
+
+
+class RouterConfig(RouterLimits, _Routing):
+    """The whole router config file (one router per endpoint): routing, then ``RouterLimits``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     @model_validator(mode="after")
     def _traffic_rules(self) -> RouterConfig:

@@ -28,7 +28,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Generator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     created_dir = None
     if settings.metrics_dir is None:
         created_dir = Path(tempfile.mkdtemp(prefix="ml-endpoints-metrics-", dir=_memory_dir()))
-        settings = replace(settings, metrics_dir=created_dir)
+        settings = settings.model_copy(update={"metrics_dir": created_dir})
     try:
         return Supervisor(settings).run()
     finally:

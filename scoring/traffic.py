@@ -1,8 +1,8 @@
 """Traffic and mirror: the rules a configuration must meet, and the per-request choice.
 
-The rules (``check_traffic``, ``check_mirror``) are the one copy used both by the router
-loading its config file and by ``pulumi preview`` (``components.rules`` re-exports them), so
-the two always accept the same tables with the same messages. Each returns one line per
+The rules (``check_name``, ``check_traffic``, ``check_mirror``) are the one copy used both by
+the router loading its config file and by ``pulumi preview`` (``components.rules`` re-exports
+them), so the two always accept the same names and tables with the same messages. Each returns one line per
 problem, starting with the key path the caller names, instead of raising.
 
 A ``Split`` is built once per checked config (cumulative weights); choosing is one bisect over
@@ -12,12 +12,35 @@ no I/O.
 
 from __future__ import annotations
 
+import re
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 MAX_MIRROR_PERCENT = 50
 """A candidate gets at most half the requests copied to it."""
+
+DNS1123_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+"""Endpoint and deployment names: a DNS-1123 label that starts with a letter (a Service name)."""
+MAX_NAME = 63
+
+
+def name_problem(value: object) -> str | None:
+    """Why ``value`` cannot name an endpoint or deployment (None when it can)."""
+    if not isinstance(value, str) or not value:
+        return f"{value!r} is empty; use lowercase letters, digits and '-'"
+    if len(value) > MAX_NAME or not DNS1123_LABEL.match(value):
+        return (
+            f"{value!r} is not DNS-1123 (lowercase letters, digits, '-', starts with a "
+            f"letter, ends with a letter or digit, <= {MAX_NAME} chars)"
+        )
+    return None
+
+
+def check_name(path: str, value: object) -> list[str]:
+    """A name for Kubernetes objects and Service DNS: a DNS-1123 label starting with a letter."""
+    problem = name_problem(value)
+    return [f"{path}: {problem}"] if problem else []
 
 
 def check_traffic(traffic: Mapping[str, int], deployments: Iterable[str], path: str) -> list[str]:

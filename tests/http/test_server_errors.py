@@ -46,7 +46,8 @@ def test_run_raising_is_500_with_traceback_only_in_the_log() -> None:
 
 
 def test_inline_timeout_interrupts_run_and_keeps_serving() -> None:
-    with serve(SCRIPTS / "slow_run.py", None, "--request-timeout-ms", "300") as proc:
+    no_limit = ("--max-concurrent-requests-per-instance", "0")  # inline needs no queue limit
+    with serve(SCRIPTS / "slow_run.py", None, "--request-timeout-ms", "300", *no_limit) as proc:
         resp = httpx.post(
             proc.url + "/score", json={"sleep": 30}, headers={"x-request-id": "slow-1"}, timeout=20
         )

@@ -10,6 +10,10 @@ import pytest
 from scoring.router import RouteError, RouterState, authorize, route
 from scoring.router_config import ConfigError, load_config, load_secrets, parse_config
 
+DNS1123_RULE = (
+    "DNS-1123 (lowercase letters, digits, '-', starts with a letter, ends with a letter or "
+    "digit, <= 63 chars)"
+)
 BASE = {
     "endpoint_name": "diabetes",
     "auth_mode": "key",
@@ -101,7 +105,7 @@ def test_documented_example_parses() -> None:
         ),
         (
             {"deployments": {"Blue_1": {"url": "http://b:1"}}, "traffic": {}, "mirror_traffic": {}},
-            ["deployments: 'Blue_1' is not DNS-1123 (lowercase, digits, '-', ≤63 chars)"],
+            [f"deployments: 'Blue_1' is not {DNS1123_RULE}"],
         ),
         (
             {"request_timeout_ms": 0},
@@ -109,7 +113,7 @@ def test_documented_example_parses() -> None:
         ),
         (
             {"endpoint_name": "Diabetes"},
-            ["endpoint_name: 'Diabetes' is not DNS-1123 (lowercase, digits, '-', ≤63 chars)"],
+            [f"endpoint_name: 'Diabetes' is not {DNS1123_RULE}"],
         ),
     ],
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from scoring.config import Settings, SettingsError, load
 
@@ -19,8 +20,8 @@ def script(tmp_path: Path) -> Path:
 def test_defaults(script: Path) -> None:
     s = load(["--entry-script", str(script)], {})
     assert (s.host, s.port, s.workers, s.request_timeout_ms) == ("0.0.0.0", 5001, 1, 5000)
-    assert s.max_concurrent_requests_per_instance == 0
-    assert not s.run_in_thread
+    assert s.max_concurrent_requests_per_instance == 1  # Azure's default
+    assert s.run_in_thread
 
 
 def test_azmlinfsrv_spellings_and_env(script: Path, tmp_path: Path) -> None:
@@ -53,7 +54,7 @@ def test_env_names_and_cli_precedence(script: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("argv", "env", "message"),
     [
-        (["--workers", "0"], {}, "--workers: '0' is not valid (must be >= 1)"),
+        (["--workers", "0"], {}, "--workers: '0' is not valid (must be between 1 and 64)"),
         (
             [],
             {"WORKER_COUNT": "x"},
@@ -104,5 +105,5 @@ def test_inline_cannot_queue(script: Path) -> None:
 
 
 def test_settings_are_frozen() -> None:
-    with pytest.raises(AttributeError):
+    with pytest.raises(ValidationError, match="frozen"):
         Settings().port = 1  # type: ignore[misc]
