@@ -3,13 +3,16 @@
 Layout: one public module per component (`model_asset`, `environment`, `online_deployment`,
 `online_endpoint`), pure validation rules in `rules`, and private helpers in `_*` modules
 (labels, naming, hashing, conda translation, build contexts, generated keys; `_images` belongs to
-the toolchain area and builds/pushes images on `pulumi up` only).
+the toolchain area and builds/pushes images on `pulumi up` only). The server and router settings
+(`RequestSettings`, `DataCollection`, `RouterLimits`) are declared once in `scoring` and
+re-exported here.
 """
 
 from components.environment import Environment, EnvironmentArgs
 from components.model_asset import ModelAsset, ModelAssetArgs
 from components.online_deployment import (
     CodeConfiguration,
+    DataCollection,
     OnlineDeployment,
     OnlineDeploymentArgs,
     Probe,
@@ -20,11 +23,13 @@ from components.online_endpoint import (
     KeyVersions,
     OnlineEndpoint,
     OnlineEndpointArgs,
+    RouterLimits,
     RouterSettings,
 )
 
 __all__ = [
     "CodeConfiguration",
+    "DataCollection",
     "Environment",
     "EnvironmentArgs",
     "KeyVersions",
@@ -37,5 +42,6 @@ __all__ = [
     "Probe",
     "RequestSettings",
     "Resources",
+    "RouterLimits",
     "RouterSettings",
 ]

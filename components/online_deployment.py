@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pulumi
 import pulumi_kubernetes as k8s
+from pydantic import ValidationError
 
 from components import _build, _labels, _naming, _pods, rules
 from components._hashing import hash_parts, hash_tree
 from components.environment import Environment
 from components.model_asset import ModelAsset
+from scoring.config import DataCollection, DeploymentSettings, RequestSettings, Workers
 
 
 @dataclass
@@ -23,15 +25,6 @@ class Probe:
     timeout_s: int = 2
     failure_threshold: int = 30
     success_threshold: int = 1
-
-
-@dataclass
-class RequestSettings:
-    """Per-request limits the inference server enforces."""
-
-    request_timeout_ms: int = 5000
-    max_concurrent_requests_per_instance: int = 1
-    max_queue_wait_ms: int = 500
 
 
 @dataclass
@@ -60,6 +53,9 @@ class OnlineDeploymentArgs:
         endpoint_name: the endpoint this deployment serves behind (fixed at creation).
         namespace: Kubernetes namespace of the endpoint.
         image: a prebuilt scoring image (bring your own container); nothing is built.
+        worker_count, request_settings, data_collection: the inference server's settings,
+            declared (defaults, bounds, docs) in `scoring.config`; they reach the pods as the
+            environment `DeploymentSettings.to_env()` renders.
         rollout_timeout_s: how long `pulumi up` waits for Ready pods before failing with the
             pods' status (the scoring server's log tail when init() fails), instead of 10 min.
     """
@@ -71,9 +67,10 @@ class OnlineDeploymentArgs:
     code_configuration: CodeConfiguration | None = None
     image: str | None = None
     instance_count: int = 1
-    worker_count: int = 1
+    worker_count: int = Workers.model_fields["worker_count"].default
     resources: Resources = field(default_factory=Resources)
     request_settings: RequestSettings = field(default_factory=RequestSettings)
+    data_collection: DataCollection = field(default_factory=DataCollection)
     liveness_probe: Probe = field(default_factory=Probe)
     readiness_probe: Probe = field(
         default_factory=lambda: Probe(initial_delay_s=2, period_s=2, failure_threshold=3)
@@ -81,6 +78,18 @@ class OnlineDeploymentArgs:
     environment_variables: dict[str, str] = field(default_factory=dict)
     rollout_timeout_s: int = 300
     registry: str = "127.0.0.1:5000"
+
+    def server_settings(self) -> DeploymentSettings:
+        """The server settings as one checked model (its bounds apply here too).
+
+        Raises:
+            pydantic.ValidationError: a setting out of its declared bounds.
+        """
+        return DeploymentSettings(
+            worker_count=self.worker_count,
+            request_settings=self.request_settings,
+            data_collection=self.data_collection,
+        )
 
 
 class OnlineDeployment(pulumi.ComponentResource):
@@ -131,8 +140,6 @@ class OnlineDeployment(pulumi.ComponentResource):
                 _build.MODEL_DIR,
                 "--port",
                 str(_naming.SCORING_PORT),
-                "--workers",
-                str(args.worker_count),
             ],
             ports=[k8s.core.v1.ContainerPortArgs(name="http", container_port=_naming.SCORING_PORT)],
             env=[k8s.core.v1.EnvVarArgs(name=k, value=v) for k, v in _env(args).items()],
@@ -288,10 +295,16 @@ def _validate(name: str, args: OnlineDeploymentArgs) -> None:
                 problems.append(
                     f"{where} code_configuration.scoring_script: {str(script)!r} is not a file"
                 )
-    for key, low in (("instance_count", 0), ("worker_count", 1), ("rollout_timeout_s", 10)):
+    for key, low in (("instance_count", 0), ("rollout_timeout_s", 10)):
         value = getattr(args, key)
         if not isinstance(value, int) or value < low:
             problems.append(f"{where} {key}: {value!r} must be an integer >= {low}")
+    try:
+        args.server_settings()
+    except ValidationError as exc:
+        for err in exc.errors(include_url=False):
+            key = ".".join(str(part) for part in err["loc"])
+            problems.append(f"{where} {key}: {err['msg']} (got {err['input']!r})")
     if problems:
         raise ValueError("\n".join(problems))
 
@@ -302,15 +315,8 @@ def _entry_script(args: OnlineDeploymentArgs) -> str:
 
 
 def _env(args: OnlineDeploymentArgs) -> dict[str, str]:
-    """Server settings as env vars (the Azure ML names where one exists), user vars last."""
-    env = {
-        "WORKER_COUNT": str(args.worker_count),
-        "SCORING_TIMEOUT_MS": str(args.request_settings.request_timeout_ms),
-        "MAX_CONCURRENT_REQUESTS_PER_INSTANCE": str(
-            args.request_settings.max_concurrent_requests_per_instance
-        ),
-        "MAX_QUEUE_WAIT_MS": str(args.request_settings.max_queue_wait_ms),
-    }
+    """Every server setting as the env var the server reads (`to_env()`), user vars last."""
+    env = args.server_settings().to_env()
     if args.image is None:
         env["AZUREML_MODEL_DIR"] = _build.MODEL_DIR
         env["AZUREML_ENTRY_SCRIPT"] = _entry_script(args)

@@ -15,6 +15,7 @@ from components import _build, _labels, _naming, _pods, rules
 from components._hashing import hash_parts
 from components._keys import GeneratedKey
 from components.online_deployment import OnlineDeployment
+from scoring.router_config import RouterLimits
 
 AuthMode = Literal["key", "aml_token", "none"]
 ServiceType = Literal["NodePort", "LoadBalancer", "ClusterIP"]
@@ -43,6 +44,9 @@ class RouterSettings:
         node_port: fixed NodePort (30000-32767) so `scoring_uri` is stable; None lets
             Kubernetes pick one.
         public_host: host clients use with a NodePort.
+        limits: the router's upstream limits (`request_timeout_ms`, ...), declared with their
+            defaults and bounds in `scoring.router_config`; written to the router config file
+            under the same names.
         reload: `rollout` puts a hash of the router config in the pod template, so a traffic
             change rolls the router pods (only them) and is in effect when `pulumi up` returns;
             `hot` only updates the ConfigMap and lets the router reload the file when the kubelet
@@ -56,7 +60,7 @@ class RouterSettings:
     service_type: ServiceType = "NodePort"
     node_port: int | None = None
     public_host: str = "127.0.0.1"
-    request_timeout_ms: int = 5000
+    limits: RouterLimits = field(default_factory=RouterLimits)
     reload: ReloadMode = "rollout"
     resources: dict[str, dict[str, str]] = field(
         default_factory=lambda: {"requests": {"cpu": "100m", "memory": "128Mi"}}
@@ -153,7 +157,7 @@ class OnlineEndpoint(pulumi.ComponentResource):
             "traffic": traffic,
             "mirror_traffic": mirror,
             "secrets_dir": _naming.SECRETS_DIR,
-            "request_timeout_ms": args.router.request_timeout_ms,
+            **args.router.limits.model_dump(),
         }
         config_json = json.dumps(router_config, indent=2, sort_keys=True)
         # The plan (and the "still takes traffic" check) needs the deployed stack's routing, an

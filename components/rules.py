@@ -25,6 +25,7 @@ __all__ = [
     "traffic_plan",
 ]
 
+
 def check_object_name(path: str, endpoint: str, deployment: str) -> list[str]:
     """`{endpoint}-{deployment}` names the deployment's Kubernetes objects: it must fit a label."""
     combined = f"{endpoint}-{deployment}"

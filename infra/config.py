@@ -16,6 +16,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from components import rules
+from components.online_deployment import DeploymentSettings
+from components.online_endpoint import RouterLimits
 
 PROJECT = "ml-endpoints"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -89,19 +91,18 @@ class ProbeConfig(_Section):
     success_threshold: int = Field(1, ge=1, le=100)
 
 
-class RequestSettingsConfig(_Section):
-    request_timeout_ms: int = Field(5000, ge=1, le=600_000)
-    max_concurrent_requests_per_instance: int = Field(1, ge=1, le=1000)
-    max_queue_wait_ms: int = Field(500, ge=0, le=600_000)
-
-
 class ResourcesConfig(_Section):
     requests: dict[Literal["cpu", "memory"], str] = {"cpu": "100m", "memory": "256Mi"}
     limits: dict[Literal["cpu", "memory"], str] = {}
 
 
-class DeploymentConfig(_Section):
-    """One deployment behind the endpoint (blue, green, ...)."""
+class DeploymentConfig(_Section, DeploymentSettings):
+    """One deployment behind the endpoint (blue, green, ...).
+
+    Its server settings (`worker_count`, `request_settings`, `data_collection`) are
+    `scoring.config.DeploymentSettings`, inherited: declared there once, with their defaults
+    and bounds, and passed on to the components unchanged.
+    """
 
     name: str
     model: str | None = None
@@ -112,9 +113,7 @@ class DeploymentConfig(_Section):
     image: str | None = None
     """Prebuilt scoring image; model/environment/code are then not built."""
     instance_count: int = Field(1, ge=0, le=100)
-    worker_count: int = Field(1, ge=1, le=64)
     resources: ResourcesConfig = ResourcesConfig()
-    request_settings: RequestSettingsConfig = RequestSettingsConfig()
     liveness_probe: ProbeConfig = ProbeConfig()
     readiness_probe: ProbeConfig = ProbeConfig(initial_delay_s=2, period_s=2, failure_threshold=3)
     environment_variables: dict[str, str] = {}
@@ -129,15 +128,21 @@ class KeysConfig(_Section):
     token_signing_version: int = Field(1, ge=1)
 
 
-class RouterConfig(_Section):
+class RouterConfig(_Section, RouterLimits):
+    """The router pods; its upstream limits (`request_timeout_ms`, ...) are
+    `scoring.router_config.RouterLimits`, inherited, and reach the router config file as is."""
+
     replicas: int = Field(1, ge=1, le=20)
     service_type: Literal["NodePort", "LoadBalancer", "ClusterIP"] = "NodePort"
     node_port: int | None = Field(None, ge=30000, le=32767)
     public_host: str = "127.0.0.1"
-    request_timeout_ms: int = Field(5000, ge=1, le=600_000)
     reload: Literal["rollout", "hot"] = "rollout"
     image: str | None = None
     """Prebuilt router image; unset: built from images/router.Dockerfile on registry.base_image."""
+
+    def limits(self) -> RouterLimits:
+        """The `RouterLimits` part alone (what the router config file receives)."""
+        return RouterLimits(**{name: getattr(self, name) for name in RouterLimits.model_fields})
 
 
 class EndpointConfig(_Section):

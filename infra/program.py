@@ -19,7 +19,6 @@ from components import (
     OnlineEndpoint,
     OnlineEndpointArgs,
     Probe,
-    RequestSettings,
     Resources,
     RouterSettings,
 )
@@ -150,7 +149,8 @@ def build(cfg: StackConfig, previous: tuple[Any, Any] = (None, None)) -> OnlineE
                     resources=Resources(
                         requests=dict(d.resources.requests), limits=dict(d.resources.limits)
                     ),
-                    request_settings=RequestSettings(**d.request_settings.model_dump()),
+                    request_settings=d.request_settings,
+                    data_collection=d.data_collection,
                     liveness_probe=Probe(**d.liveness_probe.model_dump()),
                     readiness_probe=Probe(**d.readiness_probe.model_dump()),
                     environment_variables=dict(d.environment_variables),
@@ -184,7 +184,7 @@ def build(cfg: StackConfig, previous: tuple[Any, Any] = (None, None)) -> OnlineE
                 service_type=ep.router.service_type,
                 node_port=ep.router.node_port,
                 public_host=ep.router.public_host,
-                request_timeout_ms=ep.router.request_timeout_ms,
+                limits=ep.router.limits(),
                 reload=ep.router.reload,
             ),
             previous_traffic=previous[0],

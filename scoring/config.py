@@ -70,21 +70,28 @@ class Declared(BaseModel):
 
     @classmethod
     def leaves(cls) -> dict[str, FieldInfo]:
-        """Every setting, nested sections flattened (name -> field)."""
+        """Every setting, nested sections flattened (name -> field; names are unique)."""
         out: dict[str, FieldInfo] = {}
         for name, info in cls.model_fields.items():
             section = _section(info)
-            out.update(section.leaves() if section else {name: info})
+            if section:
+                out.update(section.leaves())
+            elif _is_setting(info):
+                out[name] = info
         return out
 
     def to_env(self) -> dict[str, str]:
-        """Every setting as environment variables (``load()`` reads them back unchanged)."""
+        """Every setting as environment variables (``load()`` reads them back unchanged).
+
+        Only ``setting()`` fields and sections count: a model that adds other fields (the
+        stack config's deployment: name, model, ...) renders just its settings.
+        """
         env: dict[str, str] = {}
-        for name in type(self).model_fields:
+        for name, info in type(self).model_fields.items():
             value = getattr(self, name)
             if isinstance(value, Declared):
                 env.update(value.to_env())
-            elif value is not None:
+            elif value is not None and _is_setting(info):
                 env[self.env_vars(name)[0]] = _text(value)
         return env
 
@@ -196,6 +203,10 @@ def _extra(info: FieldInfo, key: str) -> list[str]:
     extra = info.json_schema_extra
     names = extra.get(key) if isinstance(extra, dict) else None
     return [str(n) for n in names] if isinstance(names, list) else []
+
+
+def _is_setting(info: FieldInfo) -> bool:
+    return isinstance(info.json_schema_extra, dict) and "env" in info.json_schema_extra
 
 
 def _section(info: FieldInfo) -> type[Declared] | None:

@@ -120,7 +120,6 @@ class _Routing(BaseModel):
         return value
 
 
-
 class RouterConfig(RouterLimits, _Routing):
     """The whole router config file (one router per endpoint): routing, then ``RouterLimits``."""
 

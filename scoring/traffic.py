@@ -2,8 +2,8 @@
 
 The rules (``check_name``, ``check_traffic``, ``check_mirror``) are the one copy used both by
 the router loading its config file and by ``pulumi preview`` (``components.rules`` re-exports
-them), so the two always accept the same names and tables with the same messages. Each returns one line per
-problem, starting with the key path the caller names, instead of raising.
+them), so the two always accept the same names and tables with the same messages. Each
+returns one line per problem, starting with the key path the caller names, instead of raising.
 
 A ``Split`` is built once per checked config (cumulative weights); choosing is one bisect over
 a random number the caller passes in, so tests drive it with fixed numbers. Pure functions,

@@ -166,9 +166,13 @@ def test_scoring_deployment_spec(assets: dict[str, Path]) -> None:
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env == {
         "WORKER_COUNT": "3",
-        "SCORING_TIMEOUT_MS": "7000",
+        "REQUEST_TIMEOUT_MS": "7000",
         "MAX_CONCURRENT_REQUESTS_PER_INSTANCE": "4",
         "MAX_QUEUE_WAIT_MS": "500",
+        "MAX_REQUEST_BODY_BYTES": "104857600",
+        "DATA_COLLECTION_ENABLED": "false",
+        "DATA_COLLECTION_SAMPLING_RATE": "1.0",
+        "DATA_COLLECTION_MAX_FILE_BYTES": "10485760",
         "AZUREML_MODEL_DIR": "/var/azureml-app/model",
         "AZUREML_ENTRY_SCRIPT": "/var/azureml-app/code/score.py",
         "EXTRA": "1",
@@ -181,8 +185,6 @@ def test_scoring_deployment_spec(assets: dict[str, Path]) -> None:
         "/var/azureml-app/model",
         "--port",
         "5001",
-        "--workers",
-        "3",
     ]
     assert dep.custom_timeouts.create == "120s"
     assert dep.custom_timeouts.update == "120s"
@@ -220,6 +222,9 @@ def test_router_config_matches_router_schema(assets: dict[str, Path]) -> None:
         "mirror_traffic": {},
         "secrets_dir": "/var/run/secrets/ml-endpoints",
         "request_timeout_ms": 5000,
+        "connect_timeout_ms": 2000,
+        "max_connections_per_deployment": 256,
+        "max_body_bytes": 10485760,
     }
     RouterConfig.model_validate(config)  # the router accepts exactly what we generate
     router = rec.one(DEPLOYMENT, "diabetes-router")
