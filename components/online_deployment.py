@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -14,6 +15,9 @@ from components._hashing import hash_parts, hash_tree
 from components.environment import Environment
 from components.model_asset import ModelAsset
 from scoring.config import DataCollection, DeploymentSettings, RequestSettings, Workers
+
+if TYPE_CHECKING:
+    from components._images import Image
 
 
 @dataclass
@@ -117,7 +121,7 @@ class OnlineDeployment(pulumi.ComponentResource):
         selector = _labels.scoring_selector(args.endpoint_name, name)
         labels = {**_labels.common("scoring"), **selector}
 
-        self.image = None
+        self.image: Image | None = None
         content_tag = ""
         if args.image:
             image_ref: pulumi.Input[str] = args.image
@@ -257,7 +261,7 @@ class OnlineDeployment(pulumi.ComponentResource):
                 **_build.tree("code", code_dir, exclude),
             },
         )
-        self.image = Image(
+        image = Image(
             _naming.child(name, "image"),
             ImageArgs(
                 context=str(context),
@@ -272,7 +276,8 @@ class OnlineDeployment(pulumi.ComponentResource):
             ),
             pulumi.ResourceOptions(parent=self),
         )
-        return self.image.ref, self.image.digest, digest[:16]
+        self.image = image
+        return image.ref, image.digest, digest[:16]
 
 
 def _validate(name: str, args: OnlineDeploymentArgs) -> None:

@@ -6,7 +6,7 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -104,6 +104,7 @@ class OnlineEndpoint(pulumi.ComponentResource):
     swagger_uri: pulumi.Output[str]
     primary_key: pulumi.Output[str]
     secondary_key: pulumi.Output[str]
+    token_signing_key: pulumi.Output[str]
     traffic: pulumi.Output[dict[str, int]]
     mirror_traffic: pulumi.Output[dict[str, int]]
 
@@ -200,7 +201,7 @@ class OnlineEndpoint(pulumi.ComponentResource):
                 parent=self, depends_on=[self.config_map, self.secret, *routed_to]
             ),
         )
-        ports = {"name": "http", "port": 80, "target_port": "http"}
+        ports: dict[str, Any] = {"name": "http", "port": 80, "target_port": "http"}
         if args.router.service_type == "NodePort" and args.router.node_port:
             ports["node_port"] = args.router.node_port
         self.service = k8s.core.v1.Service(
@@ -350,7 +351,7 @@ def _router_spec(
     annotations: dict[str, str],
 ) -> k8s.apps.v1.DeploymentSpecArgs:
     settings = args.router
-    probe = {"initial_delay_seconds": 1, "period_seconds": 2, "timeout_seconds": 2}
+    probe: dict[str, Any] = {"initial_delay_seconds": 1, "period_seconds": 2, "timeout_seconds": 2}
     return k8s.apps.v1.DeploymentSpecArgs(
         replicas=settings.replicas,
         selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector),
@@ -437,7 +438,7 @@ def _base_url(
         if settings.node_port:
             return pulumi.Output.from_input(f"http://{settings.public_host}:{settings.node_port}")
         return service.spec.apply(
-            lambda spec: f"http://{settings.public_host}:{spec.ports[0].node_port}"
+            lambda spec: f"http://{settings.public_host}:{(spec.ports or [])[0].node_port}"
         )
     if settings.service_type == "LoadBalancer":
 

@@ -35,7 +35,7 @@ class ClusterConfig(_Section):
     ~/.cache/ml-endpoints). Its content, not its path, goes to the provider."""
     context: str | None = None
     """kubeconfig context; the file's current context when unset."""
-    cluster_id: str = Field("local", min_length=1)
+    cluster_id: str = Field(default="local", min_length=1)
     """Stable name of the cluster: the provider (and everything on it) is replaced only when this
     changes, not when the kubeconfig path or its credentials change."""
     namespace: str = "ml-endpoints"
@@ -53,7 +53,7 @@ class RegistryConfig(_Section):
     """Registry host:port images are pushed to and pulled from."""
     base_image: str = "ml-endpoints/base:bookworm"
     """Image environments are built on (build arg BASE_IMAGE)."""
-    python: str = Field("3.11", pattern=r"^3\.\d+$")
+    python: str = Field(default="3.11", pattern=r"^3\.\d+$")
     """Python major.minor of the base image; conda `python=` pins must agree."""
 
 
@@ -84,11 +84,11 @@ class CodeConfig(_Section):
 
 
 class ProbeConfig(_Section):
-    initial_delay_s: int = Field(10, ge=0, le=3600)
-    period_s: int = Field(10, ge=1, le=3600)
-    timeout_s: int = Field(2, ge=1, le=3600)
-    failure_threshold: int = Field(30, ge=1, le=1000)
-    success_threshold: int = Field(1, ge=1, le=100)
+    initial_delay_s: int = Field(default=10, ge=0, le=3600)
+    period_s: int = Field(default=10, ge=1, le=3600)
+    timeout_s: int = Field(default=2, ge=1, le=3600)
+    failure_threshold: int = Field(default=30, ge=1, le=1000)
+    success_threshold: int = Field(default=1, ge=1, le=100)
 
 
 class ResourcesConfig(_Section):
@@ -112,29 +112,29 @@ class DeploymentConfig(_Section, DeploymentSettings):
     code: CodeConfig | None = None
     image: str | None = None
     """Prebuilt scoring image; model/environment/code are then not built."""
-    instance_count: int = Field(1, ge=0, le=100)
+    instance_count: int = Field(default=1, ge=0, le=100)
     resources: ResourcesConfig = ResourcesConfig()
     liveness_probe: ProbeConfig = ProbeConfig()
     readiness_probe: ProbeConfig = ProbeConfig(initial_delay_s=2, period_s=2, failure_threshold=3)
     environment_variables: dict[str, str] = {}
-    rollout_timeout_s: int = Field(300, ge=10, le=3600)
+    rollout_timeout_s: int = Field(default=300, ge=10, le=3600)
 
 
 class KeysConfig(_Section):
     """Bump a version to regenerate that key alone on the next `pulumi up`."""
 
-    primary_version: int = Field(1, ge=1)
-    secondary_version: int = Field(1, ge=1)
-    token_signing_version: int = Field(1, ge=1)
+    primary_version: int = Field(default=1, ge=1)
+    secondary_version: int = Field(default=1, ge=1)
+    token_signing_version: int = Field(default=1, ge=1)
 
 
 class RouterConfig(_Section, RouterLimits):
     """The router pods; its upstream limits (`request_timeout_ms`, ...) are
     `scoring.router_config.RouterLimits`, inherited, and reach the router config file as is."""
 
-    replicas: int = Field(1, ge=1, le=20)
+    replicas: int = Field(default=1, ge=1, le=20)
     service_type: Literal["NodePort", "LoadBalancer", "ClusterIP"] = "NodePort"
-    node_port: int | None = Field(None, ge=30000, le=32767)
+    node_port: int | None = Field(default=None, ge=30000, le=32767)
     public_host: str = "127.0.0.1"
     reload: Literal["rollout", "hot"] = "rollout"
     image: str | None = None

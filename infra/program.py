@@ -147,7 +147,8 @@ def build(cfg: StackConfig, previous: tuple[Any, Any] = (None, None)) -> OnlineE
                     instance_count=d.instance_count,
                     worker_count=d.worker_count,
                     resources=Resources(
-                        requests=dict(d.resources.requests), limits=dict(d.resources.limits)
+                        requests={k: v for k, v in d.resources.requests.items()},
+                        limits={k: v for k, v in d.resources.limits.items()},
                     ),
                     request_settings=d.request_settings,
                     data_collection=d.data_collection,

@@ -74,14 +74,14 @@ class RouterLimits(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
-    request_timeout_ms: int = Field(5000, ge=1, le=600_000)
+    request_timeout_ms: int = Field(default=5000, ge=1, le=600_000)
     """Time a deployment has to answer one request before the router returns 504."""
-    connect_timeout_ms: int = Field(2000, ge=1, le=60_000)
+    connect_timeout_ms: int = Field(default=2000, ge=1, le=60_000)
     """Time to get a connection to a deployment: open one (else 502), or wait for a busy pool
     to free one (else 503)."""
-    max_connections_per_deployment: int = Field(256, ge=1, le=10_000)
+    max_connections_per_deployment: int = Field(default=256, ge=1, le=10_000)
     """Pooled keep-alive connections per deployment; when all are busy a request waits, then 503."""
-    max_body_bytes: int = Field(10 * 1024 * 1024, ge=1, le=1024 * 1024 * 1024)
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1, le=1024 * 1024 * 1024)
     """Largest request body accepted (413 above)."""
 
 
