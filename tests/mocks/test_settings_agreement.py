@@ -1,0 +1,298 @@
+"""The layers agree on every declared setting: stack config -> component Args -> pod -> server.
+
+The per-deployment server settings are declared once (`scoring.config.DeploymentSettings`) and
+the router's upstream limits once (`scoring.router_config.RouterLimits`). For each field of those
+declarations, these tests check that
+
+(a) the stack config accepts it under that name, and leaving it out gives the declared default;
+(b) the program, under Pulumi mocks, puts the stack's value into the pod env under the declared
+    variable (router: into the router config file under the same name);
+(c) the server's loader fed that pod env yields the same value (router: the config file parser);
+(d) `python -m scoring serve --help` lists the flag with the same default.
+
+The field lists of each layer are pinned too, so a setting added to one layer only (a stack key
+that never reaches the pod, an env var the components render by hand, a server option nobody
+can set from the stack) fails here until it is declared or listed as layer-only on purpose.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pytest
+from pydantic.fields import FieldInfo
+
+from components import OnlineDeploymentArgs, RouterSettings
+from infra import config as cfgmod
+from infra import program
+from scoring.config import Declared, DeploymentSettings, Settings, load, parser
+from scoring.router_config import RouterConfig, RouterLimits, parse_config
+from tests.mocks.conftest import Recorder, install, stack_raw
+
+REPO = Path(__file__).resolve().parents[2]
+
+# What each layer has besides the declarations, on purpose. Adding to one of these is a decision.
+SERVER_ONLY = {
+    "entry_script",
+    "model_dir",
+    "host",
+    "port",
+    "collect_dir",
+    "access_log",
+    "log_level",
+    "graceful_timeout_s",
+    "execution",
+    "metrics_dir",
+}
+DEPLOYMENT_ONLY = {
+    "name",
+    "model",
+    "environment",
+    "code",
+    "image",
+    "instance_count",
+    "resources",
+    "liveness_probe",
+    "readiness_probe",
+    "environment_variables",
+    "rollout_timeout_s",
+}
+ARGS_ONLY = {
+    "endpoint_name",
+    "namespace",
+    "model",
+    "environment",
+    "code_configuration",
+    "image",
+    "instance_count",
+    "resources",
+    "liveness_probe",
+    "readiness_probe",
+    "environment_variables",
+    "rollout_timeout_s",
+    "registry",
+}
+POD_ENV_ONLY = {"AZUREML_MODEL_DIR", "AZUREML_ENTRY_SCRIPT"}
+ROUTER_FILE_ONLY = {
+    "endpoint_name",
+    "auth_mode",
+    "deployments",
+    "traffic",
+    "mirror_traffic",
+    "secrets_dir",
+}
+ROUTER_STACK_ONLY = {"replicas", "service_type", "node_port", "public_host", "reload", "image"}
+ROUTER_ARGS_ONLY = {
+    "image",
+    "base_image",
+    "registry",
+    "replicas",
+    "service_type",
+    "node_port",
+    "public_host",
+    "reload",
+    "resources",
+}
+
+
+def declared_paths() -> dict[str, tuple[str, ...]]:
+    """Setting name -> its key path under `deployments[i]` (sections are nested keys)."""
+    paths: dict[str, tuple[str, ...]] = {}
+    for name, info in DeploymentSettings.model_fields.items():
+        section = info.annotation
+        if isinstance(section, type) and issubclass(section, Declared):
+            paths.update({leaf: (name, leaf) for leaf in section.model_fields})
+        else:
+            paths[name] = (name,)
+    return paths
+
+
+def other_value(info: FieldInfo) -> Any:
+    """A valid value different from the default (within the declared bounds)."""
+    default = info.default
+    if isinstance(default, bool):
+        return not default
+    if isinstance(default, float):
+        return 0.5 if default != 0.5 else 0.25
+    high = next((m.le for m in info.metadata if hasattr(m, "le")), None)
+    return default + 1 if high is None or default + 1 <= high else default - 1
+
+
+def text(value: Any) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
+def get(model: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        model = getattr(model, key)
+    return model
+
+
+def put(raw: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    for key in path[:-1]:
+        raw = raw.setdefault(key, {})
+    raw[path[-1]] = value
+
+
+LEAVES = DeploymentSettings.leaves()
+PATHS = declared_paths()
+OTHER = {name: other_value(info) for name, info in LEAVES.items()}
+ROUTER_OTHER = {name: other_value(info) for name, info in RouterLimits.model_fields.items()}
+
+
+def bare_raw(assets: dict[str, Path]) -> dict[str, Any]:
+    """One deployment that sets no server setting and a router that sets no limit."""
+    raw = stack_raw(assets, traffic={"blue": 100}, green=False)
+    for key in ("worker_count", "request_settings"):
+        raw["deployments"][0].pop(key, None)
+    return raw
+
+
+def set_everything(raw: dict[str, Any]) -> dict[str, Any]:
+    for name, value in OTHER.items():
+        put(raw["deployments"][0], PATHS[name], value)
+    raw["endpoint"]["router"].update(ROUTER_OTHER)
+    return raw
+
+
+def render(raw: dict[str, Any]) -> Recorder:
+    recorder = install()
+
+    @pulumi.runtime.test
+    def go() -> pulumi.Output[Any]:
+        return program.build(cfgmod.parse(raw)).scoring_uri
+
+    go()
+    return recorder
+
+
+def pod_env(recorder: Recorder) -> dict[str, str]:
+    dep = recorder.one("kubernetes:apps/v1:Deployment", "blue-deployment")
+    [container] = dep.inputs["spec"]["template"]["spec"]["containers"]
+    return {e["name"]: e["value"] for e in container["env"]}
+
+
+def router_file(recorder: Recorder) -> dict[str, Any]:
+    cm = recorder.one("kubernetes:core/v1:ConfigMap", "diabetes-router-config")
+    return json.loads(cm.inputs["data"]["router.json"])
+
+
+# -- every layer has exactly the declared fields, plus its own listed ones ----------------------
+
+
+def test_each_layer_has_the_declared_fields_and_no_other_setting() -> None:
+    assert set(LEAVES) == set(PATHS), "a setting must be a field of DeploymentSettings or a section"
+    assert set(Settings.model_fields) == set(LEAVES) | SERVER_ONLY
+    assert set(cfgmod.DeploymentConfig.model_fields) == (
+        set(DeploymentSettings.model_fields) | DEPLOYMENT_ONLY
+    )
+    assert {f.name for f in fields(OnlineDeploymentArgs)} == (
+        set(DeploymentSettings.model_fields) | ARGS_ONLY
+    )
+    assert set(RouterConfig.model_fields) == set(RouterLimits.model_fields) | ROUTER_FILE_ONLY
+    assert set(cfgmod.RouterConfig.model_fields) == (
+        set(RouterLimits.model_fields) | ROUTER_STACK_ONLY
+    )
+    assert {f.name for f in fields(RouterSettings)} == {"limits"} | ROUTER_ARGS_ONLY
+
+
+@pytest.mark.parametrize("name", sorted(LEAVES))
+def test_server_field_is_the_declared_one(name: str) -> None:
+    """Same default, bounds, type and doc in the server as in the declaration."""
+    mine, declared = Settings.model_fields[name], LEAVES[name]
+    assert (mine.annotation, mine.default, mine.metadata, mine.description) == (
+        declared.annotation,
+        declared.default,
+        declared.metadata,
+        declared.description,
+    )
+    assert declared.description and "\n" not in declared.description, "one-line docstring"
+
+
+# -- (a) stack config: accepted under its name, default = the declaration's --------------------
+
+
+def test_stack_config_defaults_are_the_declared_ones(assets: dict[str, Path]) -> None:
+    dep = cfgmod.parse(bare_raw(assets)).deployments[0]
+    assert {n: get(dep, p) for n, p in PATHS.items()} == {n: i.default for n, i in LEAVES.items()}
+    router = cfgmod.parse(bare_raw(assets)).endpoint.router
+    assert router.limits() == RouterLimits()
+
+
+def test_stack_config_takes_every_setting_by_its_name(assets: dict[str, Path]) -> None:
+    cfg = cfgmod.parse(set_everything(bare_raw(assets)))
+    assert {n: get(cfg.deployments[0], p) for n, p in PATHS.items()} == OTHER
+    assert cfg.endpoint.router.limits().model_dump() == ROUTER_OTHER
+
+
+def test_stack_config_bounds_are_the_declared_ones(assets: dict[str, Path]) -> None:
+    raw = bare_raw(assets)
+    put(raw["deployments"][0], PATHS["request_timeout_ms"], 600_001)
+    with pytest.raises(cfgmod.StackConfigError) as info:
+        cfgmod.parse(raw)
+    assert info.value.problems == [
+        "deployments[0].request_settings.request_timeout_ms: Input should be less than or "
+        "equal to 600000 (got 600001)"
+    ]
+
+
+# -- (b) + (c): the pod env carries the stack's value, and the server reads it back ------------
+
+
+@pytest.mark.parametrize("which", ["defaults", "every setting changed"])
+def test_stack_value_reaches_pod_env_and_server(
+    assets: dict[str, Path], tmp_path: Path, which: str
+) -> None:
+    raw = bare_raw(assets)
+    expected = {n: i.default for n, i in LEAVES.items()}
+    if which != "defaults":
+        raw, expected = set_everything(raw), OTHER
+    env = pod_env(render(raw))
+    declared = {Settings.env_vars(name)[0]: name for name in LEAVES}
+    assert set(env) == set(declared) | POD_ENV_ONLY | {"EXTRA"}
+    assert {declared[var]: env[var] for var in declared} == {
+        n: text(v) for n, v in expected.items()
+    }
+    script = tmp_path / "score.py"
+    script.write_text("def init(): pass\ndef run(raw): return raw\n")
+    local = {**env, "AZUREML_ENTRY_SCRIPT": str(script), "AZUREML_MODEL_DIR": str(tmp_path)}
+    settings = load([], local)
+    assert {n: getattr(settings, n) for n in LEAVES} == expected
+
+
+@pytest.mark.parametrize("which", ["defaults", "every limit changed"])
+def test_router_limits_reach_the_router_file(assets: dict[str, Path], which: str) -> None:
+    raw = bare_raw(assets)
+    expected = RouterLimits().model_dump()
+    if which != "defaults":
+        raw, expected = set_everything(raw), ROUTER_OTHER
+    text_of_file = router_file(render(raw))
+    assert {k: text_of_file[k] for k in RouterLimits.model_fields} == expected
+    parsed = parse_config(json.dumps(text_of_file))
+    assert {k: getattr(parsed, k) for k in RouterLimits.model_fields} == expected
+
+
+# -- (d) the server's command line --------------------------------------------------------------
+
+
+def test_server_flags_carry_the_declared_defaults() -> None:
+    actions = {a.dest: a for a in parser()._actions}
+    for name, info in LEAVES.items():
+        action = actions[name]
+        assert Settings.flags(name)[0] in action.option_strings, name
+        assert f"default {text(info.default)}]" in (action.help or ""), name
+    help_text = subprocess.run(
+        [sys.executable, "-m", "scoring", "serve", "--help"],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    ).stdout
+    for name in LEAVES:
+        assert Settings.flags(name)[0] in help_text, name
