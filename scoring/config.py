@@ -169,7 +169,7 @@ class Settings(DataCollection, RequestSettings, Workers, _Where):
     collect_dir: Path = setting(Path("data-collection"), env=("DATA_COLLECTION_DIR",))
     """Where collected JSONL files go (``<collection>/YYYY/MM/DD/HH/*.jsonl``)."""
     access_log: bool = setting(True)
-    """One JSON line per request on stdout."""
+    """One JSON line per request on stdout (passing probes left out; `/metrics` counts them)."""
     log_level: Literal["debug", "info", "warning", "error"] = setting("info")
     """Log level of the server's own lines."""
     graceful_timeout_s: float = setting(30.0, ge=0, env=("GRACEFUL_SHUTDOWN_TIMEOUT_S",))

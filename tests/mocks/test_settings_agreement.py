@@ -50,11 +50,10 @@ SERVER_ONLY = {
     "execution",
     "metrics_dir",
 }
-DEPLOYMENT_ONLY = {
-    "name",
+# A deployment's other keys, in the stack config and in OnlineDeploymentArgs.
+NOT_SERVER = {
     "model",
     "environment",
-    "code",
     "image",
     "instance_count",
     "resources",
@@ -63,21 +62,8 @@ DEPLOYMENT_ONLY = {
     "environment_variables",
     "rollout_timeout_s",
 }
-ARGS_ONLY = {
-    "endpoint_name",
-    "namespace",
-    "model",
-    "environment",
-    "code_configuration",
-    "image",
-    "instance_count",
-    "resources",
-    "liveness_probe",
-    "readiness_probe",
-    "environment_variables",
-    "rollout_timeout_s",
-    "registry",
-}
+DEPLOYMENT_ONLY = NOT_SERVER | {"name", "code"}
+ARGS_ONLY = NOT_SERVER | {"endpoint_name", "namespace", "code_configuration", "registry"}
 POD_ENV_ONLY = {"AZUREML_MODEL_DIR", "AZUREML_ENTRY_SCRIPT"}
 ROUTER_FILE_ONLY = {
     "endpoint_name",
@@ -88,17 +74,7 @@ ROUTER_FILE_ONLY = {
     "secrets_dir",
 }
 ROUTER_STACK_ONLY = {"replicas", "service_type", "node_port", "public_host", "reload", "image"}
-ROUTER_ARGS_ONLY = {
-    "image",
-    "base_image",
-    "registry",
-    "replicas",
-    "service_type",
-    "node_port",
-    "public_host",
-    "reload",
-    "resources",
-}
+ROUTER_ARGS_ONLY = ROUTER_STACK_ONLY | {"base_image", "registry", "resources"}
 
 
 def declared_paths() -> dict[str, tuple[str, ...]]:
@@ -166,7 +142,15 @@ def render(raw: dict[str, Any]) -> Recorder:
 
     @pulumi.runtime.test
     def go() -> pulumi.Output[Any]:
-        return program.build(cfgmod.parse(raw)).scoring_uri
+        endpoint = program.build(cfgmod.parse(raw))
+        # Wait for every output (keys, traffic check) so no task outlives the test's loop.
+        return pulumi.Output.all(
+            endpoint.scoring_uri,
+            endpoint.swagger_uri,
+            endpoint.traffic,
+            endpoint.primary_key,
+            endpoint.secondary_key,
+        )
 
     go()
     return recorder
