@@ -304,6 +304,12 @@ def _validate(name: str, args: OnlineDeploymentArgs) -> None:
         value = getattr(args, key)
         if not isinstance(value, int) or value < low:
             problems.append(f"{where} {key}: {value!r} must be an integer >= {low}")
+    settings = DeploymentSettings.variables()
+    for var in sorted(settings.keys() & args.environment_variables.keys()):
+        problems.append(
+            f"{where} environment_variables.{var}: the server reads it for "
+            f"{settings[var]}; set that instead (one value, checked, in every layer)"
+        )
     try:
         args.server_settings()
     except ValidationError as exc:
@@ -320,7 +326,8 @@ def _entry_script(args: OnlineDeploymentArgs) -> str:
 
 
 def _env(args: OnlineDeploymentArgs) -> dict[str, str]:
-    """Every server setting as the env var the server reads (`to_env()`), user vars last."""
+    """Every server setting as the env var the server reads (`to_env()`), then the user's
+    (never one of those: `_validate` refuses them)."""
     env = args.server_settings().to_env()
     if args.image is None:
         env["AZUREML_MODEL_DIR"] = _build.MODEL_DIR

@@ -58,8 +58,7 @@ class Declared(BaseModel):
     @classmethod
     def env_vars(cls, name: str) -> tuple[str, ...]:
         """The environment variables of setting ``name``, in priority order (first: rendered)."""
-        declared = _extra(cls.model_fields[name], "env")
-        return tuple(declared) if declared else (name.upper(),)
+        return _env_vars(name, cls.model_fields[name])
 
     @classmethod
     def flags(cls, name: str) -> tuple[str, ...]:
@@ -79,6 +78,28 @@ class Declared(BaseModel):
             elif _is_setting(info):
                 out[name] = info
         return out
+
+    @classmethod
+    def key_paths(cls) -> dict[str, str]:
+        """Every setting's key path in this model (name -> ``section.name`` when nested)."""
+        paths: dict[str, str] = {}
+        for name, info in cls.model_fields.items():
+            section = _section(info)
+            if section:
+                paths.update({leaf: f"{name}.{path}" for leaf, path in section.key_paths().items()})
+            elif _is_setting(info):
+                paths[name] = name
+        return paths
+
+    @classmethod
+    def variables(cls) -> dict[str, str]:
+        """Every environment variable the server reads for these settings -> its key path."""
+        leaves = cls.leaves()
+        return {
+            var: path
+            for name, path in cls.key_paths().items()
+            for var in _env_vars(name, leaves[name])
+        }
 
     def to_env(self) -> dict[str, str]:
         """Every setting as environment variables (``load()`` reads them back unchanged).
@@ -207,6 +228,11 @@ def _extra(info: FieldInfo, key: str) -> list[str]:
 
 def _is_setting(info: FieldInfo) -> bool:
     return isinstance(info.json_schema_extra, dict) and "env" in info.json_schema_extra
+
+
+def _env_vars(name: str, info: FieldInfo) -> tuple[str, ...]:
+    declared = _extra(info, "env")
+    return tuple(declared) if declared else (name.upper(),)
 
 
 def _section(info: FieldInfo) -> type[Declared] | None:

@@ -28,10 +28,10 @@ import pulumi
 import pytest
 from pydantic.fields import FieldInfo
 
-from components import OnlineDeploymentArgs, RouterSettings
+from components import OnlineDeployment, OnlineDeploymentArgs, RouterSettings
 from infra import config as cfgmod
 from infra import program
-from scoring.config import Declared, DeploymentSettings, Settings, load, parser
+from scoring.config import DeploymentSettings, Settings, load, parser
 from scoring.router_config import RouterConfig, RouterLimits, parse_config
 from tests.mocks.conftest import Recorder, install, stack_raw
 
@@ -77,18 +77,6 @@ ROUTER_STACK_ONLY = {"replicas", "service_type", "node_port", "public_host", "re
 ROUTER_ARGS_ONLY = ROUTER_STACK_ONLY | {"base_image", "registry", "resources"}
 
 
-def declared_paths() -> dict[str, tuple[str, ...]]:
-    """Setting name -> its key path under `deployments[i]` (sections are nested keys)."""
-    paths: dict[str, tuple[str, ...]] = {}
-    for name, info in DeploymentSettings.model_fields.items():
-        section = info.annotation
-        if isinstance(section, type) and issubclass(section, Declared):
-            paths.update({leaf: (name, leaf) for leaf in section.model_fields})
-        else:
-            paths[name] = (name,)
-    return paths
-
-
 def other_value(info: FieldInfo) -> Any:
     """A valid value different from the default (within the declared bounds)."""
     default = info.default
@@ -117,7 +105,7 @@ def put(raw: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
 
 
 LEAVES = DeploymentSettings.leaves()
-PATHS = declared_paths()
+PATHS = {name: tuple(path.split(".")) for name, path in DeploymentSettings.key_paths().items()}
 OTHER = {name: other_value(info) for name, info in LEAVES.items()}
 ROUTER_OTHER = {name: other_value(info) for name, info in RouterLimits.model_fields.items()}
 
@@ -260,6 +248,24 @@ def test_router_limits_reach_the_router_file(assets: dict[str, Path], which: str
     assert {k: text_of_file[k] for k in RouterLimits.model_fields} == expected
     parsed = parse_config(json.dumps(text_of_file))
     assert {k: getattr(parsed, k) for k in RouterLimits.model_fields} == expected
+
+
+def test_environment_variables_cannot_shadow_a_setting() -> None:
+    """A fourth copy of a setting in `environment_variables` is refused, naming the key."""
+    args = OnlineDeploymentArgs(
+        endpoint_name="diabetes",
+        image="127.0.0.1:5000/custom:1",
+        environment_variables={"SCORING_TIMEOUT_MS": "1", "WORKER_COUNT": "2", "OTHER": "x"},
+    )
+    with pytest.raises(ValueError) as info:
+        OnlineDeployment("blue", args)
+    assert str(info.value).splitlines() == [
+        "deployment 'blue' environment_variables.SCORING_TIMEOUT_MS: the server reads it for "
+        "request_settings.request_timeout_ms; set that instead (one value, checked, in every "
+        "layer)",
+        "deployment 'blue' environment_variables.WORKER_COUNT: the server reads it for "
+        "worker_count; set that instead (one value, checked, in every layer)",
+    ]
 
 
 # -- (d) the server's command line --------------------------------------------------------------

@@ -8,21 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, get_args, get_origin
 
-from scoring.config import Declared, DeploymentSettings, Settings
+from scoring.config import DeploymentSettings, Settings
 
 NONE = "\N{EN DASH}"  # an empty cell
 DOC = Path(__file__).resolve().parents[2] / "docs" / "server.md"
-
-
-def _stack_keys() -> dict[str, str]:
-    keys: dict[str, str] = {}
-    for name, info in DeploymentSettings.model_fields.items():
-        section = info.annotation
-        if isinstance(section, type) and issubclass(section, Declared):
-            keys.update({leaf: f"{name}.{leaf}" for leaf in section.model_fields})
-        else:
-            keys[name] = name
-    return keys
 
 
 def _show(value: object) -> str:
@@ -33,7 +22,7 @@ def _show(value: object) -> str:
 
 def settings_table() -> str:
     """The Markdown table of every server setting, from the declaration."""
-    keys = _stack_keys()
+    keys = DeploymentSettings.key_paths()
     lines = [
         "| option | environment | default | range | stack config `deployments[i].` | what |",
         "|---|---|---|---|---|---|",
