@@ -36,7 +36,8 @@ from typing import Any
 import pulumi
 import pulumi.dynamic as dyn
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from mlendpoints.paths import REPO as REPO_ROOT
+
 WHEELHOUSE_SCRIPT = REPO_ROOT / "scripts" / "wheelhouse.sh"
 _KEY_VERSION = "images/v1"
 

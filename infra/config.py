@@ -16,9 +16,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from components import rules
+from mlendpoints.paths import REPO as PROJECT_ROOT
+from mlendpoints.paths import cache_root
 
 PROJECT = "ml-endpoints"
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 class _Section(BaseModel):
@@ -329,7 +330,7 @@ def _decode(value: Any) -> Any:
 
 def project_path(value: str) -> Path:
     """A config path: `~` and `$VARS` expanded, relative paths from the project root."""
-    cache = os.environ.get("ML_ENDPOINTS_CACHE") or str(Path.home() / ".cache" / "ml-endpoints")
+    cache = str(cache_root())
     expanded = os.path.expandvars(
         value.replace("$ML_ENDPOINTS_CACHE", cache).replace("${ML_ENDPOINTS_CACHE}", cache)
     )

@@ -18,9 +18,10 @@ REPO="$(dirname "$HERE")"
 . "$HERE/lib.sh"
 export GOTOOLCHAIN=local GOWORK=off
 
-K8S_VERSION="${ML_ENDPOINTS_K8S_VERSION:-v1.34.4}"
-COREDNS_VERSION=v1.12.1          # must match images/coredns/go.mod
-PAUSE_REF=registry.k8s.io/pause:3.10
+# Versions: mlendpoints/versions.env (sourced by lib.sh); COREDNS_VERSION must match
+# images/coredns/go.mod (tests/unit/test_versions.py checks it).
+K8S_VERSION="${ML_ENDPOINTS_K8S_VERSION:-$KUBERNETES_VERSION}"
+PAUSE_REF=registry.k8s.io/pause:$PAUSE_VERSION
 COREDNS_REF="ml-endpoints.local/coredns:${COREDNS_VERSION#v}"
 NODE_NAME=ml-endpoints
 POD_CIDR=10.42.0.0/24
@@ -38,7 +39,7 @@ TOOLS="$ML_ENDPOINTS_CACHE/tools"
 K8S_DIR="$TOOLS/kubernetes-$K8S_VERSION"
 K8S_BIN="$K8S_DIR/bin"
 COREDNS_DIR="$TOOLS/coredns-$COREDNS_VERSION"
-PAUSE_DIR="$TOOLS/pause-3.10"
+PAUSE_DIR="$TOOLS/pause-$PAUSE_VERSION"
 CL="$ML_ENDPOINTS_CACHE/cluster"          # kubeconfig, PKI, configs, logs: this cluster's
 KUBECONFIG_OUT="$CL/kubeconfig"
 PKI="$CL/pki"
@@ -672,7 +673,7 @@ KIND_NAME=ml-endpoints
 up_kind() {
   if [ "$(docker inspect -f '{{.State.Running}}' kind-registry 2>/dev/null)" != true ]; then
     docker run -d --restart=always -p "127.0.0.1:5000:5000" --network bridge \
-      --name kind-registry registry:2 >/dev/null
+      --name kind-registry "$KIND_REGISTRY_IMAGE" >/dev/null
   fi
   if ! kind get clusters 2>/dev/null | grep -qx "$KIND_NAME"; then
     kind create cluster --name "$KIND_NAME" --wait 180s --config - <<'EOF'

@@ -16,9 +16,9 @@ ROOT=$PWD
 . scripts/lib.sh
 . scripts/env.sh
 
-# Versions: must equal the Python SDK pins (plugin look-ups are exact-version).
-PULUMI_VERSION=3.259.0
-K8S_VERSION=4.24.0
+# Versions (mlendpoints/versions.env, sourced by lib.sh): must equal the Python SDK pins
+# (plugin look-ups are exact-version; check_pins below and tests/unit/test_versions.py).
+K8S_VERSION=$PULUMI_KUBERNETES_VERSION
 # Offline sources. The proxy serves pulumi/pkg/v3 and pulumi/sdk/v3 at the release tag, but
 # pulumi-kubernetes' provider/v4 module (untagged) only at the pseudo-version below: the
 # provider source as of 2026-01-15, after v4.24.0 (its go.mod requires sdk v4.24.0) and one
@@ -55,8 +55,8 @@ done
 
 check_pins() {
   local c=constraints.txt
-  grep -qx "pulumi==$PULUMI_VERSION" $c || die "constraints.txt does not pin pulumi==$PULUMI_VERSION; update PULUMI_VERSION in $0 with it"
-  grep -qix "pulumi[-_]kubernetes==$K8S_VERSION" $c || die "constraints.txt does not pin pulumi_kubernetes==$K8S_VERSION; update K8S_VERSION in $0 with it"
+  grep -qx "pulumi==$PULUMI_VERSION" $c || die "constraints.txt does not pin pulumi==$PULUMI_VERSION; update PULUMI_VERSION in mlendpoints/versions.env with it"
+  grep -qix "pulumi[-_]kubernetes==$K8S_VERSION" $c || die "constraints.txt does not pin pulumi_kubernetes==$K8S_VERSION; update PULUMI_KUBERNETES_VERSION in mlendpoints/versions.env with it"
 }
 
 release_reachable() {
