@@ -47,9 +47,9 @@ from pathlib import Path
 from pulumi import automation as auto
 
 from bench._load import loadavg
-from tests.e2e.client import Endpoint
-from tests.e2e.project import EndpointProject, make_project
-from tests.kube import KubectlError, check_cluster, kubectl, kubectl_json
+from mlendpoints._project import EndpointProject, make_project
+from mlendpoints._sample import SampleEndpoint as Endpoint
+from mlendpoints.kube import KubectlError, check_cluster, kubectl, kubectl_json
 
 ENDPOINT = "diabetes"
 ROUTER = f"{ENDPOINT}-router"  # router Deployment and Service, Secret prefix

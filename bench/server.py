@@ -38,12 +38,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench._load import free_port, loadavg, start, stop, wrk
+from bench._load import loadavg, start, wrk
+from mlendpoints._procs import free_port, stop
+from mlendpoints.paths import REPO, SAMPLE, cache_root
 
-REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / "samples" / "diabetes"
-CACHE = Path(os.environ.get("ML_ENDPOINTS_CACHE", Path.home() / ".cache" / "ml-endpoints"))
-BENCH = CACHE / "bench"
+BENCH = cache_root() / "bench"
 PEERS = {
     "azmlinfsrv": ["azureml-inference-server-http==1.5.1"],
     "mlserver": ["mlserver==1.7.1", "mlserver-sklearn==1.7.1", "uvloop==0.21.0"],
@@ -283,7 +282,7 @@ def measure(server: Server, work: Path, bodies: dict, seconds: float) -> dict:
                     flush=True,
                 )
     finally:
-        stop(started.popen)
+        stop(started.popen, 20.0, group=True)
     entry["load_after"] = loadavg()
     return entry
 

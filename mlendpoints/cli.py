@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from mlendpoints import kube
 from mlendpoints import stack as stackmod
 
 OutputsSource = Callable[[str], dict[str, Any]]
@@ -348,9 +349,7 @@ class Commands:
                 f"cluster.kubeconfig: {str(kubeconfig)!r} does not exist; start the "
                 "cluster (make cluster-up) or fix the stack's cluster.kubeconfig"
             )
-        argv = [kubectl, "--kubeconfig", str(kubeconfig)]
-        if cluster.get("context"):
-            argv += ["--context", str(cluster["context"])]
+        argv = kube.base_argv(kubectl, kubeconfig, cluster.get("context"))
         argv += [
             "--namespace",
             str(namespace),

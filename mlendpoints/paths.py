@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "samples" / "diabetes"
+"""The shipped sample (scoring script, training script, models once trained)."""
 DEFAULT_CACHE = "~/.cache/ml-endpoints"
 
 

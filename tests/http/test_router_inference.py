@@ -16,10 +16,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.http.test_router import AUTH1, cfg, metric, router, wait_for
-from tests.procs import REPO, Proc, run_python
+from mlendpoints._procs import Proc, run_python
+from mlendpoints.paths import SAMPLE
+from tests.support.router import AUTH1, cfg, metric, router, wait_for
 
-SAMPLE = REPO / "samples" / "diabetes"
 REQUEST = json.loads((SAMPLE / "sample-request.json").read_text())
 
 

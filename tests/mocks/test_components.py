@@ -14,7 +14,7 @@ from components import rules
 from infra import config as cfgmod
 from infra import program
 from scoring.router_config import RouterConfig
-from tests.mocks.conftest import FAKE_KEY, Recorder, install, stack_raw
+from tests.support.pulumi_mocks import FAKE_KEY, Recorder, install, stack_raw
 
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 SERVICE = "kubernetes:core/v1:Service"

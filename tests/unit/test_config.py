@@ -10,8 +10,7 @@ import pytest
 import yaml
 
 from infra import config as cfgmod
-
-ROOT = Path(__file__).resolve().parents[2]
+from mlendpoints.paths import REPO as ROOT
 
 
 def stack_raw(stack: str) -> dict[str, Any]:

@@ -8,10 +8,10 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.procs import REPO, Proc, run_python
+from mlendpoints._procs import Proc, run_python
+from mlendpoints.paths import REPO, SAMPLE
 
-SAMPLE = REPO / "samples" / "diabetes"
-SCRIPTS = Path(__file__).parent / "scripts"
+SCRIPTS = Path(__file__).parents[1] / "assets" / "scripts"
 
 
 def train_sample(out: Path, version: int = 1) -> Path:
