@@ -2,9 +2,12 @@
 SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 PY := .venv/bin/python
+# Every pinned tool version (PULUMI_VERSION, KUBERNETES_VERSION, ...): the one copy.
+include mlendpoints/versions.env
+VERSION_KEYS := $(shell sed -n 's/^\([A-Z_]*\)=.*/\1/p' mlendpoints/versions.env)
 export PULUMI_SKIP_UPDATE_CHECK := true
 
-.PHONY: help setup python lint test test-fast bench deploy destroy
+.PHONY: help setup python lint test test-fast bench deploy destroy versions
 
 help:
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -29,6 +32,9 @@ deploy: setup cluster-up sample-model ## the main job: deploy the sample stack, 
 
 destroy: ## delete everything the stack deployed (keeps the cluster and caches)
 	@scripts/deploy.sh --destroy $(STACK)
+
+versions: ## the pinned tool versions (mlendpoints/versions.env), KEY=VALUE
+	@$(foreach k,$(VERSION_KEYS),echo '$(k)=$($(k))';)
 
 bench: python ## benchmarks (not tests): prints tables
 	@$(PY) -m bench
