@@ -34,6 +34,8 @@ from tests.support.router import (
     wait_for,
 )
 
+pytestmark = pytest.mark.router
+
 MINTED_ID = re.compile(r"^[0-9a-f]{32}$")  # minted ids: the inference server's format
 
 

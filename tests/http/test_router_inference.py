@@ -20,6 +20,8 @@ from mlendpoints._procs import Proc, run_python
 from mlendpoints.paths import SAMPLE
 from tests.support.router import AUTH1, cfg, metric, router, wait_for
 
+pytestmark = pytest.mark.router
+
 REQUEST = json.loads((SAMPLE / "sample-request.json").read_text())
 
 

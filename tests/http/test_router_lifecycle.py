@@ -30,6 +30,8 @@ from tests.support.router import (
     wait_for,
 )
 
+pytestmark = pytest.mark.router
+
 
 @pytest.fixture(scope="module")
 def ups() -> Iterator[dict[str, Proc]]:

@@ -20,6 +20,8 @@ import pytest
 from mlendpoints._procs import Proc
 from tests.support.serving import SAMPLE, serve, train_sample
 
+pytestmark = pytest.mark.server
+
 LIMIT = 64 * 1024
 
 

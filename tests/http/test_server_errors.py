@@ -18,6 +18,8 @@ from mlendpoints._procs import free_port, wait_http
 from mlendpoints.paths import REPO
 from tests.support.serving import SAMPLE, SCRIPTS, serve, train_sample
 
+pytestmark = pytest.mark.server
+
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -16,6 +16,8 @@ from infra import program
 from scoring.router_config import RouterConfig
 from tests.support.pulumi_mocks import FAKE_KEY, Recorder, install, stack_raw
 
+pytestmark = pytest.mark.components
+
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 SERVICE = "kubernetes:core/v1:Service"
 CONFIGMAP = "kubernetes:core/v1:ConfigMap"

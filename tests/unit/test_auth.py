@@ -8,6 +8,8 @@ import pytest
 
 from scoring.auth import AuthError, bearer, check_key, issue_token, verify_token
 
+pytestmark = pytest.mark.router
+
 SIGNING = b"s" * 32
 
 

@@ -12,6 +12,8 @@ import yaml
 from infra import config as cfgmod
 from mlendpoints.paths import REPO as ROOT
 
+pytestmark = pytest.mark.components
+
 
 def stack_raw(stack: str) -> dict[str, Any]:
     """A stack file's `ml-endpoints:` keys as the program sees them."""

@@ -10,6 +10,8 @@ import pytest
 from scoring.router import RouteError, RouterState, authorize, route
 from scoring.router_config import ConfigError, load_config, load_secrets, parse_config
 
+pytestmark = pytest.mark.router
+
 BASE = {
     "endpoint_name": "diabetes",
     "auth_mode": "key",

@@ -9,6 +9,8 @@ import pytest
 
 from components import rules
 
+pytestmark = pytest.mark.components
+
 
 @pytest.mark.parametrize("name", ["blue", "green-v2", "a", "b" * 63, "x1-2y"])
 def test_valid_names_pass(name: str) -> None:

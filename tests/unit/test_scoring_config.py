@@ -8,6 +8,8 @@ import pytest
 
 from scoring.config import Settings, SettingsError, load
 
+pytestmark = pytest.mark.server
+
 
 @pytest.fixture
 def script(tmp_path: Path) -> Path:

@@ -20,6 +20,8 @@ from scoring.metrics import Stats, render
 from scoring.request_id import new_request_id, new_request_id_bytes, request_id_from
 from scoring.server import encode_result
 
+pytestmark = pytest.mark.server
+
 
 def test_request_ids() -> None:
     assert request_id_from(b"abc-1.2:3_X") == "abc-1.2:3_X"

@@ -10,6 +10,8 @@ import pytest
 
 from scoring.traffic import Split, check_mirror, check_traffic, mirror_target, should_mirror
 
+pytestmark = pytest.mark.router
+
 DEPLOYMENTS = ["blue", "green"]
 T, M = "endpoint.traffic", "endpoint.mirror_traffic"  # the paths preview names
 
