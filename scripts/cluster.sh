@@ -73,9 +73,9 @@ build_k8s() {
   (
     cd "$src"
     local edits=() m p c ld="-s -w" pkgs=()
-    for m in $(sed -n 's#^\t\(k8s.io/[a-z0-9-]*\) => ./staging/src/.*#\1#p' go.mod); do
+    while read -r m; do
       edits+=("-replace=$m=$m@$staging")
-    done
+    done < <(sed -n 's#^\t\(k8s.io/[a-z0-9-]*\) => ./staging/src/.*#\1#p' go.mod)
     go mod edit "${edits[@]}"
     for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
       ld+=" -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor"
@@ -573,12 +573,12 @@ up_native() {
 
 # ---------------------------------------------------------------------------- down
 stop_component() {
-  local name="$1" f pid i; f=$(pidfile "$name")
+  local name="$1" f pid; f=$(pidfile "$name")
   [ -f "$f" ] || return 0
   pid=$(cat "$f")
   if kill -0 "$pid" 2>/dev/null; then
     kill "$pid" 2>/dev/null || true
-    for i in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    for _ in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
     kill -0 "$pid" 2>/dev/null && { kill -9 "$pid" 2>/dev/null || true; }
     say "$name: stopped"
   fi

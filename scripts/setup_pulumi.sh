@@ -33,6 +33,7 @@ K8S_SDK_MOD=github.com/pulumi/pulumi-kubernetes/sdk/v4
 K8S_SDK_MODVER=v4.24.0   # what that provider commit's go.mod requires (replaced by ../sdk)
 K8S_SDK_SUM=h1:dlDJvsugKow8tCaD0yJngc7PXdv8WT2YwPEUmj48tF4=
 
+# shellcheck disable=SC2054  # the comma joins two Go build tags in one -tags value
 GO_BUILD_FLAGS=(-trimpath -tags osusergo,grpcnotrace)
 export GOTOOLCHAIN=local GOFLAGS=-buildvcs=false CGO_ENABLED=0
 
@@ -216,7 +217,9 @@ for part in "${parts[@]}"; do
       k8s_key > "$K8S_DIR/.stamp"
       ;;
     plugins)
-      [ -f "$CLI_DIR/.stamp" ] && [ -f "$K8S_DIR/.stamp" ] || die "plugins: run the 'cli' and 'kubernetes' parts first"
+      if [ ! -f "$CLI_DIR/.stamp" ] || [ ! -f "$K8S_DIR/.stamp" ]; then
+        die "plugins: run the 'cli' and 'kubernetes' parts first"
+      fi
       if plugins_ok; then
         say "plugins: kubernetes v$K8S_VERSION registered in $PULUMI_HOME"
       else

@@ -55,7 +55,7 @@ _build() {
   rm -rf "$tmp" && mkdir -p "$tmp" || return 1
   # Constraints minus the packages the requirement files name themselves (their pins win).
   # shellcheck disable=SC2016
-  "$PY" - "$cons" constraints.txt "${reqs[@]}" <<'PYEOF'
+  "$PY" - "$cons" constraints.txt "${reqs[@]}" <<'PYEOF' || return 1
 import re, sys
 out, cons, *reqs = sys.argv[1:]
 norm = lambda n: re.sub(r"[-_.]+", "-", n).lower()
@@ -72,7 +72,6 @@ with open(out, "w") as f:
         if m and norm(m.group(1)) not in named:
             f.write(line)
 PYEOF
-  [ $? = 0 ] || return 1
   echo "project wheel"
   "$PY" -m pip wheel --disable-pip-version-check -q --no-deps -w "$tmp" "$ROOT" || return 1
   local proj req_args=()
