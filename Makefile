@@ -7,7 +7,7 @@ include mlendpoints/versions.env
 VERSION_KEYS := $(shell sed -n 's/^\([A-Z_]*\)=.*/\1/p' mlendpoints/versions.env)
 export PULUMI_SKIP_UPDATE_CHECK := true
 
-.PHONY: help setup python lint test test-fast bench deploy destroy versions
+.PHONY: help setup python lint lint-tools test test-fast bench deploy destroy versions
 
 help:
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -17,8 +17,18 @@ python: ## Python venv with the project and pinned deps (.venv)
 
 setup: python toolchain images-setup cluster-build sample-model ## everything the tests and deploys need (cached: seconds when warm)
 
-lint: python ## ruff check
+# Every tracked shell script (scripts/*.sh, .ci/run, ...): by extension or by shebang.
+SHELL_SCRIPTS = $(shell git ls-files '*.sh'; git grep -lIE '^\#!.*\b(ba)?sh\b' -- ':!*.sh' ':!*.md' 2>/dev/null)
+
+lint-tools: ## shellcheck from Debian when missing (ruff and mypy come with `make python`)
+	@command -v shellcheck >/dev/null || apt-get install -y -qq shellcheck >/dev/null \
+	  || { apt-get update -qq && apt-get install -y -qq shellcheck >/dev/null; }
+
+lint: python lint-tools ## ruff check, ruff format --check, mypy (pyproject's [tool.mypy]), shellcheck
 	@.venv/bin/ruff check .
+	@.venv/bin/ruff format --check .
+	@$(PY) -m mypy
+	@shellcheck -x $(SHELL_SCRIPTS)
 
 test-fast: python ## unit + mock + real-HTTP tiers only (while you work)
 	@$(PY) -m pytest -q tests/unit tests/mocks tests/http

@@ -108,7 +108,9 @@ def http(
 
 
 def _utc(ts: object) -> str:
-    return datetime.fromtimestamp(int(ts), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")  # type: ignore[arg-type]
+    if not isinstance(ts, int | float | str):
+        raise CliError(f"not a timestamp: {ts!r}")
+    return datetime.fromtimestamp(int(ts), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _split(values: dict[str, Any] | None) -> str:
