@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 from bench._load import Result, loadavg, wrk
-from mlendpoints._procs import free_port, running, stop
+from mlendpoints._procs import free_port, running, serve_args, stop
 from mlendpoints.paths import REPO, SAMPLE
 
 KEY1, KEY2 = "bench-primary-key", "bench-secondary-key"
@@ -66,19 +66,7 @@ def _upstream(name: str, tmp: Path, real: bool) -> contextlib.AbstractContextMan
     if real:
         argv = [
             sys.executable,
-            "-m",
-            "scoring",
-            "serve",
-            "--entry-script",
-            str(SAMPLE / "score.py"),
-            "--model-dir",
-            str(SAMPLE / "model"),
-            "--port",
-            str(port),
-            "--host",
-            "127.0.0.1",
-            "--workers",
-            "1",
+            *serve_args(SAMPLE / "score.py", SAMPLE / "model", "--workers", "1", port=port),
         ]
         ready = f"http://127.0.0.1:{port}/ready"
     else:

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench._load import loadavg, start, wrk
-from mlendpoints._procs import free_port, stop
+from mlendpoints._procs import free_port, serve_args, stop
 from mlendpoints.paths import REPO, SAMPLE, cache_root
 
 BENCH = cache_root() / "bench"
@@ -112,22 +112,7 @@ def payloads(work: Path) -> dict[tuple[str, int], Path]:
 
 def servers(names: list[str], model: Path, work: Path, port: int) -> list[Server]:
     script = str(SAMPLE / "score.py")
-    ours = [
-        sys.executable,
-        "-m",
-        "scoring",
-        "serve",
-        "--entry-script",
-        script,
-        "--model-dir",
-        str(model),
-        "--workers",
-        "2",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
+    ours = [sys.executable, *serve_args(script, model, "--workers", "2", port=port)]
     result = []
     for name in names:
         if name == "ours":

@@ -95,6 +95,19 @@ def stop(popen: subprocess.Popen, timeout: float = 15.0, *, group: bool = False)
     return popen.returncode
 
 
+def serve_args(
+    script: Path | str | None, model_dir: Path | str | None, *args: str, port: int | str = "{port}"
+) -> list[str]:
+    """Python arguments of `python -m scoring serve` on 127.0.0.1:PORT, then ARGS (the default
+    PORT `{port}` is what `run_python` fills in)."""
+    argv = ["-m", "scoring", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    if script is not None:
+        argv += ["--entry-script", str(script)]
+    if model_dir is not None:
+        argv += ["--model-dir", str(model_dir)]
+    return [*argv, *args]
+
+
 @contextlib.contextmanager
 def running(
     argv: list[str],
