@@ -193,28 +193,33 @@ done_already() {
   return 1
 }
 
+# build_part LABEL DIR KEYFN INSTALLFN STEP: skipped when DIR's stamp matches KEYFN; else
+# installed by INSTALLFN (as step STEP-<mode>) and stamped last.
+build_part() {
+  local label=$1 dir=$2 key_fn=$3 install_fn=$4 name=$5
+  if done_already "$dir" "$key_fn"; then
+    say "$label: up to date ($dir)"
+    return 0
+  fi
+  resolve_mode
+  rm -f "$dir/.stamp"
+  if [ "$mode" = offline ]; then
+    say "$label: building from Go modules (cold: ~20 min on 2 busy cores)"
+  fi
+  step "$name-$mode" "$install_fn"
+  "$key_fn" > "$dir/.stamp"
+}
+
 check_pins
 for part in "${parts[@]}"; do
   case $part in
     cli)
-      if done_already "$CLI_DIR" cli_key; then
-        say "pulumi CLI v$PULUMI_VERSION + python language host: up to date ($CLI_DIR)"; continue
-      fi
-      resolve_mode
-      rm -f "$CLI_DIR/.stamp"
-      [ "$mode" = offline ] && say "pulumi CLI v$PULUMI_VERSION + python language host: building from Go modules (cold: ~20 min on 2 busy cores)"
-      step "pulumi-cli-$PULUMI_VERSION-$mode" install_cli
-      cli_key > "$CLI_DIR/.stamp"
+      build_part "pulumi CLI v$PULUMI_VERSION + python language host" "$CLI_DIR" cli_key \
+        install_cli "pulumi-cli-$PULUMI_VERSION"
       ;;
     kubernetes)
-      if done_already "$K8S_DIR" k8s_key; then
-        say "kubernetes provider v$K8S_VERSION: up to date ($K8S_DIR)"; continue
-      fi
-      resolve_mode
-      rm -f "$K8S_DIR/.stamp"
-      [ "$mode" = offline ] && say "kubernetes provider v$K8S_VERSION: building from Go modules (cold: ~20 min on 2 busy cores)"
-      step "pulumi-kubernetes-$K8S_VERSION-$mode" install_k8s
-      k8s_key > "$K8S_DIR/.stamp"
+      build_part "kubernetes provider v$K8S_VERSION" "$K8S_DIR" k8s_key \
+        install_k8s "pulumi-kubernetes-$K8S_VERSION"
       ;;
     plugins)
       if [ ! -f "$CLI_DIR/.stamp" ] || [ ! -f "$K8S_DIR/.stamp" ]; then
