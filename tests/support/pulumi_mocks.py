@@ -91,45 +91,45 @@ class _Monitor(pmocks.MockMonitor):
         super().__init__(mocks)
         self.recorder = recorder
 
-    def RegisterResource(self, request: Any) -> Any:
-        response = super().RegisterResource(request)
-        if request.type != "pulumi:pulumi:Stack":
-            raw = rpc.deserialize_properties(request.object, keep_internal=True)
-            inputs = _sync_await(_plain(raw))
-            self.recorder.regs.append(
-                Registration(
-                    type=request.type,
-                    name=request.name,
-                    urn=response.urn,
-                    parent=request.parent,
-                    custom=request.custom,
-                    inputs=inputs,
-                    raw=raw,
-                    dependencies=list(request.dependencies),
-                    secret_outputs=list(request.additionalSecretOutputs),
-                    custom_timeouts=request.customTimeouts,
-                    provider=request.provider,
-                )
-            )
-        return response
-
-    def ReadResource(self, request: Any) -> Any:
-        response = super().ReadResource(request)
-        inputs = rpc.deserialize_properties(request.properties, keep_internal=True)
+    def _record(self, request: Any, response: Any, properties: Any, **rest: Any) -> None:
+        raw = rpc.deserialize_properties(properties, keep_internal=True)
         self.recorder.regs.append(
             Registration(
                 type=request.type,
                 name=request.name,
                 urn=response.urn,
                 parent=request.parent,
-                custom=True,
-                inputs=_sync_await(_plain(inputs)),
-                raw=inputs,
-                dependencies=[],
-                secret_outputs=[],
-                custom_timeouts=None,
+                inputs=_sync_await(_plain(raw)),
+                raw=raw,
                 provider=request.provider,
+                **rest,
             )
+        )
+
+    def RegisterResource(self, request: Any) -> Any:
+        response = super().RegisterResource(request)
+        if request.type != "pulumi:pulumi:Stack":
+            self._record(
+                request,
+                response,
+                request.object,
+                custom=request.custom,
+                dependencies=list(request.dependencies),
+                secret_outputs=list(request.additionalSecretOutputs),
+                custom_timeouts=request.customTimeouts,
+            )
+        return response
+
+    def ReadResource(self, request: Any) -> Any:
+        response = super().ReadResource(request)
+        self._record(
+            request,
+            response,
+            request.properties,
+            custom=True,
+            dependencies=[],
+            secret_outputs=[],
+            custom_timeouts=None,
         )
         return response
 
