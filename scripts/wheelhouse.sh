@@ -31,12 +31,11 @@ done
 for r in "${reqs[@]}"; do [ -f "$r" ] || die "wheelhouse: requirements file '$r' does not exist"; done
 [ -x "$PY" ] || die "wheelhouse: $PY missing; run 'make python' first"
 
-# The project wheel's inputs that run in an image: the `scoring` package (`components` is in the
-# wheel too but only runs on the workstation, so editing it does not invalidate wheelhouses).
-project_hash() {
-  { cat pyproject.toml; find scoring -name '*.py' -type f | LC_ALL=C sort | xargs cat; } | sha256sum | cut -c1-64
-}
-key=$( { echo "v1 py$IMAGE_PYTHON"; cat constraints.txt; project_hash; cat "${reqs[@]}"; } | sha256sum | cut -c1-16)
+# The project wheel's inputs that run in an image: the `scoring` package and its pins
+# (`components` is in the wheel too but only runs on the workstation, so editing it does not
+# invalidate wheelhouses). The same hash as the image content keys: components/_hashing.py.
+project_hash=$("$PY" components/_hashing.py project-sources "$ROOT")
+key=$( { echo "v2 py$IMAGE_PYTHON"; cat constraints.txt; echo "$project_hash"; cat "${reqs[@]}"; } | sha256sum | cut -c1-16)
 OUT=$ML_ENDPOINTS_CACHE/wheelhouse/$key
 
 if stamp_ok "$OUT/.stamp" "$key"; then
