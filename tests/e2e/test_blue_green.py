@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from scoring.auth import issue_token
+from scoring.router.auth import issue_token
 from tests.e2e.client import EXPECTED, SAMPLE_REQUEST, Endpoint, predictions
 from tests.e2e.conftest import FIGURES, Ran, Walkthrough
 from tests.e2e.project import EndpointProject

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from scoring.auth import issue_token
+from scoring.router.auth import issue_token
 from tests.procs import Proc, free_port, run_python
 
 KEY1, KEY2 = "primary-key-for-tests-0123456789", "secondary-key-for-tests-9876543210"
@@ -534,7 +534,7 @@ def test_expect_continue_chunked_body_and_pipelining(keyed: Proc) -> None:
 def test_pooled_client_reuses_keep_alive_connections(ups: dict[str, Proc]) -> None:
     import asyncio
 
-    from scoring.upstream import PooledClient, Target, UpstreamError, request
+    from scoring.router.upstream import PooledClient, Target, UpstreamError, request
 
     async def run() -> None:
         client = PooledClient(max_connections=4, connect_timeout=1.0)
@@ -578,7 +578,7 @@ def test_pooled_client_reuses_keep_alive_connections(ups: dict[str, Proc]) -> No
             upstream_mod.MAX_AGE_S = 30.0
         await client.aclose()
 
-    import scoring.upstream as upstream_mod
+    import scoring.router.upstream as upstream_mod
 
     asyncio.run(run())
 
@@ -588,7 +588,7 @@ def test_stale_keep_alive_connection_is_retried_once_on_a_new_one() -> None:
     our next request) costs the caller nothing: the request goes out again, fresh."""
     import asyncio
 
-    from scoring.upstream import PooledClient, Target, UpstreamError, request
+    from scoring.router.upstream import PooledClient, Target, UpstreamError, request
 
     ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
 

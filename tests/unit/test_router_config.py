@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from scoring.router import RouteError, RouterState, authorize, route
-from scoring.router_config import ConfigError, load_config, load_secrets, parse_config
+from scoring.router.config import ConfigError, load_config, load_secrets, parse_config
+from scoring.router.dispatch import RouteError, RouterState, authorize, route
 
 BASE = {
     "endpoint_name": "diabetes",
@@ -194,7 +194,7 @@ def test_authorize_modes() -> None:
 
 
 def test_cli_prints_schema_and_requires_config(capsys: pytest.CaptureFixture[str]) -> None:
-    from scoring.router_main import main
+    from scoring.router.main import main
 
     assert main(["--schema"]) == 0
     schema = json.loads(capsys.readouterr().out)
@@ -206,7 +206,7 @@ def test_cli_prints_schema_and_requires_config(capsys: pytest.CaptureFixture[str
 
 
 def test_upstream_error_log_is_rate_limited(capsys: pytest.CaptureFixture[str]) -> None:
-    from scoring.router import Router
+    from scoring.router.dispatch import Router
 
     router = Router(_state(), client=object())  # type: ignore[arg-type]  (never called)
     for i in range(50):
@@ -227,8 +227,8 @@ def test_upstream_error_log_is_rate_limited(capsys: pytest.CaptureFixture[str]) 
 def test_token_auth_caches_verification_but_not_past_expiry(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import scoring.router as router_mod
-    from scoring.auth import AuthError, issue_token
+    import scoring.router.dispatch as router_mod
+    from scoring.router.auth import AuthError, issue_token
 
     signing = "s" * 32
     cfg = parse_config(json.dumps({**BASE, "secrets_dir": None, "auth_mode": "aml_token"}))

@@ -18,8 +18,10 @@ import time
 from typing import Any
 from urllib.parse import parse_qsl
 
-from scoring import collector
-from scoring.errors import (
+from scoring.common.logs import Log
+from scoring.common.request_id import request_id_from
+from scoring.server import collector
+from scoring.server.errors import (
     BadInput,
     MethodNotAllowed,
     NotFound,
@@ -27,11 +29,9 @@ from scoring.errors import (
     TimedOut,
     error_body,
 )
-from scoring.limits import InlineRunner, ThreadRunner, check_content_type, read_body
-from scoring.logs import Log
-from scoring.metrics import Stats
-from scoring.request_id import request_id_from
-from scoring.script import headers_from
+from scoring.server.metrics import Stats
+from scoring.server.runners import InlineRunner, ThreadRunner, check_content_type, read_body
+from scoring.server.script import headers_from
 
 _JSON = b"application/json"
 _TEXT = b"text/plain; charset=utf-8"

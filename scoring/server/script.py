@@ -20,9 +20,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from scoring.errors import BadInput, ScoringError, ScriptFailed
+from scoring.server.errors import BadInput, ScoringError, ScriptFailed
 
-COMPAT_DIR = Path(__file__).parent / "_compat"
+COMPAT_DIR = Path(__file__).parent.parent / "_compat"
 
 
 class InitFailed(Exception):
@@ -204,7 +204,7 @@ class ScriptScorer:
         return ScriptFailed(exc)
 
     def swagger(self) -> dict[str, Any]:
-        from scoring.swagger import document
+        from scoring.server.swagger import document
 
         inputs = outputs = None
         if self.schema_args:

@@ -25,8 +25,14 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from scoring import collector
-from scoring.errors import BadInput, Overloaded, PayloadTooLarge, TimedOut, UnsupportedMediaType
+from scoring.server import collector
+from scoring.server.errors import (
+    BadInput,
+    Overloaded,
+    PayloadTooLarge,
+    TimedOut,
+    UnsupportedMediaType,
+)
 
 _TEXTUAL = (b"application/json", b"text/", b"application/x-www-form-urlencoded")
 

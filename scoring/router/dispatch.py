@@ -22,12 +22,12 @@ from http import HTTPStatus
 
 import httptools
 
-from scoring.auth import AuthError, bearer, check_key, verify_token
-from scoring.mirror import BUCKETS, Histogram, MirrorStats
-from scoring.request_id import new_request_id_bytes, request_id_from
-from scoring.router_config import RouterConfig, Secrets
-from scoring.traffic import Split, mirror_target, should_mirror
-from scoring.upstream import (
+from scoring.common.request_id import new_request_id_bytes, request_id_from
+from scoring.router.auth import AuthError, bearer, check_key, verify_token
+from scoring.router.config import RouterConfig, Secrets
+from scoring.router.mirror import BUCKETS, Histogram, MirrorStats
+from scoring.router.traffic import Split, mirror_target, should_mirror
+from scoring.router.upstream import (
     Headers,
     PooledClient,
     Target,

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import uvloop
 
-from scoring.router import HttpProtocol, Router, RouterState, log
-from scoring.router_config import ConfigError, RouterConfig, load_config, secret_paths
+from scoring.router.config import ConfigError, RouterConfig, load_config, secret_paths
+from scoring.router.dispatch import HttpProtocol, Router, RouterState, log
 
 POLL_S = 1.0
 

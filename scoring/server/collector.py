@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from scoring.logs import get_log
-from scoring.request_id import new_request_id
+from scoring.common.logs import get_log
+from scoring.common.request_id import new_request_id
 
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
 _local = threading.local()

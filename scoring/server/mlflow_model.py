@@ -17,8 +17,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from scoring.errors import BadInput, ScoringError, ScriptFailed
-from scoring.script import describe_folder
+from scoring.server.errors import BadInput, ScoringError, ScriptFailed
+from scoring.server.script import describe_folder
 
 KEYS = ("input_data", "dataframe_split", "dataframe_records", "instances", "inputs")
 
@@ -49,7 +49,7 @@ class MlflowScorer:
         return str(self.model_dir / "MLmodel")
 
     def init(self) -> None:
-        from scoring.script import InitFailed
+        from scoring.server.script import InitFailed
 
         folder = find_mlmodel(self.model_dir)
         if folder is None:
@@ -125,7 +125,7 @@ class MlflowScorer:
         return ScriptFailed(exc, where="model.predict()")
 
     def swagger(self) -> dict[str, Any]:
-        from scoring.swagger import document
+        from scoring.server.swagger import document
 
         schema = None
         if self.columns:

@@ -35,9 +35,10 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
-from scoring import collector, logs
-from scoring.config import Settings, SettingsError, load
-from scoring.metrics import Stats
+from scoring.common import logs
+from scoring.server import collector
+from scoring.server.config import Settings, SettingsError, load
+from scoring.server.metrics import Stats
 
 INIT_FAILED = 3
 _MAX_CRASHES_PER_MINUTE = 5
@@ -197,10 +198,10 @@ class Supervisor:
 def make_scorer(settings: Settings) -> Any:
     """A ScriptScorer for an entry script, else an MlflowScorer for the model folder."""
     if settings.entry_script is not None:
-        from scoring.script import ScriptScorer
+        from scoring.server.script import ScriptScorer
 
         return ScriptScorer(settings.entry_script, settings.model_dir)
-    from scoring.mlflow_model import MlflowScorer
+    from scoring.server.mlflow_model import MlflowScorer
 
     assert settings.model_dir is not None  # checked by config
     return MlflowScorer(settings.model_dir)
@@ -244,8 +245,8 @@ def report_slow_init(log: logs.Log, source: str) -> Callable[[], None]:
 
 def worker(settings: Settings, sock: socket.socket | None) -> int:
     """One worker: ``init()``, then serve until SIGTERM. Returns the exit code."""
-    from scoring.script import InitFailed
-    from scoring.server import ScoringApp, make_runner
+    from scoring.server.app import ScoringApp, make_runner
+    from scoring.server.script import InitFailed
 
     log = logs.configure(settings.access_log, settings.log_level)
     scorer = make_scorer(settings)
