@@ -1,31 +1,27 @@
-"""The endpoint router's request handling: auth, choose a deployment, mirror, proxy, metrics.
+"""What the router does with a request: auth, choose a deployment, mirror, proxy, count.
 
 Decisions are plain functions over an immutable ``RouterState`` (``authorize``, ``route``),
 testable with no sockets. ``Router`` holds what outlives one config (upstream client,
 metrics, mirror stats, in-flight count) and swaps its state atomically on reload: a
-request reads ``router.state`` once and finishes on that config. ``HttpProtocol`` is the
-lean HTTP/1.1 server (uvloop + httptools): the hot path allocates little and runs no
-middleware stack, because a Python proxy's speed is decided there (ENVIRONMENT.md).
+request reads ``router.state`` once and finishes on that config. The HTTP side is
+``protocol.HttpProtocol``; it hands each parsed ``Request`` to ``Router.handle``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
-import sys
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http import HTTPStatus
 
-import httptools
-
-from scoring.common.request_id import new_request_id_bytes, request_id_from
+from scoring.common.http_errors import HttpError, error_body
+from scoring.common.logs import get_log
+from scoring.common.request_id import request_id_bytes_from
 from scoring.router.auth import AuthError, bearer, check_key, verify_token
 from scoring.router.config import RouterConfig, Secrets
-from scoring.router.mirror import BUCKETS, Histogram, MirrorStats
+from scoring.router.metrics import Metrics
+from scoring.router.mirror import MIRROR_MAX_IN_FLIGHT, MirrorStats
 from scoring.router.traffic import Split, mirror_target, should_mirror
 from scoring.router.upstream import (
     Headers,
@@ -42,23 +38,10 @@ REQUEST_ID_HEADER = b"x-request-id"
 TOKEN_LEEWAY_S = 5
 TOKEN_CACHE_SIZE = 4096
 _now = time.time
-#: Mirror calls in flight at once; above it copies are skipped (counted) to protect live traffic.
-MIRROR_MAX_IN_FLIGHT = 128
 
 
-def log(message: str) -> None:
-    """One line on stderr with a UTC timestamp (never a secret, never a request body)."""
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    print(f"{stamp} router: {message}", file=sys.stderr, flush=True)
-
-
-class RouteError(Exception):
-    """A request the router answers itself: status and a message for ``{"error": ...}``."""
-
-    def __init__(self, status: int, message: str) -> None:
-        self.status = status
-        self.message = message
-        super().__init__(message)
+class RouteError(HttpError):
+    """A request the router answers itself (404, 405): ``{"error": message, ...}``."""
 
 
 @dataclass(frozen=True)
@@ -141,165 +124,23 @@ def route(
         if target is None:
             known = ", ".join(sorted(state.targets))
             raise RouteError(
-                404,
                 f"deployment {name!r} named by header "
                 f"azureml-model-deployment does not exist (known: {known})",
+                404,
             )
         return target, None
     name = state.split.choose(r_live)
     if name is None:
         raise RouteError(
-            404,
             f"endpoint {state.config.endpoint_name!r} has no deployment "
             "with traffic; set traffic or pin one with header "
             "azureml-model-deployment",
+            404,
         )
     mirror = None
     if state.mirror_name and should_mirror(state.mirror_share, r_mirror, pinned=False):
         mirror = state.targets[state.mirror_name]
     return state.targets[name], mirror
-
-
-def request_id(header: bytes | None) -> bytes:
-    """The caller's ``x-request-id`` if it is sane, else a new one (the inference server's rule)."""
-    if header is not None:
-        return request_id_from(header).encode()
-    return new_request_id_bytes()
-
-
-def error_body(message: str, rid: bytes) -> bytes:
-    return json.dumps({"error": message, "request_id": rid.decode("latin-1")}).encode()
-
-
-# --------------------------------------------------------------------------------- metrics
-
-
-@dataclass
-class DeploymentMetrics:
-    """Live-traffic counters for one deployment."""
-
-    responses: dict[int, int] = field(default_factory=dict)
-    errors: dict[str, int] = field(default_factory=dict)
-    latency: Histogram = field(default_factory=Histogram)
-
-
-class Metrics:
-    """Counters rendered in Prometheus text format; plain ints on the hot path (no locks)."""
-
-    def __init__(self) -> None:
-        self.deployments: dict[str, DeploymentMetrics] = {}
-        self.mirrors: dict[str, MirrorStats] = {}
-        self.rejected: dict[tuple[int, str], int] = {}
-        self.reloads: dict[str, int] = {"ok": 0, "rejected": 0}
-
-    def deployment(self, name: str) -> DeploymentMetrics:
-        m = self.deployments.get(name)
-        if m is None:
-            m = self.deployments[name] = DeploymentMetrics()
-        return m
-
-    def mirror(self, name: str) -> MirrorStats:
-        m = self.mirrors.get(name)
-        if m is None:
-            m = self.mirrors[name] = MirrorStats()
-        return m
-
-    def reject(self, status: int, reason: str) -> None:
-        key = (status, reason)
-        self.rejected[key] = self.rejected.get(key, 0) + 1
-
-    def render(self, router: Router) -> bytes:
-        out: list[str] = []
-
-        def head(name: str, kind: str, text: str) -> None:
-            out.append(f"# HELP {name} {text}\n# TYPE {name} {kind}\n")
-
-        def hist(name: str, labels: str, h: Histogram) -> None:
-            acc = 0
-            for bound, c in zip((*BUCKETS, float("inf")), h.counts, strict=True):
-                acc += c
-                le = "+Inf" if bound == float("inf") else repr(bound)
-                out.append(f'{name}_bucket{{{labels},le="{le}"}} {acc}\n')
-            out.append(f"{name}_sum{{{labels}}} {h.total}\n{name}_count{{{labels}}} {h.n}\n")
-
-        head(
-            "router_requests_total",
-            "counter",
-            "Live requests answered through a deployment, by upstream status.",
-        )
-        for dep, m in sorted(self.deployments.items()):
-            for status, n in sorted(m.responses.items()):
-                out.append(f'router_requests_total{{deployment="{dep}",status="{status}"}} {n}\n')
-        head(
-            "router_upstream_errors_total",
-            "counter",
-            "Live requests a deployment gave no response to (connect, timeout, pool, closed).",
-        )
-        for dep, m in sorted(self.deployments.items()):
-            for kind, n in sorted(m.errors.items()):
-                out.append(
-                    f'router_upstream_errors_total{{deployment="{dep}",kind="{kind}"}} {n}\n'
-                )
-        head(
-            "router_request_duration_seconds",
-            "histogram",
-            "Time from routing to the deployment's full response.",
-        )
-        for dep, m in sorted(self.deployments.items()):
-            hist("router_request_duration_seconds", f'deployment="{dep}"', m.latency)
-        head(
-            "router_rejected_total",
-            "counter",
-            "Requests the router answered itself (auth, routing, bad request).",
-        )
-        for (status, reason), n in sorted(self.rejected.items()):
-            out.append(f'router_rejected_total{{status="{status}",reason="{reason}"}} {n}\n')
-        head("router_mirror_requests_total", "counter", "Mirrored copies, by mirror status.")
-        for dep, s in sorted(self.mirrors.items()):
-            for status, n in sorted(s.statuses.items()):
-                out.append(
-                    f'router_mirror_requests_total{{deployment="{dep}",status="{status}"}} {n}\n'
-                )
-            for kind, n in sorted(s.errors.items()):
-                out.append(
-                    f'router_mirror_requests_total{{deployment="{dep}",status="{kind}"}} {n}\n'
-                )
-        head(
-            "router_mirror_comparisons_total",
-            "counter",
-            "Mirror responses compared with the live one: equal, different, not_compared.",
-        )
-        for dep, s in sorted(self.mirrors.items()):
-            for result in ("equal", "different", "not_compared"):
-                out.append(
-                    f'router_mirror_comparisons_total{{deployment="{dep}",'
-                    f'result="{result}"}} {getattr(s, result)}\n'
-                )
-        head(
-            "router_mirror_skipped_total",
-            "counter",
-            f"Mirror copies skipped because {MIRROR_MAX_IN_FLIGHT} were already in flight.",
-        )
-        for dep, s in sorted(self.mirrors.items()):
-            out.append(f'router_mirror_skipped_total{{deployment="{dep}"}} {s.skipped}\n')
-        head("router_mirror_duration_seconds", "histogram", "Mirror call latency.")
-        for dep, s in sorted(self.mirrors.items()):
-            hist("router_mirror_duration_seconds", f'deployment="{dep}"', s.latency)
-        head("router_in_flight_requests", "gauge", "Requests waiting for a deployment now.")
-        out.append(f"router_in_flight_requests {router.in_flight}\n")
-        head("router_config_reloads_total", "counter", "Config reloads by result.")
-        for result, n in sorted(self.reloads.items()):
-            out.append(f'router_config_reloads_total{{result="{result}"}} {n}\n')
-        head("router_config_generation", "gauge", "Generation of the config now serving.")
-        out.append(f"router_config_generation {router.state.generation}\n")
-        head("router_traffic_percent", "gauge", "Live traffic percent per deployment.")
-        for dep in sorted(router.state.targets):
-            pct = router.state.config.traffic.get(dep, 0)
-            out.append(f'router_traffic_percent{{deployment="{dep}"}} {pct}\n')
-        return "".join(out).encode()
-
-
-# --------------------------------------------------------------------------------- router
 
 
 class Request:
@@ -342,7 +183,7 @@ class Request:
 
 
 Response = tuple[int, Headers, bytes]
-_JSON = (b"content-type", b"application/json")
+JSON_HEADER = (b"content-type", b"application/json")
 _TEXT = (b"content-type", b"text/plain; charset=utf-8")
 _PROM = (b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
 _DROP_FROM_UPSTREAM = frozenset(
@@ -355,7 +196,6 @@ _DROP_FROM_UPSTREAM = frozenset(
         REQUEST_ID_HEADER,
     }
 )
-_CAPTURED = frozenset({b"authorization", REQUEST_ID_HEADER, PIN_HEADER, b"expect"})
 ROUTES = (
     "GET /",
     "GET /ready",
@@ -396,7 +236,13 @@ class Router:
             self._error_log[key] = (last, suppressed + 1)
             return
         more = f" (+{suppressed} more like it in the last second)" if suppressed else ""
-        log(f"request {rid.decode('latin-1')}: {message}{more}")
+        get_log().event(
+            "error",
+            f"request {rid.decode('latin-1')}: {message}{more}",
+            event="upstream_error",
+            deployment=deployment,
+            request_id=rid.decode("latin-1"),
+        )
         self._error_log[key] = (now, 0)
 
     def swap(self, state: RouterState) -> None:
@@ -412,13 +258,16 @@ class Router:
     def handle(self, req: Request, respond: Respond) -> None:
         """Answer ``req`` by calling ``respond`` exactly once (now, or when upstream answers)."""
         state = self.state  # one config for the whole request
-        rid = request_id(req.request_id)
+        rid = request_id_bytes_from(req.request_id)
         try:
             self._dispatch(state, req, rid, respond)
         except RouteError as exc:
-            self.metrics.reject(exc.status, _reason(exc.status))
+            self.metrics.reject(exc.status, reject_reason(exc.status))
             self._done(
-                respond, exc.status, [_JSON, (REQUEST_ID_HEADER, rid)], error_body(exc.message, rid)
+                respond,
+                exc.status,
+                [JSON_HEADER, (REQUEST_ID_HEADER, rid)],
+                error_body(exc.message, rid.decode("latin-1")),
             )
         except AuthError as exc:
             self.metrics.reject(401, "auth")
@@ -426,11 +275,11 @@ class Router:
                 respond,
                 401,
                 [
-                    _JSON,
+                    JSON_HEADER,
                     (REQUEST_ID_HEADER, rid),
                     (b"www-authenticate", b'Bearer realm="endpoint"'),
                 ],
-                error_body(exc.reason, rid),
+                error_body(exc.reason, rid.decode("latin-1")),
             )
 
     @staticmethod
@@ -441,13 +290,13 @@ class Router:
         path, method = req.path, req.method
         if path == b"/score":
             if method != b"POST":
-                raise RouteError(405, f"use POST for /score (got {method.decode()})")
+                raise RouteError(f"use POST for /score (got {method.decode()})", 405)
             self._proxy(state, req, rid, b"POST", b"/score", respond, mirrorable=True)
             return
         if method != b"GET":
             if path in (b"/", b"/ready", b"/swagger.json", b"/metrics", b"/mirror/summary"):
-                raise RouteError(405, f"use GET for {path.decode()} (got {method.decode()})")
-            raise RouteError(404, self._no_route(req))
+                raise RouteError(f"use GET for {path.decode()} (got {method.decode()})", 405)
+            raise RouteError(self._no_route(req), 404)
         if path == b"/":
             self._done(respond, 200, [_TEXT], b"Healthy")
         elif path == b"/ready":
@@ -464,11 +313,11 @@ class Router:
             self._done(
                 respond,
                 200,
-                [_JSON, (REQUEST_ID_HEADER, rid)],
+                [JSON_HEADER, (REQUEST_ID_HEADER, rid)],
                 json.dumps(self.mirror_summary(state), indent=1).encode(),
             )
         else:
-            raise RouteError(404, self._no_route(req))
+            raise RouteError(self._no_route(req), 404)
 
     @staticmethod
     def _no_route(req: Request) -> str:
@@ -554,8 +403,8 @@ class _Exchange:
             router._done(
                 self.respond,
                 status,
-                [_JSON, (REQUEST_ID_HEADER, rid), (PIN_HEADER, target.name.encode())],
-                error_body(message, rid),
+                [JSON_HEADER, (REQUEST_ID_HEADER, rid), (PIN_HEADER, target.name.encode())],
+                error_body(message, rid.decode("latin-1")),
             )
             return
         m.latency.observe(time.perf_counter() - self.t0)
@@ -600,205 +449,8 @@ class _MirrorPair:
         )
 
 
-def _reason(status: int) -> str:
+def reject_reason(status: int) -> str:
+    """The ``reason`` label of ``router_rejected_total`` for a status the router answered."""
     return {401: "auth", 404: "not_found", 405: "method", 400: "bad_request", 413: "too_large"}.get(
         status, str(status)
     )
-
-
-# ---------------------------------------------------------------------------- HTTP server
-
-_monotonic = time.monotonic
-_STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in HTTPStatus}
-
-
-def encode_response(status: int, headers: Headers, body: bytes, keep_alive: bool) -> bytes:
-    head = _STATUS_LINES.get(status) or f"HTTP/1.1 {status} Unknown\r\n".encode()
-    lines = b"".join([b"%s: %s\r\n" % h for h in headers])
-    tail = b"\r\n\r\n" if keep_alive else b"\r\nconnection: close\r\n\r\n"
-    return b"%s%scontent-length: %d%s%s" % (head, lines, len(body), tail, body)
-
-
-class HttpProtocol(asyncio.Protocol):
-    """One client connection: parse with httptools, handle requests in order, keep-alive."""
-
-    __slots__ = (
-        "_auth",
-        "_body",
-        "_body_size",
-        "_busy",
-        "_continue",
-        "_headers",
-        "_keep",
-        "_parser",
-        "_pin",
-        "_queue",
-        "_receiving",
-        "_rid",
-        "_too_large",
-        "_url",
-        "closed",
-        "conns",
-        "last_active",
-        "router",
-        "transport",
-    )
-
-    def __init__(self, router: Router, conns: set[HttpProtocol]) -> None:
-        self.router = router
-        self.conns = conns
-        self._parser = httptools.HttpRequestParser(self)
-        self.transport: asyncio.Transport | None = None
-        self._url = b""
-        self._headers: Headers = []
-        self._body: list[bytes] = []
-        self._body_size = 0
-        self._too_large = False
-        self._queue: deque[Request] = deque()
-        self._busy = False
-        self._keep = True
-        self._auth: bytes | None = None
-        self._pin: bytes | None = None
-        self._rid: bytes | None = None
-        self._continue = False
-        self._receiving = False
-        self.last_active = _monotonic()
-        self.closed = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        self.conns.add(self)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        self.conns.discard(self)
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._reply_and_close(400, "protocol upgrades are not supported")
-        except httptools.HttpParserError as exc:
-            self._reply_and_close(400, f"malformed HTTP request ({exc})")
-
-    # httptools callbacks
-    def on_message_begin(self) -> None:
-        self.last_active = _monotonic()
-        self._receiving = True
-        self._url = b""
-        self._headers = []
-        self._body = []
-        self._body_size = 0
-        self._too_large = False
-        self._auth = self._pin = self._rid = None
-        self._continue = False
-
-    def on_url(self, url: bytes) -> None:
-        self._url += url
-
-    def on_headers_complete(self) -> None:
-        if self._continue:
-            self._continue = False
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # type: ignore[union-attr]
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        name = name.lower()
-        if name in _CAPTURED:
-            if name == b"authorization":
-                self._auth = value
-                return  # never forwarded
-            if name == REQUEST_ID_HEADER:
-                self._rid = value
-                return  # forwarded as the router's (checked) id
-            if name == b"expect":
-                # Answered here (below); a deployment's "100 Continue" must not reach the client.
-                if value.lower() == b"100-continue" and self.transport is not None:
-                    self._continue = True
-                return
-            self._pin = value
-        self._headers.append((name, value))
-
-    def on_body(self, body: bytes) -> None:
-        self._body_size += len(body)
-        if self._body_size > self.router.state.config.max_body_bytes:
-            self._too_large = True
-            self._body = []
-        elif not self._too_large:
-            self._body.append(body)
-
-    def on_message_complete(self) -> None:
-        self._receiving = False
-        if self._too_large:
-            limit = self.router.state.config.max_body_bytes
-            self._reply_and_close(413, f"request body is over max_body_bytes ({limit})")
-            return
-        path, _, query = self._url.partition(b"?")
-        req = Request(
-            self._parser.get_method(),
-            path,
-            query,
-            self._headers,
-            b"".join(self._body),
-            self._parser.should_keep_alive(),
-            self._auth,
-            self._pin,
-            self._rid,
-        )
-        if self._busy:
-            self._queue.append(req)
-            if len(self._queue) > 16 and self.transport is not None:
-                self.transport.pause_reading()
-            return
-        self._start(req)
-
-    def _start(self, req: Request) -> None:
-        self._busy = True
-        self._keep = req.keep_alive
-        try:
-            self.router.handle(req, self._respond)
-        except Exception as exc:  # a bug: log it, answer 500, keep serving
-            log(
-                f"internal error on {req.method.decode()} {req.path.decode('latin-1')}: "
-                f"{type(exc).__name__}: {exc}"
-            )
-            rid = request_id(req.request_id)
-            self._respond(500, [_JSON], error_body("internal router error", rid))
-
-    def _respond(self, status: int, headers: Headers, body: bytes) -> None:
-        if self.closed:
-            return
-        self.last_active = _monotonic()
-        keep = self._keep and not self.router.draining
-        self.transport.write(encode_response(status, headers, body, keep))  # type: ignore[union-attr]
-        if not keep:
-            self.close()
-            return
-        self._busy = False
-        if self._queue:
-            req = self._queue.popleft()
-            if len(self._queue) <= 4 and self.transport is not None:
-                self.transport.resume_reading()
-            self._start(req)
-
-    def _reply_and_close(self, status: int, message: str) -> None:
-        if self.transport is None or self.closed:
-            return
-        self.router.metrics.reject(status, _reason(status))
-        body = error_body(message, new_request_id_bytes())
-        self.transport.write(encode_response(status, [_JSON], body, keep_alive=False))
-        self.close()
-
-    def close(self) -> None:
-        self.closed = True
-        if self.transport is not None:
-            self.transport.close()
-
-    @property
-    def idle(self) -> bool:
-        """No request being answered, queued, or half received: safe to close when draining."""
-        return not self._busy and not self._receiving and not self._queue
-
-    @property
-    def busy(self) -> bool:
-        """A request is being answered or queued (a half-received one does not count)."""
-        return self._busy or bool(self._queue)

@@ -69,7 +69,7 @@ class UpstreamClient(Protocol):
     """Send one request to one deployment; the router needs nothing else from the network.
 
     Callback-shaped on purpose: the router's hot path then needs no task, future or
-    coroutine per request. ``request()`` below wraps it for code that prefers ``await``.
+    coroutine per request.
     """
 
     def send(
@@ -92,30 +92,6 @@ class UpstreamClient(Protocol):
     async def aclose(self) -> None:
         """Close every connection (after the last request finished)."""
         ...
-
-
-async def request(
-    client: UpstreamClient,
-    target: Target,
-    method: bytes,
-    path: bytes,
-    headers: Headers,
-    body: bytes,
-    timeout: float,
-) -> UpstreamResponse:
-    """``await``-style call through any ``UpstreamClient``. Raises UpstreamError."""
-    fut: asyncio.Future[UpstreamResponse] = asyncio.get_running_loop().create_future()
-
-    def done(resp: UpstreamResponse | None, err: UpstreamError | None) -> None:
-        if fut.done():
-            return
-        if err is not None:
-            fut.set_exception(err)
-        else:
-            fut.set_result(resp)  # type: ignore[arg-type]
-
-    client.send(target, method, path, headers, body, timeout, done)
-    return await fut
 
 
 def upstream_failure(exc: UpstreamError) -> tuple[int, str]:

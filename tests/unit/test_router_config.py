@@ -205,22 +205,22 @@ def test_cli_prints_schema_and_requires_config(capsys: pytest.CaptureFixture[str
     assert "--config FILE is required" in capsys.readouterr().err
 
 
-def test_upstream_error_log_is_rate_limited(capsys: pytest.CaptureFixture[str]) -> None:
+def test_upstream_error_log_is_rate_limited(capfd: pytest.CaptureFixture[str]) -> None:
     from scoring.router.dispatch import Router
 
     router = Router(_state(), client=object())  # type: ignore[arg-type]  (never called)
     for i in range(50):
         router.log_upstream_error("blue", "connect", f"r{i}".encode(), "blue is down")
     router.log_upstream_error("green", "connect", b"g0", "green is down")
-    lines = capsys.readouterr().err.splitlines()
-    assert [line.split("router: ", 1)[1] for line in lines] == [
+    lines = capfd.readouterr().out.splitlines()
+    assert [json.loads(line)["message"] for line in lines] == [
         "request r0: blue is down",
         "request g0: green is down",
     ]
     router._error_log[("blue", "connect")] = (0.0, 49)  # as if a second went by
     router.log_upstream_error("blue", "connect", b"r50", "blue is down")
-    assert capsys.readouterr().err.endswith(
-        "request r50: blue is down (+49 more like it in the last second)\n"
+    assert json.loads(capfd.readouterr().out)["message"] == (
+        "request r50: blue is down (+49 more like it in the last second)"
     )
 
 

@@ -13,18 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from scoring.common.http_errors import error_body
 from scoring.common.request_id import new_request_id, new_request_id_bytes, request_id_from
 from scoring.server import collector
 from scoring.server.app import encode_result
-from scoring.server.errors import (
-    BadInput,
-    PayloadTooLarge,
-    TimedOut,
-    UnsupportedMediaType,
-    error_body,
-)
+from scoring.server.body import check_content_type, read_body
+from scoring.server.errors import BadInput, PayloadTooLarge, TimedOut, UnsupportedMediaType
 from scoring.server.metrics import Stats, render
-from scoring.server.runners import InlineRunner, check_content_type, read_body
+from scoring.server.runners import InlineRunner
 
 
 def test_request_ids() -> None:
@@ -280,7 +276,7 @@ def test_each_response_is_one_write_and_leaves_no_garbage_cycle() -> None:
     import uvicorn
     from uvicorn.server import ServerState
 
-    from scoring.server.supervisor import _OneWriteProtocol
+    from scoring.server.uvicorn_http import OneWriteProtocol as _OneWriteProtocol
 
     async def app(scope: dict, receive: object, send: object) -> None:
         await receive()  # type: ignore[operator]
