@@ -129,8 +129,8 @@ def route(
                 404,
             )
         return target, None
-    name = state.split.choose(r_live)
-    if name is None:
+    chosen = state.split.choose(r_live)
+    if chosen is None:
         raise RouteError(
             f"endpoint {state.config.endpoint_name!r} has no deployment "
             "with traffic; set traffic or pin one with header "
@@ -140,7 +140,7 @@ def route(
     mirror = None
     if state.mirror_name and should_mirror(state.mirror_share, r_mirror, pinned=False):
         mirror = state.targets[state.mirror_name]
-    return state.targets[name], mirror
+    return state.targets[chosen], mirror
 
 
 class Request:
@@ -360,7 +360,7 @@ class Router:
         ex = _Exchange(self, target, rid, respond, pair)
         self.in_flight += 1
         self.client.send(target, method, upath, headers, req.body, state.timeout_s, ex.done)
-        if pair is not None:  # the live request goes out first; the copy never delays it
+        if pair is not None and mirror is not None:  # the live request goes out first
             self.client.send(
                 mirror, method, upath, headers, req.body, state.timeout_s, pair.mirror_done
             )

@@ -87,9 +87,9 @@ class Metrics:
             out.sample("router_rejected_total", n, f'status="{status}",reason="{reason}"')
         out.family("router_mirror_requests_total", "counter", "Mirrored copies, by mirror status.")
         for dep, s in mirrors:
-            for status, n in [*sorted(s.statuses.items()), *sorted(s.errors.items())]:
+            for outcome, n in [*sorted(s.statuses.items()), *sorted(s.errors.items())]:
                 out.sample(
-                    "router_mirror_requests_total", n, f'deployment="{dep}",status="{status}"'
+                    "router_mirror_requests_total", n, f'deployment="{dep}",status="{outcome}"'
                 )
         out.family(
             "router_mirror_comparisons_total",

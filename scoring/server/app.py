@@ -314,6 +314,7 @@ class ScoringApp:
                 data_out = json.dumps(json.loads(out))
             except ValueError:
                 data_out = json.dumps(out.decode(errors="replace"))
+        assert self.sink is not None  # self.collect says so
         self.sink.record_pair(request_id, data_in, data_out)
 
     async def _other(self, scope: Scope, receive: Receive, send: Send) -> None:

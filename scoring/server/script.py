@@ -129,6 +129,7 @@ class ScriptScorer:
 
     def _bind(self, run: Callable[..., Any]) -> None:
         """Pick the calling convention once, so the request path does no inspection."""
+        params: Mapping[str, inspect.Parameter]
         try:
             params = inspect.signature(run).parameters
         except (TypeError, ValueError):

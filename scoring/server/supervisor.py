@@ -124,9 +124,9 @@ class Supervisor:
                         self._signal_all(signal.SIGKILL)
                 time.sleep(0.05)
                 continue
-            index = self.children.pop(pid, None)
-            if index is None:
+            if pid not in self.children:
                 continue
+            index = self.children.pop(pid)
             code = os.waitstatus_to_exitcode(status)
             if self.stopping:
                 continue
