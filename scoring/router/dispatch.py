@@ -143,43 +143,20 @@ def route(
     return state.targets[chosen], mirror
 
 
+@dataclass(slots=True, eq=False)
 class Request:
     """A parsed request. ``headers`` holds the ones forwarded to a deployment (lowercase
     names); the three the router acts on are parsed out once, while reading."""
 
-    __slots__ = (
-        "authorization",
-        "body",
-        "headers",
-        "keep_alive",
-        "method",
-        "path",
-        "pin",
-        "query",
-        "request_id",
-    )
-
-    def __init__(
-        self,
-        method: bytes,
-        path: bytes,
-        query: bytes,
-        headers: Headers,
-        body: bytes,
-        keep_alive: bool = True,
-        authorization: bytes | None = None,
-        pin: bytes | None = None,
-        request_id: bytes | None = None,
-    ) -> None:
-        self.method = method
-        self.path = path
-        self.query = query
-        self.headers = headers
-        self.body = body
-        self.keep_alive = keep_alive
-        self.authorization = authorization
-        self.pin = pin
-        self.request_id = request_id
+    method: bytes
+    path: bytes
+    query: bytes
+    headers: Headers
+    body: bytes
+    keep_alive: bool = True
+    authorization: bytes | None = None
+    pin: bytes | None = None
+    request_id: bytes | None = None
 
 
 Response = tuple[int, Headers, bytes]
@@ -357,7 +334,7 @@ class Router:
         pair = None
         if mirror is not None and mirrorable:
             pair = self._mirror_pair(mirror)
-        ex = _Exchange(self, target, rid, respond, pair)
+        ex = _Exchange(self, target, rid, respond, pair, time.perf_counter())
         self.in_flight += 1
         self.client.send(target, method, upath, headers, req.body, state.timeout_s, ex.done)
         if pair is not None and mirror is not None:  # the live request goes out first
@@ -374,20 +351,16 @@ class Router:
         return _MirrorPair(self, stats)
 
 
+@dataclass(slots=True, eq=False)
 class _Exchange:
     """One proxied request waiting for its deployment's answer."""
 
-    __slots__ = ("pair", "respond", "rid", "router", "t0", "target")
-
-    def __init__(
-        self, router: Router, target: Target, rid: bytes, respond: Respond, pair: _MirrorPair | None
-    ) -> None:
-        self.router = router
-        self.target = target
-        self.rid = rid
-        self.respond = respond
-        self.pair = pair
-        self.t0 = time.perf_counter()
+    router: Router
+    target: Target
+    rid: bytes
+    respond: Respond
+    pair: _MirrorPair | None
+    t0: float  # time.perf_counter() when sent
 
     def done(self, resp: UpstreamResponse | None, err: UpstreamError | None) -> None:
         router, target, rid = self.router, self.target, self.rid

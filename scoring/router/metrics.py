@@ -52,22 +52,25 @@ class Metrics:
     def render(self, router: Router) -> bytes:
         out = Exposition()
         deployments, mirrors = sorted(self.deployments.items()), sorted(self.mirrors.items())
-        out.family(
-            "router_requests_total",
-            "counter",
-            "Live requests answered through a deployment, by upstream status.",
+        by_outcome = (
+            (
+                "router_requests_total",
+                "Live requests answered through a deployment, by upstream status.",
+                "status",
+                lambda m: m.responses,
+            ),
+            (
+                "router_upstream_errors_total",
+                "Live requests a deployment gave no response to (connect, timeout, pool, closed).",
+                "kind",
+                lambda m: m.errors,
+            ),
         )
-        for dep, m in deployments:
-            for status, n in sorted(m.responses.items()):
-                out.sample("router_requests_total", n, f'deployment="{dep}",status="{status}"')
-        out.family(
-            "router_upstream_errors_total",
-            "counter",
-            "Live requests a deployment gave no response to (connect, timeout, pool, closed).",
-        )
-        for dep, m in deployments:
-            for kind, n in sorted(m.errors.items()):
-                out.sample("router_upstream_errors_total", n, f'deployment="{dep}",kind="{kind}"')
+        for name, text, label, counts in by_outcome:
+            out.family(name, "counter", text)
+            for dep, m in deployments:
+                for outcome, n in sorted(counts(m).items()):
+                    out.sample(name, n, f'deployment="{dep}",{label}="{outcome}"')
         out.family(
             "router_request_duration_seconds",
             "histogram",

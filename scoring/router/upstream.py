@@ -15,7 +15,7 @@ import contextlib
 import socket
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 from urllib.parse import urlsplit
 
@@ -110,21 +110,17 @@ def upstream_failure(exc: UpstreamError) -> tuple[int, str]:
 MAX_AGE_S = 30.0
 
 
+@dataclass(slots=True, eq=False)  # eq=False: waiters are removed by identity
 class _Job:
     """One request waiting for, or using, a connection."""
 
-    __slots__ = ("data", "deadline", "on_done", "retried", "target", "timeout", "timer")
-
-    def __init__(
-        self, target: Target, data: bytes, timeout: float, deadline: float, on_done: OnDone
-    ) -> None:
-        self.target = target
-        self.data = data
-        self.timeout = timeout
-        self.deadline = deadline
-        self.on_done = on_done
-        self.retried = False
-        self.timer: asyncio.TimerHandle | None = None
+    target: Target
+    data: bytes
+    timeout: float
+    deadline: float
+    on_done: OnDone
+    retried: bool = False
+    timer: asyncio.TimerHandle | None = None
 
 
 class _Conn(asyncio.Protocol):
@@ -279,27 +275,20 @@ class _Deadlines:
             self.handle = None
 
 
+@dataclass(eq=False)
 class _Pool:
     """Keep-alive connections to one address, at most ``limit`` open at once."""
 
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        target: Target,
-        limit: int,
-        connect_timeout: float,
-        deadlines: _Deadlines,
-    ) -> None:
-        self.loop = loop
-        self.deadlines = deadlines
-        self.target = target
-        self.limit = limit
-        self.connect_timeout = connect_timeout
-        self.idle: list[_Conn] = []
-        self.open = 0
-        self.waiters: deque[_Job] = deque()
-        self.closing = False
-        self.connecting: set[asyncio.Task[None]] = set()
+    loop: asyncio.AbstractEventLoop
+    target: Target
+    limit: int
+    connect_timeout: float
+    deadlines: _Deadlines
+    idle: list[_Conn] = field(default_factory=list)
+    open: int = 0
+    waiters: deque[_Job] = field(default_factory=deque)
+    closing: bool = False
+    connecting: set[asyncio.Task[None]] = field(default_factory=set)
 
     def submit(self, job: _Job) -> None:
         idle = self.idle

@@ -53,6 +53,16 @@ class AsyncRunner(Protocol):
     def close(self) -> None: ...
 
 
+def _timed(
+    call: Score, raw: str, headers: ScriptHeaders | None, request_id: str, sampled: bool
+) -> tuple[Any, float]:
+    """``run()`` with no timeout, on this thread: ``(result, seconds in run())``."""
+    collector.set_request(request_id, sampled)
+    start = time.perf_counter()
+    result = call(raw, headers)
+    return result, time.perf_counter() - start
+
+
 class RunInterrupted(BaseException):
     """Raised inside ``run()`` by SIGALRM when ``request_timeout_ms`` has passed."""
 
@@ -74,19 +84,12 @@ class InlineRunner:
             raise RunInterrupted
 
     def __call__(
-        self,
-        call: Score,
-        raw: str,
-        headers: ScriptHeaders | None,
-        request_id: str,
-        sampled: bool,
+        self, call: Score, raw: str, headers: ScriptHeaders | None, request_id: str, sampled: bool
     ) -> tuple[Any, float]:
         """``(result, seconds in run())``; raises what ``run()`` raised or ``TimedOut``."""
-        collector.set_request(request_id, sampled)
         if self.timeout_s <= 0:
-            start = time.perf_counter()
-            result = call(raw, headers)
-            return result, time.perf_counter() - start
+            return _timed(call, raw, headers, request_id, sampled)
+        collector.set_request(request_id, sampled)
         self._fired = False
         self._armed = True
         setitimer = signal.setitimer
@@ -122,22 +125,8 @@ class ThreadRunner:
         self.pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="run")
         self._sem: asyncio.Semaphore | None = None
 
-    @staticmethod
-    def _job(
-        call: Score, raw: str, headers: ScriptHeaders | None, request_id: str, sampled: bool
-    ) -> tuple[Any, float]:
-        collector.set_request(request_id, sampled)
-        start = time.perf_counter()
-        result = call(raw, headers)
-        return result, time.perf_counter() - start
-
     async def __call__(
-        self,
-        call: Score,
-        raw: str,
-        headers: ScriptHeaders | None,
-        request_id: str,
-        sampled: bool,
+        self, call: Score, raw: str, headers: ScriptHeaders | None, request_id: str, sampled: bool
     ) -> tuple[Any, float]:
         if self._sem is None:
             self._sem = asyncio.Semaphore(self.slots)
@@ -150,7 +139,7 @@ class ThreadRunner:
         else:
             await sem.acquire()
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self.pool, self._job, call, raw, headers, request_id, sampled)
+        future = loop.run_in_executor(self.pool, _timed, call, raw, headers, request_id, sampled)
         if self.timeout_ms <= 0:
             try:
                 return await future
