@@ -1,4 +1,4 @@
-# Endpoint router (scoring/router*.py): its tests and benchmark. Docs: docs/router.md.
+# Endpoint router (scoring/router/): its tests and benchmark. Docs: docs/router.md.
 .PHONY: test-router bench-router router-bench-tools
 
 ROUTER_TESTS := tests/unit/test_auth.py tests/unit/test_traffic.py tests/unit/test_router_config.py \
