@@ -76,17 +76,13 @@ class UpstreamClient(Protocol):
         self,
         target: Target,
         method: bytes,
-        path: bytes,
-        headers: Headers,
+        path: bytes,  # relative to the target: its prefix is added
+        headers: Headers,  # forwarded, less hop-by-hop and credential headers
         body: bytes,
-        timeout: float,
-        on_done: OnDone,
+        timeout: float,  # seconds, from now until the whole response
+        on_done: OnDone,  # called exactly once, never before send returns
     ) -> None:
-        """Start the request; later call ``on_done(response, None)`` or ``(None, error)``.
-
-        ``path`` is relative to the target (its prefix is added); ``on_done`` is called exactly
-        once, never before ``send`` returns.
-        """
+        """Start the request; later call ``on_done(response, None)`` or ``(None, error)``."""
         ...
 
     async def aclose(self) -> None:
