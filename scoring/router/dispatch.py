@@ -159,7 +159,6 @@ class Request:
     request_id: bytes | None = None
 
 
-Response = tuple[int, Headers, bytes]
 JSON_HEADER = (b"content-type", b"application/json")
 _TEXT = (b"content-type", b"text/plain; charset=utf-8")
 _PROM = (b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
