@@ -49,7 +49,7 @@ def _body() -> str:
 
 def _real_server_ready() -> bool:
     return (
-        (REPO / "scoring" / "serve.py").exists()
+        (REPO / "scoring" / "server" / "supervisor.py").exists()
         and (SAMPLE / "score.py").exists()
         and any((SAMPLE / "model").glob("*.pkl"))
     )

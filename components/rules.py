@@ -3,9 +3,9 @@
 Every check returns a list of problems (one readable line each, starting with the key path) instead
 of raising, so one preview reports every mistake at once. Nothing here touches Pulumi.
 
-The traffic and mirror rules live in `scoring.traffic` (the router checks its config file with
-them, and the scoring image ships without `components`); they are re-exported here so preview
-and the router accept exactly the same tables with the same messages.
+The traffic and mirror rules live in `scoring.router.traffic` (the router checks its config
+file with them, and the scoring image ships without `components`); they are re-exported here so
+preview and the router accept exactly the same tables with the same messages.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 
-from scoring.traffic import check_mirror, check_traffic
+from scoring.router.traffic import check_mirror, check_traffic
 
 __all__ = [
     "DNS1123_LABEL",

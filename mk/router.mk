@@ -1,4 +1,4 @@
-# Endpoint router (scoring/router*.py): its tests and benchmark. Docs: docs/router.md.
+# Endpoint router (scoring/router/): its tests and benchmark. Docs: docs/router.md.
 .PHONY: test-router bench-router router-bench-tools
 
 # Its tests: the modules marked `router` (pytestmark; markers registered in pyproject.toml).

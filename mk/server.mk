@@ -1,4 +1,4 @@
-# Inference server (scoring/serve.py and friends, docs/server.md): its tests, the sample model,
+# Inference server (scoring/server/, docs/server.md): its tests, the sample model,
 # and the benchmark against azmlinfsrv / MLServer / bare Starlette.
 .PHONY: test-server sample-model bench-server
 

@@ -76,7 +76,7 @@ def authorization(
 
 def issue(outputs: dict[str, Any], stack: str, ttl_s: int) -> dict[str, object]:
     """A token for the stack's endpoint, signed with its `token_signing_key` output."""
-    from scoring.auth import issue_token
+    from scoring.router.auth import issue_token
 
     signing = _need(outputs, "token_signing_key", stack)
     endpoint = _need(outputs, "endpoint_name", stack)

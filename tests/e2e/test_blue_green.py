@@ -22,7 +22,7 @@ from mlendpoints._project import EndpointProject
 from mlendpoints._sample import EXPECTED, SAMPLE_REQUEST, predictions
 from mlendpoints._sample import SampleEndpoint as Endpoint
 from mlendpoints.kube import kubectl, kubectl_json, namespace_exists
-from scoring.auth import issue_token
+from scoring.router.auth import issue_token
 from tests.support.load import Load
 from tests.support.walkthrough import FIGURES, Ran, Walkthrough
 

@@ -20,7 +20,14 @@ import httpx
 import pytest
 
 from mlendpoints._procs import Proc, free_port
-from scoring.auth import issue_token
+from scoring.router.auth import issue_token
+from scoring.router.upstream import (
+    Headers,
+    Target,
+    UpstreamClient,
+    UpstreamError,
+    UpstreamResponse,
+)
 from tests.support.router import (
     AUTH1,
     KEY1,
@@ -454,10 +461,34 @@ def test_expect_continue_chunked_body_and_pipelining(keyed: Proc) -> None:
         assert json.loads(got)["error"].startswith("malformed HTTP request")
 
 
+async def request(
+    client: UpstreamClient,
+    target: Target,
+    method: bytes,
+    path: bytes,
+    headers: Headers,
+    body: bytes,
+    timeout: float,
+) -> UpstreamResponse:
+    """``await``-style call through ``client.send`` (the router itself never awaits one)."""
+    import asyncio
+
+    fut: asyncio.Future[UpstreamResponse] = asyncio.get_running_loop().create_future()
+
+    def done(resp: UpstreamResponse | None, err: UpstreamError | None) -> None:
+        if err is not None:
+            fut.set_exception(err)
+        elif resp is not None:
+            fut.set_result(resp)
+
+    client.send(target, method, path, headers, body, timeout, done)
+    return await fut
+
+
 def test_pooled_client_reuses_keep_alive_connections(ups: dict[str, Proc]) -> None:
     import asyncio
 
-    from scoring.upstream import PooledClient, Target, UpstreamError, request
+    from scoring.router.upstream import PooledClient
 
     async def run() -> None:
         client = PooledClient(max_connections=4, connect_timeout=1.0)
@@ -501,7 +532,7 @@ def test_pooled_client_reuses_keep_alive_connections(ups: dict[str, Proc]) -> No
             upstream_mod.MAX_AGE_S = 30.0
         await client.aclose()
 
-    import scoring.upstream as upstream_mod
+    import scoring.router.upstream as upstream_mod
 
     asyncio.run(run())
 
@@ -511,7 +542,7 @@ def test_stale_keep_alive_connection_is_retried_once_on_a_new_one() -> None:
     our next request) costs the caller nothing: the request goes out again, fresh."""
     import asyncio
 
-    from scoring.upstream import PooledClient, Target, UpstreamError, request
+    from scoring.router.upstream import PooledClient
 
     ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
 

@@ -68,7 +68,7 @@ def _run_cli(config_path: Path, env: dict[str, str] | None = None) -> subprocess
 def test_bad_config_files_exit_2_naming_the_field(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from scoring.router_main import main
+    from scoring.router.main import main
 
     good = cfg(
         {"blue": "http://127.0.0.1:1", "green": "http://127.0.0.1:2"}, {"blue": 90, "green": 10}

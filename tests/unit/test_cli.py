@@ -21,7 +21,7 @@ from mlendpoints import StackError, read_cluster, read_outputs
 from mlendpoints import stack as stackmod
 from mlendpoints.cli import authorization, main, router_base
 from mlendpoints.versions import PULUMI_VERSION
-from scoring.auth import AuthError, verify_token
+from scoring.router.auth import AuthError, verify_token
 
 SIGNING = "token-signing-key-for-unit-tests-0123456789"
 OUTPUTS: dict[str, Any] = {

@@ -1,6 +1,6 @@
 """Name and removal rules and the traffic plan: exact messages, since users act on them.
 
-The traffic and mirror rules are `scoring.traffic`'s (re-exported by `components.rules`):
+The traffic and mirror rules are `scoring.router.traffic`'s (re-exported by `components.rules`):
 tests/unit/test_traffic.py."""
 
 from __future__ import annotations
