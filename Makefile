@@ -2,9 +2,12 @@
 SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 PY := .venv/bin/python
+# Every pinned tool version (PULUMI_VERSION, KUBERNETES_VERSION, ...): the one copy.
+include mlendpoints/versions.env
+VERSION_KEYS := $(shell sed -n 's/^\([A-Z_]*\)=.*/\1/p' mlendpoints/versions.env)
 export PULUMI_SKIP_UPDATE_CHECK := true
 
-.PHONY: help setup python lint test test-fast bench deploy destroy
+.PHONY: help setup python lint lint-tools test test-fast bench deploy destroy versions
 
 help:
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -14,8 +17,18 @@ python: ## Python venv with the project and pinned deps (.venv)
 
 setup: python toolchain images-setup cluster-build sample-model ## everything the tests and deploys need (cached: seconds when warm)
 
-lint: python ## ruff check
+# Every tracked shell script (scripts/*.sh, .ci/run, ...): by extension or by shebang.
+SHELL_SCRIPTS = $(shell git ls-files '*.sh'; git grep -lIE '^\#!.*\b(ba)?sh\b' -- ':!*.sh' ':!*.md' 2>/dev/null)
+
+lint-tools: ## shellcheck from Debian when missing (ruff and mypy come with `make python`)
+	@command -v shellcheck >/dev/null || apt-get install -y -qq shellcheck >/dev/null \
+	  || { apt-get update -qq && apt-get install -y -qq shellcheck >/dev/null; }
+
+lint: python lint-tools ## ruff check, ruff format --check, mypy (pyproject's [tool.mypy]), shellcheck
 	@.venv/bin/ruff check .
+	@.venv/bin/ruff format --check .
+	@$(PY) -m mypy
+	@shellcheck -x $(SHELL_SCRIPTS)
 
 test-fast: python ## unit + mock + real-HTTP tiers only (while you work)
 	@$(PY) -m pytest -q tests/unit tests/mocks tests/http
@@ -29,6 +42,9 @@ deploy: setup cluster-up sample-model ## the main job: deploy the sample stack, 
 
 destroy: ## delete everything the stack deployed (keeps the cluster and caches)
 	@scripts/deploy.sh --destroy $(STACK)
+
+versions: ## the pinned tool versions (mlendpoints/versions.env), KEY=VALUE
+	@$(foreach k,$(VERSION_KEYS),echo '$(k)=$($(k))';)
 
 bench: python ## benchmarks (not tests): prints tables
 	@$(PY) -m bench

@@ -6,11 +6,9 @@ bounded in time.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
-import signal
 import subprocess
 import time
 import urllib.error
@@ -18,17 +16,15 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.procs import free_port
+from mlendpoints._procs import stop
 
 __all__ = [
     "Result",
     "Started",
-    "free_port",
     "group_cpu_seconds",
     "loadavg",
     "post_ok",
     "start",
-    "stop",
     "wrk",
 ]
 
@@ -111,21 +107,8 @@ def start(
         if post_ok(url, body, timeout=1.0):
             return Started(popen, time.perf_counter() - t0, log)
         time.sleep(0.01)
-    stop(popen)
+    stop(popen, 20.0, group=True)
     raise TimeoutError(f"{url} did not answer 200 within {timeout}s; see {log}")
-
-
-def stop(popen: subprocess.Popen, timeout: float = 20.0) -> None:
-    """SIGTERM the server's process group, then SIGKILL if it lingers."""
-    if popen.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(popen.pid, signal.SIGTERM)
-        try:
-            popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(popen.pid, signal.SIGKILL)
-            popen.wait()
 
 
 @dataclass

@@ -8,7 +8,7 @@ of the dev stack (`tests.e2e.project.make_project`: own namespace, own state, a 
 cluster picks; destroyed at the end whatever happens):
 
 1. first `pulumi up` (blue at 100%): from `up` start to the first 200 through `scoring_uri`
-   with the primary key carrying blue's own predictions (tests/e2e/client.py's 40-row batch),
+   with the primary key carrying blue's own predictions (mlendpoints/_sample.py's 40-row batch),
    `up`'s duration, and the gap after `up` returns. A thread polls from `up` start; until the
    router Service and key Secret exist it finds the NodePort and key with kubectl (every 0.5 s),
    then POSTs every 0.1 s.
@@ -47,9 +47,9 @@ from pathlib import Path
 from pulumi import automation as auto
 
 from bench._load import loadavg
-from tests.e2e.client import Endpoint
-from tests.e2e.project import EndpointProject, make_project
-from tests.kube import KubectlError, check_cluster, kubectl, kubectl_json
+from mlendpoints._project import EndpointProject, make_project
+from mlendpoints._sample import SampleEndpoint as Endpoint
+from mlendpoints.kube import KubectlError, check_cluster, kubectl, kubectl_json
 
 ENDPOINT = "diabetes"
 ROUTER = f"{ENDPOINT}-router"  # router Deployment and Service, Secret prefix

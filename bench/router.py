@@ -31,14 +31,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from bench._load import Result, loadavg, wrk
-from tests.procs import REPO, free_port, stop, wait_http
+from mlendpoints._procs import free_port, running, serve_args, stop
+from mlendpoints.paths import REPO, SAMPLE
 
 KEY1, KEY2 = "bench-primary-key", "bench-secondary-key"
-SAMPLE = REPO / "samples" / "diabetes"
 
 
 def _body() -> str:
@@ -50,30 +49,16 @@ def _body() -> str:
 
 def _real_server_ready() -> bool:
     return (
-        (REPO / "scoring" / "serve.py").exists()
+        (REPO / "scoring" / "server" / "supervisor.py").exists()
         and (SAMPLE / "score.py").exists()
         and any((SAMPLE / "model").glob("*.pkl"))
     )
 
 
-@contextlib.contextmanager
 def _proc(
     argv: list[str], ready_url: str, log: Path, env: dict[str, str] | None = None
-) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as fh:
-        p = subprocess.Popen(
-            argv,
-            cwd=REPO,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
-            start_new_session=True,
-        )
-    try:
-        wait_http(ready_url, 60, p, log)
-        yield p
-    finally:
-        stop(p)
+) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
+    return running(argv, ready_url, log, env=env, new_session=True)
 
 
 def _upstream(name: str, tmp: Path, real: bool) -> contextlib.AbstractContextManager:
@@ -81,19 +66,7 @@ def _upstream(name: str, tmp: Path, real: bool) -> contextlib.AbstractContextMan
     if real:
         argv = [
             sys.executable,
-            "-m",
-            "scoring",
-            "serve",
-            "--entry-script",
-            str(SAMPLE / "score.py"),
-            "--model-dir",
-            str(SAMPLE / "model"),
-            "--port",
-            str(port),
-            "--host",
-            "127.0.0.1",
-            "--workers",
-            "1",
+            *serve_args(SAMPLE / "score.py", SAMPLE / "model", "--workers", "1", port=port),
         ]
         ready = f"http://127.0.0.1:{port}/ready"
     else:

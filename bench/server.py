@@ -38,12 +38,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench._load import free_port, loadavg, start, stop, wrk
+from bench._load import loadavg, start, wrk
+from mlendpoints._procs import free_port, serve_args, stop
+from mlendpoints.paths import REPO, SAMPLE, cache_root
 
-REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / "samples" / "diabetes"
-CACHE = Path(os.environ.get("ML_ENDPOINTS_CACHE", Path.home() / ".cache" / "ml-endpoints"))
-BENCH = CACHE / "bench"
+BENCH = cache_root() / "bench"
 PEERS = {
     "azmlinfsrv": ["azureml-inference-server-http==1.5.1"],
     "mlserver": ["mlserver==1.7.1", "mlserver-sklearn==1.7.1", "uvloop==0.21.0"],
@@ -113,22 +112,7 @@ def payloads(work: Path) -> dict[tuple[str, int], Path]:
 
 def servers(names: list[str], model: Path, work: Path, port: int) -> list[Server]:
     script = str(SAMPLE / "score.py")
-    ours = [
-        sys.executable,
-        "-m",
-        "scoring",
-        "serve",
-        "--entry-script",
-        script,
-        "--model-dir",
-        str(model),
-        "--workers",
-        "2",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
+    ours = [sys.executable, *serve_args(script, model, "--workers", "2", port=port)]
     result = []
     for name in names:
         if name == "ours":
@@ -283,7 +267,7 @@ def measure(server: Server, work: Path, bodies: dict, seconds: float) -> dict:
                     flush=True,
                 )
     finally:
-        stop(started.popen)
+        stop(started.popen, 20.0, group=True)
     entry["load_after"] = loadavg()
     return entry
 

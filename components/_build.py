@@ -11,8 +11,9 @@ import shutil
 from pathlib import Path
 
 from components._hashing import files_under
+from mlendpoints.paths import REPO as REPO_ROOT
+from mlendpoints.paths import cache_root
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 IMAGES_DIR = REPO_ROOT / "images"
 ENVIRONMENT_DOCKERFILE = IMAGES_DIR / "environment.Dockerfile"
 SCORING_DOCKERFILE = IMAGES_DIR / "scoring.Dockerfile"
@@ -20,11 +21,6 @@ ROUTER_DOCKERFILE = IMAGES_DIR / "router.Dockerfile"
 APP_ROOT = "/var/azureml-app"
 MODEL_DIR = f"{APP_ROOT}/model"
 CODE_DIR = f"{APP_ROOT}/code"
-
-
-def cache_root() -> Path:
-    """`$ML_ENDPOINTS_CACHE` (default ~/.cache/ml-endpoints)."""
-    return Path(os.environ.get("ML_ENDPOINTS_CACHE", "~/.cache/ml-endpoints")).expanduser()
 
 
 def tree(dest: str, root: Path, exclude: list[Path] | None = None) -> dict[str, Path]:

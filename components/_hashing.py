@@ -49,3 +49,25 @@ def hash_parts(parts: Iterable[str]) -> str:
         raw = part.encode()
         digest.update(len(raw).to_bytes(8, "big") + raw)
     return digest.hexdigest()
+
+
+def project_sources_hash(root: Path) -> str:
+    """What an image runs from the project wheel: pyproject.toml, constraints.txt and the
+    `scoring` package under ROOT (`components` never runs in an image). The one copy: image
+    content keys (components._images) and wheelhouse keys (scripts/wheelhouse.sh, which runs
+    this file: `python components/_hashing.py project-sources ROOT`) both use it."""
+    h = hashlib.sha256((root / "pyproject.toml").read_bytes())
+    h.update((root / "constraints.txt").read_bytes())
+    for path in sorted((root / "scoring").rglob("*.py")):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
+
+
+if __name__ == "__main__":  # for shell scripts: no package import (and no Pulumi) needed
+    import sys
+
+    match sys.argv[1:]:
+        case ["project-sources", root]:
+            print(project_sources_hash(Path(root)))
+        case _:
+            sys.exit(f"usage: {sys.argv[0]} project-sources ROOT")

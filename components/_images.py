@@ -36,7 +36,9 @@ from typing import Any
 import pulumi
 import pulumi.dynamic as dyn
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from components._hashing import project_sources_hash
+from mlendpoints.paths import REPO as REPO_ROOT
+
 WHEELHOUSE_SCRIPT = REPO_ROOT / "scripts" / "wheelhouse.sh"
 _KEY_VERSION = "images/v1"
 
@@ -102,11 +104,7 @@ def _project_sources_hash() -> str:
     `components` is in the wheel too but never runs in an image, so editing it rebuilds nothing
     (scripts/wheelhouse.sh keys its cache the same way).
     """
-    h = hashlib.sha256((REPO_ROOT / "pyproject.toml").read_bytes())
-    h.update((REPO_ROOT / "constraints.txt").read_bytes())
-    for path in sorted((REPO_ROOT / "scoring").rglob("*.py")):
-        h.update(path.relative_to(REPO_ROOT).as_posix().encode() + b"\0" + path.read_bytes())
-    return h.hexdigest()
+    return project_sources_hash(REPO_ROOT)
 
 
 def wants_wheelhouse(args: ImageArgs) -> bool:

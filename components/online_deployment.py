@@ -14,7 +14,7 @@ from components import _build, _labels, _naming, _pods, rules
 from components._hashing import hash_parts, hash_tree
 from components.environment import Environment
 from components.model_asset import ModelAsset
-from scoring.config import DataCollection, DeploymentSettings, RequestSettings, Workers
+from scoring.server.config import DataCollection, DeploymentSettings, RequestSettings, Workers
 
 if TYPE_CHECKING:
     from components._images import Image
@@ -58,7 +58,7 @@ class OnlineDeploymentArgs:
         namespace: Kubernetes namespace of the endpoint.
         image: a prebuilt scoring image (bring your own container); nothing is built.
         worker_count, request_settings, data_collection: the inference server's settings,
-            declared (defaults, bounds, docs) in `scoring.config`; they reach the pods as the
+            declared (defaults, bounds, docs) in `scoring.server.config`; they reach the pods as the
             environment `DeploymentSettings.to_env()` renders.
         rollout_timeout_s: how long `pulumi up` waits for Ready pods before failing with the
             pods' status (the scoring server's log tail when init() fails), instead of 10 min.

@@ -15,7 +15,7 @@ from components import _build, _labels, _naming, _pods, rules
 from components._hashing import hash_parts
 from components._keys import GeneratedKey
 from components.online_deployment import OnlineDeployment
-from scoring.router_config import RouterLimits
+from scoring.router.config import RouterLimits
 
 AuthMode = Literal["key", "aml_token", "none"]
 ServiceType = Literal["NodePort", "LoadBalancer", "ClusterIP"]
@@ -45,7 +45,7 @@ class RouterSettings:
             Kubernetes pick one.
         public_host: host clients use with a NodePort.
         limits: the router's upstream limits (`request_timeout_ms`, ...), declared with their
-            defaults and bounds in `scoring.router_config`; written to the router config file
+            defaults and bounds in `scoring.router.config`; written to the router config file
             under the same names.
         reload: `rollout` puts a hash of the router config in the pod template, so a traffic
             change rolls the router pods (only them) and is in effect when `pulumi up` returns;

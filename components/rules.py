@@ -3,16 +3,22 @@
 Every check returns a list of problems (one readable line each, starting with the key path) instead
 of raising, so one preview reports every mistake at once. Nothing here touches Pulumi.
 
-The name, traffic and mirror rules live in `scoring.traffic` (the router checks its config file
-with them, and the scoring image ships without `components`); they are re-exported here so
-preview and the router accept exactly the same names and tables with the same messages.
+The name, traffic and mirror rules live in `scoring.router.traffic` (the router checks its
+config file with them, and the scoring image ships without `components`); they are re-exported
+here so preview and the router accept exactly the same names and tables with the same messages.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from scoring.traffic import DNS1123_LABEL, MAX_NAME, check_mirror, check_name, check_traffic
+from scoring.router.traffic import (
+    DNS1123_LABEL,
+    MAX_NAME,
+    check_mirror,
+    check_name,
+    check_traffic,
+)
 
 __all__ = [
     "DNS1123_LABEL",

@@ -14,7 +14,7 @@ RUN python3 -c "import sys; v = '%d.%d' % sys.version_info[:2]; sys.exit(0 if v 
  && python3 -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir --no-index --find-links /tmp/wheels --disable-pip-version-check \
       ml-endpoints -r /tmp/requirements.txt \
- && /opt/venv/bin/python -c "import scoring.serve"
+ && /opt/venv/bin/python -c "import scoring.server.supervisor"
 
 # The wheels stay in the build stage: only the installed venv is copied.
 FROM ${BASE_IMAGE}

@@ -8,7 +8,7 @@ FROM ${BASE_IMAGE} AS build
 COPY wheels/ /tmp/wheels/
 RUN python3 -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir --no-index --find-links /tmp/wheels --disable-pip-version-check ml-endpoints \
- && /opt/venv/bin/python -c "import scoring.router_main"
+ && /opt/venv/bin/python -c "import scoring.router.main"
 
 FROM ${BASE_IMAGE}
 COPY --from=build /opt/venv /opt/venv

@@ -18,9 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from components import rules
 from components.online_deployment import DeploymentSettings
 from components.online_endpoint import RouterLimits
+from mlendpoints.paths import REPO as PROJECT_ROOT
+from mlendpoints.paths import cache_root
 
 PROJECT = "ml-endpoints"
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 class _Section(BaseModel):
@@ -100,7 +101,7 @@ class DeploymentConfig(_Section, DeploymentSettings):
     """One deployment behind the endpoint (blue, green, ...).
 
     Its server settings (`worker_count`, `request_settings`, `data_collection`) are
-    `scoring.config.DeploymentSettings`, inherited: declared there once, with their defaults
+    `scoring.server.config.DeploymentSettings`, inherited: declared there once, with their defaults
     and bounds, and passed on to the components unchanged.
     """
 
@@ -130,7 +131,7 @@ class KeysConfig(_Section):
 
 class RouterConfig(_Section, RouterLimits):
     """The router pods; its upstream limits (`request_timeout_ms`, ...) are
-    `scoring.router_config.RouterLimits`, inherited, and reach the router config file as is."""
+    `scoring.router.config.RouterLimits`, inherited, and reach the router config file as is."""
 
     replicas: int = Field(default=1, ge=1, le=20)
     service_type: Literal["NodePort", "LoadBalancer", "ClusterIP"] = "NodePort"
@@ -334,7 +335,7 @@ def _decode(value: Any) -> Any:
 
 def project_path(value: str) -> Path:
     """A config path: `~` and `$VARS` expanded, relative paths from the project root."""
-    cache = os.environ.get("ML_ENDPOINTS_CACHE") or str(Path.home() / ".cache" / "ml-endpoints")
+    cache = str(cache_root())
     expanded = os.path.expandvars(
         value.replace("$ML_ENDPOINTS_CACHE", cache).replace("${ML_ENDPOINTS_CACHE}", cache)
     )

@@ -2,7 +2,7 @@
 .PHONY: test-components test-preview
 
 test-components: python ## components: unit + Pulumi-mock tiers (no CLI, no cluster)
-	@$(PY) -m pytest -q tests/unit/test_rules.py tests/unit/test_config.py tests/unit/test_conda.py tests/mocks
+	@$(PY) -m pytest -q -m components tests/unit tests/mocks
 
 test-preview: python ## components: real Pulumi CLI via the Automation API (needs `make setup`)
 	@$(PY) -m pytest -q tests/preview

@@ -1,8 +1,7 @@
-# Endpoint router (scoring/router*.py): its tests and benchmark. Docs: docs/router.md.
+# Endpoint router (scoring/router/): its tests and benchmark. Docs: docs/router.md.
 .PHONY: test-router bench-router router-bench-tools
 
-ROUTER_TESTS := tests/unit/test_auth.py tests/unit/test_traffic.py tests/unit/test_router_config.py \
-	tests/http/test_router.py tests/http/test_router_lifecycle.py tests/http/test_router_inference.py
+# Its tests: the modules marked `router` (pytestmark; markers registered in pyproject.toml).
 # The real-server tests and the benchmark serve the sample model (mk/server.mk trains it).
 ROUTER_SAMPLE := samples/diabetes/model/model.pkl
 
@@ -10,7 +9,7 @@ $(ROUTER_SAMPLE):
 	@$(MAKE) --no-print-directory sample-model
 
 test-router: python $(ROUTER_SAMPLE) ## router: unit + real-HTTP tests (echo upstreams and real inference servers)
-	@$(PY) -m pytest -q $(ROUTER_TESTS)
+	@$(PY) -m pytest -q -m router tests/unit tests/http
 
 router-bench-tools: ## wrk and HAProxy from Debian (the router benchmark's load generator and anchor)
 	@command -v wrk >/dev/null && command -v haproxy >/dev/null || apt-get install -y wrk haproxy

@@ -1,12 +1,11 @@
-# Inference server (scoring/serve.py and friends, docs/server.md): its tests, the sample model,
+# Inference server (scoring/server/, docs/server.md): its tests, the sample model,
 # and the benchmark against azmlinfsrv / MLServer / bare Starlette.
 .PHONY: test-server sample-model bench-server
 
-SERVER_TESTS := tests/unit/test_scoring_config.py tests/unit/test_scoring_pieces.py \
-	tests/http/test_server.py tests/http/test_server_errors.py tests/http/test_server_scripts.py
+# Its tests: the modules marked `server` (pytestmark; markers registered in pyproject.toml).
 
 test-server: python ## inference server: unit + real-HTTP tests (servers on 127.0.0.1)
-	@$(PY) -m pytest -q $(SERVER_TESTS)
+	@$(PY) -m pytest -q -m server tests/unit tests/http
 
 sample-model: python ## train samples/diabetes/model (v1) and model-v2 (for a green deployment)
 	@$(PY) samples/diabetes/train.py --out samples/diabetes/model

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from mlendpoints import kube
 from mlendpoints import stack as stackmod
 
 OutputsSource = Callable[[str], dict[str, Any]]
@@ -75,7 +76,7 @@ def authorization(
 
 def issue(outputs: dict[str, Any], stack: str, ttl_s: int) -> dict[str, object]:
     """A token for the stack's endpoint, signed with its `token_signing_key` output."""
-    from scoring.auth import issue_token
+    from scoring.router.auth import issue_token
 
     signing = _need(outputs, "token_signing_key", stack)
     endpoint = _need(outputs, "endpoint_name", stack)
@@ -107,7 +108,9 @@ def http(
 
 
 def _utc(ts: object) -> str:
-    return datetime.fromtimestamp(int(ts), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")  # type: ignore[arg-type]
+    if not isinstance(ts, int | float | str):
+        raise CliError(f"not a timestamp: {ts!r}")
+    return datetime.fromtimestamp(int(ts), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _split(values: dict[str, Any] | None) -> str:
@@ -348,9 +351,7 @@ class Commands:
                 f"cluster.kubeconfig: {str(kubeconfig)!r} does not exist; start the "
                 "cluster (make cluster-up) or fix the stack's cluster.kubeconfig"
             )
-        argv = [kubectl, "--kubeconfig", str(kubeconfig)]
-        if cluster.get("context"):
-            argv += ["--context", str(cluster["context"])]
+        argv = kube.base_argv(kubectl, kubeconfig, cluster.get("context"))
         argv += [
             "--namespace",
             str(namespace),

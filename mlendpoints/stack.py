@@ -14,20 +14,16 @@ import string
 from pathlib import Path
 from typing import Any
 
-PULUMI_VERSION = "3.259.0"  # = scripts/env.sh and scripts/setup_pulumi.sh
+from mlendpoints.paths import REPO, cache_root
+from mlendpoints.versions import KUBERNETES_VERSION, PULUMI_VERSION
+
 DEFAULT_PASSPHRASE = "ml-endpoints-local-dev"  # the dev default of scripts/env.sh
 FILE_BACKEND_QUERY = "metadata=skip"  # no .attrs sidecars: see scripts/env.sh
 PROJECT = "ml-endpoints"
-KUBERNETES_VERSION = "v1.34.4"  # = K8S_VERSION in scripts/cluster.sh
 
 
 class StackError(Exception):
     """The stack cannot be read; the message names the stack and what to run."""
-
-
-def cache_root(environ: dict[str, str] | None = None) -> Path:
-    env = os.environ if environ is None else environ
-    return Path(env.get("ML_ENDPOINTS_CACHE") or "~/.cache/ml-endpoints").expanduser()
 
 
 def project_root(start: Path | None = None) -> Path:
@@ -36,9 +32,8 @@ def project_root(start: Path | None = None) -> Path:
     for folder in (here, *here.parents):
         if (folder / "Pulumi.yaml").is_file():
             return folder
-    checkout = Path(__file__).resolve().parents[1]
-    if (checkout / "Pulumi.yaml").is_file():
-        return checkout
+    if (REPO / "Pulumi.yaml").is_file():
+        return REPO
     raise StackError(
         f"no Pulumi.yaml in {here} or its parents; run ml-endpoints from the project folder"
     )

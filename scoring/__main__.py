@@ -19,11 +19,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if args else 2
     command, rest = args[0], args[1:]
     if command == "serve":
-        from scoring.serve import main as serve_main
+        from scoring.server.supervisor import main as serve_main
 
         return serve_main(rest)
     if command == "router":
-        from scoring.router_main import main as router_main
+        from scoring.router.main import main as router_main
 
         return router_main(rest)
     print(f"unknown subcommand {command!r}\n\n{USAGE}", file=sys.stderr)

@@ -18,9 +18,10 @@ REPO="$(dirname "$HERE")"
 . "$HERE/lib.sh"
 export GOTOOLCHAIN=local GOWORK=off
 
-K8S_VERSION="${ML_ENDPOINTS_K8S_VERSION:-v1.34.4}"
-COREDNS_VERSION=v1.12.1          # must match images/coredns/go.mod
-PAUSE_REF=registry.k8s.io/pause:3.10
+# Versions: mlendpoints/versions.env (sourced by lib.sh); COREDNS_VERSION must match
+# images/coredns/go.mod (tests/unit/test_versions.py checks it).
+K8S_VERSION="${ML_ENDPOINTS_K8S_VERSION:-$KUBERNETES_VERSION}"
+PAUSE_REF=registry.k8s.io/pause:$PAUSE_VERSION
 COREDNS_REF="ml-endpoints.local/coredns:${COREDNS_VERSION#v}"
 NODE_NAME=ml-endpoints
 POD_CIDR=10.42.0.0/24
@@ -38,7 +39,7 @@ TOOLS="$ML_ENDPOINTS_CACHE/tools"
 K8S_DIR="$TOOLS/kubernetes-$K8S_VERSION"
 K8S_BIN="$K8S_DIR/bin"
 COREDNS_DIR="$TOOLS/coredns-$COREDNS_VERSION"
-PAUSE_DIR="$TOOLS/pause-3.10"
+PAUSE_DIR="$TOOLS/pause-$PAUSE_VERSION"
 CL="$ML_ENDPOINTS_CACHE/cluster"          # kubeconfig, PKI, configs, logs: this cluster's
 KUBECONFIG_OUT="$CL/kubeconfig"
 PKI="$CL/pki"
@@ -72,9 +73,9 @@ build_k8s() {
   (
     cd "$src"
     local edits=() m p c ld="-s -w" pkgs=()
-    for m in $(sed -n 's#^\t\(k8s.io/[a-z0-9-]*\) => ./staging/src/.*#\1#p' go.mod); do
+    while read -r m; do
       edits+=("-replace=$m=$m@$staging")
-    done
+    done < <(sed -n 's#^\t\(k8s.io/[a-z0-9-]*\) => ./staging/src/.*#\1#p' go.mod)
     go mod edit "${edits[@]}"
     for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
       ld+=" -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor"
@@ -572,12 +573,12 @@ up_native() {
 
 # ---------------------------------------------------------------------------- down
 stop_component() {
-  local name="$1" f pid i; f=$(pidfile "$name")
+  local name="$1" f pid; f=$(pidfile "$name")
   [ -f "$f" ] || return 0
   pid=$(cat "$f")
   if kill -0 "$pid" 2>/dev/null; then
     kill "$pid" 2>/dev/null || true
-    for i in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    for _ in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
     kill -0 "$pid" 2>/dev/null && { kill -9 "$pid" 2>/dev/null || true; }
     say "$name: stopped"
   fi
@@ -672,7 +673,7 @@ KIND_NAME=ml-endpoints
 up_kind() {
   if [ "$(docker inspect -f '{{.State.Running}}' kind-registry 2>/dev/null)" != true ]; then
     docker run -d --restart=always -p "127.0.0.1:5000:5000" --network bridge \
-      --name kind-registry registry:2 >/dev/null
+      --name kind-registry "$KIND_REGISTRY_IMAGE" >/dev/null
   fi
   if ! kind get clusters 2>/dev/null | grep -qx "$KIND_NAME"; then
     kind create cluster --name "$KIND_NAME" --wait 180s --config - <<'EOF'

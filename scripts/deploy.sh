@@ -12,7 +12,10 @@ cd "$(dirname "$0")/.."
 destroy=0
 if [ "${1:-}" = --destroy ]; then destroy=1; shift; fi
 stack=${1:-dev}
-[ -f "Pulumi.$stack.yaml" ] || die "no Pulumi.$stack.yaml: stacks here are $(ls Pulumi.*.yaml | sed -n 's/^Pulumi\.\(.*\)\.yaml$/\1/p' | grep -vx '' | tr '\n' ' ')"
+if [ ! -f "Pulumi.$stack.yaml" ]; then
+  known=(Pulumi.*.yaml); known=("${known[@]#Pulumi.}"); known=("${known[@]%.yaml}")
+  die "no Pulumi.$stack.yaml: stacks here are ${known[*]}"
+fi
 command -v pulumi >/dev/null || die "pulumi not found: run 'make setup' first"
 
 pulumi stack select --create "$stack" >/dev/null

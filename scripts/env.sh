@@ -7,7 +7,9 @@
 export ML_ENDPOINTS_CACHE
 
 _mle_root=$(cd "$(dirname "${BASH_SOURCE[0]:-$0}")/.." && pwd)
-_mle_pulumi_version=3.259.0   # keep equal to PULUMI_VERSION in scripts/setup_pulumi.sh
+# Only the one version it needs, from the versions file (sourcing it would set every
+# *_VERSION in the caller's shell).
+_mle_pulumi_version=$(sed -n 's/^PULUMI_VERSION=//p' "$_mle_root/mlendpoints/versions.env")
 _mle_path_add() { case ":$PATH:" in *":$1:"*) ;; *) PATH="$1:$PATH" ;; esac; }
 _mle_path_add "$_mle_root/.venv/bin"
 _mle_path_add "$ML_ENDPOINTS_CACHE/tools/pulumi-$_mle_pulumi_version/bin"

@@ -5,6 +5,9 @@
 : "${ML_ENDPOINTS_CACHE:=$HOME/.cache/ml-endpoints}"
 export ML_ENDPOINTS_CACHE
 ML_ENDPOINTS_LOGS="$ML_ENDPOINTS_CACHE/logs"
+# Every pinned tool version (PULUMI_VERSION, KUBERNETES_VERSION, ...): the one copy.
+# shellcheck source=mlendpoints/versions.env
+. "$(dirname "${BASH_SOURCE[0]}")/../mlendpoints/versions.env"
 mkdir -p "$ML_ENDPOINTS_LOGS"
 
 _now() { date +%s; }

@@ -41,9 +41,9 @@ YAML
 }
 
 start_registry() {
-  local log=$ML_ENDPOINTS_LOGS/registry.log i
+  local log=$ML_ENDPOINTS_LOGS/registry.log
   setsid /usr/bin/docker-registry serve "$CONF" >>"$log" 2>&1 < /dev/null &
-  for i in $(seq 1 30); do
+  for _ in $(seq 1 30); do
     registry_up && return 0
     sleep 0.5
   done

@@ -18,10 +18,10 @@ install_engine() {
 }
 
 start_daemon() {
-  local log=$ML_ENDPOINTS_LOGS/dockerd.log i
+  local log=$ML_ENDPOINTS_LOGS/dockerd.log
   # setsid: the daemon must outlive this script and make's process group.
   setsid /usr/sbin/dockerd >>"$log" 2>&1 < /dev/null &
-  for i in $(seq 1 60); do
+  for _ in $(seq 1 60); do
     daemon_up && return 0
     sleep 1
   done

@@ -16,9 +16,9 @@ ROOT=$PWD
 . scripts/lib.sh
 . scripts/env.sh
 
-# Versions: must equal the Python SDK pins (plugin look-ups are exact-version).
-PULUMI_VERSION=3.259.0
-K8S_VERSION=4.24.0
+# Versions (mlendpoints/versions.env, sourced by lib.sh): must equal the Python SDK pins
+# (plugin look-ups are exact-version; check_pins below and tests/unit/test_versions.py).
+K8S_VERSION=$PULUMI_KUBERNETES_VERSION
 # Offline sources. The proxy serves pulumi/pkg/v3 and pulumi/sdk/v3 at the release tag, but
 # pulumi-kubernetes' provider/v4 module (untagged) only at the pseudo-version below: the
 # provider source as of 2026-01-15, after v4.24.0 (its go.mod requires sdk v4.24.0) and one
@@ -33,6 +33,7 @@ K8S_SDK_MOD=github.com/pulumi/pulumi-kubernetes/sdk/v4
 K8S_SDK_MODVER=v4.24.0   # what that provider commit's go.mod requires (replaced by ../sdk)
 K8S_SDK_SUM=h1:dlDJvsugKow8tCaD0yJngc7PXdv8WT2YwPEUmj48tF4=
 
+# shellcheck disable=SC2054  # the comma joins two Go build tags in one -tags value
 GO_BUILD_FLAGS=(-trimpath -tags osusergo,grpcnotrace)
 export GOTOOLCHAIN=local GOFLAGS=-buildvcs=false CGO_ENABLED=0
 
@@ -55,8 +56,8 @@ done
 
 check_pins() {
   local c=constraints.txt
-  grep -qx "pulumi==$PULUMI_VERSION" $c || die "constraints.txt does not pin pulumi==$PULUMI_VERSION; update PULUMI_VERSION in $0 with it"
-  grep -qix "pulumi[-_]kubernetes==$K8S_VERSION" $c || die "constraints.txt does not pin pulumi_kubernetes==$K8S_VERSION; update K8S_VERSION in $0 with it"
+  grep -qx "pulumi==$PULUMI_VERSION" $c || die "constraints.txt does not pin pulumi==$PULUMI_VERSION; update PULUMI_VERSION in mlendpoints/versions.env with it"
+  grep -qix "pulumi[-_]kubernetes==$K8S_VERSION" $c || die "constraints.txt does not pin pulumi_kubernetes==$K8S_VERSION; update PULUMI_KUBERNETES_VERSION in mlendpoints/versions.env with it"
 }
 
 release_reachable() {
@@ -192,31 +193,38 @@ done_already() {
   return 1
 }
 
+# build_part LABEL DIR KEYFN INSTALLFN STEP: skipped when DIR's stamp matches KEYFN; else
+# installed by INSTALLFN (as step STEP-<mode>) and stamped last.
+build_part() {
+  local label=$1 dir=$2 key_fn=$3 install_fn=$4 name=$5
+  if done_already "$dir" "$key_fn"; then
+    say "$label: up to date ($dir)"
+    return 0
+  fi
+  resolve_mode
+  rm -f "$dir/.stamp"
+  if [ "$mode" = offline ]; then
+    say "$label: building from Go modules (cold: ~20 min on 2 busy cores)"
+  fi
+  step "$name-$mode" "$install_fn"
+  "$key_fn" > "$dir/.stamp"
+}
+
 check_pins
 for part in "${parts[@]}"; do
   case $part in
     cli)
-      if done_already "$CLI_DIR" cli_key; then
-        say "pulumi CLI v$PULUMI_VERSION + python language host: up to date ($CLI_DIR)"; continue
-      fi
-      resolve_mode
-      rm -f "$CLI_DIR/.stamp"
-      [ "$mode" = offline ] && say "pulumi CLI v$PULUMI_VERSION + python language host: building from Go modules (cold: ~20 min on 2 busy cores)"
-      step "pulumi-cli-$PULUMI_VERSION-$mode" install_cli
-      cli_key > "$CLI_DIR/.stamp"
+      build_part "pulumi CLI v$PULUMI_VERSION + python language host" "$CLI_DIR" cli_key \
+        install_cli "pulumi-cli-$PULUMI_VERSION"
       ;;
     kubernetes)
-      if done_already "$K8S_DIR" k8s_key; then
-        say "kubernetes provider v$K8S_VERSION: up to date ($K8S_DIR)"; continue
-      fi
-      resolve_mode
-      rm -f "$K8S_DIR/.stamp"
-      [ "$mode" = offline ] && say "kubernetes provider v$K8S_VERSION: building from Go modules (cold: ~20 min on 2 busy cores)"
-      step "pulumi-kubernetes-$K8S_VERSION-$mode" install_k8s
-      k8s_key > "$K8S_DIR/.stamp"
+      build_part "kubernetes provider v$K8S_VERSION" "$K8S_DIR" k8s_key \
+        install_k8s "pulumi-kubernetes-$K8S_VERSION"
       ;;
     plugins)
-      [ -f "$CLI_DIR/.stamp" ] && [ -f "$K8S_DIR/.stamp" ] || die "plugins: run the 'cli' and 'kubernetes' parts first"
+      if [ ! -f "$CLI_DIR/.stamp" ] || [ ! -f "$K8S_DIR/.stamp" ]; then
+        die "plugins: run the 'cli' and 'kubernetes' parts first"
+      fi
       if plugins_ok; then
         say "plugins: kubernetes v$K8S_VERSION registered in $PULUMI_HOME"
       else

@@ -31,12 +31,11 @@ done
 for r in "${reqs[@]}"; do [ -f "$r" ] || die "wheelhouse: requirements file '$r' does not exist"; done
 [ -x "$PY" ] || die "wheelhouse: $PY missing; run 'make python' first"
 
-# The project wheel's inputs that run in an image: the `scoring` package (`components` is in the
-# wheel too but only runs on the workstation, so editing it does not invalidate wheelhouses).
-project_hash() {
-  { cat pyproject.toml; find scoring -name '*.py' -type f | LC_ALL=C sort | xargs cat; } | sha256sum | cut -c1-64
-}
-key=$( { echo "v1 py$IMAGE_PYTHON"; cat constraints.txt; project_hash; cat "${reqs[@]}"; } | sha256sum | cut -c1-16)
+# The project wheel's inputs that run in an image: the `scoring` package and its pins
+# (`components` is in the wheel too but only runs on the workstation, so editing it does not
+# invalidate wheelhouses). The same hash as the image content keys: components/_hashing.py.
+project_hash=$("$PY" components/_hashing.py project-sources "$ROOT")
+key=$( { echo "v2 py$IMAGE_PYTHON"; cat constraints.txt; echo "$project_hash"; cat "${reqs[@]}"; } | sha256sum | cut -c1-16)
 OUT=$ML_ENDPOINTS_CACHE/wheelhouse/$key
 
 if stamp_ok "$OUT/.stamp" "$key"; then
@@ -55,7 +54,7 @@ _build() {
   rm -rf "$tmp" && mkdir -p "$tmp" || return 1
   # Constraints minus the packages the requirement files name themselves (their pins win).
   # shellcheck disable=SC2016
-  "$PY" - "$cons" constraints.txt "${reqs[@]}" <<'PYEOF'
+  "$PY" - "$cons" constraints.txt "${reqs[@]}" <<'PYEOF' || return 1
 import re, sys
 out, cons, *reqs = sys.argv[1:]
 norm = lambda n: re.sub(r"[-_.]+", "-", n).lower()
@@ -72,7 +71,6 @@ with open(out, "w") as f:
         if m and norm(m.group(1)) not in named:
             f.write(line)
 PYEOF
-  [ $? = 0 ] || return 1
   echo "project wheel"
   "$PY" -m pip wheel --disable-pip-version-check -q --no-deps -w "$tmp" "$ROOT" || return 1
   local proj req_args=()

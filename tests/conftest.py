@@ -1,10 +1,10 @@
-"""Fixtures shared by every tier. Process helpers live in tests/procs.py."""
+"""Fixtures shared by every tier. Shared helpers: tests/support/ and mlendpoints/_procs.py."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.procs import free_port
+from mlendpoints._procs import free_port
 
 
 @pytest.fixture

@@ -28,9 +28,17 @@ from typing import Any
 import pytest
 
 from mlendpoints import stack as stackmod
-from tests.kube import CACHE, KUBECONFIG, check_cluster, kubectl, namespace_exists, running_pods
-from tests.load import Load
-from tests.procs import REPO, stop, wait_http
+from mlendpoints._procs import stop, wait_http
+from mlendpoints.kube import (
+    CACHE,
+    KUBECONFIG,
+    check_cluster,
+    kubectl,
+    namespace_exists,
+    running_pods,
+)
+from mlendpoints.paths import REPO
+from tests.support.load import Load
 
 pytestmark = pytest.mark.cluster
 

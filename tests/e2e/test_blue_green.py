@@ -18,12 +18,13 @@ from typing import Any
 
 import pytest
 
-from scoring.auth import issue_token
-from tests.e2e.client import EXPECTED, SAMPLE_REQUEST, Endpoint, predictions
-from tests.e2e.conftest import FIGURES, Ran, Walkthrough
-from tests.e2e.project import EndpointProject
-from tests.kube import kubectl, kubectl_json, namespace_exists
-from tests.load import Load
+from mlendpoints._project import EndpointProject
+from mlendpoints._sample import EXPECTED, SAMPLE_REQUEST, predictions
+from mlendpoints._sample import SampleEndpoint as Endpoint
+from mlendpoints.kube import kubectl, kubectl_json, namespace_exists
+from scoring.router.auth import issue_token
+from tests.support.load import Load
+from tests.support.walkthrough import FIGURES, Ran, Walkthrough
 
 pytestmark = [pytest.mark.toolchain, pytest.mark.images, pytest.mark.cluster]
 

@@ -19,12 +19,12 @@ import pytest
 from pulumi import automation as auto
 
 from components import _labels
-from tests.e2e.client import Endpoint
-from tests.e2e.conftest import FIGURES
-from tests.e2e.project import EndpointProject
-from tests.kube import is_ready, kubectl, running_pods
-from tests.load import Load
-from tests.procs import REPO
+from mlendpoints._project import EndpointProject
+from mlendpoints._sample import SampleEndpoint as Endpoint
+from mlendpoints.kube import is_ready, kubectl, running_pods
+from mlendpoints.paths import REPO
+from tests.support.load import Load
+from tests.support.walkthrough import FIGURES
 
 pytestmark = [pytest.mark.toolchain, pytest.mark.images, pytest.mark.cluster]
 

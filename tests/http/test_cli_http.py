@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
+from mlendpoints._procs import Proc, free_port
 from mlendpoints.cli import main
-from tests.http.test_router import KEY1, KEY2, SIGNING, cfg, router, upstream
-from tests.procs import Proc, free_port
+from tests.support.router import KEY1, KEY2, SIGNING, cfg, router, upstream
 
 REQUEST = {"data": [[0.03, 0.05, 0.06, 0.02, -0.04, -0.03, -0.04, -0.003, 0.02, -0.02]]}
 

@@ -7,7 +7,6 @@ be slow or fail per request through headers the router forwards). Each router is
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import socket
@@ -20,81 +19,31 @@ from pathlib import Path
 import httpx
 import pytest
 
-from scoring.auth import issue_token
-from tests.procs import Proc, free_port, run_python
+from mlendpoints._procs import Proc, free_port
+from scoring.router.auth import issue_token
+from scoring.router.upstream import (
+    Headers,
+    Target,
+    UpstreamClient,
+    UpstreamError,
+    UpstreamResponse,
+)
+from tests.support.router import (
+    AUTH1,
+    KEY1,
+    KEY2,
+    SIGNING,
+    cfg,
+    metric,
+    read_response,
+    router,
+    upstream,
+    wait_for,
+)
 
-KEY1, KEY2 = "primary-key-for-tests-0123456789", "secondary-key-for-tests-9876543210"
-SIGNING = "token-signing-key-for-tests-0123456789abcdef"
-SECRET_ENV = {
-    "ML_ENDPOINTS_PRIMARY_KEY": KEY1,
-    "ML_ENDPOINTS_SECONDARY_KEY": KEY2,
-    "ML_ENDPOINTS_TOKEN_SIGNING_KEY": SIGNING,
-}
-AUTH1 = {"Authorization": f"Bearer {KEY1}"}
+pytestmark = pytest.mark.router
+
 MINTED_ID = re.compile(r"^[0-9a-f]{32}$")  # minted ids: the inference server's format
-
-
-# ------------------------------------------------------------------------------- helpers
-
-
-@contextlib.contextmanager
-def upstream(name: str) -> Iterator[Proc]:
-    with run_python(["tests/assets/echo_upstream.py", "--name", name, "--port", "{port}"]) as p:
-        yield p
-
-
-@contextlib.contextmanager
-def router(
-    tmp: Path, config: dict, env: dict[str, str] | None = None, extra: list[str] | None = None
-) -> Iterator[tuple[Proc, Path]]:
-    """A router process on ``config`` (written to a file the test may rewrite)."""
-    path = tmp / f"router-{free_port()}.json"
-    path.write_text(json.dumps(config))
-    args = [
-        "-m",
-        "scoring",
-        "router",
-        "--config",
-        str(path),
-        "--port",
-        "{port}",
-        "--host",
-        "127.0.0.1",
-        *(extra or []),
-    ]
-    with run_python(args, ready_path="/ready", env={**SECRET_ENV, **(env or {})}) as p:
-        yield p, path
-
-
-def cfg(deployments: dict[str, str], traffic: dict[str, int], **kw: object) -> dict:
-    return {
-        "endpoint_name": "diabetes",
-        "auth_mode": kw.pop("auth_mode", "key"),
-        "deployments": {n: {"url": u} for n, u in deployments.items()},
-        "traffic": traffic,
-        **kw,
-    }
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    """The value of one sample in Prometheus text (0 when absent)."""
-    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    series = f"{name}{{{want}}}" if labels else name
-    for line in text.splitlines():
-        if line.startswith(series + " "):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
-def wait_for(check, what: str, timeout: float = 15.0):
-    """Poll ``check()`` until it returns a truthy value (bounded)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 # ------------------------------------------------------------------------------- fixtures
@@ -463,25 +412,6 @@ def test_upstream_down_slow_and_busy(
 # ------------------------------------------------------------------------ HTTP/1.1 details
 
 
-def _read_response(sock: socket.socket, buf: bytearray) -> tuple[int, dict[str, str], bytes]:
-    """One response off a raw socket (content-length framed, as the router always sends)."""
-    while b"\r\n\r\n" not in buf:
-        chunk = sock.recv(65536)
-        assert chunk, f"connection closed mid-response: {bytes(buf)!r}"
-        buf += chunk
-    head, _, rest = bytes(buf).partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {k.lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
-    size = int(headers.get("content-length", "0"))
-    while len(rest) < size:
-        chunk = sock.recv(65536)
-        assert chunk
-        rest += chunk
-    del buf[:]
-    buf += rest[size:]
-    return int(lines[0].split()[1]), headers, rest[:size]
-
-
 def test_expect_continue_chunked_body_and_pipelining(keyed: Proc) -> None:
     with socket.create_connection(("127.0.0.1", keyed.port), timeout=10) as sock:
         buf = bytearray()
@@ -494,10 +424,10 @@ def test_expect_continue_chunked_body_and_pipelining(keyed: Proc) -> None:
                 f"Content-Length: {len(body)}\r\n\r\n"
             ).encode()
         )
-        status, _, _ = _read_response(sock, buf)
+        status, _, _ = read_response(sock, buf)
         assert status == 100
         sock.sendall(body)
-        status, headers, got = _read_response(sock, buf)
+        status, headers, got = read_response(sock, buf)
         assert status == 200 and json.loads(got)["body"] == body.decode()
         # A chunked request body reaches the deployment whole.
         sock.sendall(
@@ -506,7 +436,7 @@ def test_expect_continue_chunked_body_and_pipelining(keyed: Proc) -> None:
                 "\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
             ).encode()
         )
-        status, _, got = _read_response(sock, buf)
+        status, _, got = read_response(sock, buf)
         assert status == 200 and json.loads(got)["body"] == "hello world"
         # Pipelined requests are answered in order on the same connection.
         reqs = b"".join(
@@ -517,7 +447,7 @@ def test_expect_continue_chunked_body_and_pipelining(keyed: Proc) -> None:
             for i, name in enumerate(["blue", "green", "shadow", "blue"])
         )
         sock.sendall(reqs)
-        answers = [_read_response(sock, buf) for _ in range(4)]
+        answers = [read_response(sock, buf) for _ in range(4)]
         assert [(s, h["x-request-id"], h["azureml-model-deployment"]) for s, h, _ in answers] == [
             (200, "pipe-0", "blue"),
             (200, "pipe-1", "green"),
@@ -526,15 +456,39 @@ def test_expect_continue_chunked_body_and_pipelining(keyed: Proc) -> None:
         ]
         # Garbage is a 400 and the connection closes.
         sock.sendall(b"NOT HTTP\r\n\r\n")
-        status, headers, got = _read_response(sock, buf)
+        status, headers, got = read_response(sock, buf)
         assert status == 400 and headers["connection"] == "close"
         assert json.loads(got)["error"].startswith("malformed HTTP request")
+
+
+async def request(
+    client: UpstreamClient,
+    target: Target,
+    method: bytes,
+    path: bytes,
+    headers: Headers,
+    body: bytes,
+    timeout: float,
+) -> UpstreamResponse:
+    """``await``-style call through ``client.send`` (the router itself never awaits one)."""
+    import asyncio
+
+    fut: asyncio.Future[UpstreamResponse] = asyncio.get_running_loop().create_future()
+
+    def done(resp: UpstreamResponse | None, err: UpstreamError | None) -> None:
+        if err is not None:
+            fut.set_exception(err)
+        elif resp is not None:
+            fut.set_result(resp)
+
+    client.send(target, method, path, headers, body, timeout, done)
+    return await fut
 
 
 def test_pooled_client_reuses_keep_alive_connections(ups: dict[str, Proc]) -> None:
     import asyncio
 
-    from scoring.upstream import PooledClient, Target, UpstreamError, request
+    from scoring.router.upstream import PooledClient
 
     async def run() -> None:
         client = PooledClient(max_connections=4, connect_timeout=1.0)
@@ -578,7 +532,7 @@ def test_pooled_client_reuses_keep_alive_connections(ups: dict[str, Proc]) -> No
             upstream_mod.MAX_AGE_S = 30.0
         await client.aclose()
 
-    import scoring.upstream as upstream_mod
+    import scoring.router.upstream as upstream_mod
 
     asyncio.run(run())
 
@@ -588,7 +542,7 @@ def test_stale_keep_alive_connection_is_retried_once_on_a_new_one() -> None:
     our next request) costs the caller nothing: the request goes out again, fresh."""
     import asyncio
 
-    from scoring.upstream import PooledClient, Target, UpstreamError, request
+    from scoring.router.upstream import PooledClient
 
     ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
 

@@ -16,33 +16,19 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.http.test_router import AUTH1, cfg, metric, router, wait_for
-from tests.procs import REPO, Proc, run_python
+from mlendpoints._procs import Proc
+from mlendpoints.paths import SAMPLE
+from tests.support.router import AUTH1, cfg, metric, router, wait_for
+from tests.support.serving import serve
 
-SAMPLE = REPO / "samples" / "diabetes"
+pytestmark = pytest.mark.router
+
 REQUEST = json.loads((SAMPLE / "sample-request.json").read_text())
 
 
 @contextlib.contextmanager
 def inference_server() -> Iterator[Proc]:
-    with run_python(
-        [
-            "-m",
-            "scoring",
-            "serve",
-            "--entry-script",
-            str(SAMPLE / "score.py"),
-            "--model-dir",
-            str(SAMPLE / "model"),
-            "--port",
-            "{port}",
-            "--host",
-            "127.0.0.1",
-            "--workers",
-            "1",
-        ],
-        ready_path="/ready",
-    ) as p:
+    with serve(SAMPLE / "score.py", SAMPLE / "model", "--workers", "1") as p:
         yield p
 
 

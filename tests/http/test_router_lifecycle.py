@@ -16,18 +16,21 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.http.test_router import (
+from mlendpoints._procs import Proc, free_port
+from mlendpoints.paths import REPO
+from tests.support.router import (
     AUTH1,
     KEY1,
     SECRET_ENV,
-    _read_response,
     cfg,
     metric,
+    read_response,
     router,
     upstream,
     wait_for,
 )
-from tests.procs import REPO, Proc, free_port
+
+pytestmark = pytest.mark.router
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +68,7 @@ def _run_cli(config_path: Path, env: dict[str, str] | None = None) -> subprocess
 def test_bad_config_files_exit_2_naming_the_field(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from scoring.router_main import main
+    from scoring.router.main import main
 
     good = cfg(
         {"blue": "http://127.0.0.1:1", "green": "http://127.0.0.1:2"}, {"blue": 90, "green": 10}
@@ -296,7 +299,7 @@ def test_sigterm_drains_in_flight_requests(ups: dict[str, Proc], tmp_path: Path)
         # The listener closes after --drain-delay; the half-received request still completes.
         wait_for(refused, "listener closed", 10)
         partial.sendall(b'"bc"}')
-        status, headers, body = _read_response(partial, bytearray())
+        status, headers, body = read_response(partial, bytearray())
         partial.close()
         assert (status, headers["connection"]) == (200, "close")
         assert json.loads(body)["body"] == '{"a": "bc"}'
@@ -318,7 +321,7 @@ def test_idle_and_stalled_client_connections_are_closed(
     with router(tmp_path, config, extra=["--keep-alive", "1"]) as (proc, _):
         idle = socket.create_connection(("127.0.0.1", proc.port), timeout=10)
         idle.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert _read_response(idle, bytearray())[0] == 200
+        assert read_response(idle, bytearray())[0] == 200
         stalled = socket.create_connection(("127.0.0.1", proc.port), timeout=10)
         stalled.sendall(b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
         # A slow request in flight longer than --keep-alive is not cut.

@@ -17,8 +17,10 @@ import joblib
 import numpy as np
 import pytest
 
-from tests.assets.serving import SAMPLE, serve, train_sample
-from tests.procs import Proc
+from mlendpoints._procs import Proc
+from tests.support.serving import SAMPLE, serve, train_sample
+
+pytestmark = pytest.mark.server
 
 LIMIT = 64 * 1024
 

@@ -14,8 +14,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.assets.serving import SAMPLE, SCRIPTS, serve, train_sample
-from tests.procs import REPO, free_port, wait_http
+from mlendpoints._procs import free_port, wait_http
+from mlendpoints.paths import REPO
+from tests.support.serving import SAMPLE, SCRIPTS, serve, train_sample
+
+pytestmark = pytest.mark.server
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,11 @@ import joblib
 import numpy as np
 import pytest
 
-from tests.assets.serving import SCRIPTS, serve, train_sample
-from tests.procs import REPO, Proc
+from mlendpoints._procs import Proc
+from mlendpoints.paths import REPO
+from tests.support.serving import SCRIPTS, serve, train_sample
+
+pytestmark = pytest.mark.server
 
 FEATURES = ["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"]
 

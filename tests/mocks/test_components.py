@@ -13,8 +13,10 @@ from pulumi.runtime import rpc
 from components import rules
 from infra import config as cfgmod
 from infra import program
-from scoring.router_config import RouterConfig
-from tests.mocks.conftest import FAKE_KEY, Recorder, install, stack_raw
+from scoring.router.config import RouterConfig
+from tests.support.pulumi_mocks import FAKE_KEY, Recorder, install, stack_raw
+
+pytestmark = pytest.mark.components
 
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 SERVICE = "kubernetes:core/v1:Service"

@@ -1,8 +1,8 @@
 """The layers agree on every declared setting: stack config -> component Args -> pod -> server.
 
-The per-deployment server settings are declared once (`scoring.config.DeploymentSettings`) and
-the router's upstream limits once (`scoring.router_config.RouterLimits`). For each field of those
-declarations, these tests check that
+The per-deployment server settings are declared once (`scoring.server.config.DeploymentSettings`)
+and the router's upstream limits once (`scoring.router.config.RouterLimits`). For each field of
+those declarations, these tests check that
 
 (a) the stack config accepts it under that name, and leaving it out gives the declared default;
 (b) the program, under Pulumi mocks, puts the stack's value into the pod env under the declared
@@ -24,16 +24,15 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-import pulumi
 import pytest
 from pydantic.fields import FieldInfo
 
 from components import OnlineDeployment, OnlineDeploymentArgs, RouterSettings
 from infra import config as cfgmod
-from infra import program
-from scoring.config import DeploymentSettings, Settings, load, parser
-from scoring.router_config import RouterConfig, RouterLimits, parse_config
-from tests.mocks.conftest import Recorder, install, stack_raw
+from scoring.router.config import RouterConfig, RouterLimits, parse_config
+from scoring.server.config import DeploymentSettings, Settings, load, parser
+from tests.mocks.test_components import run_stack
+from tests.support.pulumi_mocks import Recorder, stack_raw
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -126,22 +125,7 @@ def set_everything(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def render(raw: dict[str, Any]) -> Recorder:
-    recorder = install()
-
-    @pulumi.runtime.test
-    def go() -> pulumi.Output[Any]:
-        endpoint = program.build(cfgmod.parse(raw))
-        # Wait for every output (keys, traffic check) so no task outlives the test's loop.
-        return pulumi.Output.all(
-            endpoint.scoring_uri,
-            endpoint.swagger_uri,
-            endpoint.traffic,
-            endpoint.primary_key,
-            endpoint.secondary_key,
-        )
-
-    go()
-    return recorder
+    return run_stack(raw)[0]
 
 
 def pod_env(recorder: Recorder) -> dict[str, str]:

@@ -12,8 +12,8 @@ import pytest
 import yaml
 from pulumi import automation as auto
 
-from tests.preview.conftest import Project, cache_root, default_config
-from tests.preview.test_preview import steps
+from mlendpoints.paths import cache_root
+from tests.support.preview import Project, default_config, steps
 
 pytestmark = [pytest.mark.toolchain, pytest.mark.cluster]
 

@@ -11,7 +11,7 @@ import yaml
 from pulumi import automation as auto
 
 from components import rules
-from tests.preview.conftest import Project, default_config, render_config
+from tests.support.preview import Project, default_config, render_config, steps
 
 pytestmark = pytest.mark.toolchain
 
@@ -39,18 +39,6 @@ def blue_green(
     config["ml-endpoints:endpoint"]["traffic"] = traffic
     config["ml-endpoints:endpoint"]["mirror_traffic"] = mirror or {}
     return config
-
-
-def steps(events: list[auto.EngineEvent]) -> dict[tuple[str, str], str]:
-    """(type, name) -> op for every resource step of a preview or update."""
-    found: dict[tuple[str, str], str] = {}
-    for event in events:
-        pre = event.resource_pre_event
-        if pre is None:
-            continue
-        meta = pre.metadata
-        found[(meta.type, meta.urn.rsplit("::", 1)[-1])] = str(meta.op.value)
-    return found
 
 
 def rendered_router_config(project: Project) -> dict[str, Any]:

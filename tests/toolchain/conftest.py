@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-PULUMI_VERSION = "3.259.0"
-K8S_VERSION = "4.24.0"
+from mlendpoints.paths import REPO as ROOT
+from mlendpoints.versions import PULUMI_VERSION
 
 
 def env_sh() -> dict[str, str]:

@@ -23,8 +23,9 @@ import pytest
 from pulumi import automation as auto
 
 from components._images import Image, ImageArgs
-from tests.procs import free_port
-from tests.toolchain.conftest import PULUMI_VERSION, ROOT
+from mlendpoints._procs import free_port
+from mlendpoints.paths import REPO as ROOT
+from mlendpoints.versions import PULUMI_VERSION
 
 pytestmark = pytest.mark.images
 

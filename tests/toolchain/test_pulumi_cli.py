@@ -20,7 +20,9 @@ import pytest
 import yaml
 from pulumi import automation as auto
 
-from tests.toolchain.conftest import K8S_VERSION, PULUMI_VERSION, ROOT
+from mlendpoints.paths import REPO as ROOT
+from mlendpoints.versions import PULUMI_KUBERNETES_VERSION as K8S_VERSION
+from mlendpoints.versions import PULUMI_VERSION
 
 pytestmark = pytest.mark.toolchain
 

@@ -6,7 +6,9 @@ import time
 
 import pytest
 
-from scoring.auth import AuthError, bearer, check_key, issue_token, verify_token
+from scoring.router.auth import AuthError, bearer, check_key, issue_token, verify_token
+
+pytestmark = pytest.mark.router
 
 SIGNING = b"s" * 32
 

@@ -20,7 +20,8 @@ import pytest
 from mlendpoints import StackError, read_cluster, read_outputs
 from mlendpoints import stack as stackmod
 from mlendpoints.cli import authorization, main, router_base
-from scoring.auth import AuthError, verify_token
+from mlendpoints.versions import PULUMI_VERSION
+from scoring.router.auth import AuthError, verify_token
 
 SIGNING = "token-signing-key-for-unit-tests-0123456789"
 OUTPUTS: dict[str, Any] = {
@@ -244,7 +245,7 @@ def test_pulumi_env_has_env_sh_defaults_and_caller_values_win(tmp_path: Path) ->
     assert env["PULUMI_CONFIG_PASSPHRASE"] == "ml-endpoints-local-dev"
     assert env["PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION"] == "true"
     assert env["PATH"].split(os.pathsep) == [
-        "/c/tools/pulumi-3.259.0/bin",
+        f"/c/tools/pulumi-{PULUMI_VERSION}/bin",
         str(tmp_path / ".venv" / "bin"),
         "/usr/bin",
     ]

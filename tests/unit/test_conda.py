@@ -6,6 +6,8 @@ import pytest
 
 from components._conda import CondaError, requirements_from_conda
 
+pytestmark = pytest.mark.components
+
 CONDA = """
 name: sklearn-env
 channels: [conda-forge]

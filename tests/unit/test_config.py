@@ -10,8 +10,9 @@ import pytest
 import yaml
 
 from infra import config as cfgmod
+from mlendpoints.paths import REPO as ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.components
 
 
 def stack_raw(stack: str) -> dict[str, Any]:

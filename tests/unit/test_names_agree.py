@@ -7,8 +7,8 @@ import json
 import pytest
 
 from components import rules
-from scoring import traffic
-from scoring.router_config import ConfigError, parse_config
+from scoring.router import traffic
+from scoring.router.config import ConfigError, parse_config
 
 RULE = (
     "is not DNS-1123 (lowercase letters, digits, '-', starts with a letter, ends with a letter "

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from scoring.router import RouteError, RouterState, authorize, route
-from scoring.router_config import ConfigError, load_config, load_secrets, parse_config
+from scoring.router.config import ConfigError, load_config, load_secrets, parse_config
+from scoring.router.dispatch import RouteError, RouterState, authorize, route
+
+pytestmark = pytest.mark.router
 
 DNS1123_RULE = (
     "DNS-1123 (lowercase letters, digits, '-', starts with a letter, ends with a letter or "
@@ -198,7 +200,7 @@ def test_authorize_modes() -> None:
 
 
 def test_cli_prints_schema_and_requires_config(capsys: pytest.CaptureFixture[str]) -> None:
-    from scoring.router_main import main
+    from scoring.router.main import main
 
     assert main(["--schema"]) == 0
     schema = json.loads(capsys.readouterr().out)
@@ -209,30 +211,30 @@ def test_cli_prints_schema_and_requires_config(capsys: pytest.CaptureFixture[str
     assert "--config FILE is required" in capsys.readouterr().err
 
 
-def test_upstream_error_log_is_rate_limited(capsys: pytest.CaptureFixture[str]) -> None:
-    from scoring.router import Router
+def test_upstream_error_log_is_rate_limited(capfd: pytest.CaptureFixture[str]) -> None:
+    from scoring.router.dispatch import Router
 
     router = Router(_state(), client=object())  # type: ignore[arg-type]  (never called)
     for i in range(50):
         router.log_upstream_error("blue", "connect", f"r{i}".encode(), "blue is down")
     router.log_upstream_error("green", "connect", b"g0", "green is down")
-    lines = capsys.readouterr().err.splitlines()
-    assert [line.split("router: ", 1)[1] for line in lines] == [
+    lines = capfd.readouterr().out.splitlines()
+    assert [json.loads(line)["message"] for line in lines] == [
         "request r0: blue is down",
         "request g0: green is down",
     ]
     router._error_log[("blue", "connect")] = (0.0, 49)  # as if a second went by
     router.log_upstream_error("blue", "connect", b"r50", "blue is down")
-    assert capsys.readouterr().err.endswith(
-        "request r50: blue is down (+49 more like it in the last second)\n"
+    assert json.loads(capfd.readouterr().out)["message"] == (
+        "request r50: blue is down (+49 more like it in the last second)"
     )
 
 
 def test_token_auth_caches_verification_but_not_past_expiry(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import scoring.router as router_mod
-    from scoring.auth import AuthError, issue_token
+    import scoring.router.dispatch as router_mod
+    from scoring.router.auth import AuthError, issue_token
 
     signing = "s" * 32
     cfg = parse_config(json.dumps({**BASE, "secrets_dir": None, "auth_mode": "aml_token"}))

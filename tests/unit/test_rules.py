@@ -1,6 +1,6 @@
 """Name and removal rules and the traffic plan: exact messages, since users act on them.
 
-The traffic and mirror rules are `scoring.traffic`'s (re-exported by `components.rules`):
+The traffic and mirror rules are `scoring.router.traffic`'s (re-exported by `components.rules`):
 tests/unit/test_traffic.py."""
 
 from __future__ import annotations
@@ -8,6 +8,8 @@ from __future__ import annotations
 import pytest
 
 from components import rules
+
+pytestmark = pytest.mark.components
 
 
 @pytest.mark.parametrize("name", ["blue", "green-v2", "a", "b" * 63, "x1-2y"])

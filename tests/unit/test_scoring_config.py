@@ -1,4 +1,4 @@
-"""scoring.config: CLI > env > defaults, azmlinfsrv spellings, errors naming the value."""
+"""scoring.server.config: CLI > env > defaults, azmlinfsrv spellings, errors naming the value."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from scoring.config import Settings, SettingsError, load
+from scoring.server.config import Settings, SettingsError, load
+
+pytestmark = pytest.mark.server
 
 
 @pytest.fixture

@@ -13,12 +13,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scoring import collector
-from scoring.errors import BadInput, PayloadTooLarge, TimedOut, UnsupportedMediaType, error_body
-from scoring.limits import InlineRunner, check_content_type, read_body
-from scoring.metrics import Stats, render
-from scoring.request_id import new_request_id, new_request_id_bytes, request_id_from
-from scoring.server import encode_result
+from scoring.common.http_errors import error_body
+from scoring.common.request_id import new_request_id, new_request_id_bytes, request_id_from
+from scoring.server import collector
+from scoring.server.app import encode_result
+from scoring.server.body import check_content_type, read_body
+from scoring.server.errors import BadInput, PayloadTooLarge, TimedOut, UnsupportedMediaType
+from scoring.server.metrics import Stats, render
+from scoring.server.runners import InlineRunner
+
+pytestmark = pytest.mark.server
 
 
 def test_request_ids() -> None:
@@ -217,7 +221,7 @@ def test_model_get_model_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     import importlib.util
     import sys
 
-    from scoring.script import COMPAT_DIR
+    from scoring.server.script import COMPAT_DIR
 
     spec = importlib.util.spec_from_file_location(
         "compat_model", COMPAT_DIR / "azureml" / "core" / "model.py"
@@ -274,7 +278,7 @@ def test_each_response_is_one_write_and_leaves_no_garbage_cycle() -> None:
     import uvicorn
     from uvicorn.server import ServerState
 
-    from scoring.serve import _OneWriteProtocol
+    from scoring.server.uvicorn_http import OneWriteProtocol as _OneWriteProtocol
 
     async def app(scope: dict, receive: object, send: object) -> None:
         await receive()  # type: ignore[operator]

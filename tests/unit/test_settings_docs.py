@@ -1,4 +1,4 @@
-"""docs/server.md's settings table is the declaration in `scoring/config.py`, row for row.
+"""docs/server.md's settings table is the declaration in `scoring/server/config.py`, row for row.
 
 On a mismatch the assertion shows the table to paste (generated here from the declaration).
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, get_args, get_origin
 
-from scoring.config import DeploymentSettings, Settings
+from scoring.server.config import DeploymentSettings, Settings
 
 NONE = "\N{EN DASH}"  # an empty cell
 DOC = Path(__file__).resolve().parents[2] / "docs" / "server.md"

@@ -8,7 +8,9 @@ from collections import Counter
 
 import pytest
 
-from scoring.traffic import Split, check_mirror, check_traffic, mirror_target, should_mirror
+from scoring.router.traffic import Split, check_mirror, check_traffic, mirror_target, should_mirror
+
+pytestmark = pytest.mark.router
 
 DEPLOYMENTS = ["blue", "green"]
 T, M = "endpoint.traffic", "endpoint.mirror_traffic"  # the paths preview names
@@ -143,9 +145,9 @@ def test_router_split_and_mirror_with_an_in_process_client() -> None:
     import asyncio
     import json
 
-    from scoring.router import MIRROR_MAX_IN_FLIGHT, Request, Router, RouterState
-    from scoring.router_config import load_secrets, parse_config
-    from scoring.upstream import UpstreamError, UpstreamResponse
+    from scoring.router.config import load_secrets, parse_config
+    from scoring.router.dispatch import MIRROR_MAX_IN_FLIGHT, Request, Router, RouterState
+    from scoring.router.upstream import UpstreamError, UpstreamResponse
 
     class FakeClient:
         """Answers like a deployment would; some mirror copies find green down."""

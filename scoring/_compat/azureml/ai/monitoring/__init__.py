@@ -1,5 +1,5 @@
 """Stand-in for ``azureml.ai.monitoring``: the server's own data collector."""
 
-from scoring.collector import Collector
+from scoring.server.collector import Collector
 
 __all__ = ["Collector"]

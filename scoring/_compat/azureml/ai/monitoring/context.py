@@ -1,5 +1,5 @@
 """Stand-in for ``azureml.ai.monitoring.context``."""
 
-from scoring.collector import BasicCorrelationContext
+from scoring.server.collector import BasicCorrelationContext
 
 __all__ = ["BasicCorrelationContext"]

@@ -20,30 +20,14 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from scoring.errors import BadInput, ScoringError, ScriptFailed
+from scoring.server.errors import BadInput, ScoringError, ScriptFailed
+from scoring.server.scorer import Score, ScriptHeaders
 
-COMPAT_DIR = Path(__file__).parent / "_compat"
+COMPAT_DIR = Path(__file__).parent.parent / "_compat"
 
 
 class InitFailed(Exception):
     """Loading the script or its ``init()`` failed; the message says which file and why."""
-
-
-class Headers(dict):
-    """Request headers for ``run(..., request_headers=)``: lookups ignore case."""
-
-    def __getitem__(self, key: str) -> str:
-        return super().__getitem__(key.lower())
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return super().get(key.lower(), default)
-
-    def __contains__(self, key: object) -> bool:
-        return super().__contains__(key.lower() if isinstance(key, str) else key)
-
-
-def headers_from(raw: list[tuple[bytes, bytes]]) -> Headers:
-    return Headers((k.decode("latin-1"), v.decode("latin-1")) for k, v in raw)
 
 
 def install_compat() -> bool:
@@ -86,9 +70,8 @@ def describe_folder(folder: Path | None, limit: int = 50) -> str:
 
 
 class ScriptScorer:
-    """An entry script: ``init()`` once, then ``call(raw, headers)`` per request."""
-
-    kind = "script"
+    """An entry script: ``init()`` once, then ``call(raw, headers)`` per request (a
+    ``Scorer``)."""
 
     def __init__(self, path: Path, model_dir: Path | None) -> None:
         self.path = path.resolve()
@@ -99,13 +82,13 @@ class ScriptScorer:
         self.schema_args: tuple[str, ...] = ()
         self.required_args: tuple[str, ...] = ()
         self.accepts_kwargs = False
-        self.call: Callable[[str, Any], Any] = self._not_ready
+        self.call: Score = self._not_ready
 
     @property
     def source(self) -> str:
         return str(self.path)
 
-    def _not_ready(self, raw: str, headers: Any) -> Any:
+    def _not_ready(self, raw: str, headers: ScriptHeaders | None) -> Any:
         raise ScoringError("init() has not finished in this worker", 503)
 
     def init(self) -> None:
@@ -146,6 +129,7 @@ class ScriptScorer:
 
     def _bind(self, run: Callable[..., Any]) -> None:
         """Pick the calling convention once, so the request path does no inspection."""
+        params: Mapping[str, inspect.Parameter]
         try:
             params = inspect.signature(run).parameters
         except (TypeError, ValueError):
@@ -164,7 +148,7 @@ class ScriptScorer:
         else:
             self.call = lambda raw, headers: run(raw)
 
-    def _call_schema(self, raw: str, headers: Any) -> Any:
+    def _call_schema(self, raw: str, headers: ScriptHeaders | None) -> Any:
         """inference-schema: the body is a JSON object of ``run()``'s arguments."""
         try:
             payload = json.loads(raw)
@@ -204,7 +188,7 @@ class ScriptScorer:
         return ScriptFailed(exc)
 
     def swagger(self) -> dict[str, Any]:
-        from scoring.swagger import document
+        from scoring.server.swagger import document
 
         inputs = outputs = None
         if self.schema_args:

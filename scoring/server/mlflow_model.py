@@ -17,8 +17,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from scoring.errors import BadInput, ScoringError, ScriptFailed
-from scoring.script import describe_folder
+from scoring.server.errors import BadInput, ScoringError, ScriptFailed
+from scoring.server.jsonable import jsonable
+from scoring.server.scorer import Score, ScriptHeaders
+from scoring.server.script import describe_folder
 
 KEYS = ("input_data", "dataframe_split", "dataframe_records", "instances", "inputs")
 
@@ -33,23 +35,23 @@ def find_mlmodel(model_dir: Path) -> Path | None:
 
 
 class MlflowScorer:
-    """An MLflow pyfunc model behind the same ``init()``/``call()`` interface as a script."""
+    """An MLflow pyfunc model behind the same ``init()``/``call()`` interface as a script
+    (a ``Scorer``)."""
 
-    kind = "mlflow"
     wants_headers = False
 
     def __init__(self, model_dir: Path) -> None:
         self.model_dir = model_dir
         self.model: Any = None
         self.columns: list[str] | None = None
-        self.call = self._call
+        self.call: Score = self._call
 
     @property
     def source(self) -> str:
         return str(self.model_dir / "MLmodel")
 
     def init(self) -> None:
-        from scoring.script import InitFailed
+        from scoring.server.script import InitFailed
 
         folder = find_mlmodel(self.model_dir)
         if folder is None:
@@ -75,7 +77,7 @@ class MlflowScorer:
         if schema is not None and schema.has_input_names():
             self.columns = list(schema.input_names())
 
-    def _call(self, raw: str, headers: Any) -> Any:
+    def _call(self, raw: str, headers: ScriptHeaders | None) -> Any:
         try:
             payload = json.loads(raw)
         except ValueError as exc:
@@ -125,7 +127,7 @@ class MlflowScorer:
         return ScriptFailed(exc, where="model.predict()")
 
     def swagger(self) -> dict[str, Any]:
-        from scoring.swagger import document
+        from scoring.server.swagger import document
 
         schema = None
         if self.columns:
@@ -147,11 +149,3 @@ class MlflowScorer:
                 },
             }
         return document(title=self.model_dir.name, input_schema=schema)
-
-
-def jsonable(value: Any) -> Any:
-    """Predictions as JSON values: arrays as lists, DataFrames as records."""
-    if type(value).__name__ == "DataFrame":
-        return value.to_dict(orient="records")
-    tolist = getattr(value, "tolist", None)
-    return tolist() if tolist is not None else value

@@ -1,7 +1,7 @@
 """The inference server's ASGI app: HTTP in, data plane call, HTTP out. Nothing more.
 
 A raw ASGI callable rather than a framework: on ``POST /score`` it does one pass over the
-headers, reads the body, calls the scorer through the runner (``limits``), encodes the
+headers, reads the body, calls the scorer (``scorer``) through the runner (``runners``), encodes the
 result and answers; metrics, the access log and collection are a few in-memory appends.
 Everything slower (metric snapshots, log and collection flushes) runs on timers.
 
@@ -12,26 +12,29 @@ Routes: ``GET /`` liveness, ``GET /ready`` (also ``/readyz``) readiness, ``POST 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import random
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, cast
 from urllib.parse import parse_qsl
 
-from scoring import collector
-from scoring.errors import (
-    BadInput,
-    MethodNotAllowed,
-    NotFound,
-    ScoringError,
-    TimedOut,
-    error_body,
-)
-from scoring.limits import InlineRunner, ThreadRunner, check_content_type, read_body
-from scoring.logs import Log
-from scoring.metrics import Stats
-from scoring.request_id import request_id_from
-from scoring.script import headers_from
+from scoring.common.http_errors import error_body
+from scoring.common.logs import Log
+from scoring.common.request_id import request_id_from
+from scoring.server import collector
+from scoring.server.body import check_content_type, read_body
+from scoring.server.errors import BadInput, MethodNotAllowed, NotFound, ScoringError, TimedOut
+from scoring.server.jsonable import jsonable
+from scoring.server.metrics import Stats
+from scoring.server.runners import AsyncRunner, Runner
+from scoring.server.scorer import Scorer, headers_from
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
 
 _JSON = b"application/json"
 _TEXT = b"text/plain; charset=utf-8"
@@ -58,13 +61,10 @@ _ERROR_KIND = {
 
 def _default(value: Any) -> Any:
     """JSON for numpy/pandas results that a script forgot to convert."""
-    if type(value).__name__ == "DataFrame":
-        return value.to_dict(orient="records")
-    for attr in ("tolist", "item"):
-        fn = getattr(value, attr, None)
-        if fn is not None:
-            return fn()
-    raise TypeError(f"run() returned a {type(value).__name__}, which is not JSON serialisable")
+    plain = jsonable(value)
+    if plain is value:
+        raise TypeError(f"run() returned a {type(value).__name__}, which is not JSON serialisable")
+    return plain
 
 
 _dumps = json.JSONEncoder(default=_default, ensure_ascii=True).encode
@@ -100,11 +100,11 @@ class ScoringApp:
 
     def __init__(
         self,
-        scorer: Any,
+        scorer: Scorer,
         *,
         stats: Stats,
         log: Log,
-        runner: Any,
+        runner: Runner | AsyncRunner,
         max_body: int,
         collect: bool,
         sampling_rate: float,
@@ -114,7 +114,13 @@ class ScoringApp:
         self.stats = stats
         self.log = log
         self.runner = runner
-        self.threaded = isinstance(runner, ThreadRunner)
+        # Exactly one is set: the hot path awaits only when run() happens off the loop.
+        self._run_inline: Runner | None = None
+        self._run_async: AsyncRunner | None = None
+        if inspect.iscoroutinefunction(runner.__call__):
+            self._run_async = cast(AsyncRunner, runner)
+        else:
+            self._run_inline = cast(Runner, runner)
         self.max_body = max_body
         self.collect = collect and sink is not None
         self.sampling_rate = sampling_rate
@@ -124,7 +130,7 @@ class ScoringApp:
         self._swagger: bytes | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
-    async def _lifespan(self, receive: Any, send: Any) -> None:
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
@@ -138,8 +144,7 @@ class ScoringApp:
                 for timer in self._timers:
                     timer.cancel()
                 self.flush()
-                if isinstance(self.runner, ThreadRunner):
-                    self.runner.close()
+                self.runner.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -168,7 +173,7 @@ class ScoringApp:
         self._timers[:] = [loop.call_later(0.25, tick)]
 
     # -- requests ---------------------------------------------------------------------------
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
             if scope["path"] == "/score" and scope["method"] == "POST":
@@ -178,7 +183,7 @@ class ScoringApp:
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 
-    async def _score(self, scope: dict, receive: Any, send: Any, raw: str | None) -> None:
+    async def _score(self, scope: Scope, receive: Receive, send: Send, raw: str | None) -> None:
         start = time.perf_counter()
         stats = self.stats
         stats.in_flight += 1
@@ -207,12 +212,14 @@ class ScoringApp:
             headers = headers_from(scope["headers"]) if self.scorer.wants_headers else None
             scorer = self.scorer
             try:
-                if self.threaded:
-                    result, run_s = await self.runner(
+                run_inline = self._run_inline
+                if run_inline is not None:
+                    result, run_s = run_inline(scorer.call, raw, headers, request_id, sampled)
+                else:
+                    assert self._run_async is not None
+                    result, run_s = await self._run_async(
                         scorer.call, raw, headers, request_id, sampled
                     )
-                else:
-                    result, run_s = self.runner(scorer.call, raw, headers, request_id, sampled)
             except ScoringError:
                 raise
             except Exception as exc:
@@ -307,9 +314,10 @@ class ScoringApp:
                 data_out = json.dumps(json.loads(out))
             except ValueError:
                 data_out = json.dumps(out.decode(errors="replace"))
+        assert self.sink is not None  # self.collect says so
         self.sink.record_pair(request_id, data_in, data_out)
 
-    async def _other(self, scope: dict, receive: Any, send: Any) -> None:
+    async def _other(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = time.perf_counter()
         path, method = scope["path"], scope["method"]
         route = _ROUTES.get(path, "other")
@@ -370,15 +378,3 @@ def _traceback(exc: BaseException) -> str:
     import traceback
 
     return "".join(traceback.format_exception(exc))
-
-
-def make_runner(settings: Any) -> InlineRunner | ThreadRunner:
-    """The runner ``settings.execution`` asks for (see ``limits``)."""
-    if settings.run_in_thread:
-        return ThreadRunner(
-            settings.request_timeout_ms,
-            settings.slots_per_worker or 1,
-            settings.max_concurrent_requests_per_instance,
-            settings.max_queue_wait_ms,
-        )
-    return InlineRunner(settings.request_timeout_ms)

@@ -1,25 +1,16 @@
-"""Errors a request can end in, and the one place that renders them.
+"""Errors a scoring request can end in.
 
-Every failure the server answers with is a ``ScoringError`` carrying an HTTP status and a
-message a person can act on (what was wrong, the bad value, what to do). The body is
-always ``{"error": message, "request_id": id}``; tracebacks go to the log, never here.
+Every failure the server answers with is a ``ScoringError`` (an ``HttpError``: a status and
+a message a person can act on); ``common.http_errors.error_body`` renders it.
 """
 
 from __future__ import annotations
 
-import json
+from scoring.common.http_errors import HttpError
 
 
-class ScoringError(Exception):
-    """A request failed with ``status``; ``message`` is safe to show the caller."""
-
-    status = 500
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        if status is not None:
-            self.status = status
+class ScoringError(HttpError):
+    """A scoring request failed with ``status``; ``message`` is safe to show the caller."""
 
 
 class BadInput(ScoringError):
@@ -93,12 +84,3 @@ class Overloaded(ScoringError):
             f"longer than max_queue_wait_ms={max_wait_ms}; retry later",
             429,
         )
-
-
-class NotReady(ScoringError):
-    status = 503
-
-
-def error_body(message: str, request_id: str) -> bytes:
-    """The JSON body of every error response."""
-    return json.dumps({"error": message, "request_id": request_id}).encode()

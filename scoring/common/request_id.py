@@ -19,8 +19,6 @@ _rng = random.Random()  # seeded from os.urandom
 os.register_at_fork(after_in_child=_rng.seed)
 _getrandbits = _rng.getrandbits
 
-HEADER = b"x-request-id"
-
 
 def new_request_id_bytes() -> bytes:
     """A fresh id: 32 lowercase hex digits, as the router writes it into headers."""
@@ -37,3 +35,10 @@ def request_id_from(value: bytes | None) -> str:
     if value is not None and _fullmatch(value):
         return value.decode("ascii")
     return new_request_id()
+
+
+def request_id_bytes_from(value: bytes | None) -> bytes:
+    """``request_id_from`` as the router writes it into headers (bytes)."""
+    if value is not None:
+        return request_id_from(value).encode()
+    return new_request_id_bytes()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -17,7 +18,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from scoring.traffic import check_mirror, check_traffic, name_problem
+from scoring.router.traffic import check_mirror, check_traffic, name_problem
 
 #: Secret file names inside ``secrets_dir`` and the env variables that may supply them instead.
 SECRET_SOURCES = {
@@ -156,13 +157,13 @@ def secret_paths(config: RouterConfig) -> list[Path]:
     return [Path(config.secrets_dir) / name for name in SECRET_SOURCES]
 
 
-def load_secrets(config: RouterConfig, env: dict[str, str] | None = None) -> Secrets:
+def load_secrets(config: RouterConfig, env: Mapping[str, str] | None = None) -> Secrets:
     """Read each secret from its file in ``secrets_dir`` if present, else from env.
 
     Raises:
         ConfigError: when ``auth_mode`` needs a secret that neither source has.
     """
-    env = os.environ if env is None else env
+    source: Mapping[str, str] = os.environ if env is None else env
     values: dict[str, bytes | None] = {}
     for name, var in SECRET_SOURCES.items():
         value: str | None = None
@@ -175,7 +176,7 @@ def load_secrets(config: RouterConfig, env: dict[str, str] | None = None) -> Sec
             except OSError as exc:
                 raise ConfigError("secrets", [f"secrets_dir: cannot read {path}: {exc}"]) from exc
         if not value:
-            value = env.get(var, "").strip()
+            value = source.get(var, "").strip()
         values[name] = value.encode() if value else None
     secrets = Secrets(**values)
     where = (f"file {config.secrets_dir}/{{name}} or " if config.secrets_dir else "") + "env {var}"

@@ -27,16 +27,16 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
-from scoring import collector, logs
-from scoring.config import Settings, SettingsError, load
-from scoring.metrics import Stats
+from scoring.common import logs
+from scoring.server import collector
+from scoring.server.config import Settings, SettingsError, load
+from scoring.server.metrics import Stats
+from scoring.server.uvicorn_http import DrainingServer, OneWriteProtocol
 
 INIT_FAILED = 3
 _MAX_CRASHES_PER_MINUTE = 5
@@ -123,9 +123,9 @@ class Supervisor:
                         self._signal_all(signal.SIGKILL)
                 time.sleep(0.05)
                 continue
-            index = self.children.pop(pid, None)
-            if index is None:
+            if pid not in self.children:
                 continue
+            index = self.children.pop(pid)
             code = os.waitstatus_to_exitcode(status)
             if self.stopping:
                 continue
@@ -193,18 +193,6 @@ class Supervisor:
                 os.kill(pid, sig)
 
 
-def make_scorer(settings: Settings) -> Any:
-    """A ScriptScorer for an entry script, else an MlflowScorer for the model folder."""
-    if settings.entry_script is not None:
-        from scoring.script import ScriptScorer
-
-        return ScriptScorer(settings.entry_script, settings.model_dir)
-    from scoring.mlflow_model import MlflowScorer
-
-    assert settings.model_dir is not None  # checked by config
-    return MlflowScorer(settings.model_dir)
-
-
 INIT_REPORT_AFTER_S = (10, 30, 60)
 """When a long init() is reported in the log (then every 60 s)."""
 
@@ -243,8 +231,10 @@ def report_slow_init(log: logs.Log, source: str) -> Callable[[], None]:
 
 def worker(settings: Settings, sock: socket.socket | None) -> int:
     """One worker: ``init()``, then serve until SIGTERM. Returns the exit code."""
-    from scoring.script import InitFailed
-    from scoring.server import ScoringApp, make_runner
+    from scoring.server.app import ScoringApp
+    from scoring.server.runners import make_runner
+    from scoring.server.scorer import make_scorer
+    from scoring.server.script import InitFailed
 
     log = logs.configure(settings.access_log, settings.log_level)
     scorer = make_scorer(settings)
@@ -279,7 +269,13 @@ def worker(settings: Settings, sock: socket.socket | None) -> int:
         scorer,
         stats=stats,
         log=log,
-        runner=make_runner(settings),
+        runner=make_runner(
+            settings.run_in_thread,
+            settings.request_timeout_ms,
+            settings.slots_per_worker or 1,
+            settings.max_concurrent_requests_per_instance,
+            settings.max_queue_wait_ms,
+        ),
         max_body=settings.max_request_body_bytes,
         collect=settings.collect,
         sampling_rate=settings.collect_sampling_rate,
@@ -290,7 +286,7 @@ def worker(settings: Settings, sock: socket.socket | None) -> int:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http=_OneWriteProtocol,
+        http=OneWriteProtocol,
         lifespan="on",
         access_log=False,
         log_config=None,
@@ -298,86 +294,7 @@ def worker(settings: Settings, sock: socket.socket | None) -> int:
         timeout_graceful_shutdown=int(settings.graceful_timeout_s),
         backlog=2048,
     )
-    server = _Server(config)
+    server = DrainingServer(config)
     server.run(sockets=[sock] if sock is not None else None)
     app.flush()
     return 0
-
-
-class _Server(uvicorn.Server):
-    """uvicorn's Server without re-raising the stop signal at the end (exit 0 when drained)."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        sigs = (signal.SIGINT, signal.SIGTERM)
-        original = {sig: signal.signal(sig, self.handle_exit) for sig in sigs}
-        try:
-            yield
-        finally:
-            for sig, handler in original.items():
-                signal.signal(sig, handler)
-
-
-class _OneWrite:
-    """A response's transport: holds the status line and headers until the body comes, so a
-    response leaves in one ``write`` (one syscall, one segment) instead of uvicorn's two.
-
-    Writes before the response starts (``100 Continue``) and after the first body part pass
-    through; whatever is held goes out when the response completes (a HEAD answer has no
-    body write) or the connection closes. The references back to the cycle and the protocol
-    are dropped then, so a finished request leaves no reference cycle for the garbage
-    collector (refcounting frees it, as with uvicorn's own transport).
-    """
-
-    __slots__ = ("cycle", "done", "held", "on_response", "transport")
-
-    def __init__(self, transport: Any, cycle: RequestResponseCycle) -> None:
-        self.transport = transport
-        self.cycle: RequestResponseCycle | None = cycle
-        self.held: bytes | None = None
-        self.done = False
-        self.on_response: Callable[[], None] | None = cycle.on_response
-
-    def write(self, data: bytes) -> None:
-        if self.done or not self.cycle.response_started:  # type: ignore[union-attr]
-            self.transport.write(data)
-        elif self.held is None:
-            self.held = data
-        else:
-            self.done = True
-            self.transport.write(self.held + data)
-            self.held = None
-
-    def flush(self) -> None:
-        self.done = True
-        self.cycle = None
-        if self.held is not None:
-            self.transport.write(self.held)
-            self.held = None
-
-    def complete(self) -> None:
-        """The cycle's ``on_response``: the response is whole."""
-        self.flush()
-        on_response, self.on_response = self.on_response, None
-        if on_response is not None:
-            on_response()
-
-    def close(self) -> None:
-        self.flush()
-        self.transport.close()
-
-    def __getattr__(self, name: str) -> Any:  # is_closing, get_extra_info, ...
-        return getattr(self.transport, name)
-
-
-class _OneWriteProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, each request's response written with one syscall."""
-
-    def on_headers_complete(self) -> None:
-        before = self.cycle
-        super().on_headers_complete()
-        cycle = self.cycle
-        if cycle is not before and cycle is not None:  # a new request (not an upgrade)
-            writer = _OneWrite(self.transport, cycle)
-            cycle.transport = writer  # type: ignore[assignment]
-            cycle.on_response = writer.complete

@@ -20,11 +20,10 @@ import yaml
 from pulumi import automation as auto
 
 from mlendpoints import stack as stackmod
-from tests.procs import REPO
+from mlendpoints.paths import REPO, SAMPLE
 
 PASSPHRASE = "e2e-tests-only"
 CONFIG = "ml-endpoints"  # the stack config namespace (infra/config.py)
-SAMPLE = REPO / "samples" / "diabetes"
 
 
 @dataclass

@@ -15,7 +15,7 @@ import contextlib
 import socket
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 from urllib.parse import urlsplit
 
@@ -69,53 +69,25 @@ class UpstreamClient(Protocol):
     """Send one request to one deployment; the router needs nothing else from the network.
 
     Callback-shaped on purpose: the router's hot path then needs no task, future or
-    coroutine per request. ``request()`` below wraps it for code that prefers ``await``.
+    coroutine per request.
     """
 
     def send(
         self,
         target: Target,
         method: bytes,
-        path: bytes,
-        headers: Headers,
+        path: bytes,  # relative to the target: its prefix is added
+        headers: Headers,  # forwarded, less hop-by-hop and credential headers
         body: bytes,
-        timeout: float,
-        on_done: OnDone,
+        timeout: float,  # seconds, from now until the whole response
+        on_done: OnDone,  # called exactly once, never before send returns
     ) -> None:
-        """Start the request; later call ``on_done(response, None)`` or ``(None, error)``.
-
-        ``path`` is relative to the target (its prefix is added); ``on_done`` is called exactly
-        once, never before ``send`` returns.
-        """
+        """Start the request; later call ``on_done(response, None)`` or ``(None, error)``."""
         ...
 
     async def aclose(self) -> None:
         """Close every connection (after the last request finished)."""
         ...
-
-
-async def request(
-    client: UpstreamClient,
-    target: Target,
-    method: bytes,
-    path: bytes,
-    headers: Headers,
-    body: bytes,
-    timeout: float,
-) -> UpstreamResponse:
-    """``await``-style call through any ``UpstreamClient``. Raises UpstreamError."""
-    fut: asyncio.Future[UpstreamResponse] = asyncio.get_running_loop().create_future()
-
-    def done(resp: UpstreamResponse | None, err: UpstreamError | None) -> None:
-        if fut.done():
-            return
-        if err is not None:
-            fut.set_exception(err)
-        else:
-            fut.set_result(resp)  # type: ignore[arg-type]
-
-    client.send(target, method, path, headers, body, timeout, done)
-    return await fut
 
 
 def upstream_failure(exc: UpstreamError) -> tuple[int, str]:
@@ -134,21 +106,17 @@ def upstream_failure(exc: UpstreamError) -> tuple[int, str]:
 MAX_AGE_S = 30.0
 
 
+@dataclass(slots=True, eq=False)  # eq=False: waiters are removed by identity
 class _Job:
     """One request waiting for, or using, a connection."""
 
-    __slots__ = ("data", "deadline", "on_done", "retried", "target", "timeout", "timer")
-
-    def __init__(
-        self, target: Target, data: bytes, timeout: float, deadline: float, on_done: OnDone
-    ) -> None:
-        self.target = target
-        self.data = data
-        self.timeout = timeout
-        self.deadline = deadline
-        self.on_done = on_done
-        self.retried = False
-        self.timer: asyncio.TimerHandle | None = None
+    target: Target
+    data: bytes
+    timeout: float
+    deadline: float
+    on_done: OnDone
+    retried: bool = False
+    timer: asyncio.TimerHandle | None = None
 
 
 class _Conn(asyncio.Protocol):
@@ -303,27 +271,20 @@ class _Deadlines:
             self.handle = None
 
 
+@dataclass(eq=False)
 class _Pool:
     """Keep-alive connections to one address, at most ``limit`` open at once."""
 
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        target: Target,
-        limit: int,
-        connect_timeout: float,
-        deadlines: _Deadlines,
-    ) -> None:
-        self.loop = loop
-        self.deadlines = deadlines
-        self.target = target
-        self.limit = limit
-        self.connect_timeout = connect_timeout
-        self.idle: list[_Conn] = []
-        self.open = 0
-        self.waiters: deque[_Job] = deque()
-        self.closing = False
-        self.connecting: set[asyncio.Task[None]] = set()
+    loop: asyncio.AbstractEventLoop
+    target: Target
+    limit: int
+    connect_timeout: float
+    deadlines: _Deadlines
+    idle: list[_Conn] = field(default_factory=list)
+    open: int = 0
+    waiters: deque[_Job] = field(default_factory=deque)
+    closing: bool = False
+    connecting: set[asyncio.Task[None]] = field(default_factory=set)
 
     def submit(self, job: _Job) -> None:
         idle = self.idle

@@ -1,8 +1,9 @@
-"""Start real processes (scoring server, router) on loopback for tests and benchmarks.
+"""Start real processes (scoring server, router, peers) on loopback, for tests and benchmarks.
 
 Processes bind 127.0.0.1 on a free port; readiness is polled, never slept on. On exit the
 process gets SIGTERM (graceful drain) and, if it lingers, SIGKILL. Its output goes to a
-log file so a failing test can show the tail.
+log file so a failing test can show the tail. The one copy of these helpers: the tests
+(tests/support) and the benchmarks (bench/) both import them from here.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from mlendpoints.paths import REPO
 
 
 def free_port() -> int:
@@ -70,16 +71,70 @@ def wait_http(
     raise TimeoutError(f"{url} not ready after {timeout}s ({last}):\n{tail}")
 
 
-def stop(popen: subprocess.Popen, timeout: float = 15.0) -> int:
-    """SIGTERM, wait up to ``timeout`` s, then SIGKILL. Returns the exit code."""
+def stop(popen: subprocess.Popen, timeout: float = 15.0, *, group: bool = False) -> int:
+    """SIGTERM, wait up to ``timeout`` s, then SIGKILL. Returns the exit code.
+
+    ``group``: signal the process group (a process started with ``start_new_session=True``
+    and its workers), not only the process.
+    """
+
+    def send(sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            if group:
+                os.killpg(popen.pid, sig)
+            else:
+                popen.send_signal(sig)
+
     if popen.poll() is None:
-        popen.send_signal(signal.SIGTERM)
+        send(signal.SIGTERM)
         try:
             popen.wait(timeout)
         except subprocess.TimeoutExpired:
-            popen.kill()
+            send(signal.SIGKILL)
             popen.wait()
     return popen.returncode
+
+
+def serve_args(
+    script: Path | str | None, model_dir: Path | str | None, *args: str, port: int | str = "{port}"
+) -> list[str]:
+    """Python arguments of `python -m scoring serve` on 127.0.0.1:PORT, then ARGS (the default
+    PORT `{port}` is what `run_python` fills in)."""
+    argv = ["-m", "scoring", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    if script is not None:
+        argv += ["--entry-script", str(script)]
+    if model_dir is not None:
+        argv += ["--model-dir", str(model_dir)]
+    return [*argv, *args]
+
+
+@contextlib.contextmanager
+def running(
+    argv: list[str],
+    ready_url: str,
+    log_path: Path,
+    *,
+    env: dict[str, str] | None = None,
+    cwd: Path = REPO,
+    timeout: float = 60.0,
+    new_session: bool = False,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """ARGV running (output to LOG_PATH) from the moment READY_URL answers 200 until the
+    block ends; then stopped (its process group too with NEW_SESSION)."""
+    with log_path.open("wb") as log:
+        popen = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env={**os.environ, **(env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=new_session,
+        )
+    try:
+        wait_http(ready_url, timeout, popen, log_path)
+        yield popen
+    finally:
+        stop(popen)
 
 
 @contextlib.contextmanager
@@ -91,17 +146,17 @@ def run_python(
     port: int | None = None,
     timeout: float = 60.0,
 ) -> Iterator[Proc]:
-    """Run ``python -m scoring ARGS --port P`` (``{port}`` in args is replaced) until ready."""
+    """Run ``python ARGS`` (``{port}`` in args is replaced) from the checkout until ready."""
     port = port or free_port()
     argv = [sys.executable, *[a.replace("{port}", str(port)) for a in args]]
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     log = tempfile.NamedTemporaryFile(prefix="proc-", suffix=".log", delete=False)  # noqa: SIM115
-    log_path = Path(log.name)
-    popen = subprocess.Popen(argv, cwd=REPO, env=full_env, stdout=log, stderr=subprocess.STDOUT)
+    log.close()
     url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(url + ready_path, timeout, popen, log_path)
-        yield Proc(url, port, popen, log_path)
-    finally:
-        stop(popen)
-        log.close()
+    with running(
+        argv,
+        url + ready_path,
+        Path(log.name),
+        env={"PYTHONUNBUFFERED": "1", **(env or {})},
+        timeout=timeout,
+    ) as popen:
+        yield Proc(url, port, popen, Path(log.name))

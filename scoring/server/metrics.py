@@ -19,7 +19,8 @@ from bisect import bisect_left
 from pathlib import Path
 from typing import Any
 
-BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+from scoring.common.prometheus import BUCKETS, Exposition
+
 _N = len(BUCKETS) + 1  # last slot: +Inf
 
 
@@ -102,10 +103,6 @@ def _read_all(folder: Path) -> list[dict[str, Any]]:
     return snaps
 
 
-def _fmt(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
-
-
 def render(snaps: list[dict[str, Any]]) -> bytes:
     """Sum snapshots and render them in the Prometheus text exposition format."""
     requests: dict[tuple[str, int], int] = {}
@@ -130,52 +127,31 @@ def render(snaps: list[dict[str, Any]]) -> bytes:
         if _alive(snap["pid"]):
             in_flight += snap["in_flight"]
             ready += snap["ready"]
-    out = [
-        "# HELP scoring_requests_total Requests answered, by route and HTTP status.",
-        "# TYPE scoring_requests_total counter",
-    ]
+    out = Exposition()
+    out.family("scoring_requests_total", "counter", "Requests answered, by route and HTTP status.")
     for (route, status), n in sorted(requests.items()):
-        out.append(f'scoring_requests_total{{route="{route}",status="{status}"}} {n}')
-    out += [
-        "# HELP scoring_request_duration_seconds Time from request to response.",
-        "# TYPE scoring_request_duration_seconds histogram",
-    ]
+        out.sample("scoring_requests_total", n, f'route="{route}",status="{status}"')
+    out.family("scoring_request_duration_seconds", "histogram", "Time from request to response.")
     for route, hist in sorted(latency.items()):
-        cumulative = 0.0
-        for bound, n in zip((*BUCKETS, float("inf")), hist[:_N], strict=True):
-            cumulative += n
-            le = "+Inf" if bound == float("inf") else repr(bound)
-            out.append(
-                f'scoring_request_duration_seconds_bucket{{route="{route}",le="{le}"}} '
-                f"{_fmt(cumulative)}"
-            )
-        out.append(f'scoring_request_duration_seconds_sum{{route="{route}"}} {_fmt(hist[_N])}')
-        out.append(f'scoring_request_duration_seconds_count{{route="{route}"}} {_fmt(cumulative)}')
-    out += [
-        "# HELP scoring_errors_total Failed scoring requests, by kind.",
-        "# TYPE scoring_errors_total counter",
-    ]
-    out += [f'scoring_errors_total{{kind="{k}"}} {n}' for k, n in sorted(errors.items())]
-    out += [
-        "# HELP scoring_run_seconds_total Time spent inside run().",
-        "# TYPE scoring_run_seconds_total counter",
-        f"scoring_run_seconds_total {_fmt(run_seconds)}",
-        "# HELP scoring_requests_in_flight Requests being handled now (live workers).",
-        "# TYPE scoring_requests_in_flight gauge",
-        f"scoring_requests_in_flight {in_flight}",
-        "# HELP scoring_workers_ready Workers whose init() succeeded and that are serving.",
-        "# TYPE scoring_workers_ready gauge",
-        f"scoring_workers_ready {ready}",
-        "# HELP scoring_collected_records_total Records written by data collection.",
-        "# TYPE scoring_collected_records_total counter",
-    ]
-    out += [
-        f'scoring_collected_records_total{{collection="{k}"}} {n}'
-        for k, n in sorted(collected.items())
-    ]
-    out += [
-        "# HELP scoring_collection_failures_total Records data collection could not write.",
-        "# TYPE scoring_collection_failures_total counter",
-        f"scoring_collection_failures_total {_fmt(failures)}",
-    ]
-    return ("\n".join(out) + "\n").encode()
+        out.histogram("scoring_request_duration_seconds", f'route="{route}"', hist[:_N], hist[_N])
+    out.family("scoring_errors_total", "counter", "Failed scoring requests, by kind.")
+    for kind, n in sorted(errors.items()):
+        out.sample("scoring_errors_total", n, f'kind="{kind}"')
+    out.family("scoring_run_seconds_total", "counter", "Time spent inside run().")
+    out.sample("scoring_run_seconds_total", run_seconds)
+    out.family("scoring_requests_in_flight", "gauge", "Requests being handled now (live workers).")
+    out.sample("scoring_requests_in_flight", in_flight)
+    out.family(
+        "scoring_workers_ready", "gauge", "Workers whose init() succeeded and that are serving."
+    )
+    out.sample("scoring_workers_ready", ready)
+    out.family("scoring_collected_records_total", "counter", "Records written by data collection.")
+    for name, n in sorted(collected.items()):
+        out.sample("scoring_collected_records_total", n, f'collection="{name}"')
+    out.family(
+        "scoring_collection_failures_total",
+        "counter",
+        "Records data collection could not write.",
+    )
+    out.sample("scoring_collection_failures_total", failures)
+    return out.render()

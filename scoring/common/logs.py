@@ -1,4 +1,8 @@
-"""Structured logs: one JSON line per request, plus JSON lines for server events.
+"""Structured logs, the one format of both programs: a JSON object per line on stdout.
+
+Request lines (the inference server's access log) and event lines (start, stop, reload,
+errors with their tracebacks) carry ``time`` (``utc_timestamp``), ``level``, ``event`` and
+the process id (``worker``).
 
 Request lines are buffered and written every 0.2 s (or when 64 KiB pile up) with one
 ``os.write``: a write per request would cost a syscall each at 10k req/s. Event lines
@@ -18,6 +22,19 @@ import time
 from typing import Any
 
 _FLUSH_BYTES = 64 * 1024
+_second: tuple[int, str] = (-1, "")  # the last whole second and its text
+
+
+def utc_timestamp() -> str:
+    """Now as ``2026-12-07T19:21:42.123Z`` (UTC, milliseconds); the text up to the second is
+    formatted once a second."""
+    global _second
+    now = time.time()
+    sec = int(now)
+    second = _second
+    if second[0] != sec:
+        second = _second = (sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)))
+    return f"{second[1]}.{int((now - sec) * 1000):03d}Z"
 
 
 class Log:
@@ -29,17 +46,7 @@ class Log:
         self.pid = os.getpid()
         self._buf: list[str] = []
         self._size = 0
-        self._stamp_sec = -1
-        self._stamp = ""
         self._events = threading.Lock()  # events may come from a helper thread (slow init)
-
-    def _now(self) -> str:
-        now = time.time()
-        sec = int(now)
-        if sec != self._stamp_sec:
-            self._stamp_sec = sec
-            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
-        return f"{self._stamp}.{int((now - sec) * 1000):03d}Z"
 
     def access(
         self,
@@ -53,7 +60,7 @@ class Log:
         """Record one finished request (buffered)."""
         run = "null" if run_ms is None else f"{run_ms:.3f}"
         line = (
-            f'{{"time":"{self._now()}","level":"info","event":"request",'
+            f'{{"time":"{utc_timestamp()}","level":"info","event":"request",'
             f'"request_id":"{request_id}","method":"{method}","path":"{path}",'
             f'"status":{status},"latency_ms":{latency_ms:.3f},"run_ms":{run},'
             f'"worker":{self.pid}}}\n'
@@ -66,7 +73,7 @@ class Log:
     def event(self, level: str, message: str, **fields: Any) -> None:
         """Write a server event now (flushing buffered request lines first)."""
         record = {
-            "time": self._now(),
+            "time": utc_timestamp(),
             "level": level,
             "event": fields.pop("event", "server"),
             "message": message,

@@ -8,10 +8,10 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.procs import REPO, Proc, run_python
+from mlendpoints._procs import Proc, run_python, serve_args
+from mlendpoints.paths import REPO, SAMPLE
 
-SAMPLE = REPO / "samples" / "diabetes"
-SCRIPTS = Path(__file__).parent / "scripts"
+SCRIPTS = Path(__file__).parents[1] / "assets" / "scripts"
 
 
 def train_sample(out: Path, version: int = 1) -> Path:
@@ -34,10 +34,6 @@ def serve(
     timeout: float = 60.0,
 ) -> Iterator[Proc]:
     """``python -m scoring serve`` on 127.0.0.1, ready when a worker's init() is done."""
-    argv = ["-m", "scoring", "serve", "--host", "127.0.0.1", "--port", "{port}"]
-    if script is not None:
-        argv += ["--entry-script", str(script)]
-    if model_dir is not None:
-        argv += ["--model-dir", str(model_dir)]
-    with run_python([*argv, *args], ready_path="/ready", env=env, timeout=timeout) as proc:
+    argv = serve_args(script, model_dir, *args)
+    with run_python(argv, ready_path="/ready", env=env, timeout=timeout) as proc:
         yield proc

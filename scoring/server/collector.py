@@ -24,8 +24,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from scoring.logs import get_log
-from scoring.request_id import new_request_id
+from scoring.common.logs import get_log, utc_timestamp
+from scoring.common.request_id import new_request_id
+from scoring.server.jsonable import jsonable
+from scoring.server.metrics import Stats
 
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
 _local = threading.local()
@@ -59,24 +61,16 @@ class BasicCorrelationContext:
 
 
 def _default(value: Any) -> Any:
-    """JSON for what scripts collect: DataFrames as records, arrays as lists."""
-    to_dict = getattr(value, "to_dict", None)
-    if to_dict is not None and type(value).__name__ == "DataFrame":
-        return to_dict(orient="records")
-    tolist = getattr(value, "tolist", None)
-    if tolist is not None:
-        return tolist()
-    item = getattr(value, "item", None)
-    if item is not None:
-        return item()
-    return str(value)
+    """JSON for what scripts collect: DataFrames as records, arrays as lists, else ``str``."""
+    plain = jsonable(value)
+    return str(value) if plain is value else plain
 
 
 class Sink:
     """This process's writer of collected records (buffered, rolling files)."""
 
     def __init__(
-        self, root: Path, max_file_bytes: int = 10 * 1024 * 1024, stats: Any = None
+        self, root: Path, max_file_bytes: int = 10 * 1024 * 1024, stats: Stats | None = None
     ) -> None:
         self.root = root
         self.max_file_bytes = max_file_bytes
@@ -87,22 +81,11 @@ class Sink:
         self._files: dict[str, tuple[str, Path, int]] = {}  # collection -> (hour, path, size)
         self._seq = 0
         self._last_warning = 0.0
-        self._stamp_sec = -1
-        self._stamp_text = ""
-        self.written = 0
         self.failed = 0
 
     def add(self, collection: str, line: str) -> None:
         with self._lock:
             self._pending.append((collection, line))
-
-    def _stamp(self) -> str:
-        now = time.time()
-        sec = int(now)
-        if sec != self._stamp_sec:
-            self._stamp_sec = sec
-            self._stamp_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
-        return f"{self._stamp_text}.{int((now - sec) * 1000):03d}Z"
 
     def record(
         self, collection: str, data: Any, correlation_id: str | None, request_id: str | None
@@ -115,7 +98,7 @@ class Sink:
             return
         line = (
             f'{{"collection":{json.dumps(collection)},"request_id":{json.dumps(request_id)},'
-            f'"correlation_id":{json.dumps(correlation_id)},"time":"{self._stamp()}",'
+            f'"correlation_id":{json.dumps(correlation_id)},"time":"{utc_timestamp()}",'
             f'"data":{body}}}\n'
         )
         self.add(collection, line)
@@ -125,7 +108,7 @@ class Sink:
         each; ``request_id`` is sanitised, so it needs no escaping)."""
         head = (
             f'"request_id":"{request_id}","correlation_id":"{request_id}",'
-            f'"time":"{self._stamp()}","data":'
+            f'"time":"{utc_timestamp()}","data":'
         )
         with self._lock:
             self._pending.append(
@@ -157,7 +140,6 @@ class Sink:
                     f"{str(self.root)!r} ({exc}); records dropped",
                 )
                 continue
-            self.written += len(lines)
             if self.stats is not None:
                 self.stats.collected[name] = self.stats.collected.get(name, 0) + len(lines)
 
@@ -195,10 +177,6 @@ def configure(sink: Sink | None) -> None:
     """Set (or clear) this process's sink; called by the server in each worker."""
     global _sink
     _sink = sink
-
-
-def sink() -> Sink | None:
-    return _sink
 
 
 class Collector:

@@ -1,23 +1,27 @@
-"""The local cluster from `make cluster-up`, as the cluster and end-to-end tiers reach it."""
+"""kubectl, as the CLI (`ml-endpoints logs`), the cluster and end-to-end tests and the rollout
+benchmark run it. Default target: the local cluster from `make cluster-up`."""
 
 from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 from typing import Any
 
-from mlendpoints import stack as stackmod
+from mlendpoints.paths import cache_root
+from mlendpoints.stack import kubectl as find_kubectl
 
-CACHE = stackmod.cache_root()
+CACHE = cache_root()
 KUBECONFIG = CACHE / "cluster" / "kubeconfig"
+"""The local cluster's kubeconfig (scripts/cluster.sh writes it)."""
 
 
 class KubectlError(RuntimeError):
-    """kubectl exited non-zero; the message carries its stderr."""
+    """kubectl exited non-zero (the message carries its stderr), or there is no kubectl."""
 
 
 def kubectl_path() -> str:
-    found = stackmod.kubectl()
+    found = find_kubectl()
     if found is None:
         raise KubectlError(
             "no kubectl: run `make cluster-up` (it builds one) or put kubectl on PATH"
@@ -25,10 +29,18 @@ def kubectl_path() -> str:
     return found
 
 
+def base_argv(kubectl: str, kubeconfig: Path, context: str | None = None) -> list[str]:
+    """`kubectl --kubeconfig KUBECONFIG [--context CONTEXT]`: the start of every call."""
+    argv = [kubectl, "--kubeconfig", str(kubeconfig)]
+    if context:
+        argv += ["--context", str(context)]
+    return argv
+
+
 def kubectl(*args: str, stdin: str | None = None, timeout: float = 120) -> str:
     """Run kubectl against the local cluster; raise with its stderr on failure."""
     proc = subprocess.run(
-        [kubectl_path(), "--kubeconfig", str(KUBECONFIG), *args],
+        [*base_argv(kubectl_path(), KUBECONFIG), *args],
         input=stdin,
         capture_output=True,
         text=True,

@@ -24,10 +24,17 @@ from pathlib import Path
 
 import uvloop
 
-from scoring.router import HttpProtocol, Router, RouterState, log
-from scoring.router_config import ConfigError, RouterConfig, load_config, secret_paths
+from scoring.common.logs import get_log
+from scoring.router.config import ConfigError, RouterConfig, load_config, secret_paths
+from scoring.router.dispatch import Router, RouterState
+from scoring.router.protocol import HttpProtocol
 
 POLL_S = 1.0
+
+
+def _log(level: str, message: str, event: str) -> None:
+    """One JSON log line now (never a secret, never a request body)."""
+    get_log().event(level, message, event=event)
 
 
 def _fingerprint(config_path: Path, secrets: list[Path]) -> str:
@@ -70,9 +77,11 @@ class RouterProcess:
             config, secrets = load_config(self.config_path)
         except ConfigError as exc:
             self.router.metrics.reloads["rejected"] += 1
-            log(
+            _log(
+                "warning",
                 f"config reload ({why}) rejected, still serving generation {old.generation}: "
-                + "; ".join(exc.problems)
+                + "; ".join(exc.problems),
+                "reload_rejected",
             )
             return False
         finally:
@@ -81,10 +90,12 @@ class RouterProcess:
         self.fingerprint = _fingerprint(self.config_path, secret_paths(config))
         self.router.swap(state)
         self.router.metrics.reloads["ok"] += 1
-        log(
+        _log(
+            "info",
             f"config reloaded ({why}): generation {state.generation}, "
             f"traffic {dict(config.traffic)}, mirror {dict(config.mirror_traffic)}, "
-            f"auth {config.auth_mode}"
+            f"auth {config.auth_mode}",
+            "reload",
         )
         return True
 
@@ -112,14 +123,16 @@ class RouterProcess:
     def on_stop_signal(self, signum: int) -> None:
         self.signals += 1
         if self.signals > 1:
-            log(f"second {signal.Signals(signum).name}: exiting now")
+            _log("error", f"second {signal.Signals(signum).name}: exiting now", "stop")
             sys.stderr.flush()
             import os
 
             os._exit(1)
-        log(
+        _log(
+            "info",
             f"{signal.Signals(signum).name}: draining "
-            f"({self.router.in_flight} request(s) in flight)"
+            f"({self.router.in_flight} request(s) in flight)",
+            "stop",
         )
         self.router.draining = True
         self.stop_event.set()
@@ -140,10 +153,12 @@ class RouterProcess:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.on_stop_signal, sig)
         state = self.router.state
-        log(
+        _log(
+            "info",
             f"listening on http://{host}:{port} for endpoint {state.config.endpoint_name!r} "
             f"(auth {state.config.auth_mode}, traffic {dict(state.config.traffic)}, "
-            f"mirror {dict(state.config.mirror_traffic)})"
+            f"mirror {dict(state.config.mirror_traffic)})",
+            "start",
         )
         watcher = loop.create_task(self.watch())
         await self.stop_event.wait()
@@ -158,16 +173,18 @@ class RouterProcess:
         # 4) finish in-flight requests and mirror calls.
         done = await self._drained(self.drain_timeout)
         if not done:
-            log(
+            _log(
+                "warning",
                 f"drain: {self.router.in_flight} request(s) still in flight after "
-                f"{self.drain_timeout:.0f}s; closing anyway"
+                f"{self.drain_timeout:.0f}s; closing anyway",
+                "stop",
             )
         for conn in list(self.conns):
             conn.close()
         # 5) close upstream pools.
         await self.router.client.aclose()
         watcher.cancel()
-        log("drained; bye")
+        _log("info", "drained; bye", "stop")
         return 0 if done else 1
 
     async def _drained(self, timeout: float) -> bool:
@@ -253,7 +270,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return await proc.serve(args.host, args.port)
         except OSError as exc:
-            log(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
+            _log(
+                "error", f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", "stop"
+            )
             return 1
 
     return uvloop.run(run())

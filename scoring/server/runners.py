@@ -1,4 +1,4 @@
-"""Request limits: body size, media type, run() timeout, and the per-worker queue.
+"""How ``run()`` is called: its timeout and the per-worker queue.
 
 Two ways to execute ``run()`` (``Settings.execution``), picked once at start-up:
 
@@ -21,53 +21,46 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from types import FrameType
+from typing import Any, Protocol
 
-from scoring import collector
-from scoring.errors import BadInput, Overloaded, PayloadTooLarge, TimedOut, UnsupportedMediaType
-
-_TEXTUAL = (b"application/json", b"text/", b"application/x-www-form-urlencoded")
-
-
-def check_content_type(value: bytes | None) -> None:
-    """JSON, text, a form-encoded body (curl -d's default) or no header pass; others 415."""
-    if value is None or value.startswith(b"application/json"):
-        return
-    media = value.split(b";", 1)[0].strip().lower()
-    if media.startswith(_TEXTUAL) or media.endswith(b"+json") or media == b"":
-        return
-    raise UnsupportedMediaType(value.decode("latin-1"))
+from scoring.server import collector
+from scoring.server.errors import Overloaded, TimedOut
+from scoring.server.scorer import Score, ScriptHeaders
 
 
-async def read_body(
-    receive: Callable[[], Awaitable[dict]], length: bytes | None, limit: int
-) -> bytes:
-    """The whole body, or ``PayloadTooLarge`` as soon as it is known to exceed ``limit``."""
-    if length is not None:
-        try:
-            size = int(length)
-        except ValueError as exc:
-            raise BadInput(f"Content-Length {length.decode('latin-1')!r} is not a number") from exc
-        if size > limit:
-            raise PayloadTooLarge(size, limit)
-    message = await receive()
-    body = message.get("body", b"")
-    if not message.get("more_body"):
-        return body
-    chunks = [body]
-    total = len(body)
-    while message.get("more_body"):
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise BadInput("client disconnected before sending the whole body")
-        chunk = message.get("body", b"")
-        total += len(chunk)
-        if total > limit:
-            raise PayloadTooLarge(total, limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
+class Runner(Protocol):
+    """Calls ``run()`` for one request on the event-loop thread: ``(result, seconds in run())``.
+
+    Raises what ``run()`` raised, or a ``ScoringError`` (``TimedOut``).
+    """
+
+    def __call__(
+        self, call: Score, raw: str, headers: ScriptHeaders | None, request_id: str, sampled: bool
+    ) -> tuple[Any, float]: ...
+
+    def close(self) -> None: ...
+
+
+class AsyncRunner(Protocol):
+    """``Runner``, awaited: ``run()`` happens off the event-loop thread."""
+
+    async def __call__(
+        self, call: Score, raw: str, headers: ScriptHeaders | None, request_id: str, sampled: bool
+    ) -> tuple[Any, float]: ...
+
+    def close(self) -> None: ...
+
+
+def _timed(
+    call: Score, raw: str, headers: ScriptHeaders | None, request_id: str, sampled: bool
+) -> tuple[Any, float]:
+    """``run()`` with no timeout, on this thread: ``(result, seconds in run())``."""
+    collector.set_request(request_id, sampled)
+    start = time.perf_counter()
+    result = call(raw, headers)
+    return result, time.perf_counter() - start
 
 
 class RunInterrupted(BaseException):
@@ -75,9 +68,7 @@ class RunInterrupted(BaseException):
 
 
 class InlineRunner:
-    """Calls ``run()`` on the loop thread; SIGALRM enforces the timeout."""
-
-    threaded = False
+    """Calls ``run()`` on the loop thread; SIGALRM enforces the timeout (a ``Runner``)."""
 
     def __init__(self, timeout_ms: int) -> None:
         self.timeout_ms = timeout_ms
@@ -87,25 +78,18 @@ class InlineRunner:
         if timeout_ms > 0:
             signal.signal(signal.SIGALRM, self._on_alarm)
 
-    def _on_alarm(self, signum: int, frame: Any) -> None:
+    def _on_alarm(self, signum: int, frame: FrameType | None) -> None:
         if self._armed:
             self._fired = True
             raise RunInterrupted
 
     def __call__(
-        self,
-        call: Callable[[str, Any], Any],
-        raw: str,
-        headers: Any,
-        request_id: str,
-        sampled: bool,
+        self, call: Score, raw: str, headers: ScriptHeaders | None, request_id: str, sampled: bool
     ) -> tuple[Any, float]:
         """``(result, seconds in run())``; raises what ``run()`` raised or ``TimedOut``."""
-        collector.set_request(request_id, sampled)
         if self.timeout_s <= 0:
-            start = time.perf_counter()
-            result = call(raw, headers)
-            return result, time.perf_counter() - start
+            return _timed(call, raw, headers, request_id, sampled)
+        collector.set_request(request_id, sampled)
         self._fired = False
         self._armed = True
         setitimer = signal.setitimer
@@ -123,11 +107,13 @@ class InlineRunner:
             raise TimedOut(self.timeout_ms, interrupted=True)
         return result, time.perf_counter() - start
 
+    def close(self) -> None:
+        """Nothing to release (the alarm is disarmed after every call)."""
+
 
 class ThreadRunner:
-    """Calls ``run()`` in a thread pool behind a bounded wait for one of ``slots``."""
-
-    threaded = True
+    """Calls ``run()`` in a thread pool behind a bounded wait for one of ``slots`` (an
+    ``AsyncRunner``)."""
 
     def __init__(
         self, timeout_ms: int, slots: int, max_concurrent: int, max_queue_wait_ms: int
@@ -139,22 +125,8 @@ class ThreadRunner:
         self.pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="run")
         self._sem: asyncio.Semaphore | None = None
 
-    @staticmethod
-    def _job(
-        call: Callable[[str, Any], Any], raw: str, headers: Any, request_id: str, sampled: bool
-    ) -> tuple[Any, float]:
-        collector.set_request(request_id, sampled)
-        start = time.perf_counter()
-        result = call(raw, headers)
-        return result, time.perf_counter() - start
-
     async def __call__(
-        self,
-        call: Callable[[str, Any], Any],
-        raw: str,
-        headers: Any,
-        request_id: str,
-        sampled: bool,
+        self, call: Score, raw: str, headers: ScriptHeaders | None, request_id: str, sampled: bool
     ) -> tuple[Any, float]:
         if self._sem is None:
             self._sem = asyncio.Semaphore(self.slots)
@@ -167,7 +139,7 @@ class ThreadRunner:
         else:
             await sem.acquire()
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self.pool, self._job, call, raw, headers, request_id, sampled)
+        future = loop.run_in_executor(self.pool, _timed, call, raw, headers, request_id, sampled)
         if self.timeout_ms <= 0:
             try:
                 return await future
@@ -190,3 +162,16 @@ class ThreadRunner:
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def make_runner(
+    run_in_thread: bool,
+    timeout_ms: int,
+    slots: int,
+    max_concurrent: int,
+    max_queue_wait_ms: int,
+) -> Runner | AsyncRunner:
+    """The runner ``Settings.execution`` asks for."""
+    if run_in_thread:
+        return ThreadRunner(timeout_ms, slots, max_concurrent, max_queue_wait_ms)
+    return InlineRunner(timeout_ms)

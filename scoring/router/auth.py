@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import hmac
 import time
+from typing import TYPE_CHECKING
 
 import jwt
+
+if TYPE_CHECKING:
+    from jwt.types import Options
 
 ISSUER = "ml-endpoints"
 ALGORITHM = "HS256"
@@ -101,7 +105,7 @@ def verify_token(
     Raises:
         AuthError: expired, not yet valid, for another endpoint, forged or malformed.
     """
-    options = {"require": ["exp", "iat", "aud", "iss"]}
+    options: Options = {"require": ["exp", "iat", "aud", "iss"]}
     try:
         if now is None:
             return jwt.decode(

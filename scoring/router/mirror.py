@@ -8,36 +8,12 @@ answers like the live deployment before it takes real traffic.
 from __future__ import annotations
 
 import json
-from bisect import bisect_left
 from dataclasses import dataclass, field
 
-#: Latency histogram bounds in seconds (Prometheus ``le`` buckets), shared with live metrics.
-BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+from scoring.common.prometheus import Histogram
 
-
-@dataclass
-class Histogram:
-    """Cumulative-at-render latency histogram (counts per bucket, sum, count)."""
-
-    counts: list[int] = field(default_factory=lambda: [0] * (len(BUCKETS) + 1))
-    total: float = 0.0
-    n: int = 0
-
-    def observe(self, seconds: float) -> None:
-        self.counts[bisect_left(BUCKETS, seconds)] += 1
-        self.total += seconds
-        self.n += 1
-
-    def quantile(self, q: float) -> float | None:
-        """Upper bound of the bucket holding quantile ``q`` (None when empty)."""
-        if not self.n:
-            return None
-        rank, seen = q * self.n, 0
-        for i, c in enumerate(self.counts):
-            seen += c
-            if seen >= rank:
-                return BUCKETS[i] if i < len(BUCKETS) else float("inf")
-        return float("inf")
+#: Mirror calls in flight at once; above it copies are skipped (counted) to protect live traffic.
+MIRROR_MAX_IN_FLIGHT = 128
 
 
 def same_answer(a: bytes, b: bytes) -> bool:

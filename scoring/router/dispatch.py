@@ -1,0 +1,428 @@
+"""What the router does with a request: auth, choose a deployment, mirror, proxy, count.
+
+Decisions are plain functions over an immutable ``RouterState`` (``authorize``, ``route``),
+testable with no sockets. ``Router`` holds what outlives one config (upstream client,
+metrics, mirror stats, in-flight count) and swaps its state atomically on reload: a
+request reads ``router.state`` once and finishes on that config. The HTTP side is
+``protocol.HttpProtocol``; it hands each parsed ``Request`` to ``Router.handle``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from scoring.common.http_errors import HttpError, error_body
+from scoring.common.logs import get_log
+from scoring.common.request_id import request_id_bytes_from
+from scoring.router.auth import AuthError, bearer, check_key, verify_token
+from scoring.router.config import RouterConfig, Secrets
+from scoring.router.metrics import Metrics
+from scoring.router.mirror import MIRROR_MAX_IN_FLIGHT, MirrorStats
+from scoring.router.traffic import Split, mirror_target, should_mirror
+from scoring.router.upstream import (
+    Headers,
+    PooledClient,
+    Target,
+    UpstreamClient,
+    UpstreamError,
+    UpstreamResponse,
+    upstream_failure,
+)
+
+PIN_HEADER = b"azureml-model-deployment"
+REQUEST_ID_HEADER = b"x-request-id"
+TOKEN_LEEWAY_S = 5
+TOKEN_CACHE_SIZE = 4096
+_now = time.time
+
+
+class RouteError(HttpError):
+    """A request the router answers itself (404, 405): ``{"error": message, ...}``."""
+
+
+@dataclass(frozen=True)
+class RouterState:
+    """Everything derived from one config file; immutable, swapped whole on reload."""
+
+    config: RouterConfig
+    secrets: Secrets
+    targets: dict[str, Target]
+    split: Split
+    mirror_name: str | None
+    mirror_share: float
+    timeout_s: float
+    generation: int = 0
+    #: Tokens already verified under this state's signing key → when they stop being valid.
+    tokens: dict[bytes, float] = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def build(cls, config: RouterConfig, secrets: Secrets, generation: int = 0) -> RouterState:
+        targets = {name: Target.from_url(name, d.url) for name, d in config.deployments.items()}
+        mirror_name, share = mirror_target(config.mirror_traffic)
+        return cls(
+            config,
+            secrets,
+            targets,
+            Split.from_traffic(config.traffic),
+            mirror_name,
+            share,
+            config.request_timeout_ms / 1000.0,
+            generation,
+        )
+
+
+def authorize(state: RouterState, authorization: bytes | None) -> None:
+    """Check the caller's credential for this endpoint's auth mode.
+
+    Raises:
+        AuthError: missing, malformed, wrong key, or a bad token.
+    """
+    mode = state.config.auth_mode
+    if mode == "none":
+        return
+    cred = bearer(authorization)
+    if mode == "key":
+        check_key(cred, state.secrets.primary_key, state.secrets.secondary_key)
+        return
+    # A client reuses its token for many requests: verify its signature once (~25 µs with
+    # PyJWT), then only its expiry. The cache belongs to this state, so a new signing key
+    # (a reload) starts empty.
+    now = _now()
+    valid_until = state.tokens.get(cred)
+    if valid_until is not None and now < valid_until:
+        return
+    claims = verify_token(
+        state.secrets.token_signing_key or b"",
+        state.config.endpoint_name,
+        cred,
+        now=now,
+        leeway_s=TOKEN_LEEWAY_S,
+    )
+    if len(state.tokens) >= TOKEN_CACHE_SIZE:
+        state.tokens.clear()
+    state.tokens[cred] = float(claims["exp"]) + TOKEN_LEEWAY_S  # type: ignore[arg-type]
+
+
+def route(
+    state: RouterState, pin: bytes | None, r_live: float, r_mirror: float
+) -> tuple[Target, Target | None]:
+    """The live deployment for a request and, if it is copied, the mirror deployment.
+
+    A pinned request (``azureml-model-deployment`` header) goes to that deployment, also one
+    at 0%, and is never mirrored.
+
+    Raises:
+        RouteError: 404 for an unknown pin or when no deployment has traffic.
+    """
+    if pin:
+        name = pin.decode("latin-1").strip()
+        target = state.targets.get(name)
+        if target is None:
+            known = ", ".join(sorted(state.targets))
+            raise RouteError(
+                f"deployment {name!r} named by header "
+                f"azureml-model-deployment does not exist (known: {known})",
+                404,
+            )
+        return target, None
+    chosen = state.split.choose(r_live)
+    if chosen is None:
+        raise RouteError(
+            f"endpoint {state.config.endpoint_name!r} has no deployment "
+            "with traffic; set traffic or pin one with header "
+            "azureml-model-deployment",
+            404,
+        )
+    mirror = None
+    if state.mirror_name and should_mirror(state.mirror_share, r_mirror, pinned=False):
+        mirror = state.targets[state.mirror_name]
+    return state.targets[chosen], mirror
+
+
+@dataclass(slots=True, eq=False)
+class Request:
+    """A parsed request. ``headers`` holds the ones forwarded to a deployment (lowercase
+    names); the three the router acts on are parsed out once, while reading."""
+
+    method: bytes
+    path: bytes
+    query: bytes
+    headers: Headers
+    body: bytes
+    keep_alive: bool = True
+    authorization: bytes | None = None
+    pin: bytes | None = None
+    request_id: bytes | None = None
+
+
+JSON_HEADER = (b"content-type", b"application/json")
+_TEXT = (b"content-type", b"text/plain; charset=utf-8")
+_PROM = (b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
+_DROP_FROM_UPSTREAM = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"transfer-encoding",
+        b"content-length",
+        PIN_HEADER,
+        REQUEST_ID_HEADER,
+    }
+)
+ROUTES = (
+    "GET /",
+    "GET /ready",
+    "POST /score",
+    "GET /swagger.json",
+    "GET /metrics",
+    "GET /mirror/summary",
+)
+
+
+Respond = Callable[[int, Headers, bytes], None]
+
+
+class Router:
+    """Process-wide router: current state, upstream client, metrics, mirror bookkeeping."""
+
+    def __init__(self, state: RouterState, client: UpstreamClient | None = None) -> None:
+        self.state = state
+        self.client: UpstreamClient = client or PooledClient(
+            state.config.max_connections_per_deployment, state.config.connect_timeout_ms / 1000.0
+        )
+        self.metrics = Metrics()
+        self.in_flight = 0
+        self.mirrors_in_flight = 0
+        self.draining = False
+        self._rand = random.random
+        self._error_log: dict[tuple[str, str], tuple[float, int]] = {}
+
+    def log_upstream_error(self, deployment: str, kind: str, rid: bytes, message: str) -> None:
+        """One log line per deployment and error kind per second, with a count of the rest.
+
+        A deployment that is down fails every request sent to it; the log must stay readable.
+        """
+        key = (deployment, kind)
+        now = time.monotonic()
+        last, suppressed = self._error_log.get(key, (0.0, 0))
+        if now - last < 1.0:
+            self._error_log[key] = (last, suppressed + 1)
+            return
+        more = f" (+{suppressed} more like it in the last second)" if suppressed else ""
+        get_log().event(
+            "error",
+            f"request {rid.decode('latin-1')}: {message}{more}",
+            event="upstream_error",
+            deployment=deployment,
+            request_id=rid.decode("latin-1"),
+        )
+        self._error_log[key] = (now, 0)
+
+    def swap(self, state: RouterState) -> None:
+        """Serve ``state`` from the next request on; requests in flight keep their own."""
+        self.state = state
+        if isinstance(self.client, PooledClient):
+            cfg = state.config
+            self.client.configure(
+                cfg.max_connections_per_deployment, cfg.connect_timeout_ms / 1000.0
+            )
+            self.client.retire({(t.host, t.port) for t in state.targets.values()})
+
+    def handle(self, req: Request, respond: Respond) -> None:
+        """Answer ``req`` by calling ``respond`` exactly once (now, or when upstream answers)."""
+        state = self.state  # one config for the whole request
+        rid = request_id_bytes_from(req.request_id)
+        try:
+            self._dispatch(state, req, rid, respond)
+        except RouteError as exc:
+            self.metrics.reject(exc.status, reject_reason(exc.status))
+            self._done(
+                respond,
+                exc.status,
+                [JSON_HEADER, (REQUEST_ID_HEADER, rid)],
+                error_body(exc.message, rid.decode("latin-1")),
+            )
+        except AuthError as exc:
+            self.metrics.reject(401, "auth")
+            self._done(
+                respond,
+                401,
+                [
+                    JSON_HEADER,
+                    (REQUEST_ID_HEADER, rid),
+                    (b"www-authenticate", b'Bearer realm="endpoint"'),
+                ],
+                error_body(exc.reason, rid.decode("latin-1")),
+            )
+
+    @staticmethod
+    def _done(respond: Respond, status: int, headers: Headers, body: bytes) -> None:
+        respond(status, headers, body)
+
+    def _dispatch(self, state: RouterState, req: Request, rid: bytes, respond: Respond) -> None:
+        path, method = req.path, req.method
+        if path == b"/score":
+            if method != b"POST":
+                raise RouteError(f"use POST for /score (got {method.decode()})", 405)
+            self._proxy(state, req, rid, b"POST", b"/score", respond, mirrorable=True)
+            return
+        if method != b"GET":
+            if path in (b"/", b"/ready", b"/swagger.json", b"/metrics", b"/mirror/summary"):
+                raise RouteError(f"use GET for {path.decode()} (got {method.decode()})", 405)
+            raise RouteError(self._no_route(req), 404)
+        if path == b"/":
+            self._done(respond, 200, [_TEXT], b"Healthy")
+        elif path == b"/ready":
+            if self.draining:
+                self._done(respond, 503, [_TEXT], b"Draining")
+            else:
+                self._done(respond, 200, [_TEXT], b"Ready")
+        elif path == b"/metrics":
+            self._done(respond, 200, [_PROM], self.metrics.render(self))
+        elif path == b"/swagger.json":
+            self._proxy(state, req, rid, b"GET", b"/swagger.json", respond, mirrorable=False)
+        elif path == b"/mirror/summary":
+            self._authorize(state, req)
+            self._done(
+                respond,
+                200,
+                [JSON_HEADER, (REQUEST_ID_HEADER, rid)],
+                json.dumps(self.mirror_summary(state), indent=1).encode(),
+            )
+        else:
+            raise RouteError(self._no_route(req), 404)
+
+    @staticmethod
+    def _no_route(req: Request) -> str:
+        return f"no route {req.method.decode()} {req.path.decode('latin-1')}; routes: " + ", ".join(
+            ROUTES
+        )
+
+    @staticmethod
+    def _authorize(state: RouterState, req: Request) -> None:
+        authorize(state, req.authorization)
+
+    def mirror_summary(self, state: RouterState) -> dict[str, object]:
+        return {
+            "endpoint_name": state.config.endpoint_name,
+            "mirror_traffic": dict(state.config.mirror_traffic),
+            "traffic": dict(state.config.traffic),
+            "mirror_calls_in_flight": self.mirrors_in_flight,
+            "mirrors": {name: s.summary() for name, s in sorted(self.metrics.mirrors.items())},
+        }
+
+    def _proxy(
+        self,
+        state: RouterState,
+        req: Request,
+        rid: bytes,
+        method: bytes,
+        path: bytes,
+        respond: Respond,
+        mirrorable: bool,
+    ) -> None:
+        authorize(state, req.authorization)
+        rand = self._rand
+        target, mirror = route(state, req.pin, rand(), rand() if state.mirror_name else 1.0)
+        headers = req.headers  # owned by this request: extend in place
+        headers.append((REQUEST_ID_HEADER, rid))
+        upath = path + b"?" + req.query if req.query else path
+        pair = None
+        if mirror is not None and mirrorable:
+            pair = self._mirror_pair(mirror)
+        ex = _Exchange(self, target, rid, respond, pair, time.perf_counter())
+        self.in_flight += 1
+        self.client.send(target, method, upath, headers, req.body, state.timeout_s, ex.done)
+        if pair is not None and mirror is not None:  # the live request goes out first
+            self.client.send(
+                mirror, method, upath, headers, req.body, state.timeout_s, pair.mirror_done
+            )
+
+    def _mirror_pair(self, target: Target) -> _MirrorPair | None:
+        stats = self.metrics.mirror(target.name)
+        if self.mirrors_in_flight >= MIRROR_MAX_IN_FLIGHT:
+            stats.skipped += 1
+            return None
+        self.mirrors_in_flight += 1
+        return _MirrorPair(self, stats)
+
+
+@dataclass(slots=True, eq=False)
+class _Exchange:
+    """One proxied request waiting for its deployment's answer."""
+
+    router: Router
+    target: Target
+    rid: bytes
+    respond: Respond
+    pair: _MirrorPair | None
+    t0: float  # time.perf_counter() when sent
+
+    def done(self, resp: UpstreamResponse | None, err: UpstreamError | None) -> None:
+        router, target, rid = self.router, self.target, self.rid
+        router.in_flight -= 1
+        m = router.metrics.deployments.get(target.name) or router.metrics.deployment(target.name)
+        if resp is None:
+            assert err is not None
+            m.errors[err.kind] = m.errors.get(err.kind, 0) + 1
+            if self.pair is not None:
+                self.pair.live_done(None)
+            status, message = upstream_failure(err)
+            router.log_upstream_error(target.name, err.kind, rid, message)
+            router._done(
+                self.respond,
+                status,
+                [JSON_HEADER, (REQUEST_ID_HEADER, rid), (PIN_HEADER, target.name.encode())],
+                error_body(message, rid.decode("latin-1")),
+            )
+            return
+        m.latency.observe(time.perf_counter() - self.t0)
+        m.responses[resp.status] = m.responses.get(resp.status, 0) + 1
+        if self.pair is not None:
+            self.pair.live_done((resp.status, resp.body))
+        drop = _DROP_FROM_UPSTREAM
+        out = [h for h in resp.headers if h[0].lower() not in drop]
+        out.append((REQUEST_ID_HEADER, rid))
+        out.append((PIN_HEADER, target.name_bytes))
+        self.respond(resp.status, out, resp.body)
+
+
+class _MirrorPair:
+    """A mirrored copy and its live twin; whichever finishes second records the comparison."""
+
+    __slots__ = ("live", "live_set", "mirror", "router", "stats", "t0")
+
+    def __init__(self, router: Router, stats: MirrorStats) -> None:
+        self.router = router
+        self.stats = stats
+        self.t0 = time.perf_counter()
+        self.live: tuple[int, bytes] | None = None
+        self.live_set = False
+        self.mirror: tuple[UpstreamResponse | None, str | None, float] | None = None
+
+    def live_done(self, live: tuple[int, bytes] | None) -> None:
+        self.live, self.live_set = live, True
+        if self.mirror is not None:
+            self._record()
+
+    def mirror_done(self, resp: UpstreamResponse | None, err: UpstreamError | None) -> None:
+        self.router.mirrors_in_flight -= 1
+        self.mirror = (resp, err.kind if err else None, time.perf_counter() - self.t0)
+        if self.live_set:
+            self._record()
+
+    def _record(self) -> None:
+        resp, error, seconds = self.mirror  # type: ignore[misc]
+        self.stats.record(
+            resp.status if resp else None, seconds, error, self.live, resp.body if resp else b""
+        )
+
+
+def reject_reason(status: int) -> str:
+    """The ``reason`` label of ``router_rejected_total`` for a status the router answered."""
+    return {401: "auth", 404: "not_found", 405: "method", 400: "bad_request", 413: "too_large"}.get(
+        status, str(status)
+    )

@@ -1,0 +1,64 @@
+"""mlendpoints.client.Endpoint over real sockets: a router in front of two echo upstreams."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from mlendpoints import stack as stackmod
+from mlendpoints.client import Endpoint, EndpointError
+from tests.support.router import KEY1, KEY2, SIGNING, cfg, router, upstream
+
+
+@pytest.fixture(scope="module")
+def scoring_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with upstream("blue") as blue, upstream("green") as green:
+        config = cfg({"blue": blue.url, "green": green.url}, {"blue": 100, "green": 0})
+        with router(tmp_path_factory.mktemp("client"), config) as (proc, _):
+            yield f"{proc.url}/score"
+
+
+def test_invoke_returns_the_decoded_answer_and_pins(scoring_uri: str) -> None:
+    endpoint = Endpoint(scoring_uri, KEY1)
+    answer = endpoint.invoke({"data": [[1, 2]]})
+    assert answer["deployment"] == "blue"
+    assert json.loads(answer["body"]) == {"data": [[1, 2]]}
+    assert endpoint.invoke(b'{"raw": 1}', deployment="green")["deployment"] == "green"
+
+
+def test_invoke_raises_with_status_and_body(scoring_uri: str) -> None:
+    with pytest.raises(EndpointError) as err:
+        Endpoint(scoring_uri, "wrong-key").invoke({"data": []})
+    assert err.value.status == 401
+    assert "HTTP 401" in str(err.value)
+
+
+def test_post_default_body_and_ask_checks_expected_answers(scoring_uri: str) -> None:
+    body = b'{"data": [[3]]}'
+    answer = {"body": body.decode(), "deployment": "blue"}
+    endpoint = Endpoint(scoring_uri, body=body, expected={"blue": answer})
+    status, who, got = endpoint.post(credential=KEY1)
+    assert (status, who, json.loads(got)["body"]) == (200, "blue", body.decode())
+    # The echo answer carries a request id too, so it differs from EXPECTED: -1.
+    assert endpoint.ask(KEY1)[0] == -1
+    assert Endpoint(scoring_uri).ask(KEY2) == (200, "blue")  # no EXPECTED: any 200
+
+
+def test_from_stack_takes_the_uri_and_the_credential_of_the_auth_mode(
+    scoring_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    outputs = {
+        "scoring_uri": scoring_uri,
+        "endpoint_name": "diabetes",
+        "auth_mode": "key",
+        "primary_key": KEY1,
+        "secondary_key": KEY2,
+        "token_signing_key": SIGNING,
+    }
+    monkeypatch.setattr(stackmod, "read_outputs", lambda stack: outputs)
+    assert Endpoint.from_stack("dev").invoke({"data": [[1]]})["deployment"] == "blue"
+    assert Endpoint.from_stack("dev", key="secondary").credential == KEY2
+    monkeypatch.setitem(outputs, "auth_mode", "aml_token")
+    assert Endpoint.from_stack("dev").credential not in (None, KEY1, KEY2)
