@@ -70,26 +70,12 @@ class Declared(BaseModel):
     @classmethod
     def leaves(cls) -> dict[str, FieldInfo]:
         """Every setting, nested sections flattened (name -> field; names are unique)."""
-        out: dict[str, FieldInfo] = {}
-        for name, info in cls.model_fields.items():
-            section = _section(info)
-            if section:
-                out.update(section.leaves())
-            elif _is_setting(info):
-                out[name] = info
-        return out
+        return {name: info for name, (_, info) in _walk(cls).items()}
 
     @classmethod
     def key_paths(cls) -> dict[str, str]:
         """Every setting's key path in this model (name -> ``section.name`` when nested)."""
-        paths: dict[str, str] = {}
-        for name, info in cls.model_fields.items():
-            section = _section(info)
-            if section:
-                paths.update({leaf: f"{name}.{path}" for leaf, path in section.key_paths().items()})
-            elif _is_setting(info):
-                paths[name] = name
-        return paths
+        return {name: path for name, (path, _) in _walk(cls).items()}
 
     @classmethod
     def variables(cls) -> dict[str, str]:
@@ -228,6 +214,19 @@ def _extra(info: FieldInfo, key: str) -> list[str]:
 
 def _is_setting(info: FieldInfo) -> bool:
     return isinstance(info.json_schema_extra, dict) and "env" in info.json_schema_extra
+
+
+def _walk(cls: type[Declared]) -> dict[str, tuple[str, FieldInfo]]:
+    """Every setting of ``cls``, sections flattened: name -> (key path, field)."""
+    found: dict[str, tuple[str, FieldInfo]] = {}
+    for name, info in cls.model_fields.items():
+        section = _section(info)
+        if section:
+            nested = _walk(section).items()
+            found.update({leaf: (f"{name}.{path}", sub) for leaf, (path, sub) in nested})
+        elif _is_setting(info):
+            found[name] = (name, info)
+    return found
 
 
 def _env_vars(name: str, info: FieldInfo) -> tuple[str, ...]:
