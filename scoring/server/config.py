@@ -104,6 +104,8 @@ class Declared(BaseModel):
 
 
 class Workers(Declared):
+    """How many server processes a pod runs (stack config: ``deployments[i].worker_count``)."""
+
     worker_count: int = setting(1, ge=1, le=64, flags=("--workers", "-w", "--worker_count"))
     """Worker processes per pod, each with its own copy of the model (``run()`` holds the GIL)."""
 
