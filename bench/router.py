@@ -66,7 +66,12 @@ def _upstream(name: str, tmp: Path, real: bool) -> contextlib.AbstractContextMan
     if real:
         argv = [
             sys.executable,
-            *serve_args(SAMPLE / "score.py", SAMPLE / "model", "--workers", "1", port=port),
+            *serve_args(
+                SAMPLE / "score.py",
+                SAMPLE / "model",
+                *("--workers", "1", "--max-concurrent-requests-per-instance", "0"),
+                port=port,
+            ),
         ]
         ready = f"http://127.0.0.1:{port}/ready"
     else:

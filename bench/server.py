@@ -112,7 +112,10 @@ def payloads(work: Path) -> dict[tuple[str, int], Path]:
 
 def servers(names: list[str], model: Path, work: Path, port: int) -> list[Server]:
     script = str(SAMPLE / "score.py")
-    ours = [sys.executable, *serve_args(script, model, "--workers", "2", port=port)]
+    # Inline execution, no queue limit: what the published tables measured (the server's
+    # default is Azure's max_concurrent_requests_per_instance=1, a 1-slot queue per worker).
+    unlimited = ("--workers", "2", "--max-concurrent-requests-per-instance", "0")
+    ours = [sys.executable, *serve_args(script, model, *unlimited, port=port)]
     result = []
     for name in names:
         if name == "ours":
@@ -130,7 +133,7 @@ def servers(names: list[str], model: Path, work: Path, port: int) -> list[Server
             result.append(
                 Server(
                     name,
-                    [*ours, "--max-concurrent-requests-per-instance", "128"],
+                    [*ours, "--max-concurrent-requests-per-instance", "128"],  # last one wins
                     "/score",
                     cwd=REPO,
                 )
