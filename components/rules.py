@@ -22,8 +22,8 @@ from scoring.router.traffic import (
 
 __all__ = [
     "DNS1123_LABEL",
-    "MAX_NAME",
     "ENVIRONMENT_SOURCES",
+    "MAX_NAME",
     "check_environment_source",
     "check_mirror",
     "check_name",

@@ -33,7 +33,10 @@ def _linked_pages(text: str) -> list[str]:
 
 
 def test_the_path_filter_takes_paths_and_leaves_code() -> None:
-    text = "`scoring/router/main.py` `Makefile` `tests/support/` `/metrics` `init()` `a b/c` `RouterLimits`"
+    text = (
+        "`scoring/router/main.py` `Makefile` `tests/support/` "
+        "`/metrics` `init()` `a b/c` `RouterLimits` `Pulumi.<stack>.yaml`"
+    )
     assert _backticked_paths(text) == ["scoring/router/main.py", "Makefile", "tests/support/"]
 
 
