@@ -212,17 +212,17 @@ ensure_built() {
   else step "build pause image" build_pause; fi
   if stamp_ok "$METRICS_SERVER_DIR/.complete" "$(addon_key "metrics-server@$METRICS_SERVER_VERSION")"
   then say "metrics-server $METRICS_SERVER_VERSION: cached"
-  else build_step "build metrics-server $METRICS_SERVER_VERSION" "METRICS_EXPECT" build_metrics_server; fi
+  else build_step "build metrics-server $METRICS_SERVER_VERSION" "12 min" build_metrics_server; fi
   if stamp_ok "$LOCAL_PATH_DIR/.complete" \
        "$(addon_key "local-path-provisioner@$LOCAL_PATH_PROVISIONER_VERSION")"
   then say "local-path-provisioner $LOCAL_PATH_PROVISIONER_VERSION: cached"
-  else build_step "build local-path-provisioner $LOCAL_PATH_PROVISIONER_VERSION" "LOCALPATH_EXPECT" \
+  else build_step "build local-path-provisioner $LOCAL_PATH_PROVISIONER_VERSION" "4 min" \
          build_local_path; fi
   if stamp_ok "$BUSYBOX_DIR/.complete" "$(busybox_key)"; then say "busybox helper image: cached"
   else step "build busybox helper image" build_busybox; fi
   if stamp_ok "$VERSITYGW_DIR/.complete" "$(addon_key "versitygw@$VERSITYGW_VERSION")"
   then say "versitygw $VERSITYGW_VERSION: cached"
-  else build_step "build versitygw $VERSITYGW_VERSION" "VERSITYGW_EXPECT" build_versitygw; fi
+  else build_step "build versitygw $VERSITYGW_VERSION" "3 min" build_versitygw; fi
 }
 
 # ---------------------------------------------------------------------------- helpers
