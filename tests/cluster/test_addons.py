@@ -112,7 +112,7 @@ def test_metrics_api_reports_a_pods_cpu_and_memory(namespace: str) -> None:
     assert set(got) >= {"cpu", "memory"}, got
     assert got["memory"].endswith("Ki") and int(got["memory"][:-2]) > 0, got
     # The node's figures too: what `kubectl top nodes` and an HPA read.
-    nodes = kubectl_json("get", "--raw", "/apis/metrics.k8s.io/v1beta1/nodes")
+    nodes = json.loads(kubectl("get", "--raw", "/apis/metrics.k8s.io/v1beta1/nodes"))
     assert [n["metadata"]["name"] for n in nodes["items"]] == ["ml-endpoints"]
     assert int(nodes["items"][0]["usage"]["memory"].removesuffix("Ki")) > 0
     top = kubectl("top", "pod", "idle", "-n", namespace, "--no-headers")
@@ -167,10 +167,13 @@ def _s3_env() -> dict[str, str]:
 
 def _s3_client(env: dict[str, str], endpoint: str) -> Any:
     import boto3  # the dev extra; only this tier needs it
+    from botocore.config import Config
 
     return boto3.client(
         "s3",
         endpoint_url=endpoint,
+        # SigV4 for presigned URLs too (boto3 presigns S3 with SigV2 unless told), path-style.
+        config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
         region_name=env["AWS_REGION"],
         aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
