@@ -1,6 +1,7 @@
 """Router benchmark: one upstream reached directly, through HAProxy, and through the router.
 
-``python -m bench.router [--duration S] [--connections 1,8,64] [--rounds N] [--echo]`` (not a
+``python -m bench.router [--duration S] [--connections 1,8,64] [--rounds N] [--set all|plain|tls]
+[--echo]`` (not a
 test; prints a table).
 
 Upstreams: the real inference server on samples/diabetes (``python -m scoring serve``, one
@@ -13,7 +14,9 @@ router with 50% of requests mirrored: to a third instance on the same cores
 (``router+mirror50``), and to a near-free static responder standing in for a candidate whose
 CPU is elsewhere, as in a cluster (``router+mirror50ext``). The proxy CPU column is the
 proxy process's user+system CPU per request (less sensitive to a busy machine than req/s).
-Load: wrk from Debian, on the same 2 cores; the load average is printed with the table
+HTTPS rows (``--set tls``, or ``all``): the router with ``tls`` against HAProxy terminating
+TLS with the same certificate, key check and split, reusing connections and with a new
+connection (``Connection: close``) per request. Load: wrk from Debian, on the same 2 cores; the load average is printed with the table
 because other work on the machine moves every figure.
 """
 
