@@ -1,8 +1,7 @@
 """Router benchmark: one upstream reached directly, through HAProxy, and through the router.
 
-``python -m bench.router [--duration S] [--connections 1,8,64] [--rounds N] [--set all|plain|tls]
-[--echo]`` (not a
-test; prints a table).
+``python -m bench.router [--duration S] [--connections 1,8,64] [--rounds N]
+[--set all|plain|tls] [--echo]`` (not a test; prints a table).
 
 Upstreams: the real inference server on samples/diabetes (``python -m scoring serve``, one
 worker each) when it and the trained model exist, else ``tests/assets/echo_upstream.py`` (a
@@ -16,8 +15,9 @@ CPU is elsewhere, as in a cluster (``router+mirror50ext``). The proxy CPU column
 proxy process's user+system CPU per request (less sensitive to a busy machine than req/s).
 HTTPS rows (``--set tls``, or ``all``): the router with ``tls`` against HAProxy terminating
 TLS with the same certificate, key check and split, reusing connections and with a new
-connection (``Connection: close``) per request. Load: wrk from Debian, on the same 2 cores; the load average is printed with the table
-because other work on the machine moves every figure.
+connection (``Connection: close``) per request. Load: wrk from Debian, on the same 2 cores;
+the load average is printed with the table because other work on the machine moves every
+figure.
 """
 
 from __future__ import annotations
