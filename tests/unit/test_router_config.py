@@ -290,3 +290,18 @@ def test_tls_and_credential_files_are_checked_when_loaded(tmp_path: Path) -> Non
         load(internal_credential_file=str(tmp_path / "empty"))
     assert problems(metrics_port=0)[0].startswith("metrics_port:")
     assert problems(max_token_lifetime_s=10)[0].startswith("max_token_lifetime_s:")
+
+
+def test_token_route_without_keys_says_what_is_missing() -> None:
+    from scoring.router.auth import AuthError
+    from scoring.router.config import Secrets
+    from scoring.router.dispatch import Request, token_for
+
+    config = parse_config(json.dumps({**BASE, "auth_mode": "aml_token"}))
+    state = RouterState.build(config, Secrets(None, None, b"k" * 32))
+    req = Request(b"POST", b"/token", b"", [], b"", authorization=b"Bearer anything")
+    with pytest.raises(AuthError, match="no keys to exchange for a token"):
+        token_for(state, req)
+    state = RouterState.build(config, Secrets(b"key1", None, b"k" * 32))
+    req.authorization = b"Bearer key1"
+    assert json.loads(token_for(state, req))["tokenType"] == "Bearer"
