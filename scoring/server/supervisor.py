@@ -280,6 +280,7 @@ def worker(settings: Settings, sock: socket.socket | None) -> int:
         collect=settings.collect,
         sampling_rate=settings.collect_sampling_rate,
         sink=sink,
+        cors_origins=settings.cors_origins,
     )
     config = uvicorn.Config(
         app,
