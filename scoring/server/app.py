@@ -19,6 +19,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, cast
+from urllib.parse import parse_qsl
 
 from scoring.common.http_errors import error_body
 from scoring.common.logs import Log
@@ -420,7 +421,8 @@ class ScoringApp:
                     raise ScoringError("init() has not finished in this worker", 503)
                 status, ctype, body = 200, _TEXT, b"Ready"
             elif route == "/swagger.json":
-                version = pick_version(query_args(scope.get("query_string", b"")).get("version"))
+                query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+                version = pick_version(query.get("version"))
                 if version not in self._swagger:
                     doc = self.scorer.swagger(version)
                     self._swagger[version] = json.dumps(doc, indent=2).encode()

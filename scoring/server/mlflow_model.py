@@ -52,6 +52,7 @@ class MlflowScorer:
         self.model_dir = model_dir
         self.model: Any = None
         self.columns: list[str] | None = None
+        self.types: dict[str, str] = {}  # column -> the signature's type name ("double", ...)
         self.widen: dict[str, str] = {}  # column -> "float" | "datetime", from the signature
         self.signature: Any = None
         self.call: Score = self._call
@@ -89,7 +90,8 @@ class MlflowScorer:
             self.columns = list(schema.input_names())
             if not schema.is_tensor_spec():
                 for spec in schema.inputs:
-                    kind = str(getattr(spec.type, "name", spec.type))
+                    kind = _type_name(spec.type)
+                    self.types[str(spec.name)] = kind
                     if kind in ("double", "float"):
                         self.widen[str(spec.name)] = "float"
                     elif kind == "datetime":
@@ -182,7 +184,7 @@ class MlflowScorer:
 
         schema = output = None
         if self.columns:
-            example_row = [_EXAMPLE.get(self.widen.get(c, ""), 0) for c in self.columns]
+            example_row = [_EXAMPLE.get(self.types.get(c, ""), 0) for c in self.columns]
             properties: dict[str, Any] = {
                 "input_data": {
                     "type": "object",
@@ -203,7 +205,7 @@ class MlflowScorer:
                 properties["params"] = {
                     "type": "object",
                     "properties": {
-                        p.name: {"type": _JSON_TYPES.get(str(p.dtype), "string")}
+                        p.name: {"type": _JSON_TYPES.get(_type_name(p.dtype), "string")}
                         for p in params.params
                     },
                     "example": {p.name: p.default for p in params.params},
@@ -217,7 +219,20 @@ class MlflowScorer:
         )
 
 
-_EXAMPLE: dict[str, Any] = {"float": 0.0, "datetime": "2024-01-01T00:00:00"}
+_EXAMPLE: dict[str, Any] = {
+    "boolean": True,
+    "double": 0.15,
+    "float": 0.15,
+    "string": "sample string",
+    "datetime": "2024-01-01T00:00:00",
+}
+
+
+def _type_name(kind: Any) -> str:
+    """An MLflow ``DataType`` as its name (``double``), whatever MLflow version."""
+    return str(getattr(kind, "name", kind))
+
+
 _JSON_TYPES = {
     "boolean": "boolean",
     "integer": "integer",

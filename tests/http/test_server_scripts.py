@@ -51,7 +51,7 @@ def test_request_headers_parameter_and_get_with_query() -> None:
         }
         got = httpx.get(proc.url + "/score", params={"name": "x", "n": ["1", "2"]})
         assert got.status_code == 200
-        assert got.json()["raw"] == {"name": "x", "n": ["1", "2"]}
+        assert got.json()["raw"] == {"name": "x", "n": [1, 2]}  # JSON values, as Azure
         unserialisable = httpx.post(
             proc.url + "/score", json="a set", headers={"x-request-id": "set"}
         )
@@ -75,6 +75,20 @@ def test_schema_script_gets_a_parsed_numpy_array(schema_server: Proc, model_dir:
     resp = httpx.post(schema_server.url + "/score", json={"data": data})
     assert resp.status_code == 200
     assert resp.json() == {"predictions": expected(model_dir, data), "type": "ndarray"}
+
+
+def test_schema_script_rejects_other_media_types(schema_server: Proc) -> None:
+    resp = httpx.post(
+        schema_server.url + "/score",
+        content=b"{}",
+        headers={"content-type": "application/octet-stream", "x-request-id": "media"},
+    )
+    assert resp.status_code == 415
+    assert resp.json() == error_json(
+        "Content-Type 'application/octet-stream' is not supported; send "
+        "application/json (or text/plain for scripts that read the raw string)",
+        "media",
+    )
 
 
 def test_schema_swagger_describes_inputs_and_outputs(schema_server: Proc) -> None:
