@@ -151,6 +151,7 @@ class ScoringApp:
         origins = [o.strip() for o in (cors_origins or "").split(",") if o.strip()]
         self._cors_any = "*" in origins
         self._cors = frozenset(o.encode("latin-1") for o in origins)
+        self._cors_vary = not self._cors_any and len(self._cors) > 1
 
     # -- lifecycle -------------------------------------------------------------------------
     async def _lifespan(self, receive: Receive, send: Send) -> None:
@@ -350,16 +351,19 @@ class ScoringApp:
         """Request-id and CORS headers of every answer, as Microsoft's server sends them.
 
         ``x-ms-request-id`` echoes the caller's (deprecated) one, else the client request id,
-        else the request id; ``x-ms-client-request-id`` is echoed when given.
+        else the request id; ``x-ms-client-request-id`` is echoed when given (else the
+        deprecated one). CORS headers go only to an allowed ``Origin``; ``Vary: Origin`` when
+        several origins are allowed (flask-cors' rule).
         """
-        client = client_request_id_from(client_rid)
-        legacy: bytes = client_request_id_from(ms_rid) or client or rid
+        legacy_given = client_request_id_from(ms_rid)
+        client = client_request_id_from(client_rid) or legacy_given
+        legacy: bytes = legacy_given or client or rid
         out = [(b"x-request-id", rid), (b"x-ms-request-id", legacy)]
         if client is not None:
             out.append((b"x-ms-client-request-id", client))
         if origin is not None and self._origin_allowed(origin):
             out.append((b"access-control-allow-origin", b"*" if self._cors_any else origin))
-            if not self._cors_any:
+            if self._cors_vary:
                 out.append((b"vary", b"Origin"))
         return out
 
@@ -399,6 +403,8 @@ class ScoringApp:
             found.get(b"x-ms-client-request-id"),
             found.get(b"origin"),
         )
+        if route == "/score":
+            headers.append((b"x-ms-run-function-failed", b"False"))
         try:
             if route == "/score":
                 if method == "GET":  # values parsed as JSON where they are, as Microsoft's

@@ -30,9 +30,17 @@ def _same_structure(ms: httpx.Response, ours: httpx.Response) -> None:
         if defs == "definitions"
         else (lambda d: d["components"]["schemas"])
     )
-    for name in ("ServiceInput", "ServiceOutput"):
-        assert pick(a)[name] == pick(b)[name], name
+    ours_input = dict(pick(b)["ServiceInput"])
+    required = ours_input.pop("required", [])
+    assert set(required) <= set(ours_input.get("properties", {})), required
+    assert pick(a)["ServiceInput"] == ours_input
+    assert pick(a)["ServiceOutput"] == pick(b)["ServiceOutput"]
     assert set(a["paths"]) >= {"/", "/score"} and set(b["paths"]) >= {"/", "/score"}
+
+
+def _form_body(ms: httpx.Response, ours: httpx.Response) -> None:
+    assert ms.json()["length"] == 0
+    assert ours.json()["length"] > 0
 
 
 def _fresh_id(ms: httpx.Response, ours: httpx.Response) -> None:
@@ -48,13 +56,6 @@ def _header_lookup(ms: httpx.Response, ours: httpx.Response) -> None:
     """Microsoft's plain dict misses a lower-case name; ours finds the header."""
     assert ms.json() == {"test-header": None}
     assert ours.json() == {"test-header": "v"}
-
-
-def _ours_json_404(ms: httpx.Response, ours: httpx.Response) -> None:
-    """Flask's HTML page on Microsoft's side; a JSON error naming the routes on ours."""
-    assert ms.headers["content-type"].startswith("text/html")
-    assert ours.headers["content-type"] == "application/json"
-    assert ours.json()["message"].startswith("no route '/nope'")
 
 
 def _options_rawhttp(ms: httpx.Response, ours: httpx.Response) -> None:
@@ -86,8 +87,17 @@ ERROR_BODY = Difference(
     "the request id ties the answer to the log line; messages say what to change",
 )
 
+CORS_WITHOUT_ORIGIN = Difference(
+    "cors-no-origin",
+    "CORS headers on a request without `Origin` (`AML_CORS_ORIGINS` set)",
+    "`Access-Control-Allow-Origin` with the first listed origin (flask-cors' `always_send`)",
+    "none: CORS headers only answer an allowed `Origin`",
+    "browsers always send `Origin`; other clients ignore CORS headers",
+)
+
 DIFFERENCES: tuple[Difference, ...] = (
     ERROR_BODY,
+    CORS_WITHOUT_ORIGIN,
     Difference(
         "json-error-in-run",
         "Plain `run(raw_data)` whose `json.loads` fails (malformed or empty body)",
@@ -96,6 +106,16 @@ DIFFERENCES: tuple[Difference, ...] = (
         "the caller sent a bad body: a 4xx tells clients not to retry and alerts not to fire",
         500,
         400,
+    ),
+    Difference(
+        "form-body-plain",
+        "Plain `run(raw_data)` sent a form-encoded body (`curl -d`'s default)",
+        '`raw_data` is `""` (Flask consumed the body as a form)',
+        "`raw_data` is the body",
+        "the script gets what was sent",
+        None,
+        None,
+        _form_body,
     ),
     Difference(
         "schema-conversion",
@@ -151,22 +171,14 @@ DIFFERENCES: tuple[Difference, ...] = (
         "swagger-text",
         "`/swagger.json` generated for a script",
         "Microsoft's template (title `ML service`, its descriptions)",
-        "same version, paths and `ServiceInput`/`ServiceOutput` schemas; title is the "
-        "script's name, descriptions ours, `ErrorResponse` lists `error` and `request_id` too",
-        "the schemas are what clients generate code from; they are identical",
+        "same version, paths and `ServiceInput`/`ServiceOutput` schemas, plus `required` "
+        "naming `run()`'s arguments without a default; title is the script's name, "
+        "descriptions ours, `ErrorResponse` lists `error` and `request_id` too",
+        "the schemas are what clients generate code from; `required` tells them which "
+        "keys they must send",
         None,
         None,
         _same_structure,
-    ),
-    Difference(
-        "unknown-path",
-        "Unknown path (`GET /nope`)",
-        "404, Flask's HTML page",
-        "404, JSON error naming the routes",
-        "every error is JSON with `message`",
-        None,
-        None,
-        _ours_json_404,
     ),
     Difference(
         "rawhttp-options",
