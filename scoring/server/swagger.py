@@ -23,6 +23,13 @@ _ERROR = {
         "request_id": {"type": "string"},
     },
 }
+_HEALTH = {
+    "get": {
+        "operationId": "ServiceHealthCheck",
+        "description": "Simple health check endpoint to ensure the service is up.",
+        "responses": {"200": {"description": "Healthy"}},
+    }
+}
 #: ``?version=`` value -> the document version it selects (azmlinfsrv's aliases).
 VERSIONS = {"2": "2", "2.0": "2", "3": "3", "3.0": "3", "3.1": "3.1"}
 _USER_FILES = {"2": ("swagger.json", "swagger2.json"), "3": ("swagger3.json",), "3.1": ()}
@@ -81,13 +88,7 @@ def _swagger2(info: dict[str, Any], inputs: Any, outputs: Any) -> dict[str, Any]
             "Bearer": {"type": "apiKey", "name": "Authorization", "in": "header"}
         },
         "paths": {
-            "/": {
-                "get": {
-                    "operationId": "ServiceHealthCheck",
-                    "description": "Simple health check endpoint to ensure the service is up.",
-                    "responses": {"200": {"description": "Healthy"}},
-                }
-            },
+            "/": _HEALTH,
             "/score": {
                 "post": {
                     "operationId": "RunMLService",
@@ -127,13 +128,7 @@ def _openapi3(info: dict[str, Any], inputs: Any, outputs: Any, openapi: str) -> 
         "info": info,
         "security": [{"Bearer": []}],
         "paths": {
-            "/": {
-                "get": {
-                    "operationId": "ServiceHealthCheck",
-                    "description": "Simple health check endpoint to ensure the service is up.",
-                    "responses": {"200": {"description": "Healthy"}},
-                }
-            },
+            "/": _HEALTH,
             "/score": {
                 "post": {
                     "operationId": "RunMLService",
