@@ -88,16 +88,13 @@ class ScriptScorer:
         self.required_args: tuple[str, ...] = ()
         self.accepts_kwargs = False
         self.raw_http = False
+        # A plain run(raw) script reads any body as text, as on Microsoft's server.
+        self.any_content_type = True
         self.call: Score = self._not_ready
 
     @property
     def source(self) -> str:
         return str(self.path)
-
-    @property
-    def any_content_type(self) -> bool:
-        """A plain ``run(raw)`` script reads any body as text, as on Microsoft's server."""
-        return not self.schema_args and not self.raw_http
 
     @property
     def code_dir(self) -> Path:
@@ -168,6 +165,7 @@ class ScriptScorer:
                 n for n, p in params.items() if n in self.schema_args and p.default is p.empty
             )
             self.call = self._call_schema
+            self.any_content_type = False
         elif self.wants_headers:
             self.call = lambda raw, headers: run(raw, request_headers=headers)
         else:
