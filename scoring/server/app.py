@@ -431,7 +431,7 @@ class ScoringApp:
                 version = pick_version(query.get("version"))
                 if version not in self._swagger:
                     doc = self.scorer.swagger(version)
-                    self._swagger[version] = json.dumps(doc, indent=2).encode()
+                    self._swagger[version] = json.dumps(doc).encode()  # as azmlinfsrv
                 status, ctype, body = 200, _JSON, self._swagger[version]
             elif route == "/metrics":
                 status, ctype, body = 200, _METRICS, self.stats.render()

@@ -253,6 +253,16 @@ CASES = [
     ),
     Case("raw-text", "rawhttp", body=b"words", headers={"Content-Type": "text/plain"}),
     Case("raw-options", "rawhttp", "OPTIONS", differs="rawhttp-options"),
+    # the user's own swagger documents, served as they are
+    Case("own-swagger", "own_swagger/score", "GET", "/swagger.json"),
+    Case("own-swagger-3", "own_swagger/score", "GET", "/swagger.json?version=3"),
+    Case(
+        "own-swagger-3.1",
+        "own_swagger/score",
+        "GET",
+        "/swagger.json?version=3.1",
+        differs="swagger-text",
+    ),
     # AMLResponse in every form
     *[
         post(f"response-{form}", "response", {"form": form})
@@ -288,7 +298,7 @@ def servers(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         found = {}
         for name in names:
             script = SCRIPTS / f"{name}.py"
-            collect = tmp_path_factory.mktemp(f"collect-{name}")
+            collect = tmp_path_factory.mktemp("collect")
             ms = stack.enter_context(serve_azmlinfsrv(script, model_dir, env=ENV))
             ours = stack.enter_context(
                 serve(
