@@ -1,26 +1,37 @@
 """Data collection: a script's ``Collector(name).collect(data, context)`` and the server's
 automatic ``model_inputs``/``model_outputs``, written as rolling JSONL files.
 
-Layout (as Azure's data collector): ``<dir>/<collection>/YYYY/MM/DD/HH/<pid>-<n>.jsonl``;
-a file rolls over every hour and past ``max_file_bytes``. One record per line::
+Layout and records as Azure's data collector, so Azure monitoring code reads them unchanged:
+``<dir>/<endpoint>/<deployment>/<collection>/yyyy/MM/dd/HH/<pid>-<time>-<n>.jsonl``, a new
+file every ``rolling_rate`` (minute, hour, day) and past ``max_file_bytes``. One record per
+line, CloudEvents-style::
 
-    {"collection": "model_inputs", "request_id": "…", "correlation_id": "…",
-     "time": "2026-…Z", "data": …}
+    {"specversion":"1.0","id":"…","source":"/endpoints/<e>/deployments/<d>",
+     "type":"azureml.inference.model_inputs","datacontenttype":"application/json",
+     "time":"2026-…Z","correlationid":"…","xrequestid":"…","contentrange":"bytes 0-41/42",
+     …, "data": …}
+
+A payload over ``payload_max_bytes`` is stored in its own file beside the record, which then
+carries ``"dataref": "<path relative to dir>"`` instead of ``data`` (Azure does this past 4 MB).
 
 Records are buffered in memory and written by the server every 0.5 s, never on the request
 path. Sampling is decided once per request, so a request's inputs and outputs are kept or
-dropped together. Nothing here ever fails a request: a full disk, an unwritable folder or
-unserialisable data is counted (``scoring_collection_failures_total``) and logged at most
-every 30 s.
+dropped together; they are also written together or not at all. Nothing here ever fails a
+request: a full disk, an unwritable folder or unserialisable data drops whole records,
+counted by reason (``scoring_collection_dropped_total{reason}``) and logged at most every
+30 s; ``scoring_collected_records_total`` counts exactly the lines on disk.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import re
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -67,26 +78,43 @@ def _default(value: Any) -> Any:
 
 
 class Sink:
-    """This process's writer of collected records (buffered, rolling files)."""
+    """This process's writer of collected records: buffered, written in whole records.
+
+    Each flush writes a batch per file with one ``os.write`` to an ``O_APPEND`` descriptor;
+    a short or failed write is cut back (``ftruncate``) to the file's last good size, and the
+    batch is retried record by record, so a full disk drops whole records (counted by reason)
+    and never leaves a partial line. A request's ``model_inputs`` and ``model_outputs`` are a
+    group: if the output line cannot be written, the input line is cut back too.
+    """
 
     def __init__(
-        self, root: Path, max_file_bytes: int = 10 * 1024 * 1024, stats: Stats | None = None
+        self,
+        root: Path,
+        max_file_bytes: int = 10 * 1024 * 1024,
+        stats: Stats | None = None,
+        *,
+        endpoint: str = "local",
+        deployment: str = "default",
+        rolling_rate: str = "hour",
+        payload_max_bytes: int = 4 * 1024 * 1024,
     ) -> None:
         self.root = root
         self.max_file_bytes = max_file_bytes
         self.stats = stats
+        self.endpoint = endpoint
+        self.deployment = deployment
+        self.source = f"/endpoints/{endpoint}/deployments/{deployment}"
+        self.period = _PERIOD[rolling_rate]
+        self.payload_max_bytes = payload_max_bytes
         self.pid = os.getpid()
         self._lock = threading.Lock()
-        self._pending: list[tuple[str, str]] = []
-        self._files: dict[str, tuple[str, Path, int]] = {}  # collection -> (hour, path, size)
+        self._pending: list[list[tuple[str, bytes]]] = []
+        self._files: dict[str, _OpenFile] = {}
         self._seq = 0
         self._last_warning = 0.0
-        self.failed = 0
+        self.dropped: dict[str, int] = {}
 
-    def add(self, collection: str, line: str) -> None:
-        with self._lock:
-            self._pending.append((collection, line))
-
+    # -- queueing (request path: string building and a list append) ---------------------
     def record(
         self, collection: str, data: Any, correlation_id: str | None, request_id: str | None
     ) -> None:
@@ -94,71 +122,157 @@ class Sink:
         try:
             body = json.dumps(data, default=_default)
         except Exception as exc:  # unserialisable data: count, never raise into run()
-            self._fail(1, f"collection {collection!r}: data is not serialisable ({exc})")
+            self._drop(1, "unserialisable", f"collection {collection!r}: data is not JSON ({exc})")
             return
-        line = (
-            f'{{"collection":{json.dumps(collection)},"request_id":{json.dumps(request_id)},'
-            f'"correlation_id":{json.dumps(correlation_id)},"time":"{utc_timestamp()}",'
-            f'"data":{body}}}\n'
-        )
-        self.add(collection, line)
+        kind = f"{type(data).__module__}.{type(data).__qualname__}"
+        line = self._envelope(collection, body, correlation_id, request_id, kind)
+        with self._lock:
+            self._pending.append([(collection, line)])
 
     def record_pair(self, request_id: str, input_json: str, output_json: str) -> None:
         """Queue a request's ``model_inputs`` and ``model_outputs`` (already JSON, one line
-        each; ``request_id`` is sanitised, so it needs no escaping)."""
-        head = (
-            f'"request_id":"{request_id}","correlation_id":"{request_id}",'
-            f'"time":"{utc_timestamp()}","data":'
-        )
+        each; ``request_id`` is sanitised, so it needs no escaping): written together or not
+        at all."""
+        group = [
+            ("model_inputs", self._envelope("model_inputs", input_json, request_id, request_id)),
+            ("model_outputs", self._envelope("model_outputs", output_json, request_id, request_id)),
+        ]
         with self._lock:
-            self._pending.append(
-                ("model_inputs", f'{{"collection":"model_inputs",{head}{input_json}}}\n')
-            )
-            self._pending.append(
-                ("model_outputs", f'{{"collection":"model_outputs",{head}{output_json}}}\n')
-            )
+            self._pending.append(group)
 
+    def _envelope(
+        self,
+        collection: str,
+        data: str,
+        correlation_id: str | None,
+        request_id: str | None,
+        kind: str = "json",
+    ) -> bytes:
+        """Azure's data collector record (CloudEvents 1.0 fields plus Azure's own)."""
+        size = len(data.encode())
+        head = (
+            f'{{"specversion":"1.0","id":"{uuid.uuid4()}","source":{json.dumps(self.source)},'
+            f'"type":"azureml.inference.{collection}","datacontenttype":"application/json",'
+            f'"time":"{utc_timestamp()}","correlationid":{json.dumps(correlation_id)},'
+            f'"xrequestid":{json.dumps(request_id)},"modelversion":"default",'
+            f'"collectdatatype":{json.dumps(kind)},"agent":"ml-endpoints",'
+            f'"contentrange":"bytes 0-{max(size - 1, 0)}/{size}"'
+        )
+        if size > self.payload_max_bytes:
+            # Marked for flush(): the payload goes to its own file beside the record.
+            return f'{head},"dataref":null}}\n'.encode() + _PAYLOAD + data.encode()
+        return f'{head},"data":{data}}}\n'.encode()
+
+    # -- writing (timer, off the request path) --------------------------------------------
     def flush(self) -> None:
-        """Write queued records to their files; failures are counted and logged."""
+        """Write queued records to their files; what cannot be written is dropped, counted."""
         with self._lock:
             if not self._pending:
                 return
             pending, self._pending = self._pending, []
-        by_name: dict[str, list[str]] = {}
-        for name, line in pending:
-            by_name.setdefault(name, []).append(line)
-        for name, lines in by_name.items():
-            data = "".join(lines).encode()
-            try:
-                path = self._file_for(name, len(data))
-                with open(path, "ab") as fh:
-                    fh.write(data)
-            except OSError as exc:
-                self._fail(
-                    len(lines),
-                    f"collection {name!r}: cannot write under "
-                    f"{str(self.root)!r} ({exc}); records dropped",
-                )
-                continue
-            if self.stats is not None:
-                self.stats.collected[name] = self.stats.collected.get(name, 0) + len(lines)
+        groups = [g for g in (self._externalise(group) for group in pending) if g is not None]
+        if not groups:
+            return
+        if not self._write_groups(groups):
+            for group in groups:  # the batch failed: save what fits, one group at a time
+                if not self._write_groups([group]):
+                    self._drop_group(group)
+                    continue
 
-    def _file_for(self, name: str, size: int) -> Path:
+    def _write_groups(self, groups: list[list[tuple[str, bytes]]]) -> bool:
+        """Append ``groups`` (one write per file); on any failure cut every file back."""
+        by_name: dict[str, list[bytes]] = {}
+        for group in groups:
+            for name, line in group:
+                by_name.setdefault(name, []).append(line)
+        written: list[tuple[_OpenFile, int]] = []
+        try:
+            for name, lines in by_name.items():
+                data = b"".join(lines)
+                f = self._file_for(name, len(data))
+                start = f.size
+                written.append((f, start))
+                if os.write(f.fd, data) != len(data):
+                    raise OSError(errno.ENOSPC, "short write")
+                f.size += len(data)
+        except OSError as exc:
+            for f, start in written:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(f.fd, start)
+                f.size = start
+            self._last_error = exc
+            return False
+        if self.stats is not None:
+            for name, lines in by_name.items():
+                self.stats.collected[name] = self.stats.collected.get(name, 0) + len(lines)
+        return True
+
+    def _externalise(self, group: list[tuple[str, bytes]]) -> list[tuple[str, bytes]] | None:
+        """Store large payloads beside their records (Azure's ``dataref``); None = dropped."""
+        if not any(_PAYLOAD in line for _, line in group):
+            return group
+        out = []
+        try:
+            for name, line in group:
+                record, sep, payload = line.partition(_PAYLOAD)
+                if sep:
+                    folder = self._folder(name)
+                    folder.mkdir(parents=True, exist_ok=True)
+                    path = folder / f"{uuid.uuid4()}.json"
+                    _write_whole(path, payload)
+                    ref = json.dumps(str(path.relative_to(self.root)))
+                    record = record.replace(b'"dataref":null', b'"dataref":' + ref.encode())
+                out.append((name, record))
+        except OSError as exc:
+            self._last_error = exc
+            self._drop_group(group)
+            return None
+        return out
+
+    def _folder(self, name: str) -> Path:
         hour = time.strftime("%Y/%m/%d/%H", time.gmtime())
+        return self.root / self.endpoint / self.deployment / name / hour
+
+    def _file_for(self, name: str, size: int) -> _OpenFile:
+        period = int(time.time()) // self.period
         current = self._files.get(name)
-        if current is None or current[0] != hour or current[2] + size > self.max_file_bytes:
-            folder = self.root / name / hour
+        if current is None or current.period != period or current.size + size > self.max_file_bytes:
+            if current is not None:
+                self.close_file(name)
+            folder = self._folder(name)
             folder.mkdir(parents=True, exist_ok=True)
             self._seq += 1
             path = folder / f"{self.pid}-{int(time.time())}-{self._seq}.jsonl"
-            current = (hour, path, 0)
-        self._files[name] = (hour, current[1], current[2] + size)
-        return current[1]
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+            current = self._files[name] = _OpenFile(path, fd, period)
+        return current
 
-    def _fail(self, count: int, why: str) -> None:
-        self.failed += count
+    def close_file(self, name: str) -> None:
+        """Close a collection's current file (it rolled, or the worker stops)."""
+        f = self._files.pop(name, None)
+        if f is not None:
+            with contextlib.suppress(OSError):
+                os.close(f.fd)
+
+    def close(self) -> None:
+        """Flush and close every file (the worker stops)."""
+        self.flush()
+        for name in list(self._files):
+            self.close_file(name)
+
+    def _drop_group(self, group: list[tuple[str, bytes]]) -> None:
+        exc = getattr(self, "_last_error", None)
+        full = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        self._drop(
+            len(group),
+            "disk_full" if full else "write_error",
+            f"cannot write under {str(self.root)!r} ({exc}); records dropped",
+        )
+
+    def _drop(self, count: int, reason: str, why: str) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + count
         if self.stats is not None:
-            self.stats.collection_failures += count
+            self.stats.dropped[reason] = self.stats.dropped.get(reason, 0) + count
         now = time.monotonic()
         if now - self._last_warning > 30:
             self._last_warning = now
@@ -166,8 +280,38 @@ class Sink:
                 "warning",
                 f"data collection failed: {why}",
                 event="collection_failure",
-                failures_total=self.failed,
+                reason=reason,
+                dropped_total=sum(self.dropped.values()),
             )
+
+
+class _OpenFile:
+    """A collection's current file: descriptor, size written so far, rolling period."""
+
+    __slots__ = ("fd", "path", "period", "size")
+
+    def __init__(self, path: Path, fd: int, period: int) -> None:
+        self.path = path
+        self.fd = fd
+        self.period = period
+        self.size = os.fstat(fd).st_size
+
+
+def _write_whole(path: Path, data: bytes) -> None:
+    """Write a payload file completely or not at all (temporary name, then rename)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+_PERIOD = {"minute": 60, "hour": 3600, "day": 86400}
+_PAYLOAD = b"\x00payload\x00"  # separates a large record from its payload until flush()
 
 
 _sink: Sink | None = None

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
@@ -28,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.fields import FieldInfo
 
 MiB = 1024 * 1024
+_PATH_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,62}")
 
 
 class SettingsError(ValueError):
@@ -135,7 +137,15 @@ class DataCollection(Declared):
     collect_max_file_bytes: int = setting(
         10 * MiB, ge=1, le=1024 * MiB, env=("DATA_COLLECTION_MAX_FILE_BYTES",)
     )
-    """A JSONL file rolls over to a new one past this size (and every hour)."""
+    """A JSONL file rolls over to a new one past this size (and every ``collect_rolling_rate``)."""
+    collect_rolling_rate: Literal["minute", "hour", "day"] = setting(
+        "hour", env=("DATA_COLLECTION_ROLLING_RATE",)
+    )
+    """How often a collection starts a new file (Azure's ``rolling_rate``)."""
+    collect_payload_max_bytes: int = setting(
+        4 * MiB, ge=1, le=1024 * MiB, env=("DATA_COLLECTION_PAYLOAD_MAX_BYTES",)
+    )
+    """A record's data larger than this goes to its own file, referenced by ``dataref``."""
 
 
 class DeploymentSettings(Workers):
@@ -176,7 +186,11 @@ class Settings(DataCollection, RequestSettings, Workers, _Where):
     """The inference server's configuration: ``DeploymentSettings`` flat, plus the rest."""
 
     collect_dir: Path = setting(Path("data-collection"), env=("DATA_COLLECTION_DIR",))
-    """Where collected JSONL files go (``<collection>/YYYY/MM/DD/HH/*.jsonl``)."""
+    """Where collected JSONL files go (``<endpoint>/<deployment>/<collection>/yyyy/MM/dd/HH/``)."""
+    endpoint_name: str = setting("local", env=("ML_ENDPOINTS_ENDPOINT",))
+    """The endpoint's name, in collected records' paths and ``source`` (set by the components)."""
+    deployment_name: str = setting("default", env=("ML_ENDPOINTS_DEPLOYMENT",))
+    """The deployment's name, in collected records' paths and ``source`` (set by the components)."""
     access_log: bool = setting(True)
     """One JSON line per request on stdout (passing probes left out; `/metrics` counts them)."""
     log_level: Literal["debug", "info", "warning", "error"] = setting("info")
@@ -352,6 +366,15 @@ def _check(s: Settings) -> None:
         )
     if s.internal_credential_file is not None:
         read_credential(s.internal_credential_file)
+    for flag, name in (
+        ("--endpoint-name", s.endpoint_name),
+        ("--deployment-name", s.deployment_name),
+    ):
+        if not _PATH_NAME.fullmatch(name):
+            raise SettingsError(
+                f"{flag}: {name!r} is not a name (1-63 of a-z, A-Z, 0-9, '-', '_'); it is a "
+                "folder of the collected data's paths"
+            )
     if s.execution == "inline" and s.max_concurrent_requests_per_instance > 0:
         raise SettingsError(
             "--execution: 'inline' cannot queue requests; set "

@@ -36,7 +36,7 @@ class Stats:
         self.run_seconds = 0.0
         self.in_flight = 0
         self.collected: dict[str, int] = {}
-        self.collection_failures = 0
+        self.dropped: dict[str, int] = {}
         self.ready = 0
 
     def observe(self, route: str, status: int, seconds: float) -> None:
@@ -62,7 +62,7 @@ class Stats:
             "run_seconds": self.run_seconds,
             "in_flight": self.in_flight,
             "collected": self.collected,
-            "collection_failures": self.collection_failures,
+            "collection_dropped": self.dropped,
             "ready": self.ready,
         }
 
@@ -109,7 +109,8 @@ def render(snaps: list[dict[str, Any]]) -> bytes:
     errors: dict[str, int] = {}
     latency: dict[str, list[float]] = {}
     collected: dict[str, int] = {}
-    run_seconds = failures = 0.0
+    dropped: dict[str, int] = {}
+    run_seconds = 0.0
     in_flight = ready = 0
     for snap in snaps:
         for route, status, n in snap["requests"]:
@@ -123,7 +124,8 @@ def render(snaps: list[dict[str, Any]]) -> bytes:
         for name, n in snap["collected"].items():
             collected[name] = collected.get(name, 0) + n
         run_seconds += snap["run_seconds"]
-        failures += snap["collection_failures"]
+        for reason, n in snap["collection_dropped"].items():
+            dropped[reason] = dropped.get(reason, 0) + n
         if _alive(snap["pid"]):
             in_flight += snap["in_flight"]
             ready += snap["ready"]
@@ -145,13 +147,18 @@ def render(snaps: list[dict[str, Any]]) -> bytes:
         "scoring_workers_ready", "gauge", "Workers whose init() succeeded and that are serving."
     )
     out.sample("scoring_workers_ready", ready)
-    out.family("scoring_collected_records_total", "counter", "Records written by data collection.")
+    out.family(
+        "scoring_collected_records_total",
+        "counter",
+        "Records data collection wrote (lines on disk).",
+    )
     for name, n in sorted(collected.items()):
         out.sample("scoring_collected_records_total", n, f'collection="{name}"')
     out.family(
-        "scoring_collection_failures_total",
+        "scoring_collection_dropped_total",
         "counter",
-        "Records data collection could not write.",
+        "Records data collection did not write, by reason (disk_full, write_error, ...).",
     )
-    out.sample("scoring_collection_failures_total", failures)
+    for reason, n in sorted(dropped.items()):
+        out.sample("scoring_collection_dropped_total", n, f'reason="{reason}"')
     return out.render()

@@ -264,7 +264,15 @@ def worker(settings: Settings, sock: socket.socket | None) -> int:
         script=scorer.source,
     )
     stats = Stats(settings.metrics_dir)
-    sink = collector.Sink(settings.collect_dir, settings.collect_max_file_bytes, stats)
+    sink = collector.Sink(
+        settings.collect_dir,
+        settings.collect_max_file_bytes,
+        stats,
+        endpoint=settings.endpoint_name,
+        deployment=settings.deployment_name,
+        rolling_rate=settings.collect_rolling_rate,
+        payload_max_bytes=settings.collect_payload_max_bytes,
+    )
     collector.configure(sink)
     app = ScoringApp(
         scorer,
@@ -304,4 +312,5 @@ def worker(settings: Settings, sock: socket.socket | None) -> int:
     server = DrainingServer(config)
     server.run(sockets=[sock] if sock is not None else None)
     app.flush()
+    sink.close()
     return 0

@@ -334,7 +334,7 @@ def test_metrics_count_requests_across_workers(client: httpx.Client) -> None:
 
 def _collected(folder: Path, collection: str) -> list[dict]:
     records = []
-    for path in sorted((folder / collection).rglob("*.jsonl")):
+    for path in sorted((folder / "local" / "default" / collection).rglob("*.jsonl")):
         records += [json.loads(line) for line in path.read_text().splitlines()]
     return records
 
@@ -348,20 +348,25 @@ def test_collected_files_hold_inputs_and_outputs_by_request_id(
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         inputs = [
-            r for r in _collected(collect_dir, "model_inputs") if r["request_id"] == "collect-me"
+            r for r in _collected(collect_dir, "model_inputs") if r["xrequestid"] == "collect-me"
         ]
         outputs = [
-            r for r in _collected(collect_dir, "model_outputs") if r["request_id"] == "collect-me"
+            r for r in _collected(collect_dir, "model_outputs") if r["xrequestid"] == "collect-me"
         ]
         if inputs and outputs:
             break
         time.sleep(0.1)
     assert [r["data"] for r in inputs] == [{"data": data}]
     assert [r["data"] for r in outputs] == [resp.json()]
-    assert inputs[0]["correlation_id"] == outputs[0]["correlation_id"] == "collect-me"
-    files = list((collect_dir / "model_inputs").rglob("*.jsonl"))
+    assert inputs[0]["correlationid"] == outputs[0]["correlationid"] == "collect-me"
+    assert inputs[0]["type"] == "azureml.inference.model_inputs"
+    assert outputs[0]["type"] == "azureml.inference.model_outputs"
+    assert inputs[0]["specversion"] == "1.0"
+    assert inputs[0]["source"] == "/endpoints/local/deployments/default"
+    assert inputs[0]["id"] != outputs[0]["id"]
+    files = list((collect_dir / "local" / "default" / "model_inputs").rglob("*.jsonl"))
     assert all(
-        re.search(r"model_inputs/\d{4}/\d{2}/\d{2}/\d{2}/\d+-\d+-\d+\.jsonl$", str(f))
+        re.search(r"local/default/model_inputs/\d{4}/\d{2}/\d{2}/\d{2}/\d+-\d+-\d+\.jsonl$", str(f))
         for f in files
     )
 

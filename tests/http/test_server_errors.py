@@ -194,7 +194,7 @@ def test_unwritable_collection_folder_never_fails_a_request(
         failures = 0.0
         while time.monotonic() < deadline and failures < 10:
             for line in httpx.get(proc.url + "/metrics").text.splitlines():
-                if line.startswith("scoring_collection_failures_total "):
+                if line.startswith('scoring_collection_dropped_total{reason="write_error"} '):
                     failures = float(line.split()[1])
             time.sleep(0.1)
         assert failures == 10  # 5 inputs + 5 outputs counted

@@ -147,7 +147,7 @@ def test_azure_compat_script_runs_unchanged(model_dir: Path, tmp_path: Path) -> 
             records = {
                 name: [
                     json.loads(line)
-                    for f in (collected / name).rglob("*.jsonl")
+                    for f in (collected / "local" / "default" / name).rglob("*.jsonl")
                     for line in f.read_text().splitlines()
                 ]
                 for name in ("script_inputs", "script_outputs")
@@ -156,8 +156,8 @@ def test_azure_compat_script_runs_unchanged(model_dir: Path, tmp_path: Path) -> 
                 break
             time.sleep(0.1)
     (inp,), (out,) = records["script_inputs"], records["script_outputs"]
-    assert inp["request_id"] == out["request_id"] == "compat-1"
-    assert inp["correlation_id"] == out["correlation_id"] == "compat-1"
+    assert inp["xrequestid"] == out["xrequestid"] == "compat-1"
+    assert inp["correlationid"] == out["correlationid"] == "compat-1"
     assert inp["data"] == [dict(zip(map(str, range(10)), row, strict=True)) for row in data]
     assert out["data"] == [{"prediction": p} for p in expected(model_dir, data)]
 

@@ -175,6 +175,8 @@ def test_scoring_deployment_spec(assets: dict[str, Path]) -> None:
         "DATA_COLLECTION_ENABLED": "false",
         "DATA_COLLECTION_SAMPLING_RATE": "1.0",
         "DATA_COLLECTION_MAX_FILE_BYTES": "10485760",
+        "DATA_COLLECTION_ROLLING_RATE": "hour",
+        "DATA_COLLECTION_PAYLOAD_MAX_BYTES": "4194304",
         "AZUREML_MODEL_DIR": "/var/azureml-app/model",
         "AZUREML_ENTRY_SCRIPT": "/var/azureml-app/code/score.py",
         "EXTRA": "1",

@@ -22,7 +22,7 @@ import subprocess
 import sys
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 from pydantic.fields import FieldInfo
@@ -43,6 +43,8 @@ SERVER_ONLY = {
     "host",
     "port",
     "collect_dir",
+    "endpoint_name",
+    "deployment_name",
     "access_log",
     "log_level",
     "graceful_timeout_s",
@@ -89,6 +91,8 @@ def other_value(info: FieldInfo) -> Any:
         return not default
     if isinstance(default, float):
         return 0.5 if default != 0.5 else 0.25
+    if isinstance(default, str):  # a Literal: another of its choices
+        return next(c for c in get_args(info.annotation) if c != default)
     high = next((m.le for m in info.metadata if hasattr(m, "le")), None)
     return default + 1 if high is None or default + 1 <= high else default - 1
 

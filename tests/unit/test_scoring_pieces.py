@@ -170,16 +170,18 @@ def test_metrics_text_parses_with_prometheus_client() -> None:
     assert samples[("scoring_collected_records_total", (("collection", "model_inputs"),))] == 3
 
 
-def test_sink_rolls_files_and_counts_failures(tmp_path: Path) -> None:
+def test_sink_rolls_files_and_counts_drops(tmp_path: Path) -> None:
     stats = Stats(None)
-    sink = collector.Sink(tmp_path / "out", max_file_bytes=300, stats=stats)
+    sink = collector.Sink(tmp_path / "out", max_file_bytes=1024 * 1024, stats=stats)
     for i in range(6):
         sink.record("model_inputs", {"i": i}, f"c{i}", f"r{i}")
     sink.flush()
+    (first,) = (tmp_path / "out").rglob("*.jsonl")
+    sink.max_file_bytes = first.stat().st_size + 10  # the next record no longer fits
     sink.record("model_inputs", {"i": 6}, "c6", "r6")
     sink.flush()
-    files = sorted((tmp_path / "out" / "model_inputs").rglob("*.jsonl"))
-    assert len(files) == 2  # the second flush no longer fits in 300 bytes
+    files = sorted((tmp_path / "out" / "local" / "default" / "model_inputs").rglob("*.jsonl"))
+    assert len(files) == 2
     records = [json.loads(x) for f in files for x in f.read_text().splitlines()]
     assert [r["data"]["i"] for r in records] == list(range(7))
     assert stats.collected == {"model_inputs": 7}
@@ -188,8 +190,15 @@ def test_sink_rolls_files_and_counts_failures(tmp_path: Path) -> None:
     blocked.write_text("")
     bad = collector.Sink(blocked / "sub", stats=stats)
     bad.record("model_outputs", [1], "c", "r")
+    bad.record("model_outputs", {1, 2}, "c", "r")  # a set is not JSON: str() of it is
+    bad.record("model_outputs", object.__new__(_Unjsonable), "c", "r")
     bad.flush()  # must not raise
-    assert (bad.failed, stats.collection_failures) == (1, 1)
+    assert bad.dropped == stats.dropped == {"write_error": 2, "unserialisable": 1}
+
+
+class _Unjsonable:
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
 
 
 def test_collector_api_correlates_and_respects_sampling(tmp_path: Path) -> None:
@@ -214,7 +223,7 @@ def test_collector_api_correlates_and_respects_sampling(tmp_path: Path) -> None:
     }
     assert [r["data"] for r in rows["model_inputs"]] == [[{"a": 1}, {"a": 2}]]
     assert [r["data"] for r in rows["model_outputs"]] == [[0, 1]]
-    assert rows["model_outputs"][0]["correlation_id"] == "req-1"
+    assert rows["model_outputs"][0]["correlationid"] == "req-1"
     with pytest.raises(ValueError, match="Collector name 'bad name'"):
         collector.Collector(name="bad name")
 

@@ -1,0 +1,149 @@
+"""Data collection over real HTTP: Azure's record envelope and folder layout, large payloads
+stored beside their records, and a full disk (a real 64 KiB tmpfs) that drops whole pairs,
+never leaves a truncated line, and is counted exactly by the metrics."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.serving import SAMPLE, serve, train_sample
+
+pytestmark = pytest.mark.server
+
+_DAY_HOUR = r"\d{4}/\d{2}/\d{2}/\d{2}"
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train_sample(tmp_path_factory.mktemp("diabetes") / "model")
+
+
+def _lines(root: Path, collection: str) -> list[tuple[Path, str]]:
+    return [
+        (path, line)
+        for path in sorted(root.rglob("*.jsonl"))
+        if f"/{collection}/" in str(path)
+        for line in path.read_text().split("\n")[:-1]  # a file ends with a newline
+    ]
+
+
+def _metrics(url: str) -> dict[str, float]:
+    """``name{labels}`` -> value of the collection samples."""
+    out = {}
+    for line in httpx.get(url + "/metrics").text.splitlines():
+        if line.startswith(("scoring_collected_records_total", "scoring_collection_dropped")):
+            key, value = line.rsplit(" ", 1)
+            out[key] = float(value)
+    return out
+
+
+def _wait_accounted(url: str, records: int) -> dict[str, float]:
+    """Metrics once every queued record is either written or dropped (flushes are timed)."""
+    deadline = time.monotonic() + 20
+    found: dict[str, float] = {}
+    while time.monotonic() < deadline:
+        found = _metrics(url)
+        if sum(found.values()) >= records:
+            break
+        time.sleep(0.2)
+    return found
+
+
+def test_records_are_azure_envelopes_under_endpoint_and_deployment_folders(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "spool"
+    args = ["--collect", "true", "--collect-dir", str(root), "--endpoint-name", "ep"]
+    args += ["--deployment-name", "blue", "--collect-payload-max-bytes", "2000"]
+    small = {"data": [[0.01 * i for i in range(10)]]}
+    large = {"data": [[0.01 * i for i in range(10)]] * 40}  # ~2.5 KB of JSON
+    with serve(SAMPLE / "score.py", model_dir, *args) as proc:
+        answers = {}
+        for rid, body in (("small-1", small), ("large-1", large)):
+            resp = httpx.post(
+                proc.url + "/score",
+                content=json.dumps(body),
+                headers={"x-request-id": rid, "content-type": "application/json"},
+            )
+            assert resp.status_code == 200
+            answers[rid] = resp.json()
+        metrics = _wait_accounted(proc.url, 4)
+    assert metrics == {
+        'scoring_collected_records_total{collection="model_inputs"}': 2,
+        'scoring_collected_records_total{collection="model_outputs"}': 2,
+    }
+    inputs = {
+        json.loads(x)["xrequestid"]: (p, json.loads(x)) for p, x in _lines(root, "model_inputs")
+    }
+    outputs = {json.loads(x)["xrequestid"]: json.loads(x) for _, x in _lines(root, "model_outputs")}
+    assert set(inputs) == set(outputs) == {"small-1", "large-1"}
+    path, rec = inputs["small-1"]
+    assert re.search(rf"/ep/blue/model_inputs/{_DAY_HOUR}/\d+-\d+-\d+\.jsonl$", str(path))
+    assert rec["specversion"] == "1.0"
+    assert rec["type"] == "azureml.inference.model_inputs"
+    assert rec["source"] == "/endpoints/ep/deployments/blue"
+    assert rec["datacontenttype"] == "application/json"
+    assert rec["correlationid"] == "small-1"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", rec["time"])
+    assert rec["data"] == small
+    size = len(json.dumps(small).encode())  # the body as sent
+    assert rec["contentrange"] == f"bytes 0-{size - 1}/{size}"
+    assert outputs["small-1"]["data"] == answers["small-1"]
+    assert outputs["small-1"]["type"] == "azureml.inference.model_outputs"
+    big = inputs["large-1"][1]
+    assert "data" not in big
+    assert re.fullmatch(rf"ep/blue/model_inputs/{_DAY_HOUR}/[0-9a-f-]+\.json", big["dataref"])
+    assert json.loads((root / big["dataref"]).read_text()) == large
+    assert outputs["large-1"]["data"] == answers["large-1"]  # the output is small
+
+
+@contextlib.contextmanager
+def _tiny_disk(folder: Path, size: str) -> Iterator[Path]:
+    """A real filesystem of ``size`` (tmpfs) at ``folder``; root only."""
+    folder.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], check=True)
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_a_full_disk_drops_whole_pairs_never_half_lines_and_counts_them_exactly(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    sent = 300
+    with _tiny_disk(tmp_path / "disk", "64k") as root:
+        args = ["--collect", "true", "--collect-dir", str(root), "--workers", "2"]
+        with serve(SAMPLE / "score.py", model_dir, *args) as proc, httpx.Client() as client:
+            body = {"data": [[0.001 * i for i in range(10)]] * 3}
+            for i in range(sent):
+                resp = client.post(
+                    proc.url + "/score", json=body, headers={"x-request-id": f"r-{i}"}
+                )
+                assert resp.status_code == 200
+            metrics = _wait_accounted(proc.url, 2 * sent)
+            inputs = _lines(root, "model_inputs")
+            outputs = _lines(root, "model_outputs")
+    in_ids = [json.loads(line)["xrequestid"] for _, line in inputs]  # every line parses
+    out_ids = [json.loads(line)["xrequestid"] for _, line in outputs]
+    assert sorted(in_ids) == sorted(out_ids)  # pairs: both records or neither
+    assert len(set(in_ids)) == len(in_ids)
+    kept = len(in_ids)
+    assert 0 < kept < sent  # the disk did fill up
+    assert metrics == {
+        'scoring_collected_records_total{collection="model_inputs"}': kept,
+        'scoring_collected_records_total{collection="model_outputs"}': kept,
+        'scoring_collection_dropped_total{reason="disk_full"}': 2 * (sent - kept),
+    }
