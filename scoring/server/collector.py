@@ -97,6 +97,7 @@ class Sink:
         deployment: str = "default",
         rolling_rate: str = "hour",
         payload_max_bytes: int = 4 * 1024 * 1024,
+        spool_max_bytes: int | None = None,
     ) -> None:
         self.root = root
         self.max_file_bytes = max_file_bytes
@@ -106,6 +107,7 @@ class Sink:
         self.source = f"/endpoints/{endpoint}/deployments/{deployment}"
         self.period = _PERIOD[rolling_rate]
         self.payload_max_bytes = payload_max_bytes
+        self.spool_max_bytes = spool_max_bytes
         self.pid = os.getpid()
         self._lock = threading.Lock()
         self._pending: list[list[tuple[str, bytes]]] = []
@@ -170,6 +172,8 @@ class Sink:
             if not self._pending:
                 return
             pending, self._pending = self._pending, []
+        if self.spool_max_bytes is not None:
+            pending = self._within_spool(pending)
         groups = [g for g in (self._externalise(group) for group in pending) if g is not None]
         if not groups:
             return
@@ -178,6 +182,29 @@ class Sink:
                 if not self._write_groups([group]):
                     self._drop_group(group)
                     continue
+
+    def _within_spool(
+        self, pending: list[list[tuple[str, bytes]]]
+    ) -> list[list[tuple[str, bytes]]]:
+        """The groups that fit in the spool's limit; the rest dropped (``spool_full``)."""
+        from scoring.server.shipper import spool_usage
+
+        assert self.spool_max_bytes is not None
+        room = self.spool_max_bytes - spool_usage(self.root)
+        keep = []
+        for group in pending:
+            size = sum(len(line) for _, line in group)
+            if size > room:
+                self._drop(
+                    len(group),
+                    "spool_full",
+                    f"the spool {str(self.root)!r} holds its limit of {self.spool_max_bytes} "
+                    "bytes (is the destination reachable?); records dropped",
+                )
+                continue
+            room -= size
+            keep.append(group)
+        return keep
 
     def _write_groups(self, groups: list[list[tuple[str, bytes]]]) -> bool:
         """Append ``groups`` (one write per file); on any failure cut every file back."""
@@ -242,7 +269,7 @@ class Sink:
             folder = self._folder(name)
             folder.mkdir(parents=True, exist_ok=True)
             self._seq += 1
-            path = folder / f"{self.pid}-{int(time.time())}-{self._seq}.jsonl"
+            path = folder / f"{RUN}-{self.pid}-{int(time.time())}-{self._seq}.jsonl"
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
             current = self._files[name] = _OpenFile(path, fd, period)
         return current
@@ -310,6 +337,9 @@ def _write_whole(path: Path, data: bytes) -> None:
         raise
 
 
+RUN = uuid.uuid4().hex[:8]
+"""This container start's id, first in every file name (set at import, before the fork): the
+shipper takes files of another run as closed."""
 _PERIOD = {"minute": 60, "hour": 3600, "day": 86400}
 _PAYLOAD = b"\x00payload\x00"  # separates a large record from its payload until flush()
 

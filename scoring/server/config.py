@@ -146,6 +146,12 @@ class DataCollection(Declared):
         4 * MiB, ge=1, le=1024 * MiB, env=("DATA_COLLECTION_PAYLOAD_MAX_BYTES",)
     )
     """A record's data larger than this goes to its own file, referenced by ``dataref``."""
+    collect_destination: str = setting("", env=("DATA_COLLECTION_DESTINATION",))
+    """Where closed files are shipped: ``s3://bucket/prefix`` or a folder; empty = kept here."""
+    collect_spool_max_bytes: int = setting(
+        1024 * MiB, ge=64 * 1024, le=1024 * 1024 * MiB, env=("DATA_COLLECTION_SPOOL_MAX_BYTES",)
+    )
+    """With a destination: spooled bytes not yet shipped past which new records are dropped."""
 
 
 class DeploymentSettings(Workers):
@@ -186,7 +192,7 @@ class Settings(DataCollection, RequestSettings, Workers, _Where):
     """The inference server's configuration: ``DeploymentSettings`` flat, plus the rest."""
 
     collect_dir: Path = setting(Path("data-collection"), env=("DATA_COLLECTION_DIR",))
-    """Where collected JSONL files go (``<endpoint>/<deployment>/<collection>/yyyy/MM/dd/HH/``)."""
+    """The spool: collected files are written here (``<endpoint>/<deployment>/<collection>/…``)."""
     endpoint_name: str = setting("local", env=("ML_ENDPOINTS_ENDPOINT",))
     """The endpoint's name, in collected records' paths and ``source`` (set by the components)."""
     deployment_name: str = setting("default", env=("ML_ENDPOINTS_DEPLOYMENT",))

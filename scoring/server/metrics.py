@@ -37,6 +37,7 @@ class Stats:
         self.in_flight = 0
         self.collected: dict[str, int] = {}
         self.dropped: dict[str, int] = {}
+        self.shipped: dict[str, int] = {}
         self.ready = 0
 
     def observe(self, route: str, status: int, seconds: float) -> None:
@@ -63,6 +64,7 @@ class Stats:
             "in_flight": self.in_flight,
             "collected": self.collected,
             "collection_dropped": self.dropped,
+            "collection_shipped": self.shipped,
             "ready": self.ready,
         }
 
@@ -110,6 +112,7 @@ def render(snaps: list[dict[str, Any]]) -> bytes:
     latency: dict[str, list[float]] = {}
     collected: dict[str, int] = {}
     dropped: dict[str, int] = {}
+    shipped: dict[str, int] = {}
     run_seconds = 0.0
     in_flight = ready = 0
     for snap in snaps:
@@ -124,6 +127,8 @@ def render(snaps: list[dict[str, Any]]) -> bytes:
         for name, n in snap["collected"].items():
             collected[name] = collected.get(name, 0) + n
         run_seconds += snap["run_seconds"]
+        for name, n in snap.get("collection_shipped", {}).items():
+            shipped[name] = shipped.get(name, 0) + n
         for reason, n in snap["collection_dropped"].items():
             dropped[reason] = dropped.get(reason, 0) + n
         if _alive(snap["pid"]):
@@ -161,4 +166,11 @@ def render(snaps: list[dict[str, Any]]) -> bytes:
     )
     for reason, n in sorted(dropped.items()):
         out.sample("scoring_collection_dropped_total", n, f'reason="{reason}"')
+    out.family(
+        "scoring_collection_shipped_total",
+        "counter",
+        "Records shipped from the spool to the collection destination.",
+    )
+    for name, n in sorted(shipped.items()):
+        out.sample("scoring_collection_shipped_total", n, f'collection="{name}"')
     return out.render()

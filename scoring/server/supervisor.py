@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 import uvicorn
 
@@ -36,6 +37,7 @@ from scoring.common import logs
 from scoring.server import collector
 from scoring.server.config import Settings, SettingsError, load
 from scoring.server.metrics import Stats
+from scoring.server.shipper import DestinationError, Shipper, destination
 from scoring.server.uvicorn_http import DrainingServer, OneWriteProtocol
 
 INIT_FAILED = 3
@@ -111,8 +113,14 @@ class Supervisor:
             event="start",
             execution=("thread" if s.run_in_thread else "inline"),
         )
+        shipper = self._shipper()
+        if shipper is False:
+            sock.close()
+            return 1
         for index in range(s.workers):
             self._spawn(index, sock)
+        if shipper is not None:
+            shipper.start()  # after the first forks: a forked child inherits no running thread
         deadline: float | None = None
         while self.children:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -141,8 +149,40 @@ class Supervisor:
             else:
                 self._respawn(index, pid, code, sock)
         sock.close()
+        if shipper is not None:
+            left = shipper.stop(max(s.graceful_timeout_s, 5.0))
+            self.log.event(
+                "info" if left == 0 else "error",
+                f"collected data shipped to {shipper.dest.where}; {left} file(s) left in the spool",
+                event="collection_shipped",
+                shipped=shipper.shipped,
+            )
         self.log.event("info", f"stopped (exit {self.exit_code})", event="stop")
         return self.exit_code
+
+    def _shipper(self) -> Shipper | Literal[False] | None:
+        """The collection shipper if a destination is set (False: it cannot be written, said
+        in the log; the server must not become Ready and silently lose data)."""
+        s = self.settings
+        if not s.collect_destination:
+            return None
+        try:
+            dest = destination(s.collect_destination)
+            dest.check(f".ml-endpoints-probe-{collector.RUN}")
+        except (DestinationError, ImportError) as exc:
+            self.log.event(
+                "error",
+                f"data collection destination: {exc}; not starting",
+                event="collection_destination_failed",
+            )
+            return False
+        return Shipper(
+            s.collect_dir,
+            dest,
+            collector.RUN,
+            lambda: set(self.children.copy()),
+            Stats(s.metrics_dir),
+        )
 
     def _respawn(self, index: int, pid: int, code: int, sock: socket.socket) -> None:
         now = time.monotonic()
@@ -272,6 +312,7 @@ def worker(settings: Settings, sock: socket.socket | None) -> int:
         deployment=settings.deployment_name,
         rolling_rate=settings.collect_rolling_rate,
         payload_max_bytes=settings.collect_payload_max_bytes,
+        spool_max_bytes=settings.collect_spool_max_bytes if settings.collect_destination else None,
     )
     collector.configure(sink)
     app = ScoringApp(

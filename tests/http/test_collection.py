@@ -8,7 +8,9 @@ import contextlib
 import json
 import os
 import re
+import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from mlendpoints._procs import free_port, serve_args
+from mlendpoints.paths import REPO
 from tests.support.serving import SAMPLE, serve, train_sample
 
 pytestmark = pytest.mark.server
@@ -41,7 +45,7 @@ def _metrics(url: str) -> dict[str, float]:
     """``name{labels}`` -> value of the collection samples."""
     out = {}
     for line in httpx.get(url + "/metrics").text.splitlines():
-        if line.startswith(("scoring_collected_records_total", "scoring_collection_dropped")):
+        if line.startswith(("scoring_collected_records_total", "scoring_collection_")):
             key, value = line.rsplit(" ", 1)
             out[key] = float(value)
     return out
@@ -53,7 +57,7 @@ def _wait_accounted(url: str, records: int) -> dict[str, float]:
     found: dict[str, float] = {}
     while time.monotonic() < deadline:
         found = _metrics(url)
-        if sum(found.values()) >= records:
+        if sum(v for k, v in found.items() if "shipped" not in k) >= records:
             break
         time.sleep(0.2)
     return found
@@ -88,7 +92,7 @@ def test_records_are_azure_envelopes_under_endpoint_and_deployment_folders(
     outputs = {json.loads(x)["xrequestid"]: json.loads(x) for _, x in _lines(root, "model_outputs")}
     assert set(inputs) == set(outputs) == {"small-1", "large-1"}
     path, rec = inputs["small-1"]
-    assert re.search(rf"/ep/blue/model_inputs/{_DAY_HOUR}/\d+-\d+-\d+\.jsonl$", str(path))
+    assert re.search(rf"/ep/blue/model_inputs/{_DAY_HOUR}/[0-9a-f]+-\d+-\d+-\d+\.jsonl$", str(path))
     assert rec["specversion"] == "1.0"
     assert rec["type"] == "azureml.inference.model_inputs"
     assert rec["source"] == "/endpoints/ep/deployments/blue"
@@ -146,4 +150,132 @@ def test_a_full_disk_drops_whole_pairs_never_half_lines_and_counts_them_exactly(
         'scoring_collected_records_total{collection="model_inputs"}': kept,
         'scoring_collected_records_total{collection="model_outputs"}': kept,
         'scoring_collection_dropped_total{reason="disk_full"}': 2 * (sent - kept),
+    }
+
+
+# -- shipping from the spool to the destination ---------------------------------------------
+_SMALL = {"data": [[0.001 * i for i in range(10)]]}
+
+
+def _send(url: str, count: int, tag: str) -> set[str]:
+    """``count`` scoring requests, each answered 200; returns their request ids."""
+    ids = set()
+    with httpx.Client() as client:
+        for i in range(count):
+            rid = f"{tag}-{i}"
+            resp = client.post(url + "/score", json=_SMALL, headers={"x-request-id": rid})
+            assert resp.status_code == 200
+            ids.add(rid)
+    return ids
+
+
+def _pairs(root: Path) -> tuple[list[str], list[str]]:
+    ins = [json.loads(line)["xrequestid"] for _, line in _lines(root, "model_inputs")]
+    outs = [json.loads(line)["xrequestid"] for _, line in _lines(root, "model_outputs")]
+    return sorted(ins), sorted(outs)
+
+
+def _ship_args(spool: Path, dest: str, *more: str) -> list[str]:
+    return ["--collect", "true", "--collect-dir", str(spool), "--collect-destination", dest, *more]
+
+
+def test_files_ship_as_they_roll_and_sigterm_ships_the_rest(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    spool, dest = tmp_path / "spool", tmp_path / "dest"
+    dest.mkdir()
+    args = _ship_args(spool, str(dest), "--workers", "2", "--collect-max-file-bytes", "4000")
+    with serve(SAMPLE / "score.py", model_dir, *args) as proc:
+        sent: set[str] = set()
+        for round in range(4):  # a file rolls at its first flush past 4000 bytes (0.5 s apart)
+            sent |= _send(proc.url, 25, f"t{round}")
+            time.sleep(0.7)
+        deadline = time.monotonic() + 20
+        shipped = 0.0
+        while time.monotonic() < deadline and not shipped:
+            found = _metrics(proc.url)
+            shipped = found.get('scoring_collection_shipped_total{collection="model_inputs"}', 0)
+            time.sleep(0.2)
+        assert shipped > 0
+        proc.popen.send_signal(signal.SIGTERM)
+        assert proc.popen.wait(30) == 0
+    ins, outs = _pairs(dest)
+    assert ins == outs == sorted(sent)  # every answered request, once, paired
+    assert not list(spool.rglob("*.jsonl"))
+    assert '"collection_shipped"' in proc.log() and "0 file(s) left" in proc.log()
+
+
+def test_after_a_sigkill_the_next_start_ships_what_was_spooled(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    spool, dest = tmp_path / "spool", tmp_path / "dest"
+    dest.mkdir()
+    args = _ship_args(spool, str(dest), "--workers", "2")
+    with serve(SAMPLE / "score.py", model_dir, *args) as proc:
+        sent = _send(proc.url, 60, "k")
+        _wait_accounted(proc.url, 120)  # on the spool's disk (hourly files: none shipped yet)
+        workers = subprocess.run(
+            ["pgrep", "-P", str(proc.popen.pid)], capture_output=True, text=True, check=False
+        ).stdout.split()
+        for pid in [proc.popen.pid, *map(int, workers)]:  # as the kernel does to a pod
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        proc.popen.wait(10)
+    assert _pairs(dest) == ([], [])
+    with serve(SAMPLE / "score.py", model_dir, *args) as proc:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and _pairs(dest)[0] != sorted(sent):
+            time.sleep(0.2)
+    ins, outs = _pairs(dest)
+    assert ins == outs == sorted(sent)
+
+
+def test_a_destination_that_cannot_be_written_stops_the_server_before_ready(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    popen = subprocess.run(
+        [
+            sys.executable,
+            *serve_args(SAMPLE / "score.py", model_dir, port=free_port()),
+            *_ship_args(tmp_path / "spool", str(tmp_path / "missing")),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        check=False,
+    )
+    assert popen.returncode == 1
+    assert "data collection destination: " in popen.stdout + popen.stderr
+    assert "is not a folder (is the volume mounted?)" in popen.stdout + popen.stderr
+
+
+def test_an_unreachable_destination_fills_the_spool_then_drops_counted_requests_all_answered(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    spool, dest = tmp_path / "spool", tmp_path / "dest"
+    dest.mkdir()
+    args = _ship_args(spool, str(dest), "--collect-spool-max-bytes", "65536")
+    args += ["--collect-max-file-bytes", "4000"]  # files roll, and fail to ship
+    with serve(SAMPLE / "score.py", model_dir, *args) as proc:
+        dest.rename(tmp_path / "gone")
+        dest.write_text("the volume is gone")  # every put now fails
+        for round in range(3):  # files roll (and fail to ship) before the spool is full
+            _send(proc.url, 10, f"w{round}")
+            time.sleep(0.7)
+        _send(proc.url, 370, "u")  # raises unless every request is answered 200
+        sent = 400
+        metrics = _wait_accounted(proc.url, 2 * sent)
+        ins, outs = _pairs(spool)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and '"collection_ship_failure"' not in proc.log():
+            time.sleep(0.2)
+        assert '"collection_ship_failure"' in proc.log()
+    assert ins == outs
+    kept = len(ins)
+    assert 0 < kept < sent
+    assert metrics == {
+        'scoring_collected_records_total{collection="model_inputs"}': kept,
+        'scoring_collected_records_total{collection="model_outputs"}': kept,
+        'scoring_collection_dropped_total{reason="spool_full"}': 2 * (sent - kept),
     }

@@ -366,7 +366,10 @@ def test_collected_files_hold_inputs_and_outputs_by_request_id(
     assert inputs[0]["id"] != outputs[0]["id"]
     files = list((collect_dir / "local" / "default" / "model_inputs").rglob("*.jsonl"))
     assert all(
-        re.search(r"local/default/model_inputs/\d{4}/\d{2}/\d{2}/\d{2}/\d+-\d+-\d+\.jsonl$", str(f))
+        re.search(
+            r"local/default/model_inputs/\d{4}/\d{2}/\d{2}/\d{2}/[0-9a-f]+-\d+-\d+-\d+\.jsonl$",
+            str(f),
+        )
         for f in files
     )
 

@@ -177,6 +177,8 @@ def test_scoring_deployment_spec(assets: dict[str, Path]) -> None:
         "DATA_COLLECTION_MAX_FILE_BYTES": "10485760",
         "DATA_COLLECTION_ROLLING_RATE": "hour",
         "DATA_COLLECTION_PAYLOAD_MAX_BYTES": "4194304",
+        "DATA_COLLECTION_DESTINATION": "",
+        "DATA_COLLECTION_SPOOL_MAX_BYTES": "1073741824",
         "AZUREML_MODEL_DIR": "/var/azureml-app/model",
         "AZUREML_ENTRY_SCRIPT": "/var/azureml-app/code/score.py",
         "EXTRA": "1",

@@ -91,8 +91,9 @@ def other_value(info: FieldInfo) -> Any:
         return not default
     if isinstance(default, float):
         return 0.5 if default != 0.5 else 0.25
-    if isinstance(default, str):  # a Literal: another of its choices
-        return next(c for c in get_args(info.annotation) if c != default)
+    if isinstance(default, str):  # a Literal: another of its choices; else a destination URL
+        choices = [c for c in get_args(info.annotation) if c != default]
+        return choices[0] if choices else "s3://other-bucket/prefix"
     high = next((m.le for m in info.metadata if hasattr(m, "le")), None)
     return default + 1 if high is None or default + 1 <= high else default - 1
 
