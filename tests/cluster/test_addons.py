@@ -19,14 +19,14 @@ from typing import Any
 
 import pytest
 
-from mlendpoints.kube import CACHE, check_cluster, kubectl, kubectl_json
+from mlendpoints.kube import check_cluster, kubectl, kubectl_json
 from mlendpoints.versions import PAUSE_VERSION
+from tests.support.s3 import s3_client, s3_env
 
 pytestmark = pytest.mark.cluster
 
 PAUSE = f"registry.k8s.io/pause:{PAUSE_VERSION}"
 BUSYBOX = "ml-endpoints.local/busybox:debian"  # scripts/cluster.sh builds and imports it
-S3_ENV = CACHE / "cluster" / "s3.env"
 LOCAL_PATH_ROOT = Path("/var/lib/ml-endpoints/local-path")  # the provisioner's nodePathMap
 
 
@@ -154,38 +154,12 @@ def test_default_storage_class_binds_and_data_survives_the_pod(namespace: str) -
     _poll(f"{host_path} removed", lambda: not Path(host_path).exists())
 
 
-def _s3_env() -> dict[str, str]:
-    assert S3_ENV.exists(), f"{S3_ENV} is missing: run `make cluster-up`"
-    assert S3_ENV.stat().st_mode & 0o077 == 0, f"{S3_ENV} must be private (0600)"
-    pairs = (
-        line.split("=", 1)
-        for line in S3_ENV.read_text().splitlines()
-        if "=" in line and not line.startswith("#")
-    )
-    return dict(pairs)
-
-
-def _s3_client(env: dict[str, str], endpoint: str) -> Any:
-    import boto3  # the dev extra; only this tier needs it
-    from botocore.config import Config
-
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        # SigV4 for presigned URLs too (boto3 presigns S3 with SigV2 unless told), path-style.
-        config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
-        region_name=env["AWS_REGION"],
-        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-    )
-
-
 def test_s3_put_list_get_from_the_host_and_a_pod(namespace: str) -> None:
     from botocore.exceptions import ClientError
 
-    env = _s3_env()
+    env = s3_env()
     bucket = env["ML_ENDPOINTS_S3_BUCKET"]
-    s3 = _s3_client(env, env["AWS_ENDPOINT_URL"])
+    s3 = s3_client(env, env["AWS_ENDPOINT_URL"])
     prefix = f"tests/{namespace}/"
     body = json.dumps({"id": uuid.uuid4().hex, "data": [1, 2, 3]}).encode()
     s3.put_object(Bucket=bucket, Key=prefix + "a.json", Body=body)
@@ -194,13 +168,13 @@ def test_s3_put_list_get_from_the_host_and_a_pod(namespace: str) -> None:
     assert [o["Key"] for o in listed["Contents"]] == [prefix + "a.json", prefix + "b.json"]
     assert s3.get_object(Bucket=bucket, Key=prefix + "a.json")["Body"].read() == body
     # Wrong credentials are refused: the server checks signatures.
-    bad = _s3_client({**env, "AWS_SECRET_ACCESS_KEY": "wrong"}, env["AWS_ENDPOINT_URL"])
+    bad = s3_client({**env, "AWS_SECRET_ACCESS_KEY": "wrong"}, env["AWS_ENDPOINT_URL"])
     with pytest.raises(ClientError) as refused:
         bad.list_objects_v2(Bucket=bucket, Prefix=prefix)
     assert refused.value.response["Error"]["Code"] == "SignatureDoesNotMatch"
 
     # From a pod, on the node IP: a signed (presigned) GET of the object the host wrote.
-    pod_s3 = _s3_client(env, env["ML_ENDPOINTS_S3_POD_ENDPOINT"])
+    pod_s3 = s3_client(env, env["ML_ENDPOINTS_S3_POD_ENDPOINT"])
     url = pod_s3.generate_presigned_url(
         "get_object", Params={"Bucket": bucket, "Key": prefix + "a.json"}, ExpiresIn=300
     )

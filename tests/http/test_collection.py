@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import pytest
 
 from mlendpoints._procs import free_port, serve_args
 from mlendpoints.paths import REPO
+from tests.support.s3 import S3_ENV, s3_client, s3_env
 from tests.support.serving import SAMPLE, serve, train_sample
 
 pytestmark = pytest.mark.server
@@ -279,3 +281,37 @@ def test_an_unreachable_destination_fills_the_spool_then_drops_counted_requests_
         'scoring_collected_records_total{collection="model_outputs"}': kept,
         'scoring_collection_dropped_total{reason="spool_full"}': 2 * (sent - kept),
     }
+
+
+def test_sigterm_ships_everything_to_a_real_s3_server(model_dir: Path, tmp_path: Path) -> None:
+    """versitygw of the local cluster (its ``s3.env``); skipped where it is not set up."""
+    if not S3_ENV.exists():
+        pytest.skip(f"{S3_ENV} is missing: the local cluster's S3 server is not set up")
+    env = s3_env()
+    s3 = s3_client(env, env["AWS_ENDPOINT_URL"])
+    bucket, prefix = env["ML_ENDPOINTS_S3_BUCKET"], f"test-{uuid.uuid4().hex[:8]}"
+    aws = {k: v for k, v in env.items() if k.startswith("AWS_")}
+    args = _ship_args(tmp_path / "spool", f"s3://{bucket}/{prefix}", "--workers", "2")
+    try:
+        with serve(SAMPLE / "score.py", model_dir, *args, env=aws) as proc:
+            sent = _send(proc.url, 80, "s3")
+            proc.popen.send_signal(signal.SIGTERM)
+            assert proc.popen.wait(30) == 0
+        keys = [
+            o["Key"]
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+            for o in page.get("Contents", [])
+        ]
+        ids: dict[str, list[str]] = {"model_inputs": [], "model_outputs": []}
+        for key in keys:
+            assert re.fullmatch(
+                rf"{prefix}/local/default/model_(in|out)puts/{_DAY_HOUR}/[0-9a-f]+-\d+-\d+-\d+\.jsonl",
+                key,
+            )
+            body = s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
+            ids[key.split("/")[3]] += [json.loads(x)["xrequestid"] for x in body.splitlines()]
+        assert sorted(ids["model_inputs"]) == sorted(ids["model_outputs"]) == sorted(sent)
+    finally:
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for o in page.get("Contents", []):
+                s3.delete_object(Bucket=bucket, Key=o["Key"])
