@@ -9,9 +9,9 @@ Every limit (``RouterLimits``) is an integer comparison in a callback the parser
 anyway. A request is refused as soon as its bytes say so: a head over ``max_header_bytes``
 (431) before it is parsed, a bad credential (401), a too-large Content-Length (413) or a full
 memory budget (503) when the headers are complete, before the body is read. A refusal
-answers with ``connection: close``, then reads and drops what the client still sends for
-``LINGER_S`` so that its unread upload does not turn the close into a reset before it reads
-the answer.
+answers with ``connection: close``, then reads and drops what the client still sends (for
+``LINGER_S``, up to the body it announced and may still be uploading) so that its unread
+upload does not turn the close into a reset before it reads the answer.
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ _CAPTURED = frozenset(
 )
 #: Seconds a refused connection is still read (and dropped) before it is closed.
 LINGER_S = 2.0
+#: Bytes read and dropped after refusing a malformed head (no body to wait for).
+LINGER_HEAD_BYTES = 64 * 1024
 _HEAD_END = b"\r\n\r\n"
 Response = tuple[int, Headers, bytes]
 _monotonic = time.monotonic
@@ -73,6 +75,7 @@ class HttpProtocol(asyncio.Protocol):
         "_continue",
         "_cur",
         "_discard",
+        "_drop_left",
         "_final",
         "_head_fed",
         "_head_size",
@@ -126,6 +129,7 @@ class HttpProtocol(asyncio.Protocol):
         self._receiving = False
         self._in_head = False
         self._discard = False  # refused: what still arrives is dropped
+        self._drop_left = 0  # ... up to this many bytes, then the connection closes
         self._final: Response | None = None  # a refusal waiting for earlier pipelined answers
         self.last_active = self._since = _monotonic()
         self.closed = False
@@ -149,6 +153,9 @@ class HttpProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._discard:
+            self._drop_left -= len(data)
+            if self._drop_left < 0:
+                self.close()
             return
         pending = self._pending
         if pending is not None:
@@ -228,12 +235,12 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         # Everything is decided here, before any of the body is read.
-        self._in_head = False
-        self._since = _monotonic()
         router = self.router
         cfg = router.state.config
         if self._head_size + len(self._url) > cfg.max_header_bytes:
             raise _Refuse(self._too_large_head(cfg.max_header_bytes))
+        self._in_head = False
+        self._since = _monotonic()
         path, _, self._query = self._url.partition(b"?")
         self._path = path
         refusal = router.check_head(path, self._auth, self._rid)
@@ -343,8 +350,17 @@ class HttpProtocol(asyncio.Protocol):
         )
 
     def _refuse(self, response: Response) -> None:
-        """Answer the request being received with ``response`` and close; read no more of it."""
+        """Answer the request being received with ``response`` and close; parse no more of it.
+
+        A refusal once the headers are in drops up to ``max_body_bytes`` that the client may
+        still be uploading (so it reads the answer); a broken head, ``LINGER_HEAD_BYTES``.
+        """
         self._discard = True
+        self._drop_left = (
+            LINGER_HEAD_BYTES
+            if self._in_head or self._pending is not None or not self._receiving
+            else self.router.state.config.max_body_bytes
+        )
         self._receiving = self._in_head = False
         self._pending = None
         self._body = []
