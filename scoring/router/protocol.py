@@ -254,8 +254,7 @@ class HttpProtocol(asyncio.Protocol):
             budget = router.budget
             if budget.used + length > budget.limit:
                 raise _Refuse(self._no_memory(budget.limit))
-        if self._continue:
-            self._continue = False
+        if self._continue and length:  # -1: chunked; 0: no body to wait for
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # type: ignore[union-attr]
 
     def on_body(self, body: bytes) -> None:

@@ -24,7 +24,16 @@ from mlendpoints._procs import Proc
 from scoring.router.config import RouterConfig, Secrets
 from scoring.router.dispatch import Router, RouterState
 from scoring.router.protocol import HttpProtocol
-from tests.support.router import AUTH1, KEY1, cfg, metric, read_response, router, upstream
+from tests.support.router import (
+    AUTH1,
+    KEY1,
+    StubTransport,
+    cfg,
+    metric,
+    read_response,
+    router,
+    upstream,
+)
 
 pytestmark = [pytest.mark.router, pytest.mark.hardening]
 
@@ -90,37 +99,13 @@ class _CountingParser:
         return getattr(self.parser, name)
 
 
-class _Transport:
-    """What HttpProtocol writes, and whether it closed."""
-
-    def __init__(self) -> None:
-        self.out = bytearray()
-        self.closed = False
-
-    def write(self, data: bytes) -> None:
-        self.out += data
-
-    def can_write_eof(self) -> bool:
-        return False
-
-    def close(self) -> None:
-        self.closed = True
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def pause_reading(self) -> None: ...
-
-    def resume_reading(self) -> None: ...
-
-
-def _protocol() -> tuple[HttpProtocol, _CountingParser, _Transport]:
+def _protocol() -> tuple[HttpProtocol, _CountingParser, StubTransport]:
     config = RouterConfig.model_validate(cfg({"blue": "http://127.0.0.1:9"}, {"blue": 100}))
     router_ = Router(RouterState.build(config, Secrets(KEY1.encode(), None, None)))
     proto = HttpProtocol(router_, set())
     counting = _CountingParser(proto._parser)
     proto._parser = counting  # type: ignore[assignment]
-    transport = _Transport()
+    transport = StubTransport()
     proto.connection_made(transport)  # type: ignore[arg-type]
     return proto, counting, transport
 
