@@ -204,6 +204,7 @@ class _Conn(asyncio.Protocol):
         self.job = job
         self.uses += 1
         self._got = False
+        self._in_head = True  # until this request's response has its headers
         self.deadlines.add(self)
         self.transport.write(job.data)  # type: ignore[union-attr]
 
