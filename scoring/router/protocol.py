@@ -386,24 +386,15 @@ class HttpProtocol(asyncio.Protocol):
         """Apply the time limits (called about once a second for every connection)."""
         if self._busy or self._queue or self._discard:
             return
-        if self._in_head:
-            if now - self._since > limits.header_timeout_ms / 1000:
-                self._refuse(
-                    self._error(
-                        408,
-                        "request headers did not arrive within header_timeout_ms "
-                        f"({limits.header_timeout_ms})",
-                    )
-                )
-        elif self._receiving:
-            if now - self._since > limits.body_timeout_ms / 1000:
-                self._refuse(
-                    self._error(
-                        408,
-                        "request body did not arrive within body_timeout_ms "
-                        f"({limits.body_timeout_ms})",
-                    )
-                )
+        if self._receiving:
+            part, name, ms = (
+                ("headers", "header_timeout_ms", limits.header_timeout_ms)
+                if self._in_head
+                else ("body", "body_timeout_ms", limits.body_timeout_ms)
+            )
+            if now - self._since > ms / 1000:
+                message = f"request {part} did not arrive within {name} ({ms})"
+                self._refuse(self._error(408, message))
         elif now - self.last_active > limits.keep_alive_timeout_ms / 1000:
             self.close()  # idle keep-alive
 
