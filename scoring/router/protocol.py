@@ -78,7 +78,6 @@ class HttpProtocol(asyncio.Protocol):
         "_drop_left",
         "_final",
         "_head_fed",
-        "_head_size",
         "_headers",
         "_held",
         "_in_head",
@@ -114,7 +113,6 @@ class HttpProtocol(asyncio.Protocol):
         self._body_size = 0
         self._max_body = 0
         self._length = -1  # Content-Length, -1 when absent
-        self._head_size = 0  # bytes of header names and values so far
         self._head_fed = 0  # bytes fed to the parser while the head was incomplete
         self._pending: bytearray | None = None  # the rest of an incomplete head, not yet fed
         self._held = 0  # body bytes received here and not yet answered (in router.budget)
@@ -164,10 +162,12 @@ class HttpProtocol(asyncio.Protocol):
             # unparsed once over the limit.
             start = max(len(pending) - 3, 0)
             pending += data
-            if pending.find(_HEAD_END, start) < 0:
-                limit = self.router.state.config.max_header_bytes
-                if self._head_fed + len(pending) > limit:
-                    self._refuse(self._too_large_head(limit))
+            end = pending.find(_HEAD_END, start)
+            limit = self.router.state.config.max_header_bytes
+            if self._head_fed + (len(pending) if end < 0 else end + 1) > limit:
+                self._refuse(self._too_large_head(limit))
+                return
+            if end < 0:
                 return
             self._pending = None
             data = bytes(pending[3:])  # one copy of one head
@@ -199,7 +199,7 @@ class HttpProtocol(asyncio.Protocol):
         self._url = b""
         self._headers = []
         self._body = []
-        self._body_size = self._head_size = self._head_fed = 0
+        self._body_size = self._head_fed = 0
         self._length = -1
         self._auth = self._pin = self._rid = None
         self._continue = False
@@ -213,7 +213,6 @@ class HttpProtocol(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         if not self._in_head:
             return  # a chunked trailer: never merged into the headers (nor the credential)
-        self._head_size += len(name) + len(value)
         name = name.lower()
         if name in _CAPTURED:
             if name == b"authorization":
@@ -237,8 +236,6 @@ class HttpProtocol(asyncio.Protocol):
         # Everything is decided here, before any of the body is read.
         router = self.router
         cfg = router.state.config
-        if self._head_size + len(self._url) > cfg.max_header_bytes:
-            raise _Refuse(self._too_large_head(cfg.max_header_bytes))
         self._in_head = False
         self._since = _monotonic()
         path, _, self._query = self._url.partition(b"?")
