@@ -154,8 +154,9 @@ class _Conn(asyncio.Protocol):
 
     A connection is handed to the next request only after a complete response to the current
     one, with no byte beyond it: anything else (a second response, bytes while idle, a
-    response naming another request's id) closes it, so one response never reaches two
-    requests.
+    response carrying the previous request's ``x-request-id``) closes it, so one response
+    never reaches two requests. (A deployment may set its own ids: only the previous
+    request's id marks a stale answer.)
     """
 
     __slots__ = (
@@ -167,6 +168,7 @@ class _Conn(asyncio.Protocol):
         "_in_head",
         "_keep",
         "_parser",
+        "_prev_rid",
         "_rid",
         "_size",
         "born",
@@ -195,6 +197,7 @@ class _Conn(asyncio.Protocol):
         self._in_head = True
         self._framed = False
         self._rid: bytes | None = None
+        self._prev_rid = b""  # the id of the request answered before the current one
         self._done: UpstreamResponse | None = None
         self._keep = False
         self.closed = False
@@ -251,6 +254,8 @@ class _Conn(asyncio.Protocol):
         self._done = None
         job, self.job = self.job, None
         self.deadlines.busy.discard(self)
+        if job is not None:
+            self._prev_rid = job.rid
         if self._keep and not self.closed:
             self.idle_since = self.loop.time()
             self.pool.release(self)
@@ -338,7 +343,7 @@ class _Conn(asyncio.Protocol):
             self.close()  # nobody waits for this one
             return
         rid = self._rid
-        if rid is not None and job.rid and rid != job.rid:
+        if rid is not None and rid == self._prev_rid and rid and rid != job.rid:
             self._fail(
                 "protocol",
                 f"it answered x-request-id {rid.decode('latin-1')!r} to request "
