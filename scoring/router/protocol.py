@@ -28,6 +28,7 @@ from scoring.common.logs import get_log
 from scoring.common.request_id import request_id_bytes_from, request_id_from
 from scoring.router.config import RouterLimits
 from scoring.router.dispatch import (
+    CREDENTIAL_HEADER,
     JSON_HEADER,
     PIN_HEADER,
     REQUEST_ID_HEADER,
@@ -38,7 +39,14 @@ from scoring.router.dispatch import (
 from scoring.router.upstream import Headers
 
 _CAPTURED = frozenset(
-    {b"authorization", REQUEST_ID_HEADER, PIN_HEADER, b"expect", b"content-length"}
+    {
+        b"authorization",
+        REQUEST_ID_HEADER,
+        PIN_HEADER,
+        b"expect",
+        b"content-length",
+        CREDENTIAL_HEADER,
+    }
 )
 #: Seconds a refused connection is still read (and dropped) before it is closed.
 LINGER_S = 2.0
@@ -229,6 +237,8 @@ class HttpProtocol(asyncio.Protocol):
             if name == b"content-length":
                 self._length = int(value)  # digits only: the parser checked
                 return  # the router frames what it forwards
+            if name == CREDENTIAL_HEADER:
+                return  # only the router's own credential reaches a deployment
             self._pin = value
         self._headers.append((name, value))
 

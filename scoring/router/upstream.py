@@ -101,7 +101,7 @@ def upstream_failure(exc: UpstreamError) -> tuple[int, str]:
     if exc.kind == "pool":
         return 503, (f"deployment {t.name!r} has all {exc.detail} connections busy; retry later")
     if exc.kind == "connect":
-        return 502, f"deployment {t.name!r} is unreachable at {t.url}: {exc.detail}"
+        return 502, f"deployment {t.name!r} is unreachable: {exc.detail}"
     if exc.kind == "too_large":
         return 502, (
             f"deployment {t.name!r} answered with more than max_response_bytes "

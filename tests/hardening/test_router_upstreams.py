@@ -84,7 +84,7 @@ def test_an_unreachable_deployment_gets_502_naming_it(tmp_path: Path, client: ht
     with router(tmp_path, cfg({"blue": f"http://127.0.0.1:{port}"}, {"blue": 100})) as (proc, _):
         r = client.post(f"{proc.url}/score", content=b"{}", headers=AUTH1)
         assert r.status_code == 502
-        assert "is unreachable at" in r.json()["error"]
+        assert r.json()["error"].startswith("deployment 'blue' is unreachable: ")
 
 
 # -- one upstream connection never serves two requests ------------------------------------------
