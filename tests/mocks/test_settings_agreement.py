@@ -59,11 +59,24 @@ NOT_SERVER = {
     "liveness_probe",
     "readiness_probe",
     "environment_variables",
+    "secret_environment_variables",
     "rollout_timeout_s",
 }
 DEPLOYMENT_ONLY = NOT_SERVER | {"name", "code"}
-ARGS_ONLY = NOT_SERVER | {"endpoint_name", "namespace", "code_configuration", "registry"}
-POD_ENV_ONLY = {"AZUREML_MODEL_DIR", "AZUREML_ENTRY_SCRIPT"}
+ARGS_ONLY = NOT_SERVER | {
+    "endpoint_name",
+    "namespace",
+    "code_configuration",
+    "registry",
+    "internal_credential",
+}
+# Set by the components (paths inside the pod), not by a deployment.
+POD_ENV_ONLY = {
+    "AZUREML_MODEL_DIR",
+    "AZUREML_ENTRY_SCRIPT",
+    "DATA_COLLECTION_DIR",
+    "INTERNAL_CREDENTIAL_FILE",
+}
 ROUTER_FILE_ONLY = {
     "endpoint_name",
     "auth_mode",
@@ -71,9 +84,20 @@ ROUTER_FILE_ONLY = {
     "traffic",
     "mirror_traffic",
     "secrets_dir",
+    "tls",
+    "metrics_port",
+    "internal_credential_file",
 }
-ROUTER_STACK_ONLY = {"replicas", "service_type", "node_port", "public_host", "reload", "image"}
-ROUTER_ARGS_ONLY = ROUTER_STACK_ONLY | {"base_image", "registry", "resources"}
+ROUTER_STACK_ONLY = {
+    "replicas",
+    "service_type",
+    "node_port",
+    "public_host",
+    "reload",
+    "image",
+    "resources",
+}
+ROUTER_ARGS_ONLY = ROUTER_STACK_ONLY | {"base_image", "registry", "tls"}
 
 
 def other_value(info: FieldInfo) -> Any:

@@ -1,0 +1,84 @@
+"""The router's certificate, generated offline per stack: a CA and a server certificate it
+signs, kept in Pulumi state (the private key as a secret), rotated by bumping a version.
+
+Like `_keys`, a tiny dynamic provider: no `pulumi_tls` plugin exists offline. The certificate
+maths is `components._tls` (pure functions on `cryptography`). The CA's private key signs once
+and is dropped: nothing else is ever signed with it, and a new certificate (new names, new
+version) comes with a new CA, which the stack outputs as `ca_certificate`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pulumi
+from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider
+
+_REPLACING_INPUTS = ("common_name", "version", "dns_names", "ip_addresses", "valid_days")
+VALID_DAYS = 825  # the longest lifetime clients (macOS, browsers) accept for a server cert
+
+
+class _CertificateProvider(ResourceProvider):
+    """Creates a CA and a server certificate; any change to its inputs means new ones."""
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        from components import _tls
+
+        ca = _tls.make_ca(f"{props['common_name']} CA", valid_days=int(props["valid_days"]))
+        server = _tls.make_server_cert(
+            ca,
+            props["common_name"],
+            dns_names=list(props["dns_names"]),
+            ip_addresses=list(props["ip_addresses"]),
+            valid_days=int(props["valid_days"]),
+        )
+        outs = {
+            **props,
+            "ca_certificate": ca.cert_pem,
+            "certificate": server.cert_pem,
+            "private_key": server.key_pem,
+        }
+        return CreateResult(id_=uuid.uuid4().hex, outs=outs)
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        replaces = [k for k in _REPLACING_INPUTS if olds.get(k) != news.get(k)]
+        return DiffResult(changes=bool(replaces), replaces=replaces, delete_before_replace=False)
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        return ReadResult(id_=id_, outs=props)
+
+
+class GeneratedCertificate(Resource):
+    """A server certificate for DNS_NAMES and IP_ADDRESSES, signed by its own new CA."""
+
+    ca_certificate: pulumi.Output[str]
+    certificate: pulumi.Output[str]
+    private_key: pulumi.Output[str]
+
+    def __init__(
+        self,
+        name: str,
+        common_name: str,
+        version: int,
+        dns_names: list[str],
+        ip_addresses: list[str],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__(
+            _CertificateProvider(),
+            name,
+            {
+                "common_name": common_name,
+                "version": version,
+                "dns_names": dns_names,
+                "ip_addresses": ip_addresses,
+                "valid_days": VALID_DAYS,
+                "ca_certificate": None,
+                "certificate": None,
+                "private_key": None,
+            },
+            pulumi.ResourceOptions.merge(
+                opts, pulumi.ResourceOptions(additional_secret_outputs=["private_key"])
+            ),
+        )
