@@ -16,7 +16,8 @@ import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider
 
 _REPLACING_INPUTS = ("common_name", "version", "dns_names", "ip_addresses", "valid_days")
-VALID_DAYS = 825  # the longest lifetime clients (macOS, browsers) accept for a server cert
+VALID_DAYS = 825  # the longest lifetime clients (macOS, browsers) accept for a server cert;
+# the CA lives as long: it signs this one certificate only.
 
 
 class _CertificateProvider(ResourceProvider):
@@ -25,19 +26,20 @@ class _CertificateProvider(ResourceProvider):
     def create(self, props: dict[str, Any]) -> CreateResult:
         from components import _tls
 
-        ca = _tls.make_ca(f"{props['common_name']} CA", valid_days=int(props["valid_days"]))
-        server = _tls.make_server_cert(
-            ca,
-            props["common_name"],
-            dns_names=list(props["dns_names"]),
-            ip_addresses=list(props["ip_addresses"]),
-            valid_days=int(props["valid_days"]),
+        days = int(props["valid_days"])
+        ca_cert, ca_key = _tls.make_ca(f"{props['common_name']} CA", days=days)
+        cert, key = _tls.make_server_cert(
+            ca_cert,
+            ca_key,
+            list(props["dns_names"]),
+            list(props["ip_addresses"]),
+            days=days,
         )
         outs = {
             **props,
-            "ca_certificate": ca.cert_pem,
-            "certificate": server.cert_pem,
-            "private_key": server.key_pem,
+            "ca_certificate": ca_cert.decode(),
+            "certificate": cert.decode(),
+            "private_key": key.decode(),
         }
         return CreateResult(id_=uuid.uuid4().hex, outs=outs)
 

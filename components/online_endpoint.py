@@ -18,7 +18,7 @@ from components._hashing import hash_parts
 from components._keys import GeneratedKey
 from components.internal_credential import InternalCredential
 from components.online_deployment import OnlineDeployment
-from scoring.router.config import RouterLimits
+from scoring.router.config import RouterConfig, RouterLimits
 
 AuthMode = Literal["key", "aml_token", "none"]
 ServiceType = Literal["NodePort", "LoadBalancer", "ClusterIP"]
@@ -111,6 +111,7 @@ class OnlineEndpointArgs:
             still takes traffic.
         internal_credential: the credential every deployment of this endpoint was given; the
             router sends it upstream (header `x-ml-endpoints-credential`).
+        max_token_lifetime_s: longest token lifetime the router accepts and issues.
     """
 
     deployments: Sequence[OnlineDeployment]
@@ -121,6 +122,7 @@ class OnlineEndpointArgs:
     key_versions: KeyVersions = field(default_factory=KeyVersions)
     router: RouterSettings = field(default_factory=RouterSettings)
     internal_credential: InternalCredential | None = None
+    max_token_lifetime_s: int = RouterConfig.model_fields["max_token_lifetime_s"].default
     previous_traffic: pulumi.Input[Mapping[str, int] | None] = None
     previous_mirror: pulumi.Input[Mapping[str, int] | None] = None
 
@@ -207,6 +209,7 @@ class OnlineEndpoint(pulumi.ComponentResource):
             if tls.enabled
             else None,
             "metrics_port": _naming.ROUTER_METRICS_PORT,
+            "max_token_lifetime_s": args.max_token_lifetime_s,
             "internal_credential_file": args.internal_credential.file
             if args.internal_credential
             else None,

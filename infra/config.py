@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 from components import rules
 from components.online_deployment import DeploymentSettings
 from components.online_endpoint import RouterLimits
+from scoring.router.config import RouterConfig as RouterFile
 from mlendpoints.paths import REPO as PROJECT_ROOT
 from mlendpoints.paths import cache_root
 
@@ -177,6 +178,8 @@ class EndpointConfig(_Section):
     traffic: dict[str, int] = {}
     mirror_traffic: dict[str, int] = {}
     keys: KeysConfig = KeysConfig()
+    max_token_lifetime_s: int = RouterFile.model_fields["max_token_lifetime_s"]
+    """The router's declaration: longest token lifetime it accepts and issues (`POST /token`)."""
     tls: TlsConfig = TlsConfig()
     router: RouterConfig = RouterConfig()
 

@@ -207,6 +207,7 @@ def build(cfg: StackConfig, previous: tuple[Any, Any] = (None, None)) -> OnlineE
                 tls=TlsSettings(**ep.tls.model_dump()),
             ),
             internal_credential=credential,
+            max_token_lifetime_s=ep.max_token_lifetime_s,
             previous_traffic=previous[0],
             previous_mirror=previous[1],
         ),

@@ -242,6 +242,7 @@ def test_router_config_matches_router_schema(assets: dict[str, Path]) -> None:
             "key_file": "/etc/ml-endpoints/tls/tls.key",
         },
         "metrics_port": 9090,
+        "max_token_lifetime_s": 3600,
         "internal_credential_file": "/var/run/secrets/ml-endpoints-internal/credential",
         "request_timeout_ms": 5000,
         "connect_timeout_ms": 2000,

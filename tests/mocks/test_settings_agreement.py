@@ -87,6 +87,7 @@ ROUTER_FILE_ONLY = {
     "tls",
     "metrics_port",
     "internal_credential_file",
+    "max_token_lifetime_s",
 }
 ROUTER_STACK_ONLY = {
     "replicas",
