@@ -18,9 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 from components import rules
 from components.online_deployment import DeploymentSettings
 from components.online_endpoint import RouterLimits
-from scoring.router.config import RouterConfig as RouterFile
 from mlendpoints.paths import REPO as PROJECT_ROOT
 from mlendpoints.paths import cache_root
+from scoring.router.config import RouterConfig as RouterFile
 
 PROJECT = "ml-endpoints"
 
