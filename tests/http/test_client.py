@@ -9,7 +9,7 @@ import pytest
 
 from mlendpoints import stack as stackmod
 from mlendpoints.client import Endpoint, EndpointError
-from tests.support.router import KEY1, KEY2, SIGNING, cfg, router, upstream
+from tests.support.router import KEY1, KEY2, cfg, router, upstream
 
 
 @pytest.fixture(scope="module")
@@ -55,10 +55,10 @@ def test_from_stack_takes_the_uri_and_the_credential_of_the_auth_mode(
         "auth_mode": "key",
         "primary_key": KEY1,
         "secondary_key": KEY2,
-        "token_signing_key": SIGNING,
+        "ca_certificate": "",
     }
     monkeypatch.setattr(stackmod, "read_outputs", lambda stack: outputs)
     assert Endpoint.from_stack("dev").invoke({"data": [[1]]})["deployment"] == "blue"
     assert Endpoint.from_stack("dev", key="secondary").credential == KEY2
-    monkeypatch.setitem(outputs, "auth_mode", "aml_token")
-    assert Endpoint.from_stack("dev").credential not in (None, KEY1, KEY2)
+    monkeypatch.setitem(outputs, "auth_mode", "none")
+    assert Endpoint.from_stack("dev").credential is None
