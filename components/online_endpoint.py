@@ -365,7 +365,7 @@ class OnlineEndpoint(pulumi.ComponentResource):
             type="kubernetes.io/tls",
             string_data={
                 "tls.crt": self.certificate.certificate,
-                "tls.key": pulumi.Output.secret(self.certificate.private_key),
+                "tls.key": self.certificate.private_key,  # a secret output
                 "ca.crt": self.certificate.ca_certificate,
             },
             opts=pulumi.ResourceOptions(parent=self),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
@@ -178,7 +178,7 @@ class EndpointConfig(_Section):
     traffic: dict[str, int] = {}
     mirror_traffic: dict[str, int] = {}
     keys: KeysConfig = KeysConfig()
-    max_token_lifetime_s: int = RouterFile.model_fields["max_token_lifetime_s"]
+    max_token_lifetime_s: Annotated[int, RouterFile.model_fields["max_token_lifetime_s"]]
     """The router's declaration: longest token lifetime it accepts and issues (`POST /token`)."""
     tls: TlsConfig = TlsConfig()
     router: RouterConfig = RouterConfig()

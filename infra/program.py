@@ -201,8 +201,8 @@ def build(cfg: StackConfig, previous: tuple[Any, Any] = (None, None)) -> OnlineE
                 limits=ep.router.limits(),
                 reload=ep.router.reload,
                 resources={
-                    "requests": dict(ep.router.resources.requests),
-                    "limits": dict(ep.router.resources.limits),
+                    "requests": {k: v for k, v in ep.router.resources.requests.items()},
+                    "limits": {k: v for k, v in ep.router.resources.limits.items()},
                 },
                 tls=TlsSettings(**ep.tls.model_dump()),
             ),
