@@ -12,6 +12,7 @@ Routes: ``GET /`` liveness, ``GET /ready`` (also ``/readyz``) readiness, ``POST 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import inspect
 import json
 import random
@@ -40,6 +41,9 @@ _JSON = b"application/json"
 _TEXT = b"text/plain; charset=utf-8"
 _METRICS = b"text/plain; version=0.0.4; charset=utf-8"
 _PROBES = frozenset({"/", "/ready"})
+#: Paths the kubelet probes: open even when the internal credential is required.
+_OPEN = frozenset({"/", "/ready", "/readyz"})
+CREDENTIAL_HEADER = b"x-ml-endpoints-credential"
 _ROUTES = {
     "/": "/",
     "/ready": "/ready",
@@ -109,6 +113,7 @@ class ScoringApp:
         collect: bool,
         sampling_rate: float,
         sink: collector.Sink | None,
+        credential: bytes | None = None,
     ) -> None:
         self.scorer = scorer
         self.stats = stats
@@ -128,6 +133,8 @@ class ScoringApp:
         self.ready = False
         self._timers: list[asyncio.TimerHandle] = []
         self._swagger: bytes | None = None
+        #: The endpoint router's internal credential; None = no check (local serving).
+        self.credential = credential
 
     # -- lifecycle -------------------------------------------------------------------------
     async def _lifespan(self, receive: Receive, send: Send) -> None:
@@ -176,6 +183,11 @@ class ScoringApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
+            if self.credential is not None and scope["path"] not in _OPEN:
+                got = dict(scope["headers"]).get(CREDENTIAL_HEADER)
+                if got is None or not hmac.compare_digest(got, self.credential):
+                    await self._bypassed(scope, send)
+                    return
             if scope["path"] == "/score" and scope["method"] == "POST":
                 await self._score(scope, receive, send, None)
             else:
@@ -316,6 +328,29 @@ class ScoringApp:
                 data_out = json.dumps(out.decode(errors="replace"))
         assert self.sink is not None  # self.collect says so
         self.sink.record_pair(request_id, data_in, data_out)
+
+    async def _bypassed(self, scope: Scope, send: Send) -> None:
+        """401 for a request without the router's credential: it did not come through the
+        endpoint (a pod calling the deployment's Service directly)."""
+        rid_header = next((v for k, v in scope["headers"] if k == b"x-request-id"), None)
+        request_id = request_id_from(rid_header)
+        body = error_body(
+            "this deployment answers only requests from its endpoint's router; the request "
+            "bypassed the endpoint (missing or wrong x-ml-endpoints-credential); call the "
+            "endpoint's scoring URI instead",
+            request_id,
+        )
+        headers = [
+            (b"x-request-id", request_id.encode()),
+            (b"content-type", _JSON),
+            (b"content-length", str(len(body)).encode()),
+        ]
+        await send({"type": "http.response.start", "status": 401, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        route = _ROUTES.get(scope["path"], "other")
+        self.stats.observe(route, 401, 0.0)
+        if self.log.access_enabled:
+            self.log.access(request_id, scope["method"], route, 401, 0.0, None)
 
     async def _other(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = time.perf_counter()

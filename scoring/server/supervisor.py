@@ -232,6 +232,7 @@ def report_slow_init(log: logs.Log, source: str) -> Callable[[], None]:
 def worker(settings: Settings, sock: socket.socket | None) -> int:
     """One worker: ``init()``, then serve until SIGTERM. Returns the exit code."""
     from scoring.server.app import ScoringApp
+    from scoring.server.config import read_credential
     from scoring.server.runners import make_runner
     from scoring.server.scorer import make_scorer
     from scoring.server.script import InitFailed
@@ -280,6 +281,11 @@ def worker(settings: Settings, sock: socket.socket | None) -> int:
         collect=settings.collect,
         sampling_rate=settings.collect_sampling_rate,
         sink=sink,
+        credential=(
+            read_credential(settings.internal_credential_file)
+            if settings.internal_credential_file
+            else None
+        ),
     )
     config = uvicorn.Config(
         app,
