@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 COLLECT_DIR = f"{_build.APP_ROOT}/data-collection"
 """The data-collection spool: an emptyDir (the code folder is on the read-only root)."""
-INTERNAL_CREDENTIAL_ENV = "INTERNAL_CREDENTIAL_FILE"
 
 
 @dataclass
@@ -449,7 +448,7 @@ def _fixed_env(args: OnlineDeploymentArgs) -> dict[str, str]:
         env["AZUREML_MODEL_DIR"] = _build.MODEL_DIR
         env["AZUREML_ENTRY_SCRIPT"] = _entry_script(args)
     if args.internal_credential is not None:
-        env[INTERNAL_CREDENTIAL_ENV] = args.internal_credential.file
+        env[Settings.env_vars("internal_credential_file")[0]] = args.internal_credential.file
     return env
 
 

@@ -243,7 +243,14 @@ def test_stack_value_reaches_pod_env_and_server(
     }
     script = tmp_path / "score.py"
     script.write_text("def init(): pass\ndef run(raw): return raw\n")
-    local = {**env, "AZUREML_ENTRY_SCRIPT": str(script), "AZUREML_MODEL_DIR": str(tmp_path)}
+    credential = tmp_path / "credential"
+    credential.write_text("internal-credential-for-tests")
+    local = {
+        **env,
+        "AZUREML_ENTRY_SCRIPT": str(script),
+        "AZUREML_MODEL_DIR": str(tmp_path),
+        "INTERNAL_CREDENTIAL_FILE": str(credential),
+    }
     settings = load([], local)
     assert {n: getattr(settings, n) for n in LEAVES} == expected
 
