@@ -14,7 +14,9 @@ checked against the model of the deployment that says it answered (response head
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import time
 from typing import Any
 
@@ -37,15 +39,17 @@ class EndpointError(Exception):
 
 def ca_file(stack: str, ca_pem: str | None) -> Verify:
     """The stack's CA (its `ca_certificate` output) as a file for `verify=`, kept under the
-    cache (`tls/<stack>-ca.pem`, as scripts/deploy.sh writes it); True (the system's CAs) when
-    the stack has none (its own certificate from a public CA, or plain HTTP)."""
+    cache as `tls/<stack>-<digest>.pem` (named by content: two projects' `dev` stacks, or a
+    rotated CA, never overwrite each other); True (the system's CAs) when the stack has none
+    (its own certificate from a public CA, or plain HTTP)."""
     if not ca_pem:
         return True
-    path = cache_root() / "tls" / f"{stack}-ca.pem"
     text = ca_pem.strip() + "\n"
-    if not path.is_file() or path.read_text() != text:
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    path = cache_root() / "tls" / f"{stack}-{digest}.pem"
+    if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
         tmp.write_text(text)
         tmp.replace(path)
     return str(path)

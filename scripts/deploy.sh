@@ -29,11 +29,12 @@ pulumi up --yes --skip-preview --stack "$stack"
 
 uri=$(pulumi stack output scoring_uri --stack "$stack")
 key=$(pulumi stack output primary_key --show-secrets --stack "$stack")
-# The stack's CA, where the CLI keeps it too (mlendpoints/client.py ca_file): curl verifies.
-ca=$ML_ENDPOINTS_CACHE/tls/$stack-ca.pem cacert=()
-ca_pem=$(pulumi stack output ca_certificate --stack "$stack" 2>/dev/null || true)
-if [ -n "$ca_pem" ]; then   # empty: plain HTTP, or the user's own certificate
-  mkdir -p "$(dirname "$ca")" && printf '%s\n' "$ca_pem" > "$ca" && cacert=(--cacert "$ca")
+# The stack's CA: curl verifies the router's certificate against it (no -k).
+ca=$(mktemp) cacert=()
+trap 'rm -f "$ca"' EXIT
+pulumi stack output ca_certificate --stack "$stack" > "$ca" 2>/dev/null || true
+if grep -q 'BEGIN CERTIFICATE' "$ca"; then   # none: plain HTTP, or the user's own certificate
+  cacert=(--cacert "$ca")
 fi
 request=samples/diabetes/sample-request.json
 say "scoring $request through $uri"
@@ -44,7 +45,7 @@ for _ in $(seq 1 30); do
     printf 'prediction: %s\n' "$answer"
     printf '\nscoring_uri: %s\n' "$uri"
     printf 'key:         pulumi stack output primary_key --show-secrets --stack %s\n' "$stack"
-    [ -n "$ca_pem" ] && printf 'CA:          %s (curl --cacert, requests verify=)\n' "$ca"
+    [ ${#cacert[@]} -gt 0 ] && printf 'CA:          pulumi stack output ca_certificate --stack %s > %s-ca.pem\n' "$stack" "$stack"
     exit 0
   fi
   sleep 1
