@@ -13,15 +13,18 @@ import uuid
 from typing import Any
 
 import pulumi
-from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider
+from pulumi.dynamic import CreateResult, Resource
 
-_REPLACING_INPUTS = ("common_name", "version", "dns_names", "ip_addresses", "valid_days")
+from components._keys import GeneratedOnce
+
 VALID_DAYS = 825  # the longest lifetime clients (macOS, browsers) accept for a server cert;
 # the CA lives as long: it signs this one certificate only.
 
 
-class _CertificateProvider(ResourceProvider):
+class _CertificateProvider(GeneratedOnce):
     """Creates a CA and a server certificate; any change to its inputs means new ones."""
+
+    replacing_inputs = ("common_name", "version", "dns_names", "ip_addresses", "valid_days")
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         from components import _tls
@@ -42,13 +45,6 @@ class _CertificateProvider(ResourceProvider):
             "private_key": key.decode(),
         }
         return CreateResult(id_=uuid.uuid4().hex, outs=outs)
-
-    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        replaces = [k for k in _REPLACING_INPUTS if olds.get(k) != news.get(k)]
-        return DiffResult(changes=bool(replaces), replaces=replaces, delete_before_replace=False)
-
-    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
-        return ReadResult(id_=id_, outs=props)
 
 
 class GeneratedCertificate(Resource):
