@@ -430,3 +430,33 @@ def test_test_stack_copies_carry_none_of_the_users_secrets(tmp_path: Path) -> No
     assert copy["config"]["ml-endpoints:cluster"]["namespace"] == "mle-e2e-x"
     assert "node_port" not in copy["config"]["ml-endpoints:endpoint"]["router"]
     assert copy["config"]["ml-endpoints:deployments"][0]["name"] == "blue"
+
+
+def test_env_sh_gives_each_stack_its_own_passphrase_file(tmp_path: Path) -> None:
+    """scripts/env.sh applies the same rule as `stack_passphrase` (the shell's side)."""
+    cache = tmp_path / "cache"
+    show = 'printf "%s|%s" "${PULUMI_CONFIG_PASSPHRASE:-}" "${PULUMI_CONFIG_PASSPHRASE_FILE:-}"'
+    env = {"HOME": str(tmp_path), "PATH": os.environ["PATH"], "ML_ENDPOINTS_CACHE": str(cache)}
+
+    def source(stack: str, **extra: str) -> tuple[str, str]:
+        out = subprocess.run(
+            ["bash", "-c", f". scripts/env.sh && {show}"],
+            cwd=REPO,
+            env={**env, "ML_ENDPOINTS_STACK": stack, **extra},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        given, _, file = out.partition("|")
+        return given, file
+
+    # Stacks with no Pulumi.<stack>.yaml here: a user's deployed dev stack has a salt.
+    given, dev = source("unit-a")
+    assert given == "" and dev == str(cache / "state" / "ml-endpoints" / "unit-a.passphrase")
+    _, prod = source("unit-b", PULUMI_CONFIG_PASSPHRASE_FILE=dev)  # env.sh's own: switched
+    assert prod.endswith("/unit-b.passphrase")
+    assert Path(dev).read_text() != Path(prod).read_text()
+    assert len(Path(dev).read_text().strip()) >= 40
+    assert stat.S_IMODE(Path(dev).stat().st_mode) == 0o600
+    assert stat.S_IMODE((cache / "state").stat().st_mode) == 0o700
+    assert source("unit-a", PULUMI_CONFIG_PASSPHRASE="mine") == ("mine", "")
