@@ -118,10 +118,9 @@ class Endpoint:
         return cls(str(outputs["scoring_uri"]), credential, verify=verify)
 
     def session(self) -> requests.Session:
-        """A session (one kept-alive connection) verifying against this endpoint's CA."""
-        session = requests.Session()
-        session.verify = self.verify
-        return session
+        """A session (one kept-alive connection); calls pass `verify=` themselves, because a
+        session's own `verify` loses to `REQUESTS_CA_BUNDLE` (requests issue #3829)."""
+        return requests.Session()
 
     def invoke(self, data: Any, deployment: str | None = None) -> Any:
         """POST DATA (JSON-encoded unless bytes) and return the decoded answer; DEPLOYMENT
@@ -154,6 +153,7 @@ class Endpoint:
                 data=self.body if body is None else body,
                 headers=headers,
                 timeout=self.timeout,
+                verify=self.verify,
             )
             return resp.status_code, resp.headers.get(DEPLOYMENT_HEADER, ""), resp.content
         finally:
@@ -166,6 +166,7 @@ class Endpoint:
                 router_base(self.scoring_uri) + path,
                 headers={"Authorization": f"Bearer {credential}"},
                 timeout=self.timeout,
+                verify=self.verify,
             )
         assert resp.status_code == 200, (path, resp.status_code, resp.content)
         return resp.json()
