@@ -191,6 +191,8 @@ class Settings(DataCollection, RequestSettings, Workers, _Where):
     """Where workers share their Prometheus counters (set by the supervisor; internal)."""
     internal_credential_file: Path | None = setting(None)
     """Router's credential file (a Secret); then all but probes need x-ml-endpoints-credential."""
+    cors_origins: str | None = setting(None, env=("AML_CORS_ORIGINS",))
+    """Browser origins allowed by CORS, comma-separated, or ``*`` (Azure's ``AML_CORS_ORIGINS``)."""
 
     @property
     def workers(self) -> int:
@@ -286,7 +288,7 @@ def parse_value(info: FieldInfo, raw: str) -> Any:
                 raise ValueError(f"must be between {low:g} and {high:g}")
             raise ValueError(f"must be >= {low:g}" if low is not None else f"must be <= {high:g}")
         return number
-    if kind is str:
+    if kind is str or kind == str | None:
         return raw
     return Path(raw)  # Path and Path | None
 

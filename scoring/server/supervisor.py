@@ -286,6 +286,7 @@ def worker(settings: Settings, sock: socket.socket | None) -> int:
             if settings.internal_credential_file
             else None
         ),
+        cors_origins=settings.cors_origins,
     )
     config = uvicorn.Config(
         app,

@@ -49,6 +49,7 @@ SERVER_ONLY = {
     "execution",
     "metrics_dir",
     "internal_credential_file",
+    "cors_origins",
 }
 # A deployment's other keys, in the stack config and in OnlineDeploymentArgs.
 NOT_SERVER = {
