@@ -128,7 +128,13 @@ def token_for(state: RouterState, req: Request) -> bytes:
             "issued only in aml_token mode (send the key itself as 'Authorization: Bearer KEY')",
             400,
         )
-    check_key(bearer(req.authorization), state.secrets.primary_key, state.secrets.secondary_key)
+    keys = state.secrets.primary_key, state.secrets.secondary_key
+    if not any(keys):
+        raise AuthError(
+            "this endpoint has no keys to exchange for a token; give the router primary_key "
+            "(in secrets_dir or env ML_ENDPOINTS_PRIMARY_KEY)"
+        )
+    check_key(bearer(req.authorization), *keys)
     ttl = config.max_token_lifetime_s
     if req.body.strip():
         try:

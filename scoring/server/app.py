@@ -131,8 +131,8 @@ class ScoringApp:
         collect: bool,
         sampling_rate: float,
         sink: collector.Sink | None,
-        credential: bytes | None = None,
         cors_origins: str | None = None,
+        credential: bytes | None = None,
     ) -> None:
         self.scorer = scorer
         self.stats = stats
@@ -151,14 +151,14 @@ class ScoringApp:
         self.sink = sink
         self.ready = False
         self._timers: list[asyncio.TimerHandle] = []
-        #: The endpoint router's internal credential; None = no check (local serving).
-        self.credential = credential
         self._swagger: dict[str, bytes] = {}
         # CORS (Azure's AML_CORS_ORIGINS), parsed once: "*" or the listed origins.
         origins = [o.strip() for o in (cors_origins or "").split(",") if o.strip()]
         self._cors_any = "*" in origins
         self._cors = frozenset(o.encode("latin-1") for o in origins)
         self._cors_vary = not self._cors_any and len(self._cors) > 1
+        #: The endpoint router's internal credential; None = no check (local serving).
+        self.credential = credential
 
     # -- lifecycle -------------------------------------------------------------------------
     async def _lifespan(self, receive: Receive, send: Send) -> None:
@@ -406,19 +406,21 @@ class ScoringApp:
     async def _bypassed(self, scope: Scope, send: Send) -> None:
         """401 for a request without the router's credential: it did not come through the
         endpoint (a pod calling the deployment's Service directly)."""
-        rid_header = next((v for k, v in scope["headers"] if k == b"x-request-id"), None)
-        request_id = request_id_from(rid_header)
+        found = dict(scope["headers"])
+        request_id = request_id_from(found.get(b"x-request-id"))
         body = error_body(
             "this deployment answers only requests from its endpoint's router; the request "
             "bypassed the endpoint (missing or wrong x-ml-endpoints-credential); call the "
             "endpoint's scoring URI instead",
             request_id,
         )
-        headers = [
-            (b"x-request-id", request_id.encode()),
-            (b"content-type", _JSON),
-            (b"content-length", str(len(body)).encode()),
-        ]
+        headers = self._id_headers(
+            request_id.encode(),
+            found.get(b"x-ms-request-id"),
+            found.get(b"x-ms-client-request-id"),
+            found.get(b"origin"),
+        )
+        headers += [(b"content-type", _JSON), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": 401, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         route = _ROUTES.get(scope["path"], "other")

@@ -189,10 +189,10 @@ class Settings(DataCollection, RequestSettings, Workers, _Where):
     """Where ``run()`` executes: ``inline``, ``thread``, or ``auto`` (thread with a queue limit)."""
     metrics_dir: Path | None = setting(None, env=("ML_ENDPOINTS_METRICS_DIR",))
     """Where workers share their Prometheus counters (set by the supervisor; internal)."""
-    internal_credential_file: Path | None = setting(None)
-    """Router's credential file (a Secret); then all but probes need x-ml-endpoints-credential."""
     cors_origins: str | None = setting(None, env=("AML_CORS_ORIGINS",))
     """Browser origins allowed by CORS, comma-separated, or ``*`` (Azure's ``AML_CORS_ORIGINS``)."""
+    internal_credential_file: Path | None = setting(None)
+    """Router's credential file (a Secret); then all but probes need x-ml-endpoints-credential."""
 
     @property
     def workers(self) -> int:

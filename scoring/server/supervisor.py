@@ -281,12 +281,12 @@ def worker(settings: Settings, sock: socket.socket | None) -> int:
         collect=settings.collect,
         sampling_rate=settings.collect_sampling_rate,
         sink=sink,
+        cors_origins=settings.cors_origins,
         credential=(
             read_credential(settings.internal_credential_file)
             if settings.internal_credential_file
             else None
         ),
-        cors_origins=settings.cors_origins,
     )
     config = uvicorn.Config(
         app,

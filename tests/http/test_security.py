@@ -5,20 +5,23 @@ internal URLs, and a certificate rotated by a reload. Real routers and servers o
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import jwt
 import pytest
 
+from mlendpoints._procs import serve_args
 from mlendpoints.paths import SAMPLE
 from tests.support.router import AUTH1, KEY2, SIGNING, cfg, metric, upstream, wait_for
 from tests.support.serving import serve
-from tests.support.tls import Ca, tls_router
+from tests.support.tls import Ca, TlsRouter, tls_router
 
 pytestmark = pytest.mark.router
 
@@ -30,6 +33,13 @@ def tls_cfg(tmp: Path, ca: Ca, deployments: dict[str, str], **kw: object) -> dic
     cert, key = ca.issue(tmp / "tls")
     traffic = {next(iter(deployments)): 100}
     return cfg(deployments, traffic, tls={"cert_file": str(cert), "key_file": str(key)}, **kw)
+
+
+@contextlib.contextmanager
+def blue_behind_tls(tmp: Path, ca: Ca, **kw: object) -> Iterator[TlsRouter]:
+    """An echo upstream ``blue`` behind a TLS router whose certificate ``ca`` signed."""
+    with upstream("blue") as blue, tls_router(tmp, tls_cfg(tmp, ca, {"blue": blue.url}, **kw)) as r:
+        yield r
 
 
 def peer_common_name(port: int, ca: Ca) -> str:
@@ -44,10 +54,7 @@ def peer_common_name(port: int, ca: Ca) -> str:
 
 def test_https_verifies_against_the_ca_and_plain_http_is_refused(tmp_path: Path) -> None:
     ca = Ca.new()
-    with (
-        upstream("blue") as blue,
-        tls_router(tmp_path, tls_cfg(tmp_path, ca, {"blue": blue.url})) as r,
-    ):
+    with blue_behind_tls(tmp_path, ca) as r:
         with httpx.Client(verify=ca.client()) as c:
             resp = c.post(f"{r.url}/score", json={"x": 1}, headers=AUTH1)
             assert resp.status_code == 200, resp.text
@@ -73,10 +80,7 @@ def test_https_verifies_against_the_ca_and_plain_http_is_refused(tmp_path: Path)
 
 def test_metrics_only_on_the_metrics_port(tmp_path: Path) -> None:
     ca = Ca.new()
-    with (
-        upstream("blue") as blue,
-        tls_router(tmp_path, tls_cfg(tmp_path, ca, {"blue": blue.url})) as r,
-    ):
+    with blue_behind_tls(tmp_path, ca) as r:
         with httpx.Client(verify=ca.client()) as c:
             assert c.post(f"{r.url}/score", json={}, headers=AUTH1).status_code == 200
             main = c.get(f"{r.url}/metrics")
@@ -91,42 +95,37 @@ def test_metrics_only_on_the_metrics_port(tmp_path: Path) -> None:
 
 def test_router_issues_tokens_to_key_holders(tmp_path: Path) -> None:
     ca = Ca.new()
-    config = tls_cfg(tmp_path, ca, {"blue": ""}, auth_mode="aml_token", max_token_lifetime_s=600)
-    with upstream("blue") as blue:
-        config["deployments"]["blue"]["url"] = blue.url
-        with tls_router(tmp_path, config) as r, httpx.Client(verify=ca.client()) as c:
-            # The key itself is not accepted for scoring in aml_token mode...
-            assert c.post(f"{r.url}/score", json={}, headers=AUTH1).status_code == 401
-            # ...but buys a token, in Azure's shape, capped at max_token_lifetime_s.
-            before = int(time.time())
-            got = c.post(f"{r.url}/token", json={"ttl_s": 86400}, headers=AUTH1)
-            assert got.status_code == 200, got.text
-            body = got.json()
-            assert set(body) == {"accessToken", "expiryTimeUtc", "refreshAfterTimeUtc", "tokenType"}
-            assert body["tokenType"] == "Bearer"
-            assert before + 600 <= body["expiryTimeUtc"] <= int(time.time()) + 600
-            token = {"Authorization": f"Bearer {body['accessToken']}"}
-            resp = c.post(f"{r.url}/score", json={}, headers=token)
-            assert resp.status_code == 200, resp.text
-            # The secondary key works too; no body = the longest lifetime.
-            second = c.post(f"{r.url}/token", headers={"Authorization": f"Bearer {KEY2}"})
-            assert second.status_code == 200
-            # A token cannot renew itself, a wrong key gets nothing, a bad body is named.
-            assert c.post(f"{r.url}/token", headers=token).status_code == 401
-            wrong = c.post(f"{r.url}/token", headers={"Authorization": "Bearer nope"})
-            assert (wrong.status_code, wrong.json()["error"]) == (401, "invalid key")
-            bad = c.post(f"{r.url}/token", json={"ttl_s": "long"}, headers=AUTH1)
-            assert bad.status_code == 400
-            assert "ttl_s must be a positive whole number" in bad.json()["error"]
-            assert c.get(f"{r.url}/token", headers=AUTH1).status_code == 405
+    config = {"auth_mode": "aml_token", "max_token_lifetime_s": 600}
+    with blue_behind_tls(tmp_path, ca, **config) as r, httpx.Client(verify=ca.client()) as c:
+        # The key itself is not accepted for scoring in aml_token mode...
+        assert c.post(f"{r.url}/score", json={}, headers=AUTH1).status_code == 401
+        # ...but buys a token, in Azure's shape, capped at max_token_lifetime_s.
+        before = int(time.time())
+        got = c.post(f"{r.url}/token", json={"ttl_s": 86400}, headers=AUTH1)
+        assert got.status_code == 200, got.text
+        body = got.json()
+        assert set(body) == {"accessToken", "expiryTimeUtc", "refreshAfterTimeUtc", "tokenType"}
+        assert body["tokenType"] == "Bearer"
+        assert before + 600 <= body["expiryTimeUtc"] <= int(time.time()) + 600
+        token = {"Authorization": f"Bearer {body['accessToken']}"}
+        resp = c.post(f"{r.url}/score", json={}, headers=token)
+        assert resp.status_code == 200, resp.text
+        # The secondary key works too; no body = the longest lifetime.
+        second = c.post(f"{r.url}/token", headers={"Authorization": f"Bearer {KEY2}"})
+        assert second.status_code == 200
+        # A token cannot renew itself, a wrong key gets nothing, a bad body is named.
+        assert c.post(f"{r.url}/token", headers=token).status_code == 401
+        wrong = c.post(f"{r.url}/token", headers={"Authorization": "Bearer nope"})
+        assert (wrong.status_code, wrong.json()["error"]) == (401, "invalid key")
+        bad = c.post(f"{r.url}/token", json={"ttl_s": "long"}, headers=AUTH1)
+        assert bad.status_code == 400
+        assert "ttl_s must be a positive whole number" in bad.json()["error"]
+        assert c.get(f"{r.url}/token", headers=AUTH1).status_code == 405
 
 
 def test_token_route_in_key_mode_says_why(tmp_path: Path) -> None:
     ca = Ca.new()
-    with (
-        upstream("blue") as blue,
-        tls_router(tmp_path, tls_cfg(tmp_path, ca, {"blue": blue.url})) as r,
-    ):
+    with blue_behind_tls(tmp_path, ca) as r:
         resp = httpx.post(f"{r.url}/token", headers=AUTH1, verify=ca.client())
         assert resp.status_code == 400
         assert "tokens are issued only in aml_token mode" in resp.json()["error"]
@@ -139,25 +138,21 @@ def _signed(iat: int, exp: int) -> dict[str, str]:
 
 def test_long_lived_and_future_tokens_are_refused(tmp_path: Path) -> None:
     ca = Ca.new()
-    config = tls_cfg(tmp_path, ca, {"blue": ""}, auth_mode="aml_token", max_token_lifetime_s=3600)
+    config = {"auth_mode": "aml_token", "max_token_lifetime_s": 3600}
     now = int(time.time())
-    with upstream("blue") as blue:
-        config["deployments"]["blue"]["url"] = blue.url
-        with tls_router(tmp_path, config) as r, httpx.Client(verify=ca.client()) as c:
-            ok = c.post(f"{r.url}/score", json={}, headers=_signed(now - 10, now + 3000))
-            assert ok.status_code == 200, ok.text
-            century = c.post(
-                f"{r.url}/score", json={}, headers=_signed(now, now + 100 * 365 * 86400)
-            )
-            assert century.status_code == 401
-            assert "over this endpoint's maximum (3600 s)" in century.json()["error"]
-            future = c.post(
-                f"{r.url}/score",
-                json={},
-                headers=_signed(now + 10 * 365 * 86400, now + 10 * 365 * 86400 + 60),
-            )
-            assert future.status_code == 401
-            assert "issued in the future" in future.json()["error"]
+    with blue_behind_tls(tmp_path, ca, **config) as r, httpx.Client(verify=ca.client()) as c:
+        ok = c.post(f"{r.url}/score", json={}, headers=_signed(now - 10, now + 3000))
+        assert ok.status_code == 200, ok.text
+        century = c.post(f"{r.url}/score", json={}, headers=_signed(now, now + 100 * 365 * 86400))
+        assert century.status_code == 401
+        assert "over this endpoint's maximum (3600 s)" in century.json()["error"]
+        future = c.post(
+            f"{r.url}/score",
+            json={},
+            headers=_signed(now + 10 * 365 * 86400, now + 10 * 365 * 86400 + 60),
+        )
+        assert future.status_code == 401
+        assert "issued in the future" in future.json()["error"]
 
 
 @pytest.mark.server
@@ -212,19 +207,11 @@ def test_server_with_unreadable_credential_file_exits_with_a_message(tmp_path: P
     import sys
 
     missing = tmp_path / "nope"
+    argv = serve_args(
+        SAMPLE / "score.py", SAMPLE / "model", "--internal-credential-file", str(missing), port=0
+    )
     out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "scoring",
-            "serve",
-            "--entry-script",
-            str(SAMPLE / "score.py"),
-            "--model-dir",
-            str(SAMPLE / "model"),
-            "--internal-credential-file",
-            str(missing),
-        ],
+        [sys.executable, *argv],
         capture_output=True,
         text=True,
         timeout=60,
@@ -276,10 +263,8 @@ def test_certificate_rotates_on_reload_without_restart(tmp_path: Path) -> None:
 
 def test_switching_tls_off_needs_a_restart(tmp_path: Path) -> None:
     ca = Ca.new()
-    with upstream("blue") as blue:
-        config = tls_cfg(tmp_path, ca, {"blue": blue.url})
-        with tls_router(tmp_path, config) as r:
-            plain = {**json.loads(r.config_path.read_text()), "tls": None}
-            r.config_path.write_text(json.dumps(plain))
-            wait_for(lambda: "turning tls on or off needs a restart" in r.proc.log(), "rejection")
-            assert httpx.get(f"{r.url}/ready", verify=ca.client()).status_code == 200
+    with blue_behind_tls(tmp_path, ca) as r:
+        plain = {**json.loads(r.config_path.read_text()), "tls": None}
+        r.config_path.write_text(json.dumps(plain))
+        wait_for(lambda: "turning tls on or off needs a restart" in r.proc.log(), "rejection")
+        assert httpx.get(f"{r.url}/ready", verify=ca.client()).status_code == 200

@@ -48,8 +48,8 @@ SERVER_ONLY = {
     "graceful_timeout_s",
     "execution",
     "metrics_dir",
-    "internal_credential_file",
     "cors_origins",
+    "internal_credential_file",
 }
 # A deployment's other keys, in the stack config and in OnlineDeploymentArgs.
 NOT_SERVER = {
