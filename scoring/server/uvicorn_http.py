@@ -1,19 +1,35 @@
-"""uvicorn, adapted: each response leaves in one write, and a drained worker exits 0.
+"""uvicorn, adapted: each response leaves in one write, requests are bounded in size and
+time, and a drained worker exits 0.
 
 ``OneWriteProtocol`` is uvicorn's httptools protocol whose responses go out in one
-``write`` (one syscall, one segment) instead of two; ``DrainingServer`` is uvicorn's
-``Server`` without re-raising the stop signal once it has drained.
+``write`` (one syscall, one segment) instead of two, and which enforces what uvicorn does not:
+request line + headers over ``max_header_bytes`` answer 431 as the bytes arrive (uvicorn's
+parser keeps accumulating them, at a cost that grows faster than their size), a request not
+wholly received within ``read_timeout_s`` (counted from connecting, for a first request, or
+from a later request's first byte) answers 408 and the connection closes (uvicorn's
+keep-alive timeout only covers the wait *between* requests), and a request the parser rejects
+gets the JSON error body instead of uvicorn's plain text. ``protocol()`` makes the subclass
+with a worker's settings. ``DrainingServer`` is uvicorn's ``Server`` without re-raising the
+stop signal once it has drained.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import signal
 from collections.abc import Callable, Generator
 from typing import Any
 
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import (
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
+
+from scoring.common.http_errors import error_body
+from scoring.common.request_id import new_request_id
 
 
 class DrainingServer(uvicorn.Server):
@@ -83,9 +99,44 @@ class _OneWrite:
 
 
 class OneWriteProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, each request's response written with one syscall."""
+    """uvicorn's httptools protocol, each request's response written with one syscall, and
+    each request's headers and time to arrive bounded."""
+
+    max_header_bytes = 64 * 1024
+    read_timeout_s = 30.0
+    _header_bytes: int | None = 0  # bytes of the request line + headers so far; None: all in
+    _read_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._read_timer = self.loop.call_later(self.read_timeout_s, self._read_timed_out)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._read_timer is not None:
+            self._read_timer.cancel()
+            self._read_timer = None
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._header_bytes is not None:
+            self._header_bytes += len(data)
+        super().data_received(data)
+        # Checked after parsing, so a body in the same read as the headers is not counted;
+        # at most one read (<= 256 KiB) past the limit is ever parsed: linear in the limit.
+        if self._header_bytes is not None and self._header_bytes > self.max_header_bytes:
+            self._refuse(
+                431,
+                f"request line and headers are over {self.max_header_bytes} bytes "
+                "(max_request_header_bytes)",
+            )
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._read_timer is None:  # a later request on this connection: its clock starts
+            self._read_timer = self.loop.call_later(self.read_timeout_s, self._read_timed_out)
 
     def on_headers_complete(self) -> None:
+        self._header_bytes = None
         before = self.cycle
         super().on_headers_complete()
         cycle = self.cycle
@@ -93,3 +144,60 @@ class OneWriteProtocol(HttpToolsProtocol):
             writer = _OneWrite(self.transport, cycle)
             cycle.transport = writer  # type: ignore[assignment]
             cycle.on_response = writer.complete
+
+    def on_message_complete(self) -> None:
+        self._header_bytes = 0
+        if self._read_timer is not None:
+            self._read_timer.cancel()
+            self._read_timer = None
+        super().on_message_complete()
+
+    def _read_timed_out(self) -> None:
+        self._read_timer = None
+        self._refuse(
+            408,
+            f"the request was not received within {self.read_timeout_s * 1000:.0f} ms "
+            "(request_read_timeout_ms)",
+        )
+
+    def _refuse(self, status: int, message: str) -> None:
+        """Answer ``status`` with the JSON error (unless a response is under way) and close."""
+        transport = self.transport
+        if transport.is_closing():
+            return
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete or not cycle.response_started:
+            if cycle is not None:  # the app reads a disconnect; its own answer is dropped
+                cycle.disconnected = True
+                cycle.message_event.set()
+            transport.write(_error_response(status, message))
+        transport.close()
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to a request its parser rejects, as our JSON error."""
+        self.transport.write(
+            _error_response(400, f"malformed HTTP request: {msg.rstrip('.')} (parser error)")
+        )
+        self.transport.close()
+
+
+def _error_response(status: int, message: str) -> bytes:
+    body = error_body(message, new_request_id())
+    return b"".join(
+        [
+            STATUS_LINE[status],
+            b"content-type: application/json\r\n",
+            b"content-length: %d\r\n" % len(body),
+            b"connection: close\r\n\r\n",
+            body,
+        ]
+    )
+
+
+def protocol(max_header_bytes: int, read_timeout_ms: int) -> type[OneWriteProtocol]:
+    """``OneWriteProtocol`` with a worker's limits (uvicorn instantiates the class itself)."""
+    return type(
+        "OneWriteProtocol",
+        (OneWriteProtocol,),
+        {"max_header_bytes": max_header_bytes, "read_timeout_s": read_timeout_ms / 1000.0},
+    )
