@@ -415,6 +415,7 @@ class ScoringApp:
                     self._swagger = json.dumps(self.scorer.swagger(), indent=2).encode()
                 status, ctype, body = 200, _JSON, self._swagger
             elif route == "/metrics":
+                self.stats.runs_past_timeout = self.runner.stuck()  # now, not at the last tick
                 status, ctype, body = 200, _METRICS, self.stats.render()
             else:
                 raise NotFound(
