@@ -118,17 +118,27 @@ class OneWriteProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._header_bytes is not None:
-            self._header_bytes += len(data)
+        counted = self._header_bytes
+        if counted is not None:
+            counted += len(data)
+            if counted > self.max_header_bytes:  # rare: look where the headers end
+                end = data.find(b"\r\n\r\n")
+                if end < 0 or counted - len(data) + end + 4 > self.max_header_bytes:
+                    self._refuse_headers()
+                    return
+            self._header_bytes = counted
         super().data_received(data)
-        # Checked after parsing, so a body in the same read as the headers is not counted;
-        # at most one read (<= 256 KiB) past the limit is ever parsed: linear in the limit.
+        # Headers still incomplete after the parser took this read (their end split across
+        # reads): nothing past the limit is parsed again, so the cost is linear in the limit.
         if self._header_bytes is not None and self._header_bytes > self.max_header_bytes:
-            self._refuse(
-                431,
-                f"request line and headers are over {self.max_header_bytes} bytes "
-                "(max_request_header_bytes)",
-            )
+            self._refuse_headers()
+
+    def _refuse_headers(self) -> None:
+        self._refuse(
+            431,
+            f"request line and headers are over {self.max_header_bytes} bytes "
+            "(max_request_header_bytes)",
+        )
 
     def on_message_begin(self) -> None:
         super().on_message_begin()

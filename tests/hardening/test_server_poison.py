@@ -15,7 +15,8 @@ sending. What is guaranteed, and asserted exactly:
   keep-alive connection (its first answer names the worker), and every failure must be on a
   connection pinned to a worker that crashed, and a request answered by another worker than
   its connection's (httpx silently reopens a pooled connection the server closed) must have
-  left a worker that crashed. Requests on the other worker's connections all succeed. (A request cannot be protected from a crash of the very process handling it.)
+  left a worker that crashed. Requests on the other worker's connections all succeed. (A
+  request cannot be protected from a crash of the very process handling it.)
 """
 
 from __future__ import annotations

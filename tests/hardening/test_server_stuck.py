@@ -60,8 +60,9 @@ def test_hung_run_fails_readiness_then_its_worker_is_replaced(tmp_path: Path) ->
     assert len(events(proc, "worker_wedged")) == 1
     exits = events(proc, "worker_exit")
     assert [(e["pid"], e["exit_code"]) for e in exits] == [(first, 4)]
-    assert "was replaced (runs stuck past their timeout); restarting it in 0 s" in (
-        exits[0]["message"]
+    assert (
+        "was replaced (runs stuck past their timeout); restarting it in 0 s"
+        in (exits[0]["message"])
     )
 
 

@@ -15,7 +15,7 @@ from mlendpoints._procs import Proc
 from scoring.common.http_errors import error_body
 from tests.support.router import metric as sample
 
-ATTACKER = '''
+ATTACKER = """
 import ctypes, json, math, os, pathlib, signal, sys, time
 
 import numpy as np
@@ -60,7 +60,7 @@ def run(raw_data):
         time.sleep(body.get("seconds", 0.2))
         return {"pid": os.getpid(), "n": len(body.get("data", []))}
     return {"pid": os.getpid()}
-'''
+"""
 
 
 def write_attacker(folder: Path) -> Path:
