@@ -353,3 +353,18 @@ def test_each_response_is_one_write_and_leaves_no_garbage_cycle() -> None:
     assert all(w.startswith(b"HTTP/1.1 200 OK\r\n") for w in writes)
     assert writes[0].endswith(b"\r\n\r\n[1]") and writes[1].endswith(b"\r\n\r\n")
     assert garbage == 0
+
+
+def test_bytes_in_flight_default_comes_from_the_cgroup_memory_limit(tmp_path: Path) -> None:
+    from scoring.server.config import MiB, default_bytes_in_flight, memory_limit
+
+    v2, v1 = tmp_path / "memory.max", tmp_path / "memory.limit_in_bytes"
+    assert memory_limit([v2, v1]) is None  # neither file: not in a cgroup with a limit
+    v1.write_text("9223372036854771712\n")  # cgroup v1's "unlimited"
+    assert memory_limit([v2, v1]) is None
+    v2.write_text("max\n")
+    assert memory_limit([v2, v1]) is None
+    v2.write_text(f"{1024 * MiB}\n")
+    assert memory_limit([v2, v1]) == 1024 * MiB
+    assert default_bytes_in_flight(1024 * MiB) == 32 * MiB  # the prod stack's 1 GiB pods
+    assert default_bytes_in_flight(None) == 512 * MiB
