@@ -105,11 +105,16 @@ class OneWriteProtocol(HttpToolsProtocol):
     max_header_bytes = 64 * 1024
     read_timeout_s = 30.0
     _header_bytes: int | None = 0  # bytes of the request line + headers so far; None: all in
+    # The read clock: one timer per connection, not per request (a timer costs ~1 us to arm
+    # and cancel). ``_reading_since`` is when the request being received began (None between
+    # requests); the timer, when it fires, checks it and re-arms for that request's deadline.
     _read_timer: asyncio.TimerHandle | None = None
+    _reading_since: float | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._read_timer = self.loop.call_later(self.read_timeout_s, self._read_timed_out)
+        self._reading_since = self.loop.time()  # the first request's clock starts now
+        self._read_timer = self.loop.call_later(self.read_timeout_s, self._check_read)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._read_timer is not None:
@@ -142,8 +147,10 @@ class OneWriteProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        if self._read_timer is None:  # a later request on this connection: its clock starts
-            self._read_timer = self.loop.call_later(self.read_timeout_s, self._read_timed_out)
+        if self._reading_since is None:  # a later request on this connection: its clock starts
+            self._reading_since = self.loop.time()
+            if self._read_timer is None:
+                self._read_timer = self.loop.call_later(self.read_timeout_s, self._check_read)
 
     def on_headers_complete(self) -> None:
         self._header_bytes = None
@@ -157,13 +164,18 @@ class OneWriteProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self._header_bytes = 0
-        if self._read_timer is not None:
-            self._read_timer.cancel()
-            self._read_timer = None
+        self._reading_since = None
         super().on_message_complete()
 
-    def _read_timed_out(self) -> None:
+    def _check_read(self) -> None:
         self._read_timer = None
+        since = self._reading_since
+        if since is None:  # between requests: the next one arms the clock again
+            return
+        left = since + self.read_timeout_s - self.loop.time()
+        if left > 0:  # a later request, begun after this timer was armed
+            self._read_timer = self.loop.call_later(left, self._check_read)
+            return
         self._refuse(
             408,
             f"the request was not received within {self.read_timeout_s * 1000:.0f} ms "

@@ -109,10 +109,16 @@ def test_slow_requests_time_out_with_408_and_others_are_served(attacker: Path) -
             )
             assert rest == b""
             sock.close()
-        # a keep-alive connection's second request has the same clock, from its first byte
-        with httpx.Client(timeout=10) as client:
-            assert client.post(proc.url + "/score", json={}).status_code == 200
-            assert client.post(proc.url + "/score", json={}).status_code == 200
+        # a keep-alive connection's later request has the same clock, from its first byte
+        sock = _connect(proc.url)
+        request = b"POST /score HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}"
+        buf = bytearray()
+        for _ in range(3):
+            sock.sendall(request)
+            assert read_response(sock, buf)[0] == 200
+        sock.sendall(b"POST /score HTTP/1.1\r\nhost: x\r\n")
+        assert _error(sock)[0] == 408
+        sock.close()
 
 
 def test_parser_errors_are_json(attacker: Path) -> None:
