@@ -104,16 +104,7 @@ class Environment(pulumi.ComponentResource):
 def _resolve(name: str, args: EnvironmentArgs) -> list[str]:
     """Requirement lines from whichever source is given; errors name the environment."""
     problems = rules.check_name(f"environment {name!r} name", name)
-    sources = [
-        key
-        for key in ("conda_file", "requirements_file", "requirements", "image")
-        if getattr(args, key) is not None
-    ]
-    if len(sources) != 1:
-        problems.append(
-            f"environment {name!r}: give exactly one of conda_file, requirements_file, "
-            f"requirements, image (got {', '.join(sources) or 'none'})"
-        )
+    problems += rules.check_environment_source(f"environment {name!r}", args)
     if problems:
         raise ValueError("\n".join(problems))
     if args.image is not None:

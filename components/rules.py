@@ -22,7 +22,9 @@ from scoring.router.traffic import (
 
 __all__ = [
     "DNS1123_LABEL",
+    "ENVIRONMENT_SOURCES",
     "MAX_NAME",
+    "check_environment_source",
     "check_mirror",
     "check_name",
     "check_object_name",
@@ -30,6 +32,20 @@ __all__ = [
     "check_traffic",
     "traffic_plan",
 ]
+
+#: The fields an environment is built from; `EnvironmentArgs` and the stack config both carry them.
+ENVIRONMENT_SOURCES = ("conda_file", "requirements_file", "requirements", "image")
+
+
+def check_environment_source(path: str, spec: object) -> list[str]:
+    """An environment comes from exactly one source, so the image it names is never ambiguous."""
+    given = [key for key in ENVIRONMENT_SOURCES if getattr(spec, key) is not None]
+    if len(given) == 1:
+        return []
+    return [
+        f"{path}: give exactly one of {', '.join(ENVIRONMENT_SOURCES)} "
+        f"(got {', '.join(given) or 'none'})"
+    ]
 
 
 def check_object_name(path: str, endpoint: str, deployment: str) -> list[str]:

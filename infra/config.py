@@ -208,16 +208,7 @@ def cross_field_problems(cfg: StackConfig) -> list[str]:
             if dep.code is None:
                 problems.append(f"{where}.code: missing (or set {where}.image)")
     for name, env in cfg.environments.items():
-        given = [
-            k
-            for k in ("conda_file", "requirements_file", "requirements", "image")
-            if getattr(env, k) is not None
-        ]
-        if len(given) != 1:
-            problems.append(
-                f"environments.{name}: give exactly one of conda_file, requirements_file, "
-                f"requirements, image (got {', '.join(given) or 'none'})"
-            )
+        problems += rules.check_environment_source(f"environments.{name}", env)
     names = [d.name for d in cfg.deployments]
     problems += rules.check_traffic(cfg.endpoint.traffic, names, "endpoint.traffic")
     problems += rules.check_mirror(

@@ -23,7 +23,9 @@ import sys
 import tarfile
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 
 def _layer(files: list[tuple[Path, str, int]]) -> bytes:
@@ -48,9 +50,9 @@ def _layer(files: list[tuple[Path, str, int]]) -> bytes:
 
 
 def _config(
-    layer: bytes, entrypoint: list[str], user: str, ports: list[int] | None, env: list[str] | None
+    layer: bytes, entrypoint: list[str], user: str, ports: Sequence[int], env: Sequence[str]
 ) -> bytes:
-    cfg: dict[str, object] = {"Entrypoint": entrypoint, "Env": env or [], "User": user}
+    cfg: dict[str, object] = {"Entrypoint": entrypoint, "Env": list(env), "User": user}
     if ports:
         cfg["ExposedPorts"] = {f"{p}/tcp": {} for p in ports}
     return json.dumps(
@@ -69,18 +71,27 @@ def _config(
     ).encode()
 
 
-def build(
-    out: Path,
-    ref: str,
-    files: list[tuple[Path, str, int]],
-    entrypoint: list[str],
-    user: str = "",
-    ports: list[int] | None = None,
-    env: list[str] | None = None,
-) -> str:
+class Spec(NamedTuple):
+    """What the image holds; `build()` and `push()` write the same layer and config from it.
+
+    A NamedTuple, not a dataclass: the cluster tests load this file with no `sys.modules` entry.
+    """
+
+    files: list[tuple[Path, str, int]]  # (source, path in the image, mode)
+    entrypoint: list[str]
+    user: str = ""
+    ports: Sequence[int] = ()
+    env: Sequence[str] = ()
+
+    def blobs(self) -> tuple[bytes, bytes]:
+        """The layer tar and the image config that names its digest."""
+        layer = _layer(self.files)
+        return layer, _config(layer, self.entrypoint, self.user, self.ports, self.env)
+
+
+def build(out: Path, ref: str, spec: Spec) -> str:
     """Write the `docker save` tarball; return the image ID (config digest)."""
-    layer = _layer(files)
-    config = _config(layer, entrypoint, user, ports, env)
+    layer, config = spec.blobs()
     layer_hex = hashlib.sha256(layer).hexdigest()
     config_hex = hashlib.sha256(config).hexdigest()
     manifest = json.dumps(
@@ -109,21 +120,13 @@ def _request(
         raise RuntimeError(f"registry answered {exc.code} to {method} {url}: {body}") from None
 
 
-def push(
-    ref: str,
-    files: list[tuple[Path, str, int]],
-    entrypoint: list[str],
-    user: str = "",
-    ports: list[int] | None = None,
-    env: list[str] | None = None,
-) -> str:
+def push(ref: str, spec: Spec) -> str:
     """Push the image to REF (HOST:PORT/NAME:TAG, plain http); return the manifest digest."""
     host, _, rest = ref.partition("/")
     name, sep, tag = rest.rpartition(":")
     if not (host and name and sep and tag):
         raise ValueError(f"push wants HOST:PORT/NAME:TAG, got {ref!r}")
-    layer = _layer(files)
-    config = _config(layer, entrypoint, user, ports, env)
+    layer, config = spec.blobs()
     blob = gzip.compress(layer, mtime=0)
     base = f"http://{host}/v2/{name}"
     descs = []
@@ -188,10 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--push", action="store_true", help="push REF to its registry instead")
     a = p.parse_args(argv)
     entry = json.loads(a.entrypoint) if a.entrypoint else ["/" + a.file[0][1].strip("/")]
-    if a.push:
-        print(push(a.ref, a.file, entry, a.user, a.port, a.env))
-    else:
-        print(build(a.out, a.ref, a.file, entry, a.user, a.port, a.env))
+    spec = Spec(a.file, entry, a.user, a.port, a.env)
+    print(push(a.ref, spec) if a.push else build(a.out, a.ref, spec))
     return 0
 
 

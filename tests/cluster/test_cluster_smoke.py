@@ -121,11 +121,13 @@ def push_echo(binary: Path, version: str) -> tuple[str, str]:
     ref = f"{IMAGE_REPO}:{hashlib.sha256(binary.read_bytes()).hexdigest()[:12]}-{version}"
     digest = image_tar.push(
         ref,
-        [(binary, "/echo-server", 0o755)],
-        ["/echo-server"],
-        user="65534:65534",
-        ports=[8080],
-        env=[f"VERSION={version}"],
+        image_tar.Spec(
+            [(binary, "/echo-server", 0o755)],
+            ["/echo-server"],
+            user="65534:65534",
+            ports=[8080],
+            env=[f"VERSION={version}"],
+        ),
     )
     return ref, digest
 

@@ -27,10 +27,10 @@ import (
 	"sync"
 	"syscall"
 
-	pbempty "google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	pbempty "google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/pulumi/pulumi/sdk/v3/go/common/util/rpcutil"
 	"github.com/pulumi/pulumi/sdk/v3/go/common/version"
@@ -224,6 +224,20 @@ func installedPlugins(ctx context.Context, tc toolchain.Toolchain) ([]pluginJSON
 	return plugins, nil
 }
 
+// programPlugins resolves the program's Python and lists its installed resource plugins:
+// what GetRequiredPackages and GetRequiredPlugins both answer from, as gRPC status errors.
+func programPlugins(ctx context.Context, info *pulumirpc.ProgramInfo) ([]pluginJSON, error) {
+	tc, _, err := resolve(info)
+	if err != nil {
+		return nil, err
+	}
+	plugins, err := installedPlugins(ctx, tc)
+	if err != nil {
+		return nil, status.Error(codes.FailedPrecondition, err.Error())
+	}
+	return plugins, nil
+}
+
 func (h *host) Handshake(_ context.Context, req *pulumirpc.LanguageHandshakeRequest,
 ) (*pulumirpc.LanguageHandshakeResponse, error) {
 	h.mu.Lock()
@@ -238,13 +252,9 @@ func (h *host) GetPluginInfo(context.Context, *pbempty.Empty) (*pulumirpc.Plugin
 
 func (h *host) GetRequiredPackages(ctx context.Context, req *pulumirpc.GetRequiredPackagesRequest,
 ) (*pulumirpc.GetRequiredPackagesResponse, error) {
-	tc, _, err := resolve(req.GetInfo())
+	plugins, err := programPlugins(ctx, req.GetInfo())
 	if err != nil {
 		return nil, err
-	}
-	plugins, err := installedPlugins(ctx, tc)
-	if err != nil {
-		return nil, status.Error(codes.FailedPrecondition, err.Error())
 	}
 	resp := &pulumirpc.GetRequiredPackagesResponse{}
 	for _, p := range plugins {
@@ -264,13 +274,9 @@ func (h *host) GetRequiredPackages(ctx context.Context, req *pulumirpc.GetRequir
 
 func (h *host) GetRequiredPlugins(ctx context.Context, req *pulumirpc.GetRequiredPluginsRequest,
 ) (*pulumirpc.GetRequiredPluginsResponse, error) {
-	tc, _, err := resolve(req.GetInfo())
+	plugins, err := programPlugins(ctx, req.GetInfo())
 	if err != nil {
 		return nil, err
-	}
-	plugins, err := installedPlugins(ctx, tc)
-	if err != nil {
-		return nil, status.Error(codes.FailedPrecondition, err.Error())
 	}
 	resp := &pulumirpc.GetRequiredPluginsResponse{}
 	for _, p := range plugins {
