@@ -207,8 +207,11 @@ class ScoringApp:
 
     def _check_stuck(self) -> None:
         """Count runs past their timeout; drain and replace the worker once one is wedged."""
-        runner = self.runner
-        self.stats.runs_past_timeout = runner.stuck()
+        runner, stats = self.runner, self.stats
+        stuck = runner.stuck()
+        if stuck != stats.runs_past_timeout:  # the other workers' /ready read it at once
+            stats.runs_past_timeout = stuck
+            stats.write()
         if runner.wedged() and not self.replacing:
             self.replacing = True
             self.ready = False
@@ -401,10 +404,11 @@ class ScoringApp:
             elif route == "/":
                 status, ctype, body = 200, _TEXT, b"Healthy"
             elif route == "/ready":
-                if self.runner.stuck():
+                self.stats.runs_past_timeout = self.runner.stuck()
+                if self.stats.stuck_in_pod():
                     raise ScoringError(
-                        "a run() is still running past request_timeout_ms in this worker, "
-                        "holding its slot; the worker is replaced if it does not return",
+                        "a run() is still running past request_timeout_ms in this pod, "
+                        "holding its slot; its worker is replaced if it does not return",
                         503,
                     )
                 if not self.ready:

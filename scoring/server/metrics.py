@@ -86,6 +86,17 @@ class Stats:
             snaps.append(self.snapshot())
         return render(snaps)
 
+    def stuck_in_pod(self) -> int:
+        """Runs past their timeout in every live worker of the pod (this one's count is fresh,
+        the others' as of their last snapshot; a worker writes one as soon as its count
+        changes). Read by ``/ready``: a stuck slot anywhere makes the pod not ready."""
+        total = self.runs_past_timeout
+        if self.dir is not None:
+            for snap in _read_all(self.dir):
+                if snap.get("pid") != self.pid and _alive(snap["pid"]):
+                    total += snap.get("runs_past_timeout", 0)
+        return total
+
 
 def _alive(pid: int) -> bool:
     try:

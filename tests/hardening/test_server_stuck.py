@@ -39,8 +39,8 @@ def test_hung_run_fails_readiness_then_its_worker_is_replaced(tmp_path: Path) ->
         assert is_error(
             ready,
             503,
-            "a run() is still running past request_timeout_ms in this worker, holding its "
-            "slot; the worker is replaced if it does not return",
+            "a run() is still running past request_timeout_ms in this pod, holding its slot; "
+            "its worker is replaced if it does not return",
         )
         assert metric(proc, "scoring_runs_past_timeout") == 1
         refused = httpx.post(proc.url + "/score", json={}, timeout=10)
@@ -64,6 +64,24 @@ def test_hung_run_fails_readiness_then_its_worker_is_replaced(tmp_path: Path) ->
         "was replaced (runs stuck past their timeout); restarting it in 0 s"
         in (exits[0]["message"])
     )
+
+
+def test_a_stuck_slot_in_one_worker_makes_the_whole_pod_not_ready(tmp_path: Path) -> None:
+    """Two workers: the kubelet's probe may reach either, and both must say not ready."""
+    script = write_attacker(tmp_path)
+    args = ("--workers", "2", "--request-timeout-ms", "3000", "--max-queue-wait-ms", "100")
+    with serve(script, None, *args) as proc:
+        hung = httpx.post(proc.url + "/score", json={"attack": "hang"}, timeout=20)
+        assert hung.status_code == 504
+        wait_for(lambda: metric(proc, "scoring_runs_past_timeout") == 1, "the gauge", 10)
+        probes = [httpx.get(proc.url + "/ready", timeout=10) for _ in range(10)]  # new conns
+        assert [p.status_code for p in probes] == [503] * 10
+        wait_for(lambda: events(proc, "worker_exit"), "the stuck worker's replacement", 30)
+        wait_for(lambda: metric(proc, "scoring_workers_ready") == 2, "two workers again", 30)
+        assert httpx.get(proc.url + "/ready", timeout=10).status_code == 200
+        statuses = [httpx.post(proc.url + "/score", json={}, timeout=10) for _ in range(50)]
+        assert [r.status_code for r in statuses] == [200] * 50
+    assert [e["exit_code"] for e in events(proc, "worker_exit")] == [4]
 
 
 def test_inline_run_that_swallows_its_timeout_gets_its_worker_replaced(tmp_path: Path) -> None:
