@@ -127,6 +127,8 @@ class RequestSettings(Declared):
     """Body bytes held at once per pod, split over workers: past it 429, 413 if one never fits (0 = memory limit / 32, else 512 MiB)."""  # noqa: E501
     max_request_header_bytes: int = setting(64 * 1024, ge=1024, le=16 * MiB)
     """Request line + headers larger than this answer 431 and close, as the bytes arrive."""
+    max_connections: int = setting(2048, ge=1, le=100_000)
+    """Open connections per pod, split over the workers; past it a new one gets 503, closed."""
     request_read_timeout_ms: int = setting(30_000, ge=100, le=600_000)
     """Time to send a whole request (from connecting, or its first byte) before 408 and close."""
 
@@ -212,6 +214,11 @@ class Settings(DataCollection, RequestSettings, Workers, _Where):
         """This worker's share of ``max_request_bytes_in_flight`` (0 = derived: see there)."""
         total = self.max_request_bytes_in_flight or default_bytes_in_flight(memory_limit())
         return max(1, total // self.worker_count)
+
+    @property
+    def connections_per_worker(self) -> int:
+        """This worker's share of ``max_connections`` (at least 1)."""
+        return max(1, self.max_connections // self.worker_count)
 
     @property
     def slots_per_worker(self) -> int:

@@ -377,7 +377,11 @@ def worker(settings: Settings, sock: socket.socket | None, ready_fd: int | None 
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http=protocol(settings.max_request_header_bytes, settings.request_read_timeout_ms),
+        http=protocol(
+            settings.max_request_header_bytes,
+            settings.request_read_timeout_ms,
+            settings.connections_per_worker,
+        ),
         lifespan="on",
         access_log=False,
         log_config=None,

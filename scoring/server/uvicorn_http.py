@@ -8,7 +8,8 @@ parser keeps accumulating them, at a cost that grows faster than their size), a 
 wholly received within ``read_timeout_s`` (counted from connecting, for a first request, or
 from a later request's first byte) answers 408 and the connection closes (uvicorn's
 keep-alive timeout only covers the wait *between* requests), and a request the parser rejects
-gets the JSON error body instead of uvicorn's plain text. ``protocol()`` makes the subclass
+gets the JSON error body instead of uvicorn's plain text; a connection past
+``max_connections`` gets 503 and is closed at once. ``protocol()`` makes the subclass
 with a worker's settings. ``DrainingServer`` is uvicorn's ``Server`` without re-raising the
 stop signal once it has drained.
 """
@@ -104,6 +105,7 @@ class OneWriteProtocol(HttpToolsProtocol):
 
     max_header_bytes = 64 * 1024
     read_timeout_s = 30.0
+    max_connections = 2048
     _header_bytes: int | None = 0  # bytes of the request line + headers so far; None: all in
     # The read clock: one timer per connection, not per request (a timer costs ~1 us to arm
     # and cancel). ``_reading_since`` is when the request being received began (None between
@@ -113,6 +115,13 @@ class OneWriteProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        if len(self.connections) > self.max_connections:  # this one is in the set already
+            self._refuse(
+                503,
+                f"this worker has {self.max_connections} connections open already "
+                "(max_connections, split over the workers); retry later",
+            )
+            return
         self._reading_since = self.loop.time()  # the first request's clock starts now
         self._read_timer = self.loop.call_later(self.read_timeout_s, self._check_read)
 
@@ -216,10 +225,16 @@ def _error_response(status: int, message: str) -> bytes:
     )
 
 
-def protocol(max_header_bytes: int, read_timeout_ms: int) -> type[OneWriteProtocol]:
+def protocol(
+    max_header_bytes: int, read_timeout_ms: int, max_connections: int
+) -> type[OneWriteProtocol]:
     """``OneWriteProtocol`` with a worker's limits (uvicorn instantiates the class itself)."""
     return type(
         "OneWriteProtocol",
         (OneWriteProtocol,),
-        {"max_header_bytes": max_header_bytes, "read_timeout_s": read_timeout_ms / 1000.0},
+        {
+            "max_header_bytes": max_header_bytes,
+            "read_timeout_s": read_timeout_ms / 1000.0,
+            "max_connections": max_connections,
+        },
     )

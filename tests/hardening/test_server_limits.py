@@ -5,6 +5,7 @@
 - a connection that has not sent a whole request within ``request_read_timeout_ms`` → 408
   and closed (idle from connecting, partial headers, partial body), while legitimate requests
   on other connections are answered;
+- a connection past ``max_connections`` → 503 and closed at once;
 - NaN / Infinity in a ``run()`` result → ``null`` (valid JSON), deep nesting → 400 (in the
   body) or 500 (in the result), parser errors → the JSON error shape.
 """
@@ -20,7 +21,7 @@ import httpx
 import pytest
 
 from tests.support.attacks import is_error, write_attacker
-from tests.support.router import read_response
+from tests.support.router import read_response, wait_for
 from tests.support.serving import serve
 
 pytestmark = [pytest.mark.server, pytest.mark.hardening]
@@ -119,6 +120,31 @@ def test_slow_requests_time_out_with_408_and_others_are_served(attacker: Path) -
         sock.sendall(b"POST /score HTTP/1.1\r\nhost: x\r\n")
         assert _error(sock)[0] == 408
         sock.close()
+
+
+def test_connections_past_the_limit_get_503_and_are_closed(attacker: Path) -> None:
+    with serve(attacker, None, "--max-connections", "4") as proc:  # the probe's is closed
+        held = [_connect(proc.url) for _ in range(4)]
+        held[0].sendall(b"POST /score HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}")
+        assert read_response(held[0], bytearray())[0] == 200  # the four are being served
+        extra = _connect(proc.url)
+        status, body, rest = _error(extra)
+        assert status == 503
+        assert _is(
+            body,
+            "this worker has 4 connections open already (max_connections, split over the "
+            "workers); retry later",
+        )
+        assert rest == b""
+        extra.close()
+        for sock in held:
+            sock.close()
+        wait_for(  # once the server has seen the closes
+            lambda: httpx.post(proc.url + "/score", json={}, timeout=10).status_code == 200,
+            "a free connection",
+        )
+        ok = [httpx.post(proc.url + "/score", json={}, timeout=10) for _ in range(5)]
+        assert [r.status_code for r in ok] == [200] * 5
 
 
 def test_parser_errors_are_json(attacker: Path) -> None:
