@@ -16,8 +16,8 @@ seconds per cell:
 - ``azmlinfsrv``     azureml-inference-server-http (Flask + gunicorn), own venv, loopback
 - ``mlserver``       MLServer + mlserver-sklearn (V2 protocol body), own venv, uvloop 0.21
 
-Peers are installed on first use into ``$ML_ENDPOINTS_CACHE/bench/<name>`` (PyPI). Cold
-start is process start to the first 200 on ``POST /score``. wrk shares the 2 cores with the
+Peers are installed on first use into ``$ML_ENDPOINTS_CACHE/peers/`` (PyPI; ``mlendpoints._peers``).
+Cold start is process start to the first 200 on ``POST /score``. wrk shares the 2 cores with the
 servers, so absolute figures are lower than on a dedicated load generator; compare ratios.
 The load average is printed per server: other work on the machine skews a run. So each cell
 also reports the server's own CPU time per request (user + system of its process group,
@@ -39,36 +39,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench._load import loadavg, start, wrk
+from mlendpoints._peers import AZMLINFSRV, AZMLINFSRV_LOOPBACK, peer_python
 from mlendpoints._procs import free_port, serve_args, stop
-from mlendpoints.paths import REPO, SAMPLE, cache_root
+from mlendpoints.paths import REPO, SAMPLE
 
-BENCH = cache_root() / "bench"
 PEERS = {
-    "azmlinfsrv": ["azureml-inference-server-http==1.5.1"],
+    "azmlinfsrv": [AZMLINFSRV],
     "mlserver": ["mlserver==1.7.1", "mlserver-sklearn==1.7.1", "uvloop==0.21.0"],
 }
 MODEL_PINS = ["scikit-learn==1.9.1", "numpy==2.4.6", "joblib==1.6.0"]
 ROWS = (1, 100)
 CONNS = (1, 8, 64)
 ALL = ("ours", "ours-collect", "bare", "azmlinfsrv", "mlserver")
-
-
-def peer_python(name: str) -> Path:
-    """The venv python of a peer server, installed from PyPI on first use (cached)."""
-    venv = BENCH / name
-    packages = PEERS[name] + MODEL_PINS
-    stamp = venv / ".bench-stamp"
-    py = venv / "bin" / "python"
-    if py.exists() and stamp.exists() and stamp.read_text() == " ".join(packages):
-        return py
-    print(f"installing {name} into {venv} ...", flush=True)
-    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-    subprocess.run(
-        [str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", *packages],
-        check=True,
-    )
-    stamp.write_text(" ".join(packages))
-    return py
 
 
 @dataclass
@@ -167,18 +149,14 @@ def servers(names: list[str], model: Path, work: Path, port: int) -> list[Server
                 )
             )
         elif name == "azmlinfsrv":
-            py = peer_python("azmlinfsrv")
-            launcher = (  # azmlinfsrv binds 0.0.0.0 by default; keep the benchmark on loopback
-                "import sys, azureml_inference_server_http.amlserver as a; "
-                "a.DEFAULT_HOST = '127.0.0.1'; sys.argv[0] = 'azmlinfsrv'; a.run()"
-            )
+            py = peer_python("azmlinfsrv", PEERS["azmlinfsrv"] + MODEL_PINS)
             result.append(
                 Server(
                     name,
                     [
                         str(py),
                         "-c",
-                        launcher,
+                        AZMLINFSRV_LOOPBACK,
                         "--entry_script",
                         script,
                         "--model_dir",
@@ -193,7 +171,7 @@ def servers(names: list[str], model: Path, work: Path, port: int) -> list[Server
                 )
             )
         elif name == "mlserver":
-            py = peer_python("mlserver")
+            py = peer_python("mlserver", PEERS["mlserver"] + MODEL_PINS)
             folder = work / "mlserver"
             (folder / "diabetes").mkdir(parents=True, exist_ok=True)
             shutil.copy(model / "model.pkl", folder / "diabetes" / "model.pkl")

@@ -1,7 +1,10 @@
 """Request ids: echo a caller's ``x-request-id`` when it is sane, otherwise mint one.
 
-A caller's id is echoed only if it is 1-128 characters of ``[A-Za-z0-9._:-]``, so it can
-go into log lines and file names unescaped. Minted ids are 32 hex digits (like a UUID
+A caller's id is echoed when it is 1-100 printable ASCII characters (Azure's limit; spaces,
+braces, ``/``, ``+``, ``=`` included, as Microsoft's server takes them) other than ``"`` and
+``\\``, so it can go into JSON log lines unescaped. Anything else gets a new id (Microsoft's
+server answers 431 for an id over 100 characters; a tracing header is no reason to fail a
+request here). Minted ids are 32 hex digits (like a UUID
 without dashes) from a Mersenne Twister seeded by the OS: ids need uniqueness, not secrecy,
 and ``os.urandom`` costs a getrandom(2) per request (seen with strace on the router's hot
 path). Forked workers reseed, so no two processes mint the same sequence.
@@ -13,7 +16,7 @@ import os
 import random
 import re
 
-_SANE = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")
+_SANE = re.compile(rb"[\x20\x21\x23-\x5b\x5d-\x7e]{1,100}")
 _fullmatch = _SANE.fullmatch
 _rng = random.Random()  # seeded from os.urandom
 os.register_at_fork(after_in_child=_rng.seed)
@@ -35,6 +38,13 @@ def request_id_from(value: bytes | None) -> str:
     if value is not None and _fullmatch(value):
         return value.decode("ascii")
     return new_request_id()
+
+
+def client_request_id_from(value: bytes | None) -> bytes | None:
+    """``x-ms-client-request-id`` to echo (Azure echoes it), or None when absent or unsafe."""
+    if value is not None and _fullmatch(value):
+        return value
+    return None
 
 
 def request_id_bytes_from(value: bytes | None) -> bytes:

@@ -12,6 +12,7 @@ Routes: ``GET /`` liveness, ``GET /ready`` (also ``/readyz``) readiness, ``POST 
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import json
 import random
@@ -22,14 +23,28 @@ from urllib.parse import parse_qsl
 
 from scoring.common.http_errors import error_body
 from scoring.common.logs import Log
-from scoring.common.request_id import request_id_from
+from scoring.common.request_id import client_request_id_from, request_id_from
 from scoring.server import collector
-from scoring.server.body import BytesInFlight, check_content_type, nesting_depth, read_body
-from scoring.server.errors import BadInput, MethodNotAllowed, NotFound, ScoringError, TimedOut
+from scoring.server.body import (
+    BytesInFlight,
+    check_content_type,
+    nesting_depth,
+    query_args,
+    read_body,
+)
+from scoring.server.errors import (
+    BadInput,
+    MethodNotAllowed,
+    NotFound,
+    ScoringError,
+    TimedOut,
+)
 from scoring.server.jsonable import jsonable
 from scoring.server.metrics import Stats
+from scoring.server.raw_request import AMLRequest
 from scoring.server.runners import AsyncRunner, Runner
 from scoring.server.scorer import Scorer, headers_from
+from scoring.server.swagger import pick_version
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -38,6 +53,7 @@ Send = Callable[[Message], Awaitable[None]]
 
 _JSON = b"application/json"
 _TEXT = b"text/plain; charset=utf-8"
+_HTML = b"text/html; charset=utf-8"  # what Microsoft's server labels "Healthy" and OPTIONS with
 _METRICS = b"text/plain; version=0.0.4; charset=utf-8"
 _PROBES = frozenset({"/", "/ready"})
 _ROUTES = {
@@ -108,15 +124,23 @@ def encode_result(result: Any) -> tuple[int, bytes, bytes, list[tuple[bytes, byt
         return 200, dumps(result), _JSON, []
     status = getattr(result, "status_code", None)
     if status is not None and hasattr(result, "get_data"):
+        pairs = getattr(result, "header_list", None)  # ours keeps repeated headers apart
+        if pairs is None:
+            pairs = list((getattr(result, "headers", None) or {}).items())
         headers = [
             (k.lower().encode("latin-1"), str(v).encode("latin-1"))
-            for k, v in dict(getattr(result, "headers", {}) or {}).items()
+            for k, v in [*pairs, ("content-type", getattr(result, "content_type", None))]
+            if v is not None
         ]
         ctype = _JSON
         for k, v in headers:
             if k == b"content-type":
                 ctype = v
-        headers = [(k, v) for k, v in headers if k not in (b"content-type", b"content-length")]
+        headers = [
+            (k, v)
+            for k, v in headers
+            if k not in (b"content-type", b"content-length", b"x-ms-run-function-failed")
+        ]
         return int(status), result.get_data(), ctype, headers
     if isinstance(result, bytes | bytearray):
         return 200, bytes(result), b"application/octet-stream", []
@@ -138,6 +162,7 @@ class ScoringApp:
         collect: bool,
         sampling_rate: float,
         sink: collector.Sink | None,
+        cors_origins: str | None = None,
     ) -> None:
         self.scorer = scorer
         self.stats = stats
@@ -159,7 +184,12 @@ class ScoringApp:
         self.sink = sink
         self.ready = False
         self._timers: list[asyncio.TimerHandle] = []
-        self._swagger: bytes | None = None
+        self._swagger: dict[str, bytes] = {}
+        # CORS (Azure's AML_CORS_ORIGINS), parsed once: "*" or the listed origins.
+        origins = [o.strip() for o in (cors_origins or "").split(",") if o.strip()]
+        self._cors_any = "*" in origins
+        self._cors = frozenset(o.encode("latin-1") for o in origins)
+        self._cors_vary = not self._cors_any and len(self._cors) > 1
 
     # -- lifecycle -------------------------------------------------------------------------
     async def _lifespan(self, receive: Receive, send: Send) -> None:
@@ -239,7 +269,7 @@ class ScoringApp:
         start = time.perf_counter()
         stats = self.stats
         stats.in_flight += 1
-        content_type = length = rid_header = None
+        content_type = length = rid_header = ms_rid = client_rid = origin = None
         for name, value in scope["headers"]:
             if name == b"content-type":
                 content_type = value
@@ -247,15 +277,38 @@ class ScoringApp:
                 length = value
             elif name == b"x-request-id":
                 rid_header = value
+            elif name[:5] == b"x-ms-":
+                if name == b"x-ms-client-request-id":
+                    client_rid = value
+                elif name == b"x-ms-request-id":
+                    ms_rid = value
+            elif name == b"origin":
+                origin = value
         request_id = request_id_from(rid_header)
         run_s: float | None = None
         extra: list[tuple[bytes, bytes]] = []
-        close = False
+        close = ran = False
         held = 0
         body_read = raw is not None
+        scorer = self.scorer
+        request: AMLRequest | None = None
         try:
-            if raw is None:
-                check_content_type(content_type)
+            if scorer.raw_http:  # @rawhttp: run(request) gets the body bytes and the rest
+                body = b""
+                if scope["method"] == "POST":
+                    body = await read_body(receive, length, self.max_body, self.budget)
+                    held, body_read = len(body), True
+                request = AMLRequest(
+                    scope["method"],
+                    scope["path"],
+                    scope.get("query_string", b""),
+                    headers_from(scope["headers"]),
+                    body,
+                )
+                raw = body.decode("utf-8", "replace")  # for collection only
+            elif raw is None:
+                if not scorer.any_content_type:
+                    check_content_type(content_type)
                 body = await read_body(receive, length, self.max_body, self.budget)
                 held, body_read = len(body), True
                 try:
@@ -264,17 +317,18 @@ class ScoringApp:
                     raise BadInput(f"request body is not UTF-8 text: {exc}") from exc
             rate = self.sampling_rate
             sampled = rate >= 1.0 or random.random() < rate
-            headers = headers_from(scope["headers"]) if self.scorer.wants_headers else None
-            scorer = self.scorer
+            headers = headers_from(scope["headers"]) if scorer.wants_headers else None
+            call = scorer.call
+            if request is not None:
+                call = functools.partial(_call_request, scorer, request)
+            ran = True
             try:
                 run_inline = self._run_inline
                 if run_inline is not None:
-                    result, run_s = run_inline(scorer.call, raw, headers, request_id, sampled)
+                    result, run_s = run_inline(call, raw, headers, request_id, sampled)
                 else:
                     assert self._run_async is not None
-                    result, run_s = await self._run_async(
-                        scorer.call, raw, headers, request_id, sampled
-                    )
+                    result, run_s = await self._run_async(call, raw, headers, request_id, sampled)
             except ScoringError:
                 raise
             except (Exception, SystemExit) as exc:  # SystemExit: sys.exit() in run() (a 500)
@@ -324,11 +378,13 @@ class ScoringApp:
                 traceback=_traceback(exc),
             )
             stats.error("server_error")
+        rid = request_id.encode()
+        failed = ran and status >= 500 and status != 503
         headers_out = [
             (b"content-type", ctype),
             (b"content-length", str(len(out)).encode()),
-            (b"x-request-id", request_id.encode()),
-            (b"x-ms-request-id", request_id.encode()),
+            (b"x-ms-run-function-failed", b"True" if failed else b"False"),
+            *self._id_headers(rid, ms_rid, client_rid, origin),
         ]
         if run_s is not None:
             headers_out.append((b"x-ms-run-fn-exec-ms", f"{run_s * 1000:.3f}".encode()))
@@ -353,6 +409,31 @@ class ScoringApp:
                 elapsed * 1000,
                 None if run_s is None else run_s * 1000,
             )
+
+    def _id_headers(
+        self, rid: bytes, ms_rid: bytes | None, client_rid: bytes | None, origin: bytes | None
+    ) -> list[tuple[bytes, bytes]]:
+        """Request-id and CORS headers of every answer, as Microsoft's server sends them.
+
+        ``x-ms-request-id`` echoes the caller's (deprecated) one, else the client request id,
+        else the request id; ``x-ms-client-request-id`` is echoed when given (else the
+        deprecated one). CORS headers go only to an allowed ``Origin``; ``Vary: Origin`` when
+        several origins are allowed (flask-cors' rule).
+        """
+        legacy_given = client_request_id_from(ms_rid)
+        client = client_request_id_from(client_rid) or legacy_given
+        legacy: bytes = legacy_given or client or rid
+        out = [(b"x-request-id", rid), (b"x-ms-request-id", legacy)]
+        if client is not None:
+            out.append((b"x-ms-client-request-id", client))
+        if origin is not None and self._origin_allowed(origin):
+            out.append((b"access-control-allow-origin", b"*" if self._cors_any else origin))
+            if self._cors_vary:
+                out.append((b"vary", b"Origin"))
+        return out
+
+    def _origin_allowed(self, origin: bytes | None) -> bool:
+        return origin is not None and (self._cors_any or origin in self._cors)
 
     def _collect(self, raw: str, out: bytes, request_id: str, out_is_json: bool) -> None:
         """Queue the request's input and output (``model_inputs``/``model_outputs``).
@@ -379,30 +460,33 @@ class ScoringApp:
         start = time.perf_counter()
         path, method = scope["path"], scope["method"]
         route = _ROUTES.get(path, "other")
-        rid_header = next((v for k, v in scope["headers"] if k == b"x-request-id"), None)
-        request_id = request_id_from(rid_header)
-        headers = [(b"x-request-id", request_id.encode())]
+        found = dict(scope["headers"])
+        request_id = request_id_from(found.get(b"x-request-id"))
+        headers = self._id_headers(
+            request_id.encode(),
+            found.get(b"x-ms-request-id"),
+            found.get(b"x-ms-client-request-id"),
+            found.get(b"origin"),
+        )
+        if route == "/score":
+            headers.append((b"x-ms-run-function-failed", b"False"))
         try:
             if route == "/score":
-                if method == "GET":
-                    query = parse_qsl(
-                        scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True
-                    )
-                    args: dict[str, Any] = {}
-                    for k, v in query:
-                        args.setdefault(k, []).append(v)
-                    raw = json.dumps({k: v[0] if len(v) == 1 else v for k, v in args.items()})
+                if method == "GET":  # values parsed as JSON where they are, as Microsoft's
+                    raw = json.dumps(query_args(scope.get("query_string", b"")))
                     await self._score(scope, receive, send, raw)
                     return
                 if method == "OPTIONS":
-                    status, ctype, body = 200, _TEXT, b""
+                    status, ctype, body = 200, _HTML, b""
                     headers.append((b"allow", b"GET, POST, OPTIONS"))
+                    if self._origin_allowed(found.get(b"origin")):
+                        headers += self._preflight(found)
                 else:
                     raise MethodNotAllowed(f"{method} /score is not allowed; use POST", 405)
             elif method not in ("GET", "HEAD"):
                 raise MethodNotAllowed(f"{method} {path} is not allowed; use GET", 405)
             elif route == "/":
-                status, ctype, body = 200, _TEXT, b"Healthy"
+                status, ctype, body = 200, _HTML, b"Healthy"
             elif route == "/ready":
                 self.stats.runs_past_timeout = self.runner.stuck()
                 if self.stats.stuck_in_pod():
@@ -415,9 +499,12 @@ class ScoringApp:
                     raise ScoringError("init() has not finished in this worker", 503)
                 status, ctype, body = 200, _TEXT, b"Ready"
             elif route == "/swagger.json":
-                if self._swagger is None:
-                    self._swagger = json.dumps(self.scorer.swagger(), indent=2).encode()
-                status, ctype, body = 200, _JSON, self._swagger
+                query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+                version = pick_version(query.get("version"))
+                if version not in self._swagger:
+                    doc = self.scorer.swagger(version)
+                    self._swagger[version] = json.dumps(doc).encode()  # as azmlinfsrv
+                status, ctype, body = 200, _JSON, self._swagger[version]
             elif route == "/metrics":
                 self.stats.runs_past_timeout = self.runner.stuck()  # now, not at the last tick
                 status, ctype, body = 200, _METRICS, self.stats.render()
@@ -438,6 +525,20 @@ class ScoringApp:
         # requests in `ml-endpoints logs`. A failing probe is logged, and /metrics counts all.
         if self.log.access_enabled and not (status == 200 and route in _PROBES):
             self.log.access(request_id, method, route, status, elapsed * 1000, None)
+
+    @staticmethod
+    def _preflight(found: dict[bytes, bytes]) -> list[tuple[bytes, bytes]]:
+        """A CORS preflight's answer headers (origin already allowed), as flask-cors sends."""
+        out = [(b"access-control-allow-methods", b"GET, POST")]
+        asked = found.get(b"access-control-request-headers")
+        if asked:
+            out.append((b"access-control-allow-headers", asked))
+        return out
+
+
+def _call_request(scorer: Scorer, request: AMLRequest, raw: str, headers: Any) -> Any:
+    """``run(request)`` of a ``@rawhttp`` script, shaped as the runners call a ``Score``."""
+    return scorer.call_request(request)
 
 
 def _traceback(exc: BaseException) -> str:

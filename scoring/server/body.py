@@ -1,10 +1,13 @@
-"""Reading a scoring request's body: the media types taken, the size limit and the bytes a
-worker holds at once (``BytesInFlight``: memory safety, decided before the body is read)."""
+"""Reading a scoring request's body: the media types taken, the size limit, GET's query, and
+the bytes a worker holds at once (``BytesInFlight``: memory safety, decided before the body is
+read)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
+from urllib.parse import parse_qsl
 
 from scoring.server.errors import (
     BadInput,
@@ -17,7 +20,11 @@ _TEXTUAL = (b"application/json", b"text/", b"application/x-www-form-urlencoded")
 
 
 def check_content_type(value: bytes | None) -> None:
-    """JSON, text, a form-encoded body (curl -d's default) or no header pass; others 415."""
+    """JSON, text, a form-encoded body (curl -d's default) or no header pass; others 415.
+
+    Only for scripts with an input schema and MLflow models: a plain ``run(raw)`` script gets
+    any body as text, as on Microsoft's server.
+    """
     if value is None or value.startswith(b"application/json"):
         return
     media = value.split(b";", 1)[0].strip().lower()
@@ -119,3 +126,17 @@ def nesting_depth(text: str, stop: int) -> int:
         elif char in "]}":
             depth -= 1
     return deepest
+
+
+def query_args(query_string: bytes) -> dict[str, Any]:
+    """``GET /score?a=1&b=[1,2]&c=x`` as the body Microsoft's server makes of it:
+    ``{"a": 1, "b": [1, 2], "c": "x"}`` (each value parsed as JSON where it is JSON, a string
+    otherwise; a repeated name becomes a list)."""
+    found: dict[str, list[Any]] = {}
+    for key, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            parsed = value
+        found.setdefault(key, []).append(parsed)
+    return {k: v[0] if len(v) == 1 else v for k, v in found.items()}

@@ -197,6 +197,8 @@ class Settings(DataCollection, RequestSettings, Workers, _Where):
     """Where ``run()`` executes: ``inline``, ``thread``, or ``auto`` (thread with a queue limit)."""
     metrics_dir: Path | None = setting(None, env=("ML_ENDPOINTS_METRICS_DIR",))
     """Where workers share their Prometheus counters (set by the supervisor; internal)."""
+    cors_origins: str | None = setting(None, env=("AML_CORS_ORIGINS",))
+    """Browser origins allowed by CORS, comma-separated, or ``*`` (Azure's ``AML_CORS_ORIGINS``)."""
 
     @property
     def workers(self) -> int:
@@ -332,7 +334,7 @@ def parse_value(info: FieldInfo, raw: str) -> Any:
                 raise ValueError(f"must be between {low:g} and {high:g}")
             raise ValueError(f"must be >= {low:g}" if low is not None else f"must be <= {high:g}")
         return number
-    if kind is str:
+    if kind is str or kind == str | None:
         return raw
     return Path(raw)  # Path and Path | None
 

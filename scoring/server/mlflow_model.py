@@ -7,6 +7,12 @@ Accepted bodies (what Azure ML and ``mlflow models serve`` accept):
 - ``{"input_data": {"col": [...], ...}}`` (columns) and ``{"input_data": [{"col": v}, ...]}``
 - MLflow's ``dataframe_split``, ``dataframe_records``, ``instances`` and ``inputs``.
 
+As Azure's MLflow scoring, values follow the signature's column types where that is safe
+(an integer sent for a ``double`` column becomes a float; an ISO string for a ``datetime``
+column a timestamp), and ``{"params": {...}}`` beside the input reaches ``predict(params=)``.
+The swagger document carries the signature's columns with an example row, the ``params``
+and the output schema.
+
 mlflow is an optional extra: without it, start-up fails with a message naming
 ``pip install 'ml-endpoints[mlflow]'``.
 """
@@ -39,11 +45,16 @@ class MlflowScorer:
     (a ``Scorer``)."""
 
     wants_headers = False
+    raw_http = False
+    any_content_type = False
 
     def __init__(self, model_dir: Path) -> None:
         self.model_dir = model_dir
         self.model: Any = None
         self.columns: list[str] | None = None
+        self.types: dict[str, str] = {}  # column -> the signature's type name ("double", ...)
+        self.widen: dict[str, str] = {}  # column -> "float" | "datetime", from the signature
+        self.signature: Any = None
         self.call: Score = self._call
 
     @property
@@ -74,8 +85,20 @@ class MlflowScorer:
                 f"{exc}; it holds: {describe_folder(folder)}"
             ) from exc
         schema = self.model.metadata.get_input_schema()
+        self.signature = self.model.metadata.signature
         if schema is not None and schema.has_input_names():
             self.columns = list(schema.input_names())
+            if not schema.is_tensor_spec():
+                for spec in schema.inputs:
+                    kind = _type_name(spec.type)
+                    self.types[str(spec.name)] = kind
+                    if kind in ("double", "float"):
+                        self.widen[str(spec.name)] = "float"
+                    elif kind == "datetime":
+                        self.widen[str(spec.name)] = "datetime"
+
+    def call_request(self, request: Any) -> Any:
+        raise AssertionError("an MLflow model takes no raw request")
 
     def _call(self, raw: str, headers: ScriptHeaders | None) -> Any:
         try:
@@ -83,6 +106,11 @@ class MlflowScorer:
         except ValueError as exc:
             raise BadInput(f"request body is not valid JSON: {exc}") from exc
         data = self.decode(payload)
+        params = payload.get("params")
+        if params is not None:
+            if not isinstance(params, dict):
+                raise BadInput(f"params: expected an object, got {type(params).__name__}")
+            return jsonable(self.model.predict(data, params=params))
         return jsonable(self.model.predict(data))
 
     def decode(self, payload: Any) -> Any:
@@ -96,6 +124,31 @@ class MlflowScorer:
             )
         key = next(k for k in KEYS if k in payload)
         value = payload[key]
+        frame = self._frame(key, value)
+        if self.widen and isinstance(frame, pd.DataFrame):
+            frame = self._follow_signature(frame)
+        return frame
+
+    def _follow_signature(self, frame: Any) -> Any:
+        """Safe conversions to the signature's column types (int -> double, str -> datetime)."""
+        import pandas as pd
+
+        for column, kind in self.widen.items():
+            if column not in frame.columns:
+                continue
+            values = frame[column]
+            try:
+                if kind == "float" and pd.api.types.is_integer_dtype(values):
+                    frame[column] = values.astype("float64")
+                elif kind == "datetime" and not pd.api.types.is_datetime64_any_dtype(values):
+                    frame[column] = pd.to_datetime(values)
+            except (ValueError, TypeError) as exc:
+                raise BadInput(f"column {column!r}: cannot be read as {kind}: {exc}") from exc
+        return frame
+
+    def _frame(self, key: str, value: Any) -> Any:
+        import pandas as pd
+
         try:
             if key == "dataframe_records":
                 return pd.DataFrame.from_records(value, columns=self.columns)
@@ -126,26 +179,65 @@ class MlflowScorer:
             return BadInput(f"input does not match the model's signature: {exc}")
         return ScriptFailed(exc, where="model.predict()")
 
-    def swagger(self) -> dict[str, Any]:
+    def swagger(self, version: str = "2") -> dict[str, Any]:
         from scoring.server.swagger import document
 
-        schema = None
+        schema = output = None
         if self.columns:
-            schema = {
-                "type": "object",
-                "properties": {
-                    "input_data": {
-                        "type": "object",
-                        "properties": {
-                            "columns": {
-                                "type": "array",
-                                "items": {"type": "string"},
-                                "example": self.columns,
-                            },
-                            "index": {"type": "array", "items": {"type": "integer"}},
-                            "data": {"type": "array", "items": {"type": "array", "items": {}}},
+            example_row = [_EXAMPLE.get(self.types.get(c, ""), 0) for c in self.columns]
+            properties: dict[str, Any] = {
+                "input_data": {
+                    "type": "object",
+                    "properties": {
+                        "columns": {
+                            "type": "array",
+                            "items": {"type": "string"},
+                            "example": self.columns,
                         },
-                    }
-                },
+                        "index": {"type": "array", "items": {"type": "integer"}},
+                        "data": {"type": "array", "items": {"type": "array", "items": {}}},
+                    },
+                    "example": {"columns": self.columns, "index": [0], "data": [example_row]},
+                }
             }
-        return document(title=self.model_dir.name, input_schema=schema)
+            params = getattr(self.signature, "params", None)
+            if params is not None:
+                properties["params"] = {
+                    "type": "object",
+                    "properties": {
+                        p.name: {"type": _JSON_TYPES.get(_type_name(p.dtype), "string")}
+                        for p in params.params
+                    },
+                    "example": {p.name: p.default for p in params.params},
+                }
+            schema = {"type": "object", "properties": properties, "required": ["input_data"]}
+            outputs = getattr(self.signature, "outputs", None)
+            if outputs is not None:
+                output = {"type": "array", "items": {}, "description": str(outputs)}
+        return document(
+            title=self.model_dir.name, input_schema=schema, output_schema=output, version=version
+        )
+
+
+_EXAMPLE: dict[str, Any] = {
+    "boolean": True,
+    "double": 0.15,
+    "float": 0.15,
+    "string": "sample string",
+    "datetime": "2024-01-01T00:00:00",
+}
+
+
+def _type_name(kind: Any) -> str:
+    """An MLflow ``DataType`` as its name (``double``), whatever MLflow version."""
+    return str(getattr(kind, "name", kind))
+
+
+_JSON_TYPES = {
+    "boolean": "boolean",
+    "integer": "integer",
+    "long": "integer",
+    "float": "number",
+    "double": "number",
+    "string": "string",
+}

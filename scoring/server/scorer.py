@@ -2,7 +2,8 @@
 
 A scorer is an entry script (``script.ScriptScorer``) or an MLflow model folder
 (``mlflow_model.MlflowScorer``). The app knows only this interface: ``init()`` once, then
-``call(raw, headers)`` per request (picked once so the request path does no inspection),
+``call(raw, headers)`` per request (picked once so the request path does no inspection;
+``call_request(request)`` for ``@rawhttp`` scripts),
 ``classify`` for what ``call`` raised, and ``swagger`` for ``/swagger.json``.
 """
 
@@ -11,27 +12,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from scoring.server.raw_request import Headers, title_headers
+
 if TYPE_CHECKING:
     from scoring.server.config import Settings
     from scoring.server.errors import ScoringError
+    from scoring.server.raw_request import AMLRequest
 
 
-class ScriptHeaders(dict[str, str]):
-    """Request headers for ``run(..., request_headers=)``: lookups ignore case."""
-
-    def __getitem__(self, key: str) -> str:
-        return super().__getitem__(key.lower())
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return super().get(key.lower(), default)
-
-    def __contains__(self, key: object) -> bool:
-        return super().__contains__(key.lower() if isinstance(key, str) else key)
-
-
-def headers_from(raw: list[tuple[bytes, bytes]]) -> ScriptHeaders:
-    """The ASGI header list as a script sees it."""
-    return ScriptHeaders((k.decode("latin-1"), v.decode("latin-1")) for k, v in raw)
+#: Request headers for ``run(..., request_headers=)``: Flask's title-cased names
+#: (``Test-Header``), as Microsoft's server passes them; lookups ignore case.
+ScriptHeaders = Headers
+headers_from = title_headers
+"""The ASGI header list as a script sees it."""
 
 
 #: One request: the body as text and the headers (None unless the scorer wants them).
@@ -52,6 +45,20 @@ class Scorer(Protocol):
         ...
 
     @property
+    def any_content_type(self) -> bool:
+        """Whether any Content-Type passes (a plain ``run(raw)`` script); else JSON/text only."""
+        ...
+
+    @property
+    def raw_http(self) -> bool:
+        """Whether ``run()`` takes the whole request (``@rawhttp``): ``call_request`` then."""
+        ...
+
+    def call_request(self, request: AMLRequest) -> Any:
+        """Score one ``@rawhttp`` request (only when ``raw_http``)."""
+        ...
+
+    @property
     def call(self) -> Score:
         """Score one request; returns what ``run()``/``predict()`` returned."""
         ...
@@ -64,8 +71,8 @@ class Scorer(Protocol):
         """The error the caller sees for what ``call`` raised."""
         ...
 
-    def swagger(self) -> dict[str, Any]:
-        """The ``/swagger.json`` document."""
+    def swagger(self, version: str = "2") -> dict[str, Any]:
+        """The ``/swagger.json`` document in ``version`` (``swagger.VERSIONS``' values)."""
         ...
 
 

@@ -3,9 +3,11 @@
 Scripts run unchanged: ``run(raw_data)`` gets the body as a ``str``; a ``request_headers``
 parameter, when declared, gets the request headers; ``@input_schema``/``@output_schema``
 from ``inference-schema`` make the server parse the JSON body into ``run(**args)`` and
-describe it in ``/swagger.json``. When ``azureml-core``/``azureml-ai-monitoring`` are not
+describe it in ``/swagger.json``; ``@rawhttp`` makes it take the whole request
+(``raw_request.AMLRequest``). When ``azureml-core``/``azureml-ai-monitoring`` are not
 installed, small stand-ins (``scoring/_compat``) provide ``Model.get_model_path``,
-``Collector`` and ``AMLResponse``. This module knows nothing about HTTP.
+``Collector``, ``AMLRequest``/``rawhttp`` and ``AMLResponse``. As Microsoft's server, a
+schema script's body may carry keys ``run()`` does not take: they are ignored.
 """
 
 from __future__ import annotations
@@ -18,10 +20,13 @@ import sys
 import types
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scoring.server.errors import BadInput, ScoringError, ScriptFailed
 from scoring.server.scorer import Score, ScriptHeaders
+
+if TYPE_CHECKING:
+    from scoring.server.raw_request import AMLRequest
 
 COMPAT_DIR = Path(__file__).parent.parent / "_compat"
 
@@ -82,11 +87,26 @@ class ScriptScorer:
         self.schema_args: tuple[str, ...] = ()
         self.required_args: tuple[str, ...] = ()
         self.accepts_kwargs = False
+        self.raw_http = False
+        # A plain run(raw) script reads any body as text, as on Microsoft's server.
+        self.any_content_type = True
         self.call: Score = self._not_ready
 
     @property
     def source(self) -> str:
         return str(self.path)
+
+    @property
+    def code_dir(self) -> Path:
+        """The folder of the script: where a user's ``swagger2.json``/``swagger3.json`` lives."""
+        return self.path.parent
+
+    def call_request(self, request: AMLRequest) -> Any:
+        """``@rawhttp``: ``run(request)`` (with ``request_headers`` when declared)."""
+        assert self.run is not None
+        if self.wants_headers:
+            return self.run(request, request_headers=request.headers)
+        return self.run(request)
 
     def _not_ready(self, raw: str, headers: ScriptHeaders | None) -> Any:
         raise ScoringError("init() has not finished in this worker", 503)
@@ -136,13 +156,16 @@ class ScriptScorer:
             params = {}
         self.wants_headers = "request_headers" in params
         self.accepts_kwargs = any(p.kind is p.VAR_KEYWORD for p in params.values())
-        schema = _input_schema(run)
+        raw_module = sys.modules.get("azureml.contrib.services.aml_request")
+        self.raw_http = bool(getattr(raw_module, "_rawHttpRequested", False))
+        schema = None if self.raw_http else _input_schema(run)
         if schema is not None:
             self.schema_args = tuple(schema.get("properties") or {})
             self.required_args = tuple(
                 n for n, p in params.items() if n in self.schema_args and p.default is p.empty
             )
             self.call = self._call_schema
+            self.any_content_type = False
         elif self.wants_headers:
             self.call = lambda raw, headers: run(raw, request_headers=headers)
         else:
@@ -164,13 +187,8 @@ class ScriptScorer:
             raise BadInput(
                 f"request body is missing {missing[0]!r}; run() takes {list(self.schema_args)}"
             )
-        if not self.accepts_kwargs:
-            unknown = [k for k in payload if k not in self.schema_args]
-            if unknown:
-                raise BadInput(
-                    f"request body has unexpected key {unknown[0]!r}; run() takes "
-                    f"{list(self.schema_args)}"
-                )
+        if not self.accepts_kwargs:  # other keys are ignored, as Microsoft's server does
+            payload = {k: v for k, v in payload.items() if k in self.schema_args}
         if self.wants_headers:
             payload["request_headers"] = headers
         return self.run(**payload)  # type: ignore[misc]
@@ -187,9 +205,12 @@ class ScriptScorer:
             )
         return ScriptFailed(exc)
 
-    def swagger(self) -> dict[str, Any]:
-        from scoring.server.swagger import document
+    def swagger(self, version: str = "2") -> dict[str, Any]:
+        from scoring.server.swagger import document, user_document
 
+        own = user_document(self.code_dir, version)
+        if own is not None:
+            return own
         inputs = outputs = None
         if self.schema_args:
             from inference_schema.schema_util import get_input_schema, get_output_schema
@@ -197,7 +218,9 @@ class ScriptScorer:
             inputs = dict(get_input_schema(self.run))
             inputs.setdefault("required", list(self.required_args))
             outputs = get_output_schema(self.run) or None
-        return document(title=self.path.stem, input_schema=inputs, output_schema=outputs)
+        return document(
+            title=self.path.stem, input_schema=inputs, output_schema=outputs, version=version
+        )
 
 
 def _input_schema(run: Callable[..., Any]) -> Mapping[str, Any] | None:

@@ -371,6 +371,7 @@ def worker(settings: Settings, sock: socket.socket | None, ready_fd: int | None 
         collect=settings.collect,
         sampling_rate=settings.collect_sampling_rate,
         sink=sink,
+        cors_origins=settings.cors_origins,
     )
     config = uvicorn.Config(
         app,

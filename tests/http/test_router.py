@@ -40,6 +40,7 @@ from tests.support.router import (
     upstream,
     wait_for,
 )
+from tests.support.serving import error_json
 
 pytestmark = pytest.mark.router
 
@@ -103,7 +104,7 @@ def test_bad_or_missing_key_is_401_with_reason(
 ) -> None:
     r = client.post(f"{keyed.url}/score", json={"data": []}, headers=headers)
     assert r.status_code == 401
-    assert r.json() == {"error": reason, "request_id": r.headers["x-request-id"]}
+    assert r.json() == error_json(reason, r.headers["x-request-id"])
     assert r.headers["www-authenticate"] == 'Bearer realm="endpoint"'
     assert "azureml-model-deployment" not in r.headers
 
@@ -129,7 +130,7 @@ def test_token_mode(ups: dict[str, Proc], tmp_path: Path, client: httpx.Client) 
             )
             assert r.status_code == status, (reason, r.text)
             if reason:
-                assert r.json() == {"error": reason, "request_id": r.headers["x-request-id"]}
+                assert r.json() == error_json(reason, r.headers["x-request-id"])
             else:
                 assert r.json()["deployment"] == "blue"
 
@@ -167,11 +168,11 @@ def test_unknown_pin_is_404_naming_known_deployments(keyed: Proc, client: httpx.
         f"{keyed.url}/score", content=b"{}", headers={**AUTH1, "azureml-model-deployment": "purple"}
     )
     assert r.status_code == 404
-    assert r.json() == {
-        "error": "deployment 'purple' named by header azureml-model-deployment does not exist "
+    assert r.json() == error_json(
+        "deployment 'purple' named by header azureml-model-deployment does not exist "
         "(known: blue, green, shadow)",
-        "request_id": r.headers["x-request-id"],
-    }
+        r.headers["x-request-id"],
+    )
 
 
 def test_no_traffic_is_404_but_pinning_works(

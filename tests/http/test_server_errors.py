@@ -16,7 +16,7 @@ import pytest
 
 from mlendpoints._procs import free_port, wait_http
 from mlendpoints.paths import REPO
-from tests.support.serving import SAMPLE, SCRIPTS, serve, train_sample
+from tests.support.serving import SAMPLE, SCRIPTS, error_json, serve, train_sample
 
 pytestmark = pytest.mark.server
 
@@ -30,10 +30,10 @@ def test_run_raising_is_500_with_traceback_only_in_the_log() -> None:
     with serve(SCRIPTS / "raising_run.py", None) as proc:
         resp = httpx.post(proc.url + "/score", json={"data": 1}, headers={"x-request-id": "boom-1"})
         assert resp.status_code == 500
-        assert resp.json() == {
-            "error": "run() raised ValueError; see server log",
-            "request_id": "boom-1",
-        }
+        assert resp.json() == error_json(
+            "run() raised ValueError; see server log",
+            "boom-1",
+        )
         assert "secret-internal-detail" not in resp.text
         again = httpx.post(proc.url + "/score", json={"data": 1})
         assert again.status_code == 500  # still serving
@@ -55,10 +55,10 @@ def test_inline_timeout_interrupts_run_and_keeps_serving() -> None:
             proc.url + "/score", json={"sleep": 30}, headers={"x-request-id": "slow-1"}, timeout=20
         )
         assert resp.status_code == 504
-        assert resp.json() == {
-            "error": "run() did not finish within request_timeout_ms=300; it was interrupted",
-            "request_id": "slow-1",
-        }
+        assert resp.json() == error_json(
+            "run() did not finish within request_timeout_ms=300; it was interrupted",
+            "slow-1",
+        )
         fast = httpx.post(proc.url + "/score", json={"sleep": 0})
         assert (fast.status_code, fast.json()) == (200, {"slept": 0})
 
@@ -96,17 +96,17 @@ def test_thread_mode_timeout_and_queue_limit_429(tmp_path: Path) -> None:
         )
         holder.join(20)
         assert queued.status_code == 429
-        assert queued.json() == {
-            "error": "too many requests: 1 already running in this worker and this one waited "
+        assert queued.json() == error_json(
+            "too many requests: 1 already running in this worker and this one waited "
             "longer than max_queue_wait_ms=200; retry later",
-            "request_id": "queued",
-        }
+            "queued",
+        )
         assert results["slow"].status_code == 504
-        assert results["slow"].json() == {
-            "error": "run() did not finish within request_timeout_ms=1000; it is still running "
+        assert results["slow"].json() == error_json(
+            "run() did not finish within request_timeout_ms=1000; it is still running "
             "in the background",
-            "request_id": "holder",
-        }
+            "holder",
+        )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:  # the slot frees when the 2 s run really ends
             resp = httpx.post(proc.url + "/score", json={"sleep": 0})

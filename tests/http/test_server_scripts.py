@@ -17,7 +17,7 @@ import pytest
 
 from mlendpoints._procs import Proc
 from mlendpoints.paths import REPO
-from tests.support.serving import SCRIPTS, serve, train_sample
+from tests.support.serving import SCRIPTS, error_json, serve, train_sample
 
 pytestmark = pytest.mark.server
 
@@ -51,16 +51,16 @@ def test_request_headers_parameter_and_get_with_query() -> None:
         }
         got = httpx.get(proc.url + "/score", params={"name": "x", "n": ["1", "2"]})
         assert got.status_code == 200
-        assert got.json()["raw"] == {"name": "x", "n": ["1", "2"]}
+        assert got.json()["raw"] == {"name": "x", "n": [1, 2]}  # JSON values, as Azure
         unserialisable = httpx.post(
             proc.url + "/score", json="a set", headers={"x-request-id": "set"}
         )
         assert unserialisable.status_code == 500
-        assert unserialisable.json() == {
-            "error": "run() returned a set, which is not JSON serialisable; return lists, "
+        assert unserialisable.json() == error_json(
+            "run() returned a set, which is not JSON serialisable; return lists, "
             "dicts, numbers or strings",
-            "request_id": "set",
-        }
+            "set",
+        )
 
 
 # -- inference-schema -----------------------------------------------------------------------
@@ -77,6 +77,20 @@ def test_schema_script_gets_a_parsed_numpy_array(schema_server: Proc, model_dir:
     assert resp.json() == {"predictions": expected(model_dir, data), "type": "ndarray"}
 
 
+def test_schema_script_rejects_other_media_types(schema_server: Proc) -> None:
+    resp = httpx.post(
+        schema_server.url + "/score",
+        content=b"{}",
+        headers={"content-type": "application/octet-stream", "x-request-id": "media"},
+    )
+    assert resp.status_code == 415
+    assert resp.json() == error_json(
+        "Content-Type 'application/octet-stream' is not supported; send "
+        "application/json (or text/plain for scripts that read the raw string)",
+        "media",
+    )
+
+
 def test_schema_swagger_describes_inputs_and_outputs(schema_server: Proc) -> None:
     doc = httpx.get(schema_server.url + "/swagger.json").json()
     service_input = doc["definitions"]["ServiceInput"]
@@ -91,18 +105,18 @@ def test_schema_rejections_are_400(schema_server: Proc) -> None:
         schema_server.url + "/score", json={"rows": [[1] * 10]}, headers={"x-request-id": "s1"}
     )
     assert missing.status_code == 400
-    assert missing.json() == {
-        "error": "request body is missing 'data'; run() takes ['data']",
-        "request_id": "s1",
-    }
+    assert missing.json() == error_json(
+        "request body is missing 'data'; run() takes ['data']",
+        "s1",
+    )
     not_object = httpx.post(
         schema_server.url + "/score", json=[1, 2], headers={"x-request-id": "s2"}
     )
     assert not_object.status_code == 400
-    assert not_object.json() == {
-        "error": "request body must be a JSON object with keys ['data'] (run()'s inputs); got list",
-        "request_id": "s2",
-    }
+    assert not_object.json() == error_json(
+        "request body must be a JSON object with keys ['data'] (run()'s inputs); got list",
+        "s2",
+    )
     wrong_type = httpx.post(
         schema_server.url + "/score", json={"data": {"a": 1}}, headers={"x-request-id": "s3"}
     )
@@ -204,12 +218,12 @@ def test_mlflow_bad_bodies_are_400(mlflow_server: Proc) -> None:
         mlflow_server.url + "/score", json={"data": [[1] * 10]}, headers={"x-request-id": "m1"}
     )
     assert resp.status_code == 400
-    assert resp.json() == {
-        "error": "request body must be a JSON object with one of ['input_data', "
+    assert resp.json() == error_json(
+        "request body must be a JSON object with one of ['input_data', "
         "'dataframe_split', 'dataframe_records', 'instances', 'inputs'], e.g. "
         '{"input_data": {"columns": [...], "data": [[...]]}}',
-        "request_id": "m1",
-    }
+        "m1",
+    )
     wrong = httpx.post(
         mlflow_server.url + "/score",
         json={"input_data": {"columns": ["age"], "data": [[1.0]]}},

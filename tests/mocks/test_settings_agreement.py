@@ -48,6 +48,7 @@ SERVER_ONLY = {
     "graceful_timeout_s",
     "execution",
     "metrics_dir",
+    "cors_origins",
 }
 # A deployment's other keys, in the stack config and in OnlineDeploymentArgs.
 NOT_SERVER = {

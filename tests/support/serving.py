@@ -37,3 +37,9 @@ def serve(
     argv = serve_args(script, model_dir, *args)
     with run_python(argv, ready_path="/ready", env=env, timeout=timeout) as proc:
         yield proc
+
+
+def error_json(message: str, request_id: str) -> dict[str, str]:
+    """The JSON error body both programs answer with: ``message`` is the field Azure ML's
+    clients read, ``error`` ours; both carry the same text."""
+    return {"error": message, "message": message, "request_id": request_id}

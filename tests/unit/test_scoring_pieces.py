@@ -26,8 +26,9 @@ pytestmark = pytest.mark.server
 
 
 def test_request_ids() -> None:
-    assert request_id_from(b"abc-1.2:3_X") == "abc-1.2:3_X"
-    for bad in (None, b"", b"has space", b'q"uote', b"x" * 129):
+    for good in (b"abc-1.2:3_X", b"has space", b"{guid}/a+b=c", b"x" * 100):
+        assert request_id_from(good) == good.decode()  # what Microsoft's server echoes too
+    for bad in (None, b"", b'q"uote', b"back\\slash", b"tab\tx", b"\xff", b"x" * 101):
         assert re.fullmatch(r"[0-9a-f]{32}", request_id_from(bad))
 
 
@@ -158,6 +159,7 @@ def test_encode_result_shapes() -> None:
 def test_error_body() -> None:
     assert json.loads(error_body('bad "thing"', "r1")) == {
         "error": 'bad "thing"',
+        "message": 'bad "thing"',
         "request_id": "r1",
     }
 
