@@ -21,6 +21,8 @@ sending. What is guaranteed, and asserted exactly:
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -29,6 +31,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from mlendpoints._procs import free_port, serve_args
+from mlendpoints.paths import REPO
 from tests.support.attacks import events, metric, write_attacker
 from tests.support.router import wait_for
 from tests.support.serving import serve
@@ -106,3 +110,21 @@ def test_ten_poison_requests_cost_ten_workers_and_nothing_else(tmp_path: Path) -
     assert all(pinned in crashed for pinned, _ in failed), (failed, crashed)
     assert len(failed) <= 4 * len(POISONS)  # a crash resets at most one request per client
     assert len(answered) > len(failed)
+
+
+def test_a_worker_killed_during_init_stops_the_server_with_1(tmp_path: Path) -> None:
+    """Before the worker said it was ready, a death is an init() failure, whatever its code."""
+    script = tmp_path / "dies_in_init.py"
+    script.write_text(
+        "import os, signal\n\n\ndef init():\n    os.kill(os.getpid(), signal.SIGKILL)\n\n\n"
+        "def run(raw_data):\n    return raw_data\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, *serve_args(script, None, port=free_port())],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    assert "died during init() with signal SIGKILL; stopping" in proc.stdout
