@@ -1,7 +1,7 @@
 """Router benchmark: one upstream reached directly, through HAProxy, and through the router.
 
-``python -m bench.router [--duration S] [--connections 1,8,64] [--rounds N] [--echo]`` (not a
-test; prints a table).
+``python -m bench.router [--duration S] [--connections 1,8,64] [--rounds N]
+[--set all|plain|tls] [--echo]`` (not a test; prints a table).
 
 Upstreams: the real inference server on samples/diabetes (``python -m scoring serve``, one
 worker each) when it and the trained model exist, else ``tests/assets/echo_upstream.py`` (a
@@ -13,8 +13,11 @@ router with 50% of requests mirrored: to a third instance on the same cores
 (``router+mirror50``), and to a near-free static responder standing in for a candidate whose
 CPU is elsewhere, as in a cluster (``router+mirror50ext``). The proxy CPU column is the
 proxy process's user+system CPU per request (less sensitive to a busy machine than req/s).
-Load: wrk from Debian, on the same 2 cores; the load average is printed with the table
-because other work on the machine moves every figure.
+HTTPS rows (``--set tls``, or ``all``): the router with ``tls`` against HAProxy terminating
+TLS with the same certificate, key check and split, reusing connections and with a new
+connection (``Connection: close``) per request. Load: wrk from Debian, on the same 2 cores;
+the load average is printed with the table because other work on the machine moves every
+figure.
 """
 
 from __future__ import annotations
@@ -110,6 +113,15 @@ backend deployments
 """
 
 
+def haproxy_tls_cfg(port: int, blue: int, green: int, pem: Path) -> str:
+    """HAProxy terminating TLS (1.2+) with the same certificate, key check and split."""
+    plain = haproxy_cfg(port, blue, green, None)
+    return plain.replace(
+        f"    bind 127.0.0.1:{port}\n",
+        f"    bind 127.0.0.1:{port} ssl crt {pem} ssl-min-ver TLSv1.2\n",
+    )
+
+
 def static_cfg(port: int) -> str:
     """A near-free HTTP responder: stands in for a mirror candidate running on other nodes."""
     return f"""global
@@ -126,7 +138,9 @@ frontend fe
 """
 
 
-def router_cfg(blue: int, green: int, shadow: int | None) -> dict[str, object]:
+def router_cfg(
+    blue: int, green: int, shadow: int | None, tls: dict[str, str] | None = None
+) -> dict[str, object]:
     deps = {
         "blue": {"url": f"http://127.0.0.1:{blue}"},
         "green": {"url": f"http://127.0.0.1:{green}"},
@@ -142,6 +156,7 @@ def router_cfg(blue: int, green: int, shadow: int | None) -> dict[str, object]:
         "traffic": {"blue": 80, "green": 20},
         "mirror_traffic": mirror,
         "request_timeout_ms": 10000,
+        **({"tls": tls, "metrics_port": free_port()} if tls else {}),
     }
 
 
@@ -150,6 +165,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
     p.add_argument("--connections", default="1,8,64")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians shown")
+    p.add_argument(
+        "--set",
+        choices=("all", "plain", "tls"),
+        default="all",
+        help="plain: HTTP rows (direct, HAProxy, router, mirrors); tls: direct and the HTTPS "
+        "rows (router vs HAProxy terminating TLS, reused and new connections); all: both",
+    )
     p.add_argument(
         "--echo",
         action="store_true",
@@ -175,13 +197,27 @@ def main(argv: list[str] | None = None) -> int:
             cm, port = _upstream(name, tmp, real)
             stack.enter_context(cm)
             ups[name] = port
-        hport, h1port, static = free_port(), free_port(), free_port()
+        hport, h1port, static, tport = free_port(), free_port(), free_port(), free_port()
+        tls = _certificates(tmp)
+        plain, tls_rows = args.set in ("all", "plain"), args.set in ("all", "tls")
+        haproxies = [
+            *(
+                [
+                    ("haproxy", haproxy_cfg(hport, ups["blue"], ups["green"], None)),
+                    ("haproxy-1thread", haproxy_cfg(h1port, ups["blue"], ups["green"], 1)),
+                    ("static", static_cfg(static)),
+                ]
+                if plain
+                else []
+            ),
+            *(
+                [("haproxy-tls", haproxy_tls_cfg(tport, ups["blue"], ups["green"], tls["pem"]))]
+                if tls_rows
+                else []
+            ),
+        ]
         pids: dict[str, int] = {}
-        for label, text in (
-            ("haproxy", haproxy_cfg(hport, ups["blue"], ups["green"], None)),
-            ("haproxy-1thread", haproxy_cfg(h1port, ups["blue"], ups["green"], 1)),
-            ("static", static_cfg(static)),
-        ):
+        for label, text in haproxies:
             cfg = tmp / f"{label}.cfg"
             cfg.write_text(text)
             hap = subprocess.Popen(
@@ -192,12 +228,26 @@ def main(argv: list[str] | None = None) -> int:
             )
             stack.callback(stop, hap)
             pids[label] = hap.pid
-        routers = {"router": None, "router+mirror50": ups["shadow"], "router+mirror50ext": static}
+        routers: dict[str, int | None] = (
+            {"router": None, "router+mirror50": ups["shadow"], "router+mirror50ext": static}
+            if plain
+            else {}
+        )
+        if tls_rows:
+            routers["router-tls"] = None
         ports: dict[str, int] = {}
         for label, shadow in routers.items():
             port = ports[label] = free_port()
             cfg_path = tmp / f"{label}.json"
-            cfg_path.write_text(json.dumps(router_cfg(ups["blue"], ups["green"], shadow)))
+            rcfg = router_cfg(
+                ups["blue"], ups["green"], shadow, tls["files"] if label == "router-tls" else None
+            )
+            cfg_path.write_text(json.dumps(rcfg))
+            ready = (
+                f"http://127.0.0.1:{rcfg['metrics_port']}/metrics"
+                if "metrics_port" in rcfg
+                else f"http://127.0.0.1:{port}/ready"
+            )
             rp = stack.enter_context(
                 _proc(
                     [
@@ -212,29 +262,46 @@ def main(argv: list[str] | None = None) -> int:
                         "--host",
                         "127.0.0.1",
                     ],
-                    f"http://127.0.0.1:{port}/ready",
+                    ready,
                     tmp / f"{label}.log",
                     env,
                 )
             )
             pids[label] = rp.pid
         time.sleep(0.5)
-        paths = [
-            ("direct", f"http://127.0.0.1:{ups['blue']}/score"),
-            ("haproxy", f"http://127.0.0.1:{hport}/score"),
-            ("haproxy-1thread", f"http://127.0.0.1:{h1port}/score"),
-            *((label, f"http://127.0.0.1:{ports[label]}/score") for label in routers),
+        # (row, pid label, url, headers): TLS rows twice, reusing connections and with a new
+        # connection (a full handshake) per request.
+        close = {**auth, "Connection": "close"}
+        paths: list[tuple[str, str, str, dict[str, str]]] = [
+            ("direct", "direct", f"http://127.0.0.1:{ups['blue']}/score", auth)
         ]
-        for _, url in paths:  # warm up pools and caches
-            wrk(url, body, 8, 1, tmp, headers=auth)
+        if plain:
+            paths += [
+                ("haproxy", "haproxy", f"http://127.0.0.1:{hport}/score", auth),
+                ("haproxy-1thread", "haproxy-1thread", f"http://127.0.0.1:{h1port}/score", auth),
+            ]
+            paths += [
+                (label, label, f"http://127.0.0.1:{ports[label]}/score", auth)
+                for label in routers
+                if label != "router-tls"
+            ]
+        if tls_rows:
+            https = {
+                "haproxy-tls": f"https://127.0.0.1:{tport}/score",
+                "router-tls": f"https://127.0.0.1:{ports['router-tls']}/score",
+            }
+            paths += [(label, label, url, auth) for label, url in https.items()]
+            paths += [(f"{label}/new-conn", label, url, close) for label, url in https.items()]
+        for _, _, url, hdrs in paths:  # warm up pools and caches
+            wrk(url, body, 8, 1, tmp, headers=hdrs)
         # Rounds interleave the paths so a burst of other work on the machine hits all of
         # them alike; each cell reports its median round.
         runs: dict[tuple[str, int], list[Result]] = {}
         for _ in range(args.rounds):
             for c in conns:
-                for name, url in paths:
+                for name, who, url, hdrs in paths:
                     runs.setdefault((name, c), []).append(
-                        wrk(url, body, c, args.duration, tmp, pids.get(name), auth)
+                        wrk(url, body, c, args.duration, tmp, pids.get(who), hdrs)
                     )
         for (name, c), results in runs.items():
             cell = {
@@ -261,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
                 text=True,
             ).stdout
             for label in list(routers)[1:]
+            if "mirror" in label
         }
     upstream = (
         "inference server (python -m scoring serve, samples/diabetes, 1 worker)"
@@ -284,16 +352,34 @@ def main(argv: list[str] | None = None) -> int:
     )
     by = {(n, c): r for n, c, r in rows}
     for name, c, r in rows:
-        hap_rps = by[("haproxy", c)]["rps"]
+        # TLS rows compare with HAProxy terminating TLS in the same mode; others with HAProxy.
+        anchor = "haproxy" + name.removeprefix("router").removeprefix("haproxy")
+        anchor = anchor if name.endswith(("-tls", "/new-conn")) else "haproxy"
+        hap = by.get((anchor, c))
+        ratio = f"{r['rps'] / hap['rps']:>15.2f}x" if hap else f"{'':>16}"
         added = r["p50"] - by[("direct", c)]["p50"]
-        cpu = f"{r['cpu_us']:.0f}" if name in pids else ""  # direct: no proxy
+        who = name.split("/")[0]
+        cpu = f"{r['cpu_us']:.0f}" if who in pids else ""  # direct: no proxy
         print(
             f"| {name:<18} | {c:>5} | {r['rps']:>7.0f} | {r['p50']:>6.3f} | {r['p99']:>6.2f} | "
-            f"{int(r['errors']):>6} | {r['rps'] / hap_rps:>15.2f}x | {added:>+19.3f} | "
+            f"{int(r['errors']):>6} | {ratio} | {added:>+19.3f} | "
             f"{cpu:>16} |"
         )
+    if tls_rows:
+        print()
+        print(
+            "HTTPS, router vs HAProxy terminating TLS (goal: >= 0.8x req/s, <= +0.5 ms p50 at 1):"
+        )
+        for mode in ("", "/new-conn"):
+            for c in conns:
+                ours, theirs = by[(f"router-tls{mode}", c)], by[(f"haproxy-tls{mode}", c)]
+                print(
+                    f"  {'new connection per request' if mode else 'connection reuse':<26} "
+                    f"{c:>3} conns: {ours['rps'] / theirs['rps']:.2f}x req/s, "
+                    f"p50 {ours['p50'] - theirs['p50']:+.3f} ms"
+                )
     print()
-    for label in list(routers)[1:]:
+    for label in [label for label in list(routers)[1:] if "mirror" in label]:
         where = (
             "a third upstream on the same cores"
             if label == "router+mirror50"
@@ -313,6 +399,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{label} (mirror to {where}): live req/s vs router: {cost}; {detail}")
     shutil.rmtree(tmp, ignore_errors=True)
     return 0
+
+
+def _certificates(tmp: Path) -> dict:
+    """A throwaway CA-signed certificate for 127.0.0.1: the router's files and HAProxy's
+    bundle (certificate then key, in one PEM)."""
+    from components._tls import make_ca, make_server_cert
+
+    ca_cert, ca_key = make_ca("bench CA")
+    cert, key = make_server_cert(ca_cert, ca_key, ["localhost"], ["127.0.0.1"])
+    (tmp / "tls.crt").write_bytes(cert)
+    (tmp / "tls.key").write_bytes(key)
+    (tmp / "haproxy.pem").write_bytes(cert + key)
+    files = {"cert_file": str(tmp / "tls.crt"), "key_file": str(tmp / "tls.key")}
+    return {"files": files, "pem": tmp / "haproxy.pem"}
 
 
 def _haproxy_version() -> str:

@@ -20,6 +20,10 @@ if TYPE_CHECKING:
 
 ISSUER = "ml-endpoints"
 ALGORITHM = "HS256"
+#: Longest token lifetime accepted unless the router config says otherwise.
+DEFAULT_MAX_LIFETIME_S = 3600
+#: How far in the future a token's ``iat`` may be (clocks of issuer and router differ).
+MAX_CLOCK_SKEW_S = 60
 #: Minimum HMAC key length PyJWT accepts without a warning (RFC 7518 §3.2).
 MIN_SIGNING_KEY_BYTES = 32
 
@@ -99,24 +103,33 @@ def verify_token(
     token: bytes | str,
     now: float | None = None,
     leeway_s: int = 5,
+    max_lifetime_s: int = DEFAULT_MAX_LIFETIME_S,
+    max_skew_s: int = MAX_CLOCK_SKEW_S,
 ) -> dict[str, object]:
     """The claims of ``token`` if it is signed with ``signing_key``, for this endpoint, unexpired.
 
+    A token whose lifetime (``exp - iat``) exceeds ``max_lifetime_s``, or issued more than
+    ``max_skew_s`` in the future, is refused even when its signature is good: a leaked
+    signing key or a client's bad clock must not yield a token that lives for years.
+
     Raises:
-        AuthError: expired, not yet valid, for another endpoint, forged or malformed.
+        AuthError: expired, not yet valid, too long-lived, for another endpoint, forged or
+            malformed.
     """
     options: Options = {"require": ["exp", "iat", "aud", "iss"]}
     try:
         if now is None:
-            return jwt.decode(
+            claims = jwt.decode(
                 token,
                 _key(signing_key),
                 algorithms=[ALGORITHM],
                 audience=endpoint_name,
                 issuer=ISSUER,
                 leeway=leeway_s,
-                options=options,
+                options={**options, "verify_iat": False},
             )
+            _check_lifetime(claims, time.time(), max_lifetime_s, max_skew_s)
+            return claims
         claims = jwt.decode(
             token,
             _key(signing_key),
@@ -129,6 +142,7 @@ def verify_token(
             raise jwt.ExpiredSignatureError("Signature has expired")
         if int(claims.get("nbf", 0)) - leeway_s > now:
             raise jwt.ImmatureSignatureError("The token is not yet valid (nbf)")
+        _check_lifetime(claims, now, max_lifetime_s, max_skew_s)
         return claims
     except jwt.ExpiredSignatureError as exc:
         raise AuthError("token expired; get a new one") from exc
@@ -140,3 +154,20 @@ def verify_token(
         raise AuthError("token signature is invalid") from exc
     except jwt.PyJWTError as exc:
         raise AuthError(f"token is invalid ({type(exc).__name__})") from exc
+
+
+def _check_lifetime(
+    claims: dict[str, object], now: float, max_lifetime_s: int, max_skew_s: int
+) -> None:
+    """Refuse a token issued in the future or living longer than the endpoint allows."""
+    try:
+        iat, exp = int(claims["iat"]), int(claims["exp"])  # type: ignore[call-overload]
+    except (TypeError, ValueError) as exc:
+        raise AuthError("token is invalid (iat and exp must be numbers)") from exc
+    if iat - max_skew_s > now:
+        raise AuthError("token is issued in the future (iat); check the issuer's clock")
+    if exp - iat > max_lifetime_s:
+        raise AuthError(
+            f"token lifetime {exp - iat} s is over this endpoint's maximum ({max_lifetime_s} s); "
+            "get a new one from POST /token"
+        )

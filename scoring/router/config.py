@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,6 +87,17 @@ class RouterLimits(BaseModel):
     """Largest request body accepted (413 above)."""
 
 
+class TlsConfig(BaseModel):
+    """The router's HTTPS certificate: PEM files from a mounted TLS Secret."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    cert_file: str
+    """PEM certificate chain (``tls.crt`` of a kubernetes.io/tls Secret); re-read on reload."""
+    key_file: str
+    """PEM private key (``tls.key``); re-read on reload."""
+
+
 class _Routing(BaseModel):
     """The config file's routing part: names, auth, upstreams, traffic."""
 
@@ -103,6 +115,17 @@ class _Routing(BaseModel):
     """Deployment name → percent of unpinned requests copied to it (one deployment, ≤ 50)."""
     secrets_dir: str | None = None
     """Folder with files primary_key, secondary_key, token_signing_key (a mounted Secret)."""
+    tls: TlsConfig | None = None
+    """HTTPS certificate and key; ``None`` serves plain HTTP (local experiments only: the
+    router logs a warning at start)."""
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    """When set, ``/metrics`` is served only on this second port (0.0.0.0, plain HTTP, no key,
+    not exposed by the public Service) and the main port answers 404 for it."""
+    internal_credential_file: str | None = None
+    """File (from a Secret) whose content the router sends upstream in header
+    ``x-ml-endpoints-credential`` on every proxied and mirrored request; re-read on reload."""
+    max_token_lifetime_s: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
+    """Longest token lifetime (``exp - iat``) accepted, and the cap of ``POST /token``'s ttl_s."""
 
     @field_validator("endpoint_name")
     @classmethod
@@ -139,29 +162,75 @@ class RouterConfig(RouterLimits, _Routing):
 
 @dataclass(frozen=True, repr=False)
 class Secrets:
-    """Keys read from ``secrets_dir`` files or env; ``repr`` never shows them."""
+    """Keys read from ``secrets_dir`` files or env, the internal credential and the TLS
+    context built from the certificate files; ``repr`` never shows them."""
 
     primary_key: bytes | None
     secondary_key: bytes | None
     token_signing_key: bytes | None
+    internal_credential: bytes | None = None
+    tls_context: ssl.SSLContext | None = None
 
     def __repr__(self) -> str:
-        have = [k for k in SECRET_SOURCES if getattr(self, k)]
-        return f"Secrets(present={have})"
+        have = [k for k in (*SECRET_SOURCES, "internal_credential") if getattr(self, k)]
+        return f"Secrets(present={have}, tls={self.tls_context is not None})"
 
 
 def secret_paths(config: RouterConfig) -> list[Path]:
     """The secret files this config reads (watched for changes, like the config file)."""
-    if not config.secrets_dir:
-        return []
-    return [Path(config.secrets_dir) / name for name in SECRET_SOURCES]
+    paths = (
+        [Path(config.secrets_dir) / name for name in SECRET_SOURCES] if config.secrets_dir else []
+    )
+    if config.internal_credential_file:
+        paths.append(Path(config.internal_credential_file))
+    if config.tls:
+        paths += [Path(config.tls.cert_file), Path(config.tls.key_file)]
+    return paths
+
+
+def tls_context(tls: TlsConfig) -> ssl.SSLContext:
+    """A server-side context (TLS 1.2+) with the certificate chain and key of ``tls``.
+
+    Raises:
+        ConfigError: a file is missing or unreadable, not PEM, or the key does not match.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(tls.cert_file, tls.key_file)
+    except FileNotFoundError as exc:
+        raise ConfigError("tls", [f"tls: cannot read {exc.filename}: no such file"]) from exc
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            "tls",
+            [
+                f"tls: cannot use cert_file {tls.cert_file!r} with key_file {tls.key_file!r} "
+                f"({getattr(exc, 'reason', None) or exc}); they must be a PEM certificate "
+                "chain and its PEM private key"
+            ],
+        ) from exc
+    return context
+
+
+def _read_credential(path: str) -> bytes:
+    try:
+        value = Path(path).read_bytes().strip()
+    except OSError as exc:
+        raise ConfigError(
+            "secrets", [f"internal_credential_file: cannot read {path}: {exc.strerror or exc}"]
+        ) from exc
+    if not value:
+        raise ConfigError("secrets", [f"internal_credential_file: {path} is empty"])
+    return value
 
 
 def load_secrets(config: RouterConfig, env: Mapping[str, str] | None = None) -> Secrets:
-    """Read each secret from its file in ``secrets_dir`` if present, else from env.
+    """Read each secret from its file in ``secrets_dir`` if present, else from env; read the
+    internal credential file and build the TLS context when the config names them.
 
     Raises:
-        ConfigError: when ``auth_mode`` needs a secret that neither source has.
+        ConfigError: when ``auth_mode`` needs a secret that neither source has, or the
+            credential or certificate files cannot be used.
     """
     source: Mapping[str, str] = os.environ if env is None else env
     values: dict[str, bytes | None] = {}
@@ -178,7 +247,15 @@ def load_secrets(config: RouterConfig, env: Mapping[str, str] | None = None) -> 
         if not value:
             value = source.get(var, "").strip()
         values[name] = value.encode() if value else None
-    secrets = Secrets(**values)
+    secrets = Secrets(
+        **values,
+        internal_credential=(
+            _read_credential(config.internal_credential_file)
+            if config.internal_credential_file
+            else None
+        ),
+        tls_context=tls_context(config.tls) if config.tls else None,
+    )
     where = (f"file {config.secrets_dir}/{{name}} or " if config.secrets_dir else "") + "env {var}"
     needs = {"key": ["primary_key"], "aml_token": ["token_signing_key"], "none": []}
     need = needs[config.auth_mode]

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from scoring.common.http_errors import HttpError, error_body
 from scoring.common.logs import get_log
 from scoring.common.request_id import request_id_bytes_from
-from scoring.router.auth import AuthError, bearer, check_key, verify_token
+from scoring.router.auth import AuthError, bearer, check_key, issue_token, verify_token
 from scoring.router.config import RouterConfig, Secrets
 from scoring.router.metrics import Metrics
 from scoring.router.mirror import MIRROR_MAX_IN_FLIGHT, MirrorStats
@@ -35,6 +35,8 @@ from scoring.router.upstream import (
 
 PIN_HEADER = b"azureml-model-deployment"
 REQUEST_ID_HEADER = b"x-request-id"
+#: Sent to deployments with the internal credential; a client's copy is dropped (protocol.py).
+CREDENTIAL_HEADER = b"x-ml-endpoints-credential"
 TOKEN_LEEWAY_S = 5
 TOKEN_CACHE_SIZE = 4096
 _now = time.time
@@ -101,10 +103,52 @@ def authorize(state: RouterState, authorization: bytes | None) -> None:
         cred,
         now=now,
         leeway_s=TOKEN_LEEWAY_S,
+        max_lifetime_s=state.config.max_token_lifetime_s,
     )
     if len(state.tokens) >= TOKEN_CACHE_SIZE:
         state.tokens.clear()
     state.tokens[cred] = float(claims["exp"]) + TOKEN_LEEWAY_S  # type: ignore[arg-type]
+
+
+def token_for(state: RouterState, req: Request) -> bytes:
+    """``POST /token``: a signed token in Azure's shape, for a caller holding a key.
+
+    Only a key gets a token (never a token: it would renew itself forever); the lifetime is
+    the body's ``ttl_s`` if given, capped at ``max_token_lifetime_s``. The signing key never
+    leaves the router.
+
+    Raises:
+        RouteError: 400 outside ``aml_token`` mode or for a bad body.
+        AuthError: missing or wrong key.
+    """
+    config = state.config
+    if config.auth_mode != "aml_token":
+        raise RouteError(
+            f"endpoint {config.endpoint_name!r} uses auth_mode {config.auth_mode!r}; tokens are "
+            "issued only in aml_token mode (send the key itself as 'Authorization: Bearer KEY')",
+            400,
+        )
+    keys = state.secrets.primary_key, state.secrets.secondary_key
+    if not any(keys):
+        raise AuthError(
+            "this endpoint has no keys to exchange for a token; give the router primary_key "
+            "(in secrets_dir or env ML_ENDPOINTS_PRIMARY_KEY)"
+        )
+    check_key(bearer(req.authorization), *keys)
+    ttl = config.max_token_lifetime_s
+    if req.body.strip():
+        try:
+            data = json.loads(req.body)
+        except ValueError as exc:
+            raise RouteError(f'body must be JSON like {{"ttl_s": 600}} ({exc})', 400) from exc
+        asked = data.get("ttl_s", ttl) if isinstance(data, dict) else None
+        if isinstance(asked, bool) or not isinstance(asked, int) or asked <= 0:
+            raise RouteError(
+                f"ttl_s must be a positive whole number of seconds (got {asked!r})", 400
+            )
+        ttl = min(asked, ttl)
+    token = issue_token(state.secrets.token_signing_key or b"", config.endpoint_name, ttl)
+    return json.dumps(token).encode()
 
 
 def route(
@@ -176,6 +220,7 @@ ROUTES = (
     "GET /",
     "GET /ready",
     "POST /score",
+    "POST /token",
     "GET /swagger.json",
     "GET /metrics",
     "GET /mirror/summary",
@@ -269,6 +314,11 @@ class Router:
                 raise RouteError(f"use POST for /score (got {method.decode()})", 405)
             self._proxy(state, req, rid, b"POST", b"/score", respond, mirrorable=True)
             return
+        if path == b"/token":
+            if method != b"POST":
+                raise RouteError(f"use POST for /token (got {method.decode()})", 405)
+            self._done(respond, 200, [JSON_HEADER, (REQUEST_ID_HEADER, rid)], token_for(state, req))
+            return
         if method != b"GET":
             if path in (b"/", b"/ready", b"/swagger.json", b"/metrics", b"/mirror/summary"):
                 raise RouteError(f"use GET for {path.decode()} (got {method.decode()})", 405)
@@ -280,7 +330,7 @@ class Router:
                 self._done(respond, 503, [_TEXT], b"Draining")
             else:
                 self._done(respond, 200, [_TEXT], b"Ready")
-        elif path == b"/metrics":
+        elif path == b"/metrics" and state.config.metrics_port is None:
             self._done(respond, 200, [_PROM], self.metrics.render(self))
         elif path == b"/swagger.json":
             self._proxy(state, req, rid, b"GET", b"/swagger.json", respond, mirrorable=False)
@@ -329,6 +379,8 @@ class Router:
         target, mirror = route(state, req.pin, rand(), rand() if state.mirror_name else 1.0)
         headers = req.headers  # owned by this request: extend in place
         headers.append((REQUEST_ID_HEADER, rid))
+        if state.secrets.internal_credential is not None:
+            headers.append((CREDENTIAL_HEADER, state.secrets.internal_credential))
         upath = path + b"?" + req.query if req.query else path
         pair = None
         if mirror is not None and mirrorable:
@@ -371,7 +423,8 @@ class _Exchange:
             if self.pair is not None:
                 self.pair.live_done(None)
             status, message = upstream_failure(err)
-            router.log_upstream_error(target.name, err.kind, rid, message)
+            # The log (for operators) names the Service URL; the client's body does not.
+            router.log_upstream_error(target.name, err.kind, rid, f"{message} ({target.url})")
             router._done(
                 self.respond,
                 status,

@@ -27,6 +27,7 @@ import uvloop
 from scoring.common.logs import get_log
 from scoring.router.config import ConfigError, RouterConfig, load_config, secret_paths
 from scoring.router.dispatch import Router, RouterState
+from scoring.router.listeners import MetricsProtocol, TlsContexts
 from scoring.router.protocol import HttpProtocol
 
 POLL_S = 1.0
@@ -69,6 +70,8 @@ class RouterProcess:
         self.stop_event = asyncio.Event()
         self.signals = 0
         self.fingerprint = _fingerprint(config_path, secret_paths(router.state.config))
+        tls_context = router.state.secrets.tls_context
+        self.tls = TlsContexts(tls_context) if tls_context is not None else None
 
     def reload(self, why: str) -> bool:
         """Load the file again; swap it in if valid, else keep serving the old config."""
@@ -86,9 +89,22 @@ class RouterProcess:
             return False
         finally:
             self.fingerprint = _fingerprint(self.config_path, secret_paths(old.config))
+        restart = _needs_restart(old.config, config)
+        if restart:
+            self.router.metrics.reloads["rejected"] += 1
+            self.fingerprint = _fingerprint(self.config_path, secret_paths(config))
+            _log(
+                "warning",
+                f"config reload ({why}) rejected, still serving generation {old.generation}: "
+                f"{restart} needs a restart of the router",
+                "reload_rejected",
+            )
+            return False
         state = RouterState.build(config, secrets, old.generation + 1)
         self.fingerprint = _fingerprint(self.config_path, secret_paths(config))
         self.router.swap(state)
+        if self.tls is not None and secrets.tls_context is not None:
+            self.tls.swap(secrets.tls_context)
         self.router.metrics.reloads["ok"] += 1
         _log(
             "info",
@@ -145,7 +161,19 @@ class RouterProcess:
             port,
             backlog=2048,
             reuse_address=True,
+            ssl=self.tls.listener if self.tls is not None else None,
         )
+        servers = [server]
+        metrics_port = self.router.state.config.metrics_port
+        if metrics_port is not None:
+            servers.append(
+                await loop.create_server(
+                    lambda: MetricsProtocol(self.router),
+                    "0.0.0.0",
+                    metrics_port,
+                    reuse_address=True,
+                )
+            )
         for sock in server.sockets:
             if sock.family in (socket.AF_INET, socket.AF_INET6):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -153,9 +181,19 @@ class RouterProcess:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.on_stop_signal, sig)
         state = self.router.state
+        scheme = "https" if self.tls is not None else "http"
+        if self.tls is None:
+            _log(
+                "warning",
+                "serving plain HTTP: keys and tokens cross the network in clear text; "
+                "set tls in the config file except for a local experiment",
+                "plain_http",
+            )
+        where = f", /metrics on port {metrics_port}" if metrics_port is not None else ""
         _log(
             "info",
-            f"listening on http://{host}:{port} for endpoint {state.config.endpoint_name!r} "
+            f"listening on {scheme}://{host}:{port}{where} for endpoint "
+            f"{state.config.endpoint_name!r} "
             f"(auth {state.config.auth_mode}, traffic {dict(state.config.traffic)}, "
             f"mirror {dict(state.config.mirror_traffic)})",
             "start",
@@ -167,7 +205,8 @@ class RouterProcess:
             # Let the Service stop sending new connections here before we stop accepting.
             await asyncio.sleep(self.drain_delay)
         # 2) stop accepting.
-        server.close()
+        for listening in servers:
+            listening.close()
         # 3) idle keep-alive connections close now; busy ones (a request being answered or
         # still arriving) close after their response, which says "connection: close".
         # 4) finish in-flight requests and mirror calls.
@@ -201,6 +240,15 @@ class RouterProcess:
             if loop.time() >= deadline:
                 return False
             await asyncio.sleep(0.02)
+
+
+def _needs_restart(old: RouterConfig, new: RouterConfig) -> str | None:
+    """What in ``new`` a reload cannot apply (the listeners are made once, at start)."""
+    if (old.tls is None) != (new.tls is None):
+        return "turning tls on or off"
+    if old.metrics_port != new.metrics_port:
+        return "changing metrics_port"
+    return None
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

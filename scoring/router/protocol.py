@@ -19,6 +19,7 @@ from scoring.common.http_errors import error_body
 from scoring.common.logs import get_log
 from scoring.common.request_id import new_request_id, request_id_from
 from scoring.router.dispatch import (
+    CREDENTIAL_HEADER,
     JSON_HEADER,
     PIN_HEADER,
     REQUEST_ID_HEADER,
@@ -28,7 +29,9 @@ from scoring.router.dispatch import (
 )
 from scoring.router.upstream import Headers
 
-_CAPTURED = frozenset({b"authorization", REQUEST_ID_HEADER, PIN_HEADER, b"expect"})
+_CAPTURED = frozenset(
+    {b"authorization", REQUEST_ID_HEADER, PIN_HEADER, b"expect", CREDENTIAL_HEADER}
+)
 _monotonic = time.monotonic
 _STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in HTTPStatus}
 
@@ -136,6 +139,8 @@ class HttpProtocol(asyncio.Protocol):
                 if value.lower() == b"100-continue" and self.transport is not None:
                     self._continue = True
                 return
+            if name == CREDENTIAL_HEADER:
+                return  # only the router's own credential reaches a deployment
             self._pin = value
         self._headers.append((name, value))
 

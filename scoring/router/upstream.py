@@ -98,7 +98,7 @@ def upstream_failure(exc: UpstreamError) -> tuple[int, str]:
     if exc.kind == "pool":
         return 503, (f"deployment {t.name!r} has all {exc.detail} connections busy; retry later")
     if exc.kind == "connect":
-        return 502, f"deployment {t.name!r} is unreachable at {t.url}: {exc.detail}"
+        return 502, f"deployment {t.name!r} is unreachable: {exc.detail}"
     return 502, f"deployment {t.name!r} closed the connection before answering: {exc.detail}"
 
 

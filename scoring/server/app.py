@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hmac
 import inspect
 import json
 import random
@@ -56,6 +57,9 @@ _TEXT = b"text/plain; charset=utf-8"
 _HTML = b"text/html; charset=utf-8"  # what Microsoft's server labels "Healthy" and OPTIONS with
 _METRICS = b"text/plain; version=0.0.4; charset=utf-8"
 _PROBES = frozenset({"/", "/ready"})
+#: Paths the kubelet probes: open even when the internal credential is required.
+_OPEN = frozenset({"/", "/ready", "/readyz"})
+CREDENTIAL_HEADER = b"x-ml-endpoints-credential"
 _ROUTES = {
     "/": "/",
     "/ready": "/ready",
@@ -163,6 +167,7 @@ class ScoringApp:
         sampling_rate: float,
         sink: collector.Sink | None,
         cors_origins: str | None = None,
+        credential: bytes | None = None,
     ) -> None:
         self.scorer = scorer
         self.stats = stats
@@ -190,6 +195,8 @@ class ScoringApp:
         self._cors_any = "*" in origins
         self._cors = frozenset(o.encode("latin-1") for o in origins)
         self._cors_vary = not self._cors_any and len(self._cors) > 1
+        #: The endpoint router's internal credential; None = no check (local serving).
+        self.credential = credential
 
     # -- lifecycle -------------------------------------------------------------------------
     async def _lifespan(self, receive: Receive, send: Send) -> None:
@@ -258,6 +265,11 @@ class ScoringApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
+            if self.credential is not None and scope["path"] not in _OPEN:
+                got = dict(scope["headers"]).get(CREDENTIAL_HEADER)
+                if got is None or not hmac.compare_digest(got, self.credential):
+                    await self._bypassed(scope, send)
+                    return
             if scope["path"] == "/score" and scope["method"] == "POST":
                 await self._score(scope, receive, send, None)
             else:
@@ -455,6 +467,31 @@ class ScoringApp:
                 data_out = json.dumps(out.decode(errors="replace"))
         assert self.sink is not None  # self.collect says so
         self.sink.record_pair(request_id, data_in, data_out)
+
+    async def _bypassed(self, scope: Scope, send: Send) -> None:
+        """401 for a request without the router's credential: it did not come through the
+        endpoint (a pod calling the deployment's Service directly)."""
+        found = dict(scope["headers"])
+        request_id = request_id_from(found.get(b"x-request-id"))
+        body = error_body(
+            "this deployment answers only requests from its endpoint's router; the request "
+            "bypassed the endpoint (missing or wrong x-ml-endpoints-credential); call the "
+            "endpoint's scoring URI instead",
+            request_id,
+        )
+        headers = self._id_headers(
+            request_id.encode(),
+            found.get(b"x-ms-request-id"),
+            found.get(b"x-ms-client-request-id"),
+            found.get(b"origin"),
+        )
+        headers += [(b"content-type", _JSON), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 401, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        route = _ROUTES.get(scope["path"], "other")
+        self.stats.observe(route, 401, 0.0)
+        if self.log.access_enabled:
+            self.log.access(request_id, scope["method"], route, 401, 0.0, None)
 
     async def _other(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = time.perf_counter()

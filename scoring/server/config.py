@@ -199,6 +199,8 @@ class Settings(DataCollection, RequestSettings, Workers, _Where):
     """Where workers share their Prometheus counters (set by the supervisor; internal)."""
     cors_origins: str | None = setting(None, env=("AML_CORS_ORIGINS",))
     """Browser origins allowed by CORS, comma-separated, or ``*`` (Azure's ``AML_CORS_ORIGINS``)."""
+    internal_credential_file: Path | None = setting(None)
+    """Router's credential file (a Secret); then all but probes need x-ml-endpoints-credential."""
 
     @property
     def workers(self) -> int:
@@ -396,8 +398,27 @@ def _check(s: Settings) -> None:
             "--entry-script: not given (nor AZUREML_ENTRY_SCRIPT); pass a scoring script, or "
             "--model-dir pointing at an MLflow model folder (with an MLmodel file)"
         )
+    if s.internal_credential_file is not None:
+        read_credential(s.internal_credential_file)
     if s.execution == "inline" and s.max_concurrent_requests_per_instance > 0:
         raise SettingsError(
             "--execution: 'inline' cannot queue requests; set "
             "--max-concurrent-requests-per-instance 0 (its default is 1) or use --execution thread"
         )
+
+
+def read_credential(path: Path) -> bytes:
+    """The internal credential in ``path`` (surrounding whitespace dropped).
+
+    Raises:
+        SettingsError: the file cannot be read or is empty.
+    """
+    try:
+        value = path.read_bytes().strip()
+    except OSError as exc:
+        raise SettingsError(
+            f"--internal-credential-file: cannot read {str(path)!r}: {exc.strerror or exc}"
+        ) from exc
+    if not value:
+        raise SettingsError(f"--internal-credential-file: {str(path)!r} is empty")
+    return value

@@ -305,6 +305,7 @@ def worker(settings: Settings, sock: socket.socket | None, ready_fd: int | None 
     ``ready_fd``: the pipe on which to tell the supervisor that ``init()`` succeeded.
     """
     from scoring.server.app import ScoringApp
+    from scoring.server.config import read_credential
     from scoring.server.runners import make_runner
     from scoring.server.scorer import make_scorer
     from scoring.server.script import InitFailed
@@ -372,6 +373,11 @@ def worker(settings: Settings, sock: socket.socket | None, ready_fd: int | None 
         sampling_rate=settings.collect_sampling_rate,
         sink=sink,
         cors_origins=settings.cors_origins,
+        credential=(
+            read_credential(settings.internal_credential_file)
+            if settings.internal_credential_file
+            else None
+        ),
     )
     config = uvicorn.Config(
         app,

@@ -49,6 +49,7 @@ SERVER_ONLY = {
     "execution",
     "metrics_dir",
     "cors_origins",
+    "internal_credential_file",
 }
 # A deployment's other keys, in the stack config and in OnlineDeploymentArgs.
 NOT_SERVER = {
@@ -72,6 +73,10 @@ ROUTER_FILE_ONLY = {
     "traffic",
     "mirror_traffic",
     "secrets_dir",
+    "tls",
+    "metrics_port",
+    "internal_credential_file",
+    "max_token_lifetime_s",
 }
 ROUTER_STACK_ONLY = {"replicas", "service_type", "node_port", "public_host", "reload", "image"}
 ROUTER_ARGS_ONLY = ROUTER_STACK_ONLY | {"base_image", "registry", "resources"}

@@ -82,3 +82,25 @@ def test_short_signing_key_and_bad_ttl_refused() -> None:
         issue_token(b"short", "diabetes", 60)
     with pytest.raises(ValueError, match="ttl_s must be > 0"):
         issue_token(SIGNING, "diabetes", 0)
+
+
+def _token(iat: int, exp: int) -> str:
+    import jwt
+
+    claims = {"iss": "ml-endpoints", "aud": "diabetes", "iat": iat, "exp": exp}
+    return jwt.encode(claims, SIGNING, algorithm="HS256")
+
+
+@pytest.mark.parametrize("now", [None, 1_800_000_000.0])
+def test_lifetime_over_the_maximum_and_future_iat_refused(now: float | None) -> None:
+    t = int(time.time() if now is None else now)
+    # Exactly the maximum, and an iat within the clock skew, pass.
+    verify_token(SIGNING, "diabetes", _token(t, t + 3600), now=now, max_lifetime_s=3600)
+    verify_token(SIGNING, "diabetes", _token(t + 50, t + 600), now=now, max_lifetime_s=3600)
+    with pytest.raises(AuthError, match=r"lifetime 3601 s is over this endpoint's maximum"):
+        verify_token(SIGNING, "diabetes", _token(t, t + 3601), now=now, max_lifetime_s=3600)
+    century = _token(t, t + 100 * 365 * 86400)
+    with pytest.raises(AuthError, match="over this endpoint's maximum"):
+        verify_token(SIGNING, "diabetes", century, now=now)
+    with pytest.raises(AuthError, match="issued in the future"):
+        verify_token(SIGNING, "diabetes", _token(t + 120, t + 600), now=now)

@@ -254,3 +254,54 @@ def test_token_auth_caches_verification_but_not_past_expiry(
     monkeypatch.setattr(router_mod, "_now", lambda: t0 + 66)
     with pytest.raises(AuthError, match="token expired"):
         authorize(state, b"Bearer " + tok)
+
+
+def test_tls_and_credential_files_are_checked_when_loaded(tmp_path: Path) -> None:
+    from components._tls import make_ca, make_server_cert
+
+    ca, ca_key = make_ca("unit CA")
+    cert, key = make_server_cert(ca, ca_key, ["localhost"])
+    other_key = make_server_cert(ca, ca_key, ["other"])[1]
+    (tmp_path / "tls.crt").write_bytes(cert)
+    (tmp_path / "tls.key").write_bytes(key)
+    (tmp_path / "other.key").write_bytes(other_key)
+    (tmp_path / "cred").write_text("s3cret\n")
+    env = {"ML_ENDPOINTS_PRIMARY_KEY": "k"}
+
+    def load(**changes: object):
+        config = parse_config(json.dumps({**BASE, "secrets_dir": None, **changes}))
+        return load_secrets(config, env)
+
+    tls = {"cert_file": str(tmp_path / "tls.crt"), "key_file": str(tmp_path / "tls.key")}
+    secrets = load(tls=tls, internal_credential_file=str(tmp_path / "cred"))
+    assert secrets.tls_context is not None
+    assert secrets.internal_credential == b"s3cret"
+    assert "s3cret" not in repr(secrets)
+    with pytest.raises(ConfigError, match="no such file"):
+        load(tls={**tls, "key_file": str(tmp_path / "missing.key")})
+    with pytest.raises(
+        ConfigError, match="must be a PEM certificate chain and its PEM private key"
+    ):
+        load(tls={**tls, "key_file": str(tmp_path / "other.key")})
+    with pytest.raises(ConfigError, match="internal_credential_file: cannot read"):
+        load(internal_credential_file=str(tmp_path / "nope"))
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(ConfigError, match="is empty"):
+        load(internal_credential_file=str(tmp_path / "empty"))
+    assert problems(metrics_port=0)[0].startswith("metrics_port:")
+    assert problems(max_token_lifetime_s=10)[0].startswith("max_token_lifetime_s:")
+
+
+def test_token_route_without_keys_says_what_is_missing() -> None:
+    from scoring.router.auth import AuthError
+    from scoring.router.config import Secrets
+    from scoring.router.dispatch import Request, token_for
+
+    config = parse_config(json.dumps({**BASE, "auth_mode": "aml_token"}))
+    state = RouterState.build(config, Secrets(None, None, b"k" * 32))
+    req = Request(b"POST", b"/token", b"", [], b"", authorization=b"Bearer anything")
+    with pytest.raises(AuthError, match="no keys to exchange for a token"):
+        token_for(state, req)
+    state = RouterState.build(config, Secrets(b"key1", None, b"k" * 32))
+    req.authorization = b"Bearer key1"
+    assert json.loads(token_for(state, req))["tokenType"] == "Bearer"
