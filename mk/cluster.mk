@@ -2,7 +2,7 @@
 # containerd, the kubelet and iptables directly on the machine.
 .PHONY: cluster-build cluster-up cluster-down cluster-status test-cluster
 
-cluster-build: ## build-or-reuse the Kubernetes components, CoreDNS and pause images (cached)
+cluster-build: ## build-or-reuse the Kubernetes components, CoreDNS, pause and the add-ons (cached)
 	@scripts/cluster.sh build
 
 cluster-up: ## start the local cluster; kubeconfig in $ML_ENDPOINTS_CACHE/cluster/kubeconfig
@@ -14,5 +14,5 @@ cluster-down: ## stop the local cluster and remove its pods, network rules and s
 cluster-status: ## what the local cluster runs
 	@scripts/cluster.sh status
 
-test-cluster: python cluster-up ## the cluster tier: real pods, Services, rollouts
+test-cluster: python cluster-up ## the cluster tier: real pods, Services, rollouts, add-ons
 	@$(PY) -m pytest -q -m cluster tests/cluster

@@ -23,6 +23,9 @@ export GOTOOLCHAIN=local GOWORK=off
 K8S_VERSION="${ML_ENDPOINTS_K8S_VERSION:-$KUBERNETES_VERSION}"
 PAUSE_REF=registry.k8s.io/pause:$PAUSE_VERSION
 COREDNS_REF="ml-endpoints.local/coredns:${COREDNS_VERSION#v}"
+METRICS_SERVER_REF="ml-endpoints.local/metrics-server:${METRICS_SERVER_VERSION#v}"
+LOCAL_PATH_REF="ml-endpoints.local/local-path-provisioner:${LOCAL_PATH_PROVISIONER_VERSION#v}"
+BUSYBOX_REF=ml-endpoints.local/busybox:debian   # local-path's helper pod (setup/teardown scripts)
 NODE_NAME=ml-endpoints
 POD_CIDR=10.42.0.0/24
 CLUSTER_CIDR=10.42.0.0/16
@@ -34,22 +37,30 @@ NODE_PORT_RANGE=30000-32767      # the API server's default, passed explicitly: 
 LOCAL_NP_CHAIN=ML-ENDPOINTS-LOCAL-NODEPORTS
 REGISTRY=127.0.0.1:5000
 READY_TIMEOUT="${ML_ENDPOINTS_CLUSTER_TIMEOUT:-180}"
+S3_PORT=7070                     # versitygw, on 127.0.0.1 and the node IP
+S3_BUCKET=ml-endpoints-collected
+S3_REGION=us-east-1
 
 TOOLS="$ML_ENDPOINTS_CACHE/tools"
 K8S_DIR="$TOOLS/kubernetes-$K8S_VERSION"
 K8S_BIN="$K8S_DIR/bin"
 COREDNS_DIR="$TOOLS/coredns-$COREDNS_VERSION"
 PAUSE_DIR="$TOOLS/pause-$PAUSE_VERSION"
+METRICS_SERVER_DIR="$TOOLS/metrics-server-$METRICS_SERVER_VERSION"
+LOCAL_PATH_DIR="$TOOLS/local-path-provisioner-$LOCAL_PATH_PROVISIONER_VERSION"
+BUSYBOX_DIR="$TOOLS/busybox-image"
+VERSITYGW_DIR="$TOOLS/versitygw-$VERSITYGW_VERSION"
 CL="$ML_ENDPOINTS_CACHE/cluster"          # kubeconfig, PKI, configs, logs: this cluster's
 KUBECONFIG_OUT="$CL/kubeconfig"
 PKI="$CL/pki"
 LOGS="$CL/logs"
 RUN=/run/ml-endpoints                     # pid files
-STATE=/var/lib/ml-endpoints               # etcd data, kubelet root (wiped by `down`)
+STATE=/var/lib/ml-endpoints               # etcd data, kubelet root, PVs, S3 data (wiped by `down`)
 CTR_ROOT=/var/lib/ml-endpoints-containerd # images survive `down`: warm start
 CTR_RUN=/run/ml-endpoints-containerd
 CTR_SOCK="$CTR_RUN/containerd.sock"
-COMPONENTS=(containerd etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
+S3_ENV="$CL/s3.env"                       # the S3 endpoint and its generated keys (0600)
+COMPONENTS=(containerd etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy versitygw)
 
 ctr_() { ctr --address "$CTR_SOCK" -n k8s.io "$@"; }
 kc() { "$K8S_BIN/kubectl" --kubeconfig "$KUBECONFIG_OUT" "$@"; }
@@ -113,6 +124,66 @@ build_pause() {
 }
 pause_key() { sha256sum "$REPO/images/pause/pause.c" "$REPO/images/pause/image_tar.py" | sha256sum | cut -c1-16; }
 
+# go_install DIR MODULE/PKG@VERSION: a static binary from a served Go module, built as
+# `go install` does (the module's own go.mod and go.sum: none of the three has replaces).
+go_install() {
+  mkdir -p "$1"
+  CGO_ENABLED=0 GOBIN="$1" GOFLAGS=-buildvcs=false go install -trimpath -ldflags "-s -w" "$2"
+}
+# addon_key MODULE@VERSION: what a cached add-on was built from (and the packer's bytes).
+addon_key() { { echo "$1"; cat "$REPO/images/pause/image_tar.py"; } | sha256sum | cut -c1-16; }
+
+build_metrics_server() {
+  go_install "$METRICS_SERVER_DIR" "sigs.k8s.io/metrics-server/cmd/metrics-server@$METRICS_SERVER_VERSION"
+  python3 "$REPO/images/pause/image_tar.py" "$METRICS_SERVER_DIR/image.tar" "$METRICS_SERVER_REF" \
+    --file "$METRICS_SERVER_DIR/metrics-server:/metrics-server" --user 65534:65534 \
+    --port 10250 >"$METRICS_SERVER_DIR/image-id"
+  addon_key "metrics-server@$METRICS_SERVER_VERSION" >"$METRICS_SERVER_DIR/.complete"
+}
+
+build_local_path() {
+  go_install "$LOCAL_PATH_DIR" "github.com/rancher/local-path-provisioner@$LOCAL_PATH_PROVISIONER_VERSION"
+  python3 "$REPO/images/pause/image_tar.py" "$LOCAL_PATH_DIR/image.tar" "$LOCAL_PATH_REF" \
+    --file "$LOCAL_PATH_DIR/local-path-provisioner:/local-path-provisioner" \
+    >"$LOCAL_PATH_DIR/image-id"
+  addon_key "local-path-provisioner@$LOCAL_PATH_PROVISIONER_VERSION" >"$LOCAL_PATH_DIR/.complete"
+}
+
+# The helper pod of local-path runs `sh /script/setup|teardown` (mkdir -p, rm -rf): Debian's
+# static busybox as /bin/sh, /bin/mkdir and /bin/rm (busybox picks the applet from argv[0];
+# the packer writes files, not links, so copies of 2 MB), and as /bin/busybox for the rest
+# (`busybox wget` in the cluster tests).
+build_busybox() {
+  mkdir -p "$BUSYBOX_DIR"
+  local a files=(); for a in sh mkdir rm busybox; do files+=(--file "/bin/busybox:/bin/$a"); done
+  python3 "$REPO/images/pause/image_tar.py" "$BUSYBOX_DIR/image.tar" "$BUSYBOX_REF" \
+    "${files[@]}" --entrypoint '["/bin/sh"]' --env PATH=/bin >"$BUSYBOX_DIR/image-id"
+  busybox_key >"$BUSYBOX_DIR/.complete"
+}
+busybox_key() { cat /bin/busybox "$REPO/images/pause/image_tar.py" | sha256sum | cut -c1-16; }
+
+build_versitygw() {
+  go_install "$VERSITYGW_DIR" "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
+  addon_key "versitygw@$VERSITYGW_VERSION" >"$VERSITYGW_DIR/.complete"
+}
+
+# build_step NAME EXPECTED CMD...: `step`, plus a line every 30 s with the time spent against
+# the time a cold build took here: minutes of silence from `go build` look like a hang.
+build_step() {
+  local name="$1" expect="$2"; shift 2
+  local t0 tick; t0=$(date +%s)
+  ( while sleep 30; do
+      kill -0 $$ 2>/dev/null || exit 0
+      say "$name: $(( $(date +%s) - t0 ))s so far (a cold build took ~${expect} here)"
+    done ) &
+  tick=$!
+  # shellcheck disable=SC2064   # expand now: the ticker's pid
+  trap "kill $tick 2>/dev/null || true" EXIT
+  step "$name" "$@"
+  kill "$tick" 2>/dev/null || true; wait "$tick" 2>/dev/null || true
+  trap - EXIT
+}
+
 ensure_packages() {
   local need=()
   command -v containerd >/dev/null || need+=(containerd)
@@ -123,6 +194,8 @@ ensure_packages() {
   command -v etcd >/dev/null || need+=(etcd-server)
   command -v openssl >/dev/null || need+=(openssl)
   command -v gcc >/dev/null || need+=(gcc libc6-dev)
+  dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' \
+    || need+=(busybox-static)   # local-path's helper image: a static /bin/busybox
   if [ ${#need[@]} -gt 0 ]; then
     step "apt-get install ${need[*]}" env DEBIAN_FRONTEND=noninteractive \
       apt-get install -y -o DPkg::Lock::Timeout=300 --no-install-recommends "${need[@]}"
@@ -132,11 +205,24 @@ ensure_packages() {
 ensure_built() {
   command -v go >/dev/null || die "go is not on PATH (the components are built from Go modules)"
   if stamp_ok "$K8S_DIR/.complete" "$K8S_VERSION"; then say "kubernetes $K8S_VERSION: cached"
-  else step "build kubernetes $K8S_VERSION" build_k8s; fi
+  else build_step "build kubernetes $K8S_VERSION" "16 min" build_k8s; fi
   if stamp_ok "$COREDNS_DIR/.complete" "$(coredns_key)"; then say "coredns $COREDNS_VERSION: cached"
-  else step "build coredns $COREDNS_VERSION" build_coredns; fi
+  else build_step "build coredns $COREDNS_VERSION" "6 min" build_coredns; fi
   if stamp_ok "$PAUSE_DIR/.complete" "$(pause_key)"; then say "pause image: cached"
   else step "build pause image" build_pause; fi
+  if stamp_ok "$METRICS_SERVER_DIR/.complete" "$(addon_key "metrics-server@$METRICS_SERVER_VERSION")"
+  then say "metrics-server $METRICS_SERVER_VERSION: cached"
+  else build_step "build metrics-server $METRICS_SERVER_VERSION" "12 min" build_metrics_server; fi
+  if stamp_ok "$LOCAL_PATH_DIR/.complete" \
+       "$(addon_key "local-path-provisioner@$LOCAL_PATH_PROVISIONER_VERSION")"
+  then say "local-path-provisioner $LOCAL_PATH_PROVISIONER_VERSION: cached"
+  else build_step "build local-path-provisioner $LOCAL_PATH_PROVISIONER_VERSION" "4 min" \
+         build_local_path; fi
+  if stamp_ok "$BUSYBOX_DIR/.complete" "$(busybox_key)"; then say "busybox helper image: cached"
+  else step "build busybox helper image" build_busybox; fi
+  if stamp_ok "$VERSITYGW_DIR/.complete" "$(addon_key "versitygw@$VERSITYGW_VERSION")"
+  then say "versitygw $VERSITYGW_VERSION: cached"
+  else build_step "build versitygw $VERSITYGW_VERSION" "3 min" build_versitygw; fi
 }
 
 # ---------------------------------------------------------------------------- helpers
@@ -144,9 +230,18 @@ pidfile() { echo "$RUN/$1.pid"; }
 running() { local f; f=$(pidfile "$1"); [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null; }
 
 # start NAME CMD...: run CMD detached (own session, survives make) with its log and pid file.
+# A component running with another command line (new flags after an update of this script)
+# is restarted with the new one; one running with the same is left alone.
 start() {
   local name="$1"; shift
-  if running "$name"; then say "$name: already running (pid $(cat "$(pidfile "$name")"))"; return; fi
+  if running "$name"; then
+    local pid; pid=$(cat "$(pidfile "$name")")
+    if cmp -s <(printf '%s\0' "$@") "/proc/$pid/cmdline"; then
+      say "$name: already running (pid $pid)"; return
+    fi
+    say "$name: running with other flags: restarting"
+    stop_component "$name"
+  fi
   mkdir -p "$RUN" "$LOGS"
   setsid "$@" </dev/null >>"$LOGS/$name.log" 2>&1 &
   echo $! >"$(pidfile "$name")"
@@ -185,9 +280,9 @@ node_ip() {
 # newkey FILE: an ECDSA P-256 key (RSA keys take seconds each on a busy 2-core machine).
 newkey() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
 
-# cert NAME CN [O] [SAN]: key + certificate signed by the cluster CA.
+# cert NAME CN [O] [SAN] [CA]: key + certificate signed by CA (default: the cluster CA).
 cert() {
-  local name="$1" cn="$2" org="${3:-}" san="${4:-}" subj="/CN=$2"
+  local name="$1" cn="$2" org="${3:-}" san="${4:-}" ca="${5:-ca}" subj="/CN=$2"
   [ -n "$org" ] && subj="/O=$org/CN=$cn"
   newkey "$PKI/$name.key"
   openssl req -new -key "$PKI/$name.key" -subj "$subj" -out "$PKI/$name.csr" 2>/dev/null
@@ -195,7 +290,7 @@ cert() {
   { echo "basicConstraints=CA:FALSE"; echo "keyUsage=critical,digitalSignature"
     if [ -n "$san" ]; then echo "extendedKeyUsage=serverAuth,clientAuth"; echo "subjectAltName=$san"
     else echo "extendedKeyUsage=clientAuth"; fi; } >"$ext"
-  openssl x509 -req -in "$PKI/$name.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" \
+  openssl x509 -req -in "$PKI/$name.csr" -CA "$PKI/$ca.crt" -CAkey "$PKI/$ca.key" \
     -CAcreateserial -days 365 -sha256 -extfile "$ext" -out "$PKI/$name.crt" 2>/dev/null
   rm -f "$PKI/$name.csr" "$ext"
 }
@@ -250,6 +345,19 @@ make_pki() {
     kubeconfig "$CL/$u.kubeconfig" "$u"
   done
   cp "$CL/admin.kubeconfig" "$KUBECONFIG_OUT"
+  front_proxy_pki
+}
+
+# front_proxy_pki: the aggregation layer's pair (the API server proxies metrics.k8s.io to
+# metrics-server as `front-proxy-client`, which trusts it through --requestheader-client-ca-file).
+# A CA of its own, as kubeadm does: a cluster client cert must not pass for the front proxy.
+# Idempotent, so a cluster made before the add-ons gets it without a new PKI.
+front_proxy_pki() {
+  [ -f "$PKI/front-proxy-client.crt" ] && return 0
+  newkey "$PKI/front-proxy-ca.key"
+  openssl req -x509 -new -key "$PKI/front-proxy-ca.key" -out "$PKI/front-proxy-ca.crt" -days 365 \
+    -subj "/CN=ml-endpoints-front-proxy-ca" 2>/dev/null
+  cert front-proxy-client front-proxy-client "" "" front-proxy-ca
 }
 
 # ---------------------------------------------------------------------------- config
@@ -379,9 +487,15 @@ start_containerd() {
   start containerd containerd --config "$CL/containerd.toml"
   wait_for "containerd" containerd ctr --address "$CTR_SOCK" version
   local ref tar
-  for ref in "$PAUSE_REF" "$COREDNS_REF"; do
+  for ref in "$PAUSE_REF" "$COREDNS_REF" "$METRICS_SERVER_REF" "$LOCAL_PATH_REF" "$BUSYBOX_REF"; do
+    case "$ref" in
+      "$PAUSE_REF") tar="$PAUSE_DIR/pause.tar" ;;
+      "$COREDNS_REF") tar="$COREDNS_DIR/coredns.tar" ;;
+      "$METRICS_SERVER_REF") tar="$METRICS_SERVER_DIR/image.tar" ;;
+      "$LOCAL_PATH_REF") tar="$LOCAL_PATH_DIR/image.tar" ;;
+      *) tar="$BUSYBOX_DIR/image.tar" ;;
+    esac
     if ctr_ images ls -q | grep -qxF "$ref"; then continue; fi
-    [ "$ref" = "$PAUSE_REF" ] && tar="$PAUSE_DIR/pause.tar" || tar="$COREDNS_DIR/coredns.tar"
     ctr_ images import "$tar" >/dev/null
     say "imported $ref"
   done
@@ -403,6 +517,12 @@ start_control_plane() {
     --kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt" \
     --kubelet-client-key="$PKI/apiserver-kubelet-client.key" \
     --kubelet-preferred-address-types=InternalIP \
+    --requestheader-client-ca-file="$PKI/front-proxy-ca.crt" \
+    --requestheader-allowed-names=front-proxy-client \
+    --requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group \
+    --requestheader-extra-headers-prefix=X-Remote-Extra- \
+    --proxy-client-cert-file="$PKI/front-proxy-client.crt" \
+    --proxy-client-key-file="$PKI/front-proxy-client.key" --enable-aggregator-routing=true \
     --service-account-issuer=https://kubernetes.default.svc.cluster.local \
     --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key" \
     --service-cluster-ip-range="$SERVICE_CIDR" --service-node-port-range="$NODE_PORT_RANGE" \
@@ -533,6 +653,290 @@ spec:
 EOF
 }
 
+# metrics-server v0.9.0's manifests/base, with the image built here and the flags this node
+# needs: the kubelet's serving cert is self-signed (--kubelet-insecure-tls) and the node's
+# hostname does not resolve (InternalIP only). The API server reaches it through the
+# aggregation layer (front-proxy flags, --enable-aggregator-routing: straight to the pod IP).
+metrics_server_manifest() {
+  cat <<EOF
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: metrics-server, namespace: kube-system}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: "system:aggregated-metrics-reader"
+  labels:
+    rbac.authorization.k8s.io/aggregate-to-view: "true"
+    rbac.authorization.k8s.io/aggregate-to-edit: "true"
+    rbac.authorization.k8s.io/aggregate-to-admin: "true"
+rules:
+- apiGroups: [metrics.k8s.io]
+  resources: [pods, nodes]
+  verbs: [get, list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: "system:metrics-server"}
+rules:
+- apiGroups: [""]
+  resources: [nodes/metrics]
+  verbs: [get]
+- apiGroups: [""]
+  resources: [pods, nodes]
+  verbs: [get, list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: metrics-server-auth-reader, namespace: kube-system}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: extension-apiserver-authentication-reader}
+subjects: [{kind: ServiceAccount, name: metrics-server, namespace: kube-system}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "metrics-server:system:auth-delegator"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:auth-delegator"}
+subjects: [{kind: ServiceAccount, name: metrics-server, namespace: kube-system}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "system:metrics-server"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:metrics-server"}
+subjects: [{kind: ServiceAccount, name: metrics-server, namespace: kube-system}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: metrics-server, namespace: kube-system, labels: {k8s-app: metrics-server}}
+spec:
+  selector: {k8s-app: metrics-server}
+  ports: [{name: https, port: 443, protocol: TCP, targetPort: https, appProtocol: https}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: metrics-server, namespace: kube-system, labels: {k8s-app: metrics-server}}
+spec:
+  replicas: 1
+  selector: {matchLabels: {k8s-app: metrics-server}}
+  strategy: {rollingUpdate: {maxUnavailable: 0}}
+  template:
+    metadata: {labels: {k8s-app: metrics-server}}
+    spec:
+      serviceAccountName: metrics-server
+      priorityClassName: system-cluster-critical
+      containers:
+      - name: metrics-server
+        image: $METRICS_SERVER_REF
+        imagePullPolicy: Never      # imported into containerd by cluster.sh, never pulled
+        args:
+        - --cert-dir=/tmp
+        - --secure-port=10250
+        - --kubelet-preferred-address-types=InternalIP
+        - --kubelet-use-node-status-port
+        - --kubelet-insecure-tls
+        - --metric-resolution=15s
+        ports: [{name: https, containerPort: 10250, protocol: TCP}]
+        resources:
+          requests: {cpu: 50m, memory: 100Mi}
+        readinessProbe:
+          httpGet: {path: /readyz, port: https, scheme: HTTPS}
+          periodSeconds: 5
+          failureThreshold: 3
+        livenessProbe:
+          httpGet: {path: /livez, port: https, scheme: HTTPS}
+          periodSeconds: 10
+          failureThreshold: 3
+        securityContext:
+          readOnlyRootFilesystem: true
+          runAsNonRoot: true
+          runAsUser: 65534
+          allowPrivilegeEscalation: false
+          capabilities: {drop: [ALL]}
+        volumeMounts: [{name: tmp-dir, mountPath: /tmp}]
+      volumes: [{name: tmp-dir, emptyDir: {}}]
+---
+apiVersion: apiregistration.k8s.io/v1
+kind: APIService
+metadata: {name: v1beta1.metrics.k8s.io}
+spec:
+  service: {name: metrics-server, namespace: kube-system}
+  group: metrics.k8s.io
+  version: v1beta1
+  insecureSkipTLSVerify: true
+  groupPriorityMinimum: 100
+  versionPriority: 100
+EOF
+}
+
+# local-path-provisioner v0.0.30's deploy/local-path-storage.yaml with the images built here,
+# volumes under $STATE/local-path, and `local-path` as the default StorageClass.
+local_path_manifest() {
+  cat <<EOF
+apiVersion: v1
+kind: Namespace
+metadata: {name: local-path-storage}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: local-path-provisioner-service-account, namespace: local-path-storage}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: local-path-provisioner-role, namespace: local-path-storage}
+rules:
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [get, list, watch, create, patch, update, delete]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: local-path-provisioner-role}
+rules:
+- apiGroups: [""]
+  resources: [nodes, persistentvolumeclaims, configmaps, pods, pods/log]
+  verbs: [get, list, watch]
+- apiGroups: [""]
+  resources: [persistentvolumes]
+  verbs: [get, list, watch, create, patch, update, delete]
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create, patch]
+- apiGroups: [storage.k8s.io]
+  resources: [storageclasses]
+  verbs: [get, list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: local-path-provisioner-bind, namespace: local-path-storage}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: local-path-provisioner-role}
+subjects: [{kind: ServiceAccount, name: local-path-provisioner-service-account, namespace: local-path-storage}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: local-path-provisioner-bind}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: local-path-provisioner-role}
+subjects: [{kind: ServiceAccount, name: local-path-provisioner-service-account, namespace: local-path-storage}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: local-path-provisioner, namespace: local-path-storage}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: local-path-provisioner}}
+  template:
+    metadata: {labels: {app: local-path-provisioner}}
+    spec:
+      serviceAccountName: local-path-provisioner-service-account
+      containers:
+      - name: local-path-provisioner
+        image: $LOCAL_PATH_REF
+        imagePullPolicy: Never      # imported into containerd by cluster.sh, never pulled
+        command: [/local-path-provisioner, --debug, start, --config, /etc/config/config.json]
+        volumeMounts: [{name: config-volume, mountPath: /etc/config/}]
+        env:
+        - name: POD_NAMESPACE
+          valueFrom: {fieldRef: {fieldPath: metadata.namespace}}
+        - {name: CONFIG_MOUNT_PATH, value: /etc/config/}
+      volumes:
+      - name: config-volume
+        configMap: {name: local-path-config}
+---
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: local-path
+  annotations: {storageclass.kubernetes.io/is-default-class: "true"}
+provisioner: rancher.io/local-path
+volumeBindingMode: WaitForFirstConsumer
+reclaimPolicy: Delete
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: local-path-config, namespace: local-path-storage}
+data:
+  config.json: |-
+    {"nodePathMap": [{"node": "DEFAULT_PATH_FOR_NON_LISTED_NODES", "paths": ["$STATE/local-path"]}]}
+  setup: |-
+    #!/bin/sh
+    set -eu
+    mkdir -m 0777 -p "\$VOL_DIR"
+  teardown: |-
+    #!/bin/sh
+    set -eu
+    rm -rf "\$VOL_DIR"
+  helperPod.yaml: |-
+    apiVersion: v1
+    kind: Pod
+    metadata:
+      name: helper-pod
+    spec:
+      priorityClassName: system-node-critical
+      tolerations:
+      - {key: node.kubernetes.io/disk-pressure, operator: Exists, effect: NoSchedule}
+      containers:
+      - name: helper-pod
+        image: $BUSYBOX_REF
+        imagePullPolicy: Never
+EOF
+}
+
+# ---------------------------------------------------------------------------- S3 (versitygw)
+# versitygw's POSIX gateway as a host process (like etcd): an S3 API on 127.0.0.1 for the host
+# and on the node IP for pods, buckets are folders under $STATE/s3. Its root keys are made
+# once per cluster and kept 0600 in $S3_ENV, which is also what clients read (boto3 honours
+# AWS_ENDPOINT_URL); they reach versitygw through its environment, never its command line.
+s3_env_file() {
+  local ip="$1" key secret
+  if [ -f "$S3_ENV" ]; then
+    key=$(sed -n 's/^AWS_ACCESS_KEY_ID=//p' "$S3_ENV")
+    secret=$(sed -n 's/^AWS_SECRET_ACCESS_KEY=//p' "$S3_ENV")
+  else
+    key="mle$(openssl rand -hex 8)"; secret=$(openssl rand -base64 30 | tr '+/' '-_')
+  fi
+  ( umask 077; put "$S3_ENV" <<EOF
+# The local cluster's S3 server (versitygw, scripts/cluster.sh). Secret: keep 0600.
+AWS_ENDPOINT_URL=http://127.0.0.1:$S3_PORT
+ML_ENDPOINTS_S3_POD_ENDPOINT=http://$ip:$S3_PORT
+ML_ENDPOINTS_S3_BUCKET=$S3_BUCKET
+AWS_REGION=$S3_REGION
+AWS_ACCESS_KEY_ID=$key
+AWS_SECRET_ACCESS_KEY=$secret
+EOF
+  )
+  chmod 600 "$S3_ENV"
+}
+
+# s3_curl CURL-ARGS... PATH: the HTTP status of a SigV4-signed request (curl's own signer;
+# the credentials go in on stdin, not on the command line). S3 wants x-amz-content-sha256,
+# which curl 7.88 does not add by itself.
+s3_curl() {
+  local path="${*: -1}"
+  # shellcheck disable=SC1090
+  ( . "$S3_ENV"
+    printf 'user = "%s:%s"\n' "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY" \
+      | curl -sS -o /dev/null -w '%{http_code}' -K - --aws-sigv4 "aws:amz:$S3_REGION:s3" \
+          -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" "${@:1:$#-1}" "http://127.0.0.1:$S3_PORT$path" )
+}
+
+start_s3() {
+  local ip="$1" code
+  s3_env_file "$ip"
+  mkdir -p "$STATE/s3" && chmod 700 "$STATE/s3"
+  # shellcheck disable=SC1090
+  ( . "$S3_ENV"
+    export ROOT_ACCESS_KEY_ID="$AWS_ACCESS_KEY_ID" ROOT_SECRET_ACCESS_KEY="$AWS_SECRET_ACCESS_KEY"
+    export VGW_REGION="$AWS_REGION"
+    start versitygw "$VERSITYGW_DIR/versitygw" --port "127.0.0.1:$S3_PORT" --port "$ip:$S3_PORT" \
+      posix "$STATE/s3" )
+  wait_for "versitygw" versitygw curl -s -o /dev/null "http://127.0.0.1:$S3_PORT/"
+  code=$(s3_curl --head "/$S3_BUCKET")
+  if [ "$code" != 200 ]; then
+    code=$(s3_curl -X PUT "/$S3_BUCKET")
+    [ "$code" = 200 ] || die "versitygw answered $code to creating bucket $S3_BUCKET (log: $LOGS/versitygw.log)"
+    say "S3 bucket $S3_BUCKET created"
+  fi
+}
+
 smoke_pod() {
   cat <<EOF
 apiVersion: v1
@@ -554,12 +958,14 @@ up_native() {
   host_prep
   # Keep the PKI of a cluster that is (partly) up; make a new one for a fresh start or a
   # changed node IP. Components already running are left alone, dead ones restarted.
-  if pki_ok "$ip"; then say "PKI: reusing $PKI"; else step "make PKI" make_pki "$ip"; fi
+  if pki_ok "$ip"; then say "PKI: reusing $PKI"; front_proxy_pki; else step "make PKI" make_pki "$ip"; fi
   write_configs "$ip"
   start_containerd
   start_control_plane "$ip"
   start_node "$ip"
-  coredns_manifest | kc apply -f - >/dev/null
+  { coredns_manifest; echo ---; metrics_server_manifest; echo ---; local_path_manifest; } \
+    | kc apply -f - >/dev/null
+  start_s3 "$ip"
   wait_for "default ServiceAccount" kube-controller-manager kc -n default get serviceaccount default
   kc delete pod cluster-up-check --ignore-not-found --wait=true >/dev/null
   smoke_pod | kc apply -f - >/dev/null
@@ -567,6 +973,11 @@ up_native() {
   kc delete pod cluster-up-check --wait=false >/dev/null
   wait_for "CoreDNS Ready" kubelet \
     kc -n kube-system wait --for=condition=Available deploy/coredns --timeout=2s
+  wait_for "local-path-provisioner Ready" kubelet \
+    kc -n local-path-storage wait --for=condition=Available deploy/local-path-provisioner --timeout=2s
+  # Available once metrics-server has scraped the kubelet (its /readyz waits for that).
+  wait_for "metrics API (metrics-server) Available" kubelet \
+    kc wait --for=condition=Available apiservice/v1beta1.metrics.k8s.io --timeout=2s
   say "cluster up in $(( $(date +%s) - t0 ))s; KUBECONFIG=$KUBECONFIG_OUT"
   echo "$KUBECONFIG_OUT"
 }
@@ -638,14 +1049,14 @@ unmount_under() {
 down_native() {
   [ "$(id -u)" = 0 ] || die "run as root"
   local c
-  for c in kube-proxy kubelet kube-scheduler kube-controller-manager kube-apiserver etcd; do
+  for c in versitygw kube-proxy kubelet kube-scheduler kube-controller-manager kube-apiserver etcd; do
     stop_component "$c"
   done
   remove_pods
   stop_component containerd
   unmount_under "$STATE"; unmount_under "$CTR_RUN"
   clean_network
-  rm -rf "$STATE" "$CTR_RUN" "$RUN" "$PKI" "$CL"/*.kubeconfig "$KUBECONFIG_OUT" \
+  rm -rf "$STATE" "$CTR_RUN" "$RUN" "$PKI" "$CL"/*.kubeconfig "$KUBECONFIG_OUT" "$S3_ENV" \
     /var/log/pods /var/log/containers   # the kubelet's fixed log dirs: only ours use them
   say "cluster down (built binaries and imported images kept under $TOOLS and $CTR_ROOT)"
 }

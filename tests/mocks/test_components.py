@@ -231,6 +231,14 @@ def test_router_config_matches_router_schema(assets: dict[str, Path]) -> None:
         "connect_timeout_ms": 2000,
         "max_connections_per_deployment": 256,
         "max_body_bytes": 10485760,
+        "max_header_bytes": 65536,
+        "max_url_bytes": 8192,
+        "max_response_bytes": 16777216,
+        "max_buffered_bytes": 134217728,
+        "max_connections": 4096,
+        "header_timeout_ms": 10000,
+        "body_timeout_ms": 30000,
+        "keep_alive_timeout_ms": 60000,
     }
     RouterConfig.model_validate(config)  # the router accepts exactly what we generate
     router = rec.one(DEPLOYMENT, "diabetes-router")
