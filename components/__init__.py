@@ -1,7 +1,8 @@
 """Pulumi components for ml-endpoints: what users may import.
 
 Layout: one public module per component (`model_asset`, `environment`, `online_deployment`,
-`online_endpoint`), pure validation rules in `rules`, and private helpers in `_*` modules
+`online_endpoint`, `internal_credential`), pure validation rules in `rules`, and private helpers
+in `_*` modules
 (labels, naming, hashing, conda translation, build contexts, generated keys; `_images` belongs to
 the toolchain area and builds/pushes images on `pulumi up` only). The server and router settings
 (`RequestSettings`, `DataCollection`, `RouterLimits`) are declared once in `scoring` and
@@ -9,6 +10,7 @@ re-exported here.
 """
 
 from components.environment import Environment, EnvironmentArgs
+from components.internal_credential import InternalCredential, InternalCredentialArgs
 from components.model_asset import ModelAsset, ModelAssetArgs
 from components.online_deployment import (
     CodeConfiguration,
@@ -25,6 +27,7 @@ from components.online_endpoint import (
     OnlineEndpointArgs,
     RouterLimits,
     RouterSettings,
+    TlsSettings,
 )
 
 __all__ = [
@@ -32,6 +35,8 @@ __all__ = [
     "DataCollection",
     "Environment",
     "EnvironmentArgs",
+    "InternalCredential",
+    "InternalCredentialArgs",
     "KeyVersions",
     "ModelAsset",
     "ModelAssetArgs",
@@ -44,4 +49,5 @@ __all__ = [
     "Resources",
     "RouterLimits",
     "RouterSettings",
+    "TlsSettings",
 ]
