@@ -1,5 +1,5 @@
-"""``python -m bench [server|router|rollout]``: run the benchmarks (not tests), each printing a
-table.
+"""``python -m bench [server|router|rollout|collection-loss]``: run the benchmarks (not tests),
+each printing a table.
 
 With no name, runs every benchmark one after another with its defaults (rollout needs the
 toolchain and the local cluster: `make setup cluster-up`).
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from bench import router, server
+from bench import collection_loss, router, server
 
 
 def _rollout(argv: list[str]) -> int:
@@ -18,7 +18,12 @@ def _rollout(argv: list[str]) -> int:
     return rollout.main(argv)
 
 
-BENCHMARKS = {"server": server.main, "router": router.main, "rollout": _rollout}
+BENCHMARKS = {
+    "server": server.main,
+    "router": router.main,
+    "rollout": _rollout,
+    "collection-loss": collection_loss.main,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
