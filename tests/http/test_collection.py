@@ -315,3 +315,34 @@ def test_sigterm_ships_everything_to_a_real_s3_server(model_dir: Path, tmp_path:
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             for o in page.get("Contents", []):
                 s3.delete_object(Bucket=bucket, Key=o["Key"])
+
+
+def test_collected_reads_back_and_joins_what_was_sent(model_dir: Path, tmp_path: Path) -> None:
+    """Records shipped to a folder destination, read back with mlendpoints.collected into a
+    DataFrame: one row per request, its input and output the values sent and answered."""
+    import datetime as dt
+
+    from mlendpoints import collected
+
+    spool, dest = tmp_path / "spool", tmp_path / "dest"
+    dest.mkdir()
+    args = _ship_args(spool, str(dest), "--endpoint-name", "ep", "--deployment-name", "blue")
+    sent: dict[str, tuple[dict, object]] = {}
+    with serve(SAMPLE / "score.py", model_dir, *args) as proc, httpx.Client() as client:
+        for i in range(20):
+            body = {"data": [[0.01 * i + 0.001 * j for j in range(10)]]}
+            resp = client.post(proc.url + "/score", json=body, headers={"x-request-id": f"j-{i}"})
+            assert resp.status_code == 200
+            sent[f"j-{i}"] = (body, resp.json())
+        proc.popen.send_signal(signal.SIGTERM)
+        assert proc.popen.wait(30) == 0
+    ins = collected.read(str(dest), "ep", "blue", "model_inputs", since=dt.timedelta(hours=2))
+    outs = collected.read(str(dest), "ep", "blue", "model_outputs", since=dt.timedelta(hours=2))
+    frame = collected.dataframe(collected.joined(ins, outs))
+    assert sorted(frame["correlationid"]) == sorted(sent)
+    for row in frame.itertuples():
+        assert (row.input, row.output) == sent[row.correlationid]
+    future = dt.datetime.now(dt.UTC) + dt.timedelta(hours=3)
+    assert (
+        collected.read(str(dest), "ep", "blue", "model_inputs", dt.timedelta(hours=2), future) == []
+    )
