@@ -8,6 +8,7 @@ the toolchain area and builds/pushes images on `pulumi up` only). The server and
 re-exported here.
 """
 
+from components._scaling import ScaleSettings
 from components.environment import Environment, EnvironmentArgs
 from components.model_asset import ModelAsset, ModelAssetArgs
 from components.online_deployment import (
@@ -44,4 +45,5 @@ __all__ = [
     "Resources",
     "RouterLimits",
     "RouterSettings",
+    "ScaleSettings",
 ]

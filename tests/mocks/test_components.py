@@ -120,6 +120,8 @@ def test_component_types_and_parents(assets: dict[str, Path]) -> None:
             (SERVICE, "diabetes-blue"),
             (SERVICE, "diabetes-green"),
             (SERVICE, "diabetes-router"),
+            ("kubernetes:policy/v1:PodDisruptionBudget", "diabetes-blue"),
+            ("kubernetes:policy/v1:PodDisruptionBudget", "diabetes-green"),
             (CONFIGMAP, "diabetes-router-config"),
             (SECRET, "diabetes-router-keys"),
             ("kubernetes:core/v1:Namespace", "mlns"),
