@@ -85,6 +85,10 @@ class RouterLimits(BaseModel):
     """Pooled keep-alive connections per deployment; when all are busy a request waits, then 503."""
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1, le=1024 * 1024 * 1024)
     """Largest request body accepted (413 above)."""
+    upstream_connection_max_age_ms: int = Field(default=1000, ge=1, le=3_600_000)
+    """A pooled connection older than this is closed after its response instead of reused:
+    behind a Service each connection sticks to one pod, so recycling spreads requests onto
+    pods added by a scale-out or rollout within about this time."""
 
 
 class TlsConfig(BaseModel):

@@ -236,7 +236,9 @@ class Router:
     def __init__(self, state: RouterState, client: UpstreamClient | None = None) -> None:
         self.state = state
         self.client: UpstreamClient = client or PooledClient(
-            state.config.max_connections_per_deployment, state.config.connect_timeout_ms / 1000.0
+            state.config.max_connections_per_deployment,
+            state.config.connect_timeout_ms / 1000.0,
+            state.config.upstream_connection_max_age_ms / 1000.0,
         )
         self.metrics = Metrics()
         self.in_flight = 0
@@ -272,7 +274,9 @@ class Router:
         if isinstance(self.client, PooledClient):
             cfg = state.config
             self.client.configure(
-                cfg.max_connections_per_deployment, cfg.connect_timeout_ms / 1000.0
+                cfg.max_connections_per_deployment,
+                cfg.connect_timeout_ms / 1000.0,
+                cfg.upstream_connection_max_age_ms / 1000.0,
             )
             self.client.retire({(t.host, t.port) for t in state.targets.values()})
 

@@ -102,8 +102,9 @@ def upstream_failure(exc: UpstreamError) -> tuple[int, str]:
     return 502, f"deployment {t.name!r} closed the connection before answering: {exc.detail}"
 
 
-#: Keep-alive connections to a deployment are replaced after this many seconds.
-MAX_AGE_S = 30.0
+#: Keep-alive connections to a deployment are replaced after this many seconds (the default of
+#: ``RouterLimits.upstream_connection_max_age_ms``).
+MAX_AGE_S = 1.0
 
 
 @dataclass(slots=True, eq=False)  # eq=False: waiters are removed by identity
@@ -280,6 +281,7 @@ class _Pool:
     limit: int
     connect_timeout: float
     deadlines: _Deadlines
+    max_age: float = MAX_AGE_S
     idle: list[_Conn] = field(default_factory=list)
     open: int = 0
     waiters: deque[_Job] = field(default_factory=deque)
@@ -346,11 +348,11 @@ class _Pool:
     def release(self, conn: _Conn) -> None:
         """Reuse a connection after a complete response: next waiter first, else idle.
 
-        Connections older than ``MAX_AGE_S`` are closed instead: behind a Kubernetes Service
+        Connections older than ``max_age`` seconds are closed instead: behind a Kubernetes Service
         each TCP connection sticks to one pod, so recycling them spreads traffic onto pods
         that appeared since (scale-out, rollout).
         """
-        if conn.closed or self.closing or self.loop.time() - conn.born > MAX_AGE_S:
+        if conn.closed or self.closing or self.loop.time() - conn.born > self.max_age:
             conn.close()
             return
         waiters = self.waiters
@@ -421,9 +423,12 @@ def encode_request(
 class PooledClient:
     """The production ``UpstreamClient``: keep-alive pools keyed by deployment address."""
 
-    def __init__(self, max_connections: int = 256, connect_timeout: float = 2.0) -> None:
+    def __init__(
+        self, max_connections: int = 256, connect_timeout: float = 2.0, max_age: float = MAX_AGE_S
+    ) -> None:
         self.max_connections = max_connections
         self.connect_timeout = connect_timeout
+        self.max_age = max_age
         self._pools: dict[tuple[str, int], _Pool] = {}
         self._retired: list[_Pool] = []
         self._deadlines: _Deadlines | None = None
@@ -436,17 +441,26 @@ class PooledClient:
             if self._deadlines is None:
                 self._deadlines = _Deadlines(loop)
             pool = self._pools[key] = _Pool(
-                loop, target, self.max_connections, self.connect_timeout, self._deadlines
+                loop,
+                target,
+                self.max_connections,
+                self.connect_timeout,
+                self._deadlines,
+                self.max_age,
             )
         return pool
 
-    def configure(self, max_connections: int, connect_timeout: float) -> None:
+    def configure(
+        self, max_connections: int, connect_timeout: float, max_age: float = MAX_AGE_S
+    ) -> None:
         """New limits from a reloaded config; open pools use them from now on."""
         self.max_connections = max_connections
         self.connect_timeout = connect_timeout
+        self.max_age = max_age
         for pool in self._pools.values():
             pool.limit = max_connections
             pool.connect_timeout = connect_timeout
+            pool.max_age = max_age
 
     def retire(self, keep: set[tuple[str, int]]) -> None:
         """Close idle connections to addresses no deployment uses any more.

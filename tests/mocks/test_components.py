@@ -229,6 +229,7 @@ def test_router_config_matches_router_schema(assets: dict[str, Path]) -> None:
         "connect_timeout_ms": 2000,
         "max_connections_per_deployment": 256,
         "max_body_bytes": 10485760,
+        "upstream_connection_max_age_ms": 1000,
     }
     RouterConfig.model_validate(config)  # the router accepts exactly what we generate
     router = rec.one(DEPLOYMENT, "diabetes-router")
