@@ -1,7 +1,8 @@
 """Pulumi components for ml-endpoints: what users may import.
 
 Layout: one public module per component (`model_asset`, `environment`, `online_deployment`,
-`online_endpoint`), pure validation rules in `rules`, and private helpers in `_*` modules
+`online_endpoint`, `internal_credential`), pure validation rules in `rules`, and private helpers
+in `_*` modules
 (labels, naming, hashing, conda translation, build contexts, generated keys; `_images` belongs to
 the toolchain area and builds/pushes images on `pulumi up` only). The server and router settings
 (`RequestSettings`, `DataCollection`, `RouterLimits`) are declared once in `scoring` and
@@ -10,6 +11,7 @@ re-exported here.
 
 from components._scaling import ScaleSettings
 from components.environment import Environment, EnvironmentArgs
+from components.internal_credential import InternalCredential, InternalCredentialArgs
 from components.model_asset import ModelAsset, ModelAssetArgs
 from components.online_deployment import (
     CodeConfiguration,
@@ -26,6 +28,7 @@ from components.online_endpoint import (
     OnlineEndpointArgs,
     RouterLimits,
     RouterSettings,
+    TlsSettings,
 )
 
 __all__ = [
@@ -33,6 +36,8 @@ __all__ = [
     "DataCollection",
     "Environment",
     "EnvironmentArgs",
+    "InternalCredential",
+    "InternalCredentialArgs",
     "KeyVersions",
     "ModelAsset",
     "ModelAssetArgs",
@@ -46,4 +51,5 @@ __all__ = [
     "RouterLimits",
     "RouterSettings",
     "ScaleSettings",
+    "TlsSettings",
 ]

@@ -47,6 +47,11 @@ def stage(kind: str, digest: str, files: dict[str, Path | str]) -> Path:
             target.write_text(source)
         else:
             shutil.copy2(source, target)
+        # Readable by the image's non-root user whatever the user's umask or file modes were
+        # (COPY keeps them); executable bits are kept.
+        target.chmod(0o755 if target.stat().st_mode & 0o111 else 0o644)
+    for folder in (tmp, *(p for p in tmp.rglob("*") if p.is_dir())):
+        folder.chmod(0o755)
     (tmp / ".complete").write_text(digest + "\n")
     shutil.rmtree(root, ignore_errors=True)
     tmp.rename(root)

@@ -17,23 +17,31 @@ import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider
 
 KEY_BYTES = 32
-_REPLACING_INPUTS = ("purpose", "version", "nbytes")
 
 
-class _KeyProvider(ResourceProvider):
-    """Creates a random urlsafe key; any change to its inputs means a new key."""
+class GeneratedOnce(ResourceProvider):
+    """Something generated on create and kept in state: a change to one of `replacing_inputs`
+    means a new one (create-before-delete); nothing else counts, so a new SDK or provider code
+    never regenerates it."""
 
-    def create(self, props: dict[str, Any]) -> CreateResult:
-        value = secrets.token_urlsafe(int(props.get("nbytes", KEY_BYTES)))
-        return CreateResult(id_=uuid.uuid4().hex, outs={**props, "value": value})
+    replacing_inputs: tuple[str, ...] = ()
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        # Only the declared inputs matter: a new SDK or provider code must not rotate keys.
-        replaces = [k for k in _REPLACING_INPUTS if olds.get(k) != news.get(k)]
+        replaces = [k for k in self.replacing_inputs if olds.get(k) != news.get(k)]
         return DiffResult(changes=bool(replaces), replaces=replaces, delete_before_replace=False)
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         return ReadResult(id_=id_, outs=props)
+
+
+class _KeyProvider(GeneratedOnce):
+    """Creates a random urlsafe key; any change to its inputs means a new key."""
+
+    replacing_inputs = ("purpose", "version", "nbytes")
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        value = secrets.token_urlsafe(int(props.get("nbytes", KEY_BYTES)))
+        return CreateResult(id_=uuid.uuid4().hex, outs={**props, "value": value})
 
 
 class GeneratedKey(Resource):

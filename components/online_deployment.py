@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,11 +18,22 @@ from components import _build, _labels, _naming, _pods, _scaling, rules
 from components._hashing import hash_parts, hash_tree
 from components._scaling import ScaleSettings
 from components.environment import Environment
+from components.internal_credential import InternalCredential
 from components.model_asset import ModelAsset
-from scoring.server.config import DataCollection, DeploymentSettings, RequestSettings, Workers
+from scoring.server.config import (
+    DataCollection,
+    DeploymentSettings,
+    RequestSettings,
+    Settings,
+    Workers,
+)
 
 if TYPE_CHECKING:
     from components._images import Image
+
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+COLLECT_DIR = f"{_build.APP_ROOT}/data-collection"
+"""The data-collection spool: an emptyDir (the code folder is on the read-only root)."""
 
 
 @dataclass
@@ -66,6 +81,10 @@ class OnlineDeploymentArgs:
             `components._scaling`.
         rollout_timeout_s: how long `pulumi up` waits for Ready pods before failing with the
             pods' status (the scoring server's log tail when init() fails), instead of 10 min.
+        secret_environment_variables: name -> value (Pulumi secrets); they go to a Kubernetes
+            Secret and reach the container by `secretKeyRef`, never in the pod spec.
+        internal_credential: the endpoint's credential (`InternalCredential`); the server then
+            answers only requests that carry it (the router's), besides its probes.
     """
 
     endpoint_name: str
@@ -87,6 +106,8 @@ class OnlineDeploymentArgs:
     environment_variables: dict[str, str] = field(default_factory=dict)
     rollout_timeout_s: int = 300
     registry: str = "127.0.0.1:5000"
+    secret_environment_variables: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
+    internal_credential: InternalCredential | None = None
 
     def server_settings(self) -> DeploymentSettings:
         """The server settings as one checked model (its bounds apply here too).
@@ -122,6 +143,7 @@ class OnlineDeployment(pulumi.ComponentResource):
         super().__init__("mlendpoints:index:OnlineDeployment", name, {}, opts)
         self.deployment_label = name
         self.endpoint_name = args.endpoint_name
+        self.internal_credential = args.internal_credential
         object_name = _naming.deployment_object(args.endpoint_name, name)
         selector = _labels.scoring_selector(args.endpoint_name, name)
         labels = {**_labels.common("scoring"), **selector}
@@ -151,7 +173,20 @@ class OnlineDeployment(pulumi.ComponentResource):
                 str(_naming.SCORING_PORT),
             ],
             ports=[k8s.core.v1.ContainerPortArgs(name="http", container_port=_naming.SCORING_PORT)],
-            env=[k8s.core.v1.EnvVarArgs(name=k, value=v) for k, v in _env(args).items()],
+            env=[
+                *(k8s.core.v1.EnvVarArgs(name=k, value=v) for k, v in _env(args).items()),
+                *(
+                    k8s.core.v1.EnvVarArgs(
+                        name=var,
+                        value_from=k8s.core.v1.EnvVarSourceArgs(
+                            secret_key_ref=k8s.core.v1.SecretKeySelectorArgs(
+                                name=_naming.env_secret(args.endpoint_name, name), key=var
+                            )
+                        ),
+                    )
+                    for var in sorted(args.secret_environment_variables)
+                ),
+            ],
             resources=k8s.core.v1.ResourceRequirementsArgs(
                 requests=args.resources.requests or None, limits=args.resources.limits or None
             ),
@@ -161,7 +196,39 @@ class OnlineDeployment(pulumi.ComponentResource):
             # termination message, which the provider's await reports in `pulumi up`.
             termination_message_policy="FallbackToLogsOnError",
             lifecycle=_pods.drain_lifecycle(),
+            security_context=_pods.container_security(),
+            volume_mounts=_mounts(args),
         )
+        template_annotations: dict[str, pulumi.Input[str]] = {
+            "mlendpoints/model-version": model_version,
+            "mlendpoints/content-tag": content_tag or "external",
+        }
+        secret_deps: list[pulumi.Resource] = []
+        if args.secret_environment_variables:
+            self.env_secret = k8s.core.v1.Secret(
+                _naming.child(name, "env"),
+                metadata=k8s.meta.v1.ObjectMetaArgs(
+                    name=_naming.env_secret(args.endpoint_name, name),
+                    namespace=args.namespace,
+                    labels=labels,
+                ),
+                type="Opaque",
+                string_data={
+                    k: pulumi.Output.secret(v) for k, v in args.secret_environment_variables.items()
+                },
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            secret_deps.append(self.env_secret)
+            # A changed value must roll the pods (env is read at start): a digest of the values,
+            # salted, not the values.
+            template_annotations["mlendpoints/secret-env"] = _secret_digest(
+                args.secret_environment_variables
+            )
+        if args.internal_credential is not None:
+            secret_deps.append(args.internal_credential.secret)
+            template_annotations["mlendpoints/internal-credential"] = str(
+                args.internal_credential.version
+            )
         self.deployment = k8s.apps.v1.Deployment(
             _naming.child(name, "deployment"),
             metadata=k8s.meta.v1.ObjectMetaArgs(
@@ -182,22 +249,22 @@ class OnlineDeployment(pulumi.ComponentResource):
                 min_ready_seconds=0,
                 template=k8s.core.v1.PodTemplateSpecArgs(
                     metadata=k8s.meta.v1.ObjectMetaArgs(
-                        labels=labels,
-                        annotations={
-                            "mlendpoints/model-version": model_version,
-                            "mlendpoints/content-tag": content_tag or "external",
-                        },
+                        labels=labels, annotations=template_annotations
                     ),
                     spec=k8s.core.v1.PodSpecArgs(
                         containers=[container],
                         termination_grace_period_seconds=_pods.TERMINATION_GRACE_S,
                         enable_service_links=False,
+                        automount_service_account_token=False,
+                        security_context=_pods.pod_security(),
+                        volumes=_volumes(args),
                         topology_spread_constraints=_scaling.spread(selector),
                     ),
                 ),
             ),
             opts=pulumi.ResourceOptions(
                 parent=self,
+                depends_on=secret_deps,
                 custom_timeouts=pulumi.CustomTimeouts(
                     create=f"{args.rollout_timeout_s}s", update=f"{args.rollout_timeout_s}s"
                 ),
@@ -234,6 +301,37 @@ class OnlineDeployment(pulumi.ComponentResource):
                 ports=[
                     k8s.core.v1.ServicePortArgs(
                         name="http", port=_naming.SCORING_PORT, target_port="http"
+                    )
+                ],
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        # Only the endpoint's router pods reach the scoring port (where the CNI enforces
+        # policies; the internal credential covers the clusters where it does not). Kubelet
+        # probes come from the node itself, which enforcing CNIs (Calico, Cilium, kube-router)
+        # always admit to its own pods.
+        self.network_policy = k8s.networking.v1.NetworkPolicy(
+            _naming.child(name, "network-policy"),
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=object_name, namespace=args.namespace, labels=labels
+            ),
+            spec=k8s.networking.v1.NetworkPolicySpecArgs(
+                pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector),
+                policy_types=["Ingress"],
+                ingress=[
+                    k8s.networking.v1.NetworkPolicyIngressRuleArgs(
+                        from_=[
+                            k8s.networking.v1.NetworkPolicyPeerArgs(
+                                pod_selector=k8s.meta.v1.LabelSelectorArgs(
+                                    match_labels=_labels.router_selector(args.endpoint_name)
+                                )
+                            )
+                        ],
+                        ports=[
+                            k8s.networking.v1.NetworkPolicyPortArgs(
+                                port=_naming.SCORING_PORT, protocol="TCP"
+                            )
+                        ],
                     )
                 ],
             ),
@@ -333,6 +431,23 @@ def _validate(name: str, args: OnlineDeploymentArgs) -> None:
             f"{where} environment_variables.{var}: the server reads it for "
             f"{settings[var]}; set that instead (one value, checked, in every layer)"
         )
+    reserved = {*settings, *_fixed_env(args)}
+    for var in sorted(args.secret_environment_variables):
+        if not ENV_NAME.match(var):
+            problems.append(
+                f"{where} secret_environment_variables.{var}: not an environment variable name "
+                "(letters, digits, '_', not starting with a digit)"
+            )
+        elif var in args.environment_variables:
+            problems.append(
+                f"{where} secret_environment_variables.{var}: also in environment_variables; "
+                "keep it in one of them"
+            )
+        elif var in reserved:
+            problems.append(
+                f"{where} secret_environment_variables.{var}: the server sets or reads it; "
+                "pick another name"
+            )
     try:
         args.server_settings()
     except ValidationError as exc:
@@ -348,15 +463,58 @@ def _entry_script(args: OnlineDeploymentArgs) -> str:
     return f"{_build.CODE_DIR}/{args.code_configuration.scoring_script}"
 
 
-def _env(args: OnlineDeploymentArgs) -> dict[str, str]:
-    """Every server setting as the env var the server reads (`to_env()`), then the user's
-    (never one of those: `_validate` refuses them)."""
-    env = args.server_settings().to_env()
+def _fixed_env(args: OnlineDeploymentArgs) -> dict[str, str]:
+    """What the components decide for every pod: where the model, script, spool and
+    credential are."""
+    env = {Settings.env_vars("collect_dir")[0]: COLLECT_DIR}
     if args.image is None:
         env["AZUREML_MODEL_DIR"] = _build.MODEL_DIR
         env["AZUREML_ENTRY_SCRIPT"] = _entry_script(args)
+    if args.internal_credential is not None:
+        env[Settings.env_vars("internal_credential_file")[0]] = args.internal_credential.file
+    return env
+
+
+def _env(args: OnlineDeploymentArgs) -> dict[str, str]:
+    """Every server setting as the env var the server reads (`to_env()`), the fixed paths, then
+    the user's (never a server setting: `_validate` refuses them)."""
+    env = args.server_settings().to_env()
+    env.update(_fixed_env(args))
     env.update(args.environment_variables)
     return env
+
+
+def _mounts(args: OnlineDeploymentArgs) -> list[k8s.core.v1.VolumeMountArgs]:
+    """Writable scratch on the read-only root, and the internal credential read-only."""
+    mounts = [
+        k8s.core.v1.VolumeMountArgs(name="tmp", mount_path=_pods.TMP_DIR),
+        k8s.core.v1.VolumeMountArgs(name="data-collection", mount_path=COLLECT_DIR),
+    ]
+    if args.internal_credential is not None:
+        mounts.append(
+            k8s.core.v1.VolumeMountArgs(
+                name="internal", mount_path=_naming.INTERNAL_DIR, read_only=True
+            )
+        )
+    return mounts
+
+
+def _volumes(args: OnlineDeploymentArgs) -> list[k8s.core.v1.VolumeArgs]:
+    volumes = [_pods.scratch_volume("tmp"), _pods.scratch_volume("data-collection", "1Gi")]
+    if args.internal_credential is not None:
+        volumes.append(_pods.secret_volume("internal", args.internal_credential.secret_name))
+    return volumes
+
+
+def _secret_digest(values: Mapping[str, pulumi.Input[str]]) -> pulumi.Output[str]:
+    """A salted digest of the secret values (rolls the pods when one changes); a secret too."""
+    names = sorted(values)
+
+    def digest(plain: list[str]) -> str:
+        text = json.dumps(dict(zip(names, plain, strict=True)), sort_keys=True)
+        return hashlib.sha256(b"ml-endpoints secret env v1\0" + text.encode()).hexdigest()[:16]
+
+    return pulumi.Output.secret(pulumi.Output.all(*(values[n] for n in names)).apply(digest))
 
 
 def _probe(path: str, probe: Probe) -> k8s.core.v1.ProbeArgs:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -12,10 +13,12 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components import _build, _labels, _naming, _pods, rules
+from components._certs import GeneratedCertificate
 from components._hashing import hash_parts
 from components._keys import GeneratedKey
+from components.internal_credential import InternalCredential
 from components.online_deployment import OnlineDeployment
-from scoring.router.config import RouterLimits
+from scoring.router.config import RouterConfig, RouterLimits
 
 AuthMode = Literal["key", "aml_token", "none"]
 ServiceType = Literal["NodePort", "LoadBalancer", "ClusterIP"]
@@ -29,6 +32,33 @@ class KeyVersions:
     primary: int = 1
     secondary: int = 1
     token_signing: int = 1
+
+
+@dataclass
+class TlsSettings:
+    """How the router gets its certificate (HTTPS unless `enabled` is False).
+
+    Attributes:
+        enabled: serve HTTPS; False serves plain HTTP (a local experiment only: preview warns).
+        version: bump to generate a new CA and certificate on the next `pulumi up`.
+        secret_name: an existing kubernetes.io/tls Secret in the namespace to serve instead.
+        issuer: a cert-manager Issuer (or ClusterIssuer, `issuer_kind`) that issues the
+            certificate into the Secret `{endpoint}-router-tls` (needs cert-manager).
+        dns_names: more names the certificate must cover (a DNS name clients use).
+    """
+
+    enabled: bool = True
+    version: int = 1
+    secret_name: str | None = None
+    issuer: str | None = None
+    issuer_kind: Literal["Issuer", "ClusterIssuer"] = "Issuer"
+    dns_names: list[str] = field(default_factory=list)
+
+
+DEFAULT_ROUTER_RESOURCES: dict[str, dict[str, str]] = {
+    "requests": {"cpu": "100m", "memory": "128Mi"},
+    "limits": {"memory": "512Mi"},
+}
 
 
 @dataclass
@@ -63,8 +93,9 @@ class RouterSettings:
     limits: RouterLimits = field(default_factory=RouterLimits)
     reload: ReloadMode = "rollout"
     resources: dict[str, dict[str, str]] = field(
-        default_factory=lambda: {"requests": {"cpu": "100m", "memory": "128Mi"}}
+        default_factory=lambda: {k: dict(v) for k, v in DEFAULT_ROUTER_RESOURCES.items()}
     )
+    tls: TlsSettings = field(default_factory=TlsSettings)
 
 
 @dataclass
@@ -78,6 +109,9 @@ class OnlineEndpointArgs:
         previous_traffic / previous_mirror: what the deployed stack routes now (None on the first
             deployment); used for the traffic plan and to refuse removing a deployment that
             still takes traffic.
+        internal_credential: the credential every deployment of this endpoint was given; the
+            router sends it upstream (header `x-ml-endpoints-credential`).
+        max_token_lifetime_s: longest token lifetime the router accepts and issues.
     """
 
     deployments: Sequence[OnlineDeployment]
@@ -87,6 +121,8 @@ class OnlineEndpointArgs:
     mirror_traffic: Mapping[str, int] = field(default_factory=dict)
     key_versions: KeyVersions = field(default_factory=KeyVersions)
     router: RouterSettings = field(default_factory=RouterSettings)
+    internal_credential: InternalCredential | None = None
+    max_token_lifetime_s: int = RouterConfig.model_fields["max_token_lifetime_s"].default
     previous_traffic: pulumi.Input[Mapping[str, int] | None] = None
     previous_mirror: pulumi.Input[Mapping[str, int] | None] = None
 
@@ -104,7 +140,7 @@ class OnlineEndpoint(pulumi.ComponentResource):
     swagger_uri: pulumi.Output[str]
     primary_key: pulumi.Output[str]
     secondary_key: pulumi.Output[str]
-    token_signing_key: pulumi.Output[str]
+    ca_certificate: pulumi.Output[str]
     traffic: pulumi.Output[dict[str, int]]
     mirror_traffic: pulumi.Output[dict[str, int]]
 
@@ -145,6 +181,14 @@ class OnlineEndpoint(pulumi.ComponentResource):
             string_data={purpose: key.value for purpose, key in self.keys.items()},
             opts=pulumi.ResourceOptions(parent=self),
         )
+        tls = args.router.tls
+        tls_deps = self._tls(name, args, labels)
+        if not tls.enabled:
+            pulumi.log.warn(
+                f"endpoint {name!r}: TLS is off (endpoint.tls.enabled: false): keys and tokens "
+                "cross the network in clear text; use this for a local experiment only",
+                resource=self,
+            )
 
         router_config = {
             "endpoint_name": name,
@@ -158,6 +202,17 @@ class OnlineEndpoint(pulumi.ComponentResource):
             "traffic": traffic,
             "mirror_traffic": mirror,
             "secrets_dir": _naming.SECRETS_DIR,
+            "tls": {
+                "cert_file": f"{_naming.TLS_DIR}/tls.crt",
+                "key_file": f"{_naming.TLS_DIR}/tls.key",
+            }
+            if tls.enabled
+            else None,
+            "metrics_port": _naming.ROUTER_METRICS_PORT,
+            "max_token_lifetime_s": args.max_token_lifetime_s,
+            "internal_credential_file": args.internal_credential.file
+            if args.internal_credential
+            else None,
             **args.router.limits.model_dump(),
         }
         config_json = json.dumps(router_config, indent=2, sort_keys=True)
@@ -176,7 +231,13 @@ class OnlineEndpoint(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=routed_to),
         )
 
-        template_annotations = {"mlendpoints/key-versions": _key_versions(versions)}
+        template_annotations = {
+            "mlendpoints/key-versions": _key_versions(versions),
+            "mlendpoints/tls": _tls_version(tls),
+            "mlendpoints/internal-credential": str(
+                args.internal_credential.version if args.internal_credential else 0
+            ),
+        }
         if args.router.reload == "rollout":
             template_annotations["mlendpoints/config-hash"] = hashlib.sha256(
                 config_json.encode()
@@ -198,10 +259,22 @@ class OnlineEndpoint(pulumi.ComponentResource):
                 template_annotations,
             ),
             opts=pulumi.ResourceOptions(
-                parent=self, depends_on=[self.config_map, self.secret, *routed_to]
+                parent=self,
+                depends_on=[
+                    self.config_map,
+                    self.secret,
+                    *tls_deps,
+                    *([args.internal_credential.secret] if args.internal_credential else []),
+                    *routed_to,
+                ],
             ),
         )
-        ports: dict[str, Any] = {"name": "http", "port": 80, "target_port": "http"}
+        port_name = _port_name(tls)
+        ports: dict[str, Any] = {
+            "name": port_name,
+            "port": 443 if tls.enabled else 80,
+            "target_port": port_name,
+        }
         if args.router.service_type == "NodePort" and args.router.node_port:
             ports["node_port"] = args.router.node_port
         self.service = k8s.core.v1.Service(
@@ -222,7 +295,11 @@ class OnlineEndpoint(pulumi.ComponentResource):
         self.swagger_uri = base.apply(lambda b: f"{b}/swagger.json")
         self.primary_key = pulumi.Output.secret(self.keys["primary_key"].value)
         self.secondary_key = pulumi.Output.secret(self.keys["secondary_key"].value)
-        self.token_signing_key = pulumi.Output.secret(self.keys["token_signing_key"].value)
+        self.ca_certificate = (
+            self.certificate.ca_certificate
+            if self.certificate is not None
+            else pulumi.Output.from_input("")
+        )
         self.traffic = checked.apply(lambda _: traffic)
         self.mirror_traffic = pulumi.Output.from_input(mirror)
         self.register_outputs(
@@ -231,10 +308,69 @@ class OnlineEndpoint(pulumi.ComponentResource):
                 "swagger_uri": self.swagger_uri,
                 "primary_key": self.primary_key,
                 "secondary_key": self.secondary_key,
+                "ca_certificate": self.ca_certificate,
                 "traffic": self.traffic,
                 "mirror_traffic": self.mirror_traffic,
             }
         )
+
+    def _tls(
+        self, name: str, args: OnlineEndpointArgs, labels: dict[str, str]
+    ) -> list[pulumi.Resource]:
+        """The router's TLS Secret: generated here, the user's own, or cert-manager's."""
+        tls, settings = args.router.tls, args.router
+        self.certificate: GeneratedCertificate | None = None
+        if not tls.enabled or tls.secret_name:
+            return []
+        dns, ips = certificate_names(name, args.namespace, settings.public_host, tls.dns_names)
+        secret_name = _naming.tls_secret(name)
+        if tls.issuer:
+            # Rendered only: cert-manager's controller issues into `secret_name`; the router's
+            # pods wait for the Secret (the kubelet retries the volume) until it exists.
+            certificate = k8s.apiextensions.CustomResource(
+                _naming.child(name, "certificate"),
+                api_version="cert-manager.io/v1",
+                kind="Certificate",
+                metadata=k8s.meta.v1.ObjectMetaArgs(
+                    name=secret_name, namespace=args.namespace, labels=labels
+                ),
+                spec={
+                    "secretName": secret_name,
+                    "commonName": dns[0],
+                    "dnsNames": dns,
+                    "ipAddresses": ips,
+                    "issuerRef": {
+                        "name": tls.issuer,
+                        "kind": tls.issuer_kind,
+                        "group": "cert-manager.io",
+                    },
+                    "privateKey": {"rotationPolicy": "Always"},
+                },
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            return [certificate]
+        self.certificate = GeneratedCertificate(
+            _naming.child(name, "certificate"),
+            _naming.router_object(name),
+            tls.version,
+            dns,
+            ips,
+            pulumi.ResourceOptions(parent=self),
+        )
+        self.tls_secret = k8s.core.v1.Secret(
+            _naming.child(name, "tls"),
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=secret_name, namespace=args.namespace, labels=labels
+            ),
+            type="kubernetes.io/tls",
+            string_data={
+                "tls.crt": self.certificate.certificate,
+                "tls.key": self.certificate.private_key,  # a secret output
+                "ca.crt": self.certificate.ca_certificate,
+            },
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        return [self.tls_secret]
 
     def _router_image(self, name: str, args: OnlineEndpointArgs) -> pulumi.Input[str]:
         """The router image: prebuilt, or built from images/router.Dockerfile on `up`."""
@@ -287,6 +423,19 @@ def _validate(name: str, args: OnlineEndpointArgs, names: list[str]) -> None:
     port = args.router.node_port
     if port is not None and not 30000 <= port <= 32767:
         problems.append(f"endpoint.router.node_port: {port} is outside 30000..32767")
+    tls = args.router.tls
+    if tls.secret_name and tls.issuer:
+        problems.append(
+            f"endpoint.tls: both secret_name ({tls.secret_name!r}) and issuer ({tls.issuer!r}) "
+            "are set; give one (or neither: the stack generates a certificate)"
+        )
+    if args.internal_credential is not None:
+        for deployment in args.deployments:
+            if deployment.internal_credential is not args.internal_credential:
+                problems.append(
+                    f"endpoint {name!r} deployments: {deployment.deployment_label!r} was not "
+                    "given the endpoint's internal_credential; its pods would refuse the router"
+                )
     if problems:
         raise ValueError("\n".join(problems))
 
@@ -323,6 +472,39 @@ def _key_versions(versions: KeyVersions) -> str:
     )
 
 
+def _tls_version(tls: TlsSettings) -> str:
+    if not tls.enabled:
+        return "off"
+    if tls.secret_name:
+        return f"secret={tls.secret_name}"
+    if tls.issuer:
+        return f"issuer={tls.issuer_kind}/{tls.issuer}"
+    return f"generated={tls.version}"
+
+
+def _port_name(tls: TlsSettings) -> str:
+    return "https" if tls.enabled else "http"
+
+
+def certificate_names(
+    endpoint: str, namespace: str, public_host: str, extra: Sequence[str] = ()
+) -> tuple[list[str], list[str]]:
+    """(DNS names, IP addresses) the router's certificate covers: the Service's cluster names,
+    localhost, the public host (a name or an address) and any extra names; 127.0.0.1 always."""
+    dns = [*_naming.router_dns_names(endpoint, namespace), "localhost"]
+    ips = ["127.0.0.1"]
+    for host in (public_host, *extra):
+        try:
+            ip = str(ipaddress.ip_address(host))
+        except ValueError:
+            if host not in dns:
+                dns.append(host)
+        else:
+            if ip not in ips:
+                ips.append(ip)
+    return dns, ips
+
+
 def rollout_done(replicas: int) -> str:
     """`pulumi.com/waitFor` conditions meaning "every router pod runs the new template and is
     Ready, and no old pod is left": only then does `pulumi up` go on (or return).
@@ -351,7 +533,35 @@ def _router_spec(
     annotations: dict[str, str],
 ) -> k8s.apps.v1.DeploymentSpecArgs:
     settings = args.router
+    tls = settings.tls
+    port_name = _port_name(tls)
+    scheme = "HTTPS" if tls.enabled else "HTTP"
     probe: dict[str, Any] = {"initial_delay_seconds": 1, "period_seconds": 2, "timeout_seconds": 2}
+    mounts = [
+        k8s.core.v1.VolumeMountArgs(name="config", mount_path=_naming.CONFIG_DIR, read_only=True),
+        k8s.core.v1.VolumeMountArgs(name="keys", mount_path=_naming.SECRETS_DIR, read_only=True),
+        k8s.core.v1.VolumeMountArgs(name="tmp", mount_path=_pods.TMP_DIR),
+    ]
+    volumes = [
+        k8s.core.v1.VolumeArgs(
+            name="config",
+            config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(name=f"{object_name}-config"),
+        ),
+        _pods.secret_volume("keys", f"{object_name}-keys"),
+        _pods.scratch_volume("tmp", "64Mi"),
+    ]
+    if tls.enabled:
+        mounts.append(
+            k8s.core.v1.VolumeMountArgs(name="tls", mount_path=_naming.TLS_DIR, read_only=True)
+        )
+        volumes.append(_pods.secret_volume("tls", tls.secret_name or f"{object_name}-tls"))
+    if args.internal_credential is not None:
+        mounts.append(
+            k8s.core.v1.VolumeMountArgs(
+                name="internal", mount_path=_naming.INTERNAL_DIR, read_only=True
+            )
+        )
+        volumes.append(_pods.secret_volume("internal", args.internal_credential.secret_name))
     return k8s.apps.v1.DeploymentSpecArgs(
         replicas=settings.replicas,
         selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector),
@@ -363,6 +573,8 @@ def _router_spec(
             metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels, annotations=annotations),
             spec=k8s.core.v1.PodSpecArgs(
                 enable_service_links=False,
+                automount_service_account_token=False,
+                security_context=_pods.pod_security(),
                 termination_grace_period_seconds=_pods.TERMINATION_GRACE_S,
                 containers=[
                     k8s.core.v1.ContainerArgs(
@@ -380,16 +592,23 @@ def _router_spec(
                         ],
                         ports=[
                             k8s.core.v1.ContainerPortArgs(
-                                name="http", container_port=_naming.ROUTER_PORT
-                            )
+                                name=port_name, container_port=_naming.ROUTER_PORT
+                            ),
+                            k8s.core.v1.ContainerPortArgs(
+                                name="metrics", container_port=_naming.ROUTER_METRICS_PORT
+                            ),
                         ],
                         readiness_probe=k8s.core.v1.ProbeArgs(
-                            http_get=k8s.core.v1.HTTPGetActionArgs(path="/ready", port="http"),
+                            http_get=k8s.core.v1.HTTPGetActionArgs(
+                                path="/ready", port=port_name, scheme=scheme
+                            ),
                             failure_threshold=3,
                             **probe,
                         ),
                         liveness_probe=k8s.core.v1.ProbeArgs(
-                            http_get=k8s.core.v1.HTTPGetActionArgs(path="/", port="http"),
+                            http_get=k8s.core.v1.HTTPGetActionArgs(
+                                path="/", port=port_name, scheme=scheme
+                            ),
                             failure_threshold=10,
                             **probe,
                         ),
@@ -399,31 +618,11 @@ def _router_spec(
                         ),
                         termination_message_policy="FallbackToLogsOnError",
                         lifecycle=_pods.drain_lifecycle(),
-                        volume_mounts=[
-                            k8s.core.v1.VolumeMountArgs(
-                                name="config", mount_path=_naming.CONFIG_DIR, read_only=True
-                            ),
-                            k8s.core.v1.VolumeMountArgs(
-                                name="keys", mount_path=_naming.SECRETS_DIR, read_only=True
-                            ),
-                        ],
+                        security_context=_pods.container_security(),
+                        volume_mounts=mounts,
                     )
                 ],
-                volumes=[
-                    k8s.core.v1.VolumeArgs(
-                        name="config",
-                        config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(
-                            name=f"{object_name}-config"
-                        ),
-                    ),
-                    k8s.core.v1.VolumeArgs(
-                        name="keys",
-                        secret=k8s.core.v1.SecretVolumeSourceArgs(
-                            secret_name=f"{object_name}-keys",
-                            default_mode=0o440,
-                        ),
-                    ),
-                ],
+                volumes=volumes,
             ),
         ),
     )
@@ -434,18 +633,21 @@ def _base_url(
 ) -> pulumi.Output[str]:
     """Where clients reach the router, by service type."""
     settings = args.router
+    scheme = "https" if settings.tls.enabled else "http"
     if settings.service_type == "NodePort":
         if settings.node_port:
-            return pulumi.Output.from_input(f"http://{settings.public_host}:{settings.node_port}")
+            return pulumi.Output.from_input(
+                f"{scheme}://{settings.public_host}:{settings.node_port}"
+            )
         return service.spec.apply(
-            lambda spec: f"http://{settings.public_host}:{(spec.ports or [])[0].node_port}"
+            lambda spec: f"{scheme}://{settings.public_host}:{(spec.ports or [])[0].node_port}"
         )
     if settings.service_type == "LoadBalancer":
 
         def _lb(status: k8s.core.v1.outputs.ServiceStatus | None) -> str:
             ingress = (status and status.load_balancer and status.load_balancer.ingress) or []
             host = (ingress[0].ip or ingress[0].hostname) if ingress else "pending"
-            return f"http://{host}"
+            return f"{scheme}://{host}"
 
         return service.status.apply(_lb)
-    return pulumi.Output.from_input(f"http://{object_name}.{args.namespace}.svc")
+    return pulumi.Output.from_input(f"{scheme}://{object_name}.{args.namespace}.svc")

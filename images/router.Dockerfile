@@ -16,5 +16,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     VIRTUAL_ENV=/opt/venv \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
+# Not root: the pods run as 10001 (components/_pods.py) on a read-only root filesystem.
+USER 10001:10001
 EXPOSE 8080
 CMD ["python", "-m", "scoring", "router", "--config", "/etc/ml-endpoints/router.json", "--port", "8080"]

@@ -12,5 +12,8 @@ ENV AZUREML_MODEL_DIR=/var/azureml-app/model \
     AZUREML_ENTRY_SCRIPT=/var/azureml-app/code/${ENTRY_SCRIPT} \
     WORKER_COUNT=1
 WORKDIR /var/azureml-app/code
+# Not root: the pods run as 10001 (components/_pods.py) on a read-only root filesystem; the app
+# folders are readable by all (the build context's files are staged 0644, folders 0755).
+USER 10001:10001
 EXPOSE 5001
 CMD ["python", "-m", "scoring", "serve"]

@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from components import _scaling, rules
 from components._scaling import ScaleSettings
@@ -21,6 +21,7 @@ from components.online_deployment import DeploymentSettings
 from components.online_endpoint import RouterLimits
 from mlendpoints.paths import REPO as PROJECT_ROOT
 from mlendpoints.paths import cache_root
+from scoring.router.config import RouterConfig as RouterFile
 
 PROJECT = "ml-endpoints"
 
@@ -121,6 +122,9 @@ class DeploymentConfig(_Section, DeploymentSettings):
     liveness_probe: ProbeConfig = ProbeConfig()
     readiness_probe: ProbeConfig = ProbeConfig(initial_delay_s=2, period_s=2, failure_threshold=3)
     environment_variables: dict[str, str] = {}
+    secret_environment_variables: dict[str, SecretStr] = {}
+    """Set with `pulumi config set --secret --path 'ml-endpoints:deployments[0].
+    secret_environment_variables.NAME' VALUE`: a Kubernetes Secret, read by `secretKeyRef`."""
     rollout_timeout_s: int = Field(default=300, ge=10, le=3600)
 
 
@@ -130,6 +134,24 @@ class KeysConfig(_Section):
     primary_version: int = Field(default=1, ge=1)
     secondary_version: int = Field(default=1, ge=1)
     token_signing_version: int = Field(default=1, ge=1)
+    internal_version: int = Field(default=1, ge=1)
+    """The credential only the router holds to reach the deployments."""
+
+
+class TlsConfig(_Section):
+    """The router's HTTPS certificate (docs/components.md, "TLS")."""
+
+    enabled: bool = True
+    """False serves plain HTTP (local experiments only; preview warns)."""
+    version: int = Field(default=1, ge=1)
+    """Bump to generate a new CA and certificate (`ca_certificate` output changes)."""
+    secret_name: str | None = None
+    """An existing kubernetes.io/tls Secret in the namespace, served instead."""
+    issuer: str | None = None
+    """A cert-manager Issuer that issues the certificate (needs cert-manager)."""
+    issuer_kind: Literal["Issuer", "ClusterIssuer"] = "Issuer"
+    dns_names: list[str] = []
+    """More names the generated or issued certificate covers."""
 
 
 class RouterConfig(_Section, RouterLimits):
@@ -143,6 +165,10 @@ class RouterConfig(_Section, RouterLimits):
     reload: Literal["rollout", "hot"] = "rollout"
     image: str | None = None
     """Prebuilt router image; unset: built from images/router.Dockerfile on registry.base_image."""
+    resources: ResourcesConfig = ResourcesConfig(
+        requests={"cpu": "100m", "memory": "128Mi"}, limits={"memory": "512Mi"}
+    )
+    """The router container's requests and limits."""
 
     def limits(self) -> RouterLimits:
         """The `RouterLimits` part alone (what the router config file receives)."""
@@ -155,6 +181,9 @@ class EndpointConfig(_Section):
     traffic: dict[str, int] = {}
     mirror_traffic: dict[str, int] = {}
     keys: KeysConfig = KeysConfig()
+    max_token_lifetime_s: Annotated[int, RouterFile.model_fields["max_token_lifetime_s"]]
+    """The router's declaration: longest token lifetime it accepts and issues (`POST /token`)."""
+    tls: TlsConfig = TlsConfig()
     router: RouterConfig = RouterConfig()
 
 

@@ -11,6 +11,8 @@ from components import (
     CodeConfiguration,
     Environment,
     EnvironmentArgs,
+    InternalCredential,
+    InternalCredentialArgs,
     KeyVersions,
     ModelAsset,
     ModelAssetArgs,
@@ -21,6 +23,7 @@ from components import (
     Probe,
     Resources,
     RouterSettings,
+    TlsSettings,
 )
 from infra import config as cfgmod
 from infra.config import StackConfig, StackConfigError
@@ -126,6 +129,12 @@ def build(cfg: StackConfig, previous: tuple[Any, Any] = (None, None)) -> OnlineE
         if name in used_envs
     }
     model_paths = [cfgmod.project_path(m.path) for m in cfg.models.values()]
+    ep = cfg.endpoint
+    credential = InternalCredential(
+        ep.name,
+        InternalCredentialArgs(namespace=cfg.cluster.namespace, version=ep.keys.internal_version),
+        pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(depends_on=depends)),
+    )
     deployments = []
     for d in cfg.deployments:
         deployments.append(
@@ -156,6 +165,11 @@ def build(cfg: StackConfig, previous: tuple[Any, Any] = (None, None)) -> OnlineE
                     liveness_probe=Probe(**d.liveness_probe.model_dump()),
                     readiness_probe=Probe(**d.readiness_probe.model_dump()),
                     environment_variables=dict(d.environment_variables),
+                    secret_environment_variables={
+                        k: pulumi.Output.secret(v.get_secret_value())
+                        for k, v in d.secret_environment_variables.items()
+                    },
+                    internal_credential=credential,
                     rollout_timeout_s=d.rollout_timeout_s,
                     registry=cfg.registry.url,
                 ),
@@ -164,7 +178,6 @@ def build(cfg: StackConfig, previous: tuple[Any, Any] = (None, None)) -> OnlineE
                 ),
             )
         )
-    ep = cfg.endpoint
     endpoint = OnlineEndpoint(
         ep.name,
         OnlineEndpointArgs(
@@ -188,7 +201,14 @@ def build(cfg: StackConfig, previous: tuple[Any, Any] = (None, None)) -> OnlineE
                 public_host=ep.router.public_host,
                 limits=ep.router.limits(),
                 reload=ep.router.reload,
+                resources={
+                    "requests": {k: v for k, v in ep.router.resources.requests.items()},
+                    "limits": {k: v for k, v in ep.router.resources.limits.items()},
+                },
+                tls=TlsSettings(**ep.tls.model_dump()),
             ),
+            internal_credential=credential,
+            max_token_lifetime_s=ep.max_token_lifetime_s,
             previous_traffic=previous[0],
             previous_mirror=previous[1],
         ),
@@ -201,7 +221,7 @@ def build(cfg: StackConfig, previous: tuple[Any, Any] = (None, None)) -> OnlineE
     pulumi.export("swagger_uri", endpoint.swagger_uri)
     pulumi.export("primary_key", endpoint.primary_key)
     pulumi.export("secondary_key", endpoint.secondary_key)
-    pulumi.export("token_signing_key", endpoint.token_signing_key)
+    pulumi.export("ca_certificate", endpoint.ca_certificate)
     pulumi.export("traffic", endpoint.traffic)
     pulumi.export("mirror_traffic", endpoint.mirror_traffic)
     pulumi.export(

@@ -9,7 +9,7 @@ $(ROUTER_SAMPLE):
 	@$(MAKE) --no-print-directory sample-model
 
 test-router: python $(ROUTER_SAMPLE) ## router: unit + real-HTTP tests (echo upstreams and real inference servers)
-	@$(PY) -m pytest -q -m router tests/unit tests/http
+	@$(PY) -m pytest -q -m router tests/unit tests/http tests/hardening
 
 router-bench-tools: ## wrk and HAProxy from Debian (the router benchmark's load generator and anchor)
 	@command -v wrk >/dev/null && command -v haproxy >/dev/null || apt-get install -y wrk haproxy

@@ -4,8 +4,8 @@
 
 # Its tests: the modules marked `server` (pytestmark; markers registered in pyproject.toml).
 
-test-server: python ## inference server: unit + real-HTTP tests (servers on 127.0.0.1)
-	@$(PY) -m pytest -q -m server tests/unit tests/http
+test-server: python ## inference server: unit + real-HTTP + hardening tests (servers on 127.0.0.1)
+	@$(PY) -m pytest -q -m server tests/unit tests/http tests/hardening
 
 sample-model: python ## train samples/diabetes/model (v1) and model-v2 (for a green deployment)
 	@$(PY) samples/diabetes/train.py --out samples/diabetes/model

@@ -1,14 +1,17 @@
 """A throwaway copy of the project and its dev stack on the local cluster (tests and bench).
 
 The folder holds `Pulumi.yaml` (the project venv as virtualenv), `infra/` and `samples/` linked
-to the checkout, and `Pulumi.dev.yaml` copied from the checkout with two changes only, so it
-never collides with a real deployment: its own namespace, and a NodePort the cluster picks.
-State lives in a file backend inside the folder.
+to the checkout, and `Pulumi.dev.yaml` copied from the checkout with these changes only, so it
+never collides with a real deployment: its own namespace, a NodePort the cluster picks, and
+none of the user's secrets (`encryptionsalt`, `secretsprovider`, `secure:` values: they belong
+to the user's state and passphrase, not to this copy's). State lives in a file backend inside
+the folder, with a passphrase generated for it.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,7 +25,6 @@ from pulumi import automation as auto
 from mlendpoints import stack as stackmod
 from mlendpoints.paths import REPO, SAMPLE
 
-PASSPHRASE = "e2e-tests-only"
 CONFIG = "ml-endpoints"  # the stack config namespace (infra/config.py)
 
 
@@ -61,13 +63,36 @@ class EndpointProject:
             yield out
 
 
-def dev_stack_config(namespace: str) -> dict[str, Any]:
-    """The shipped Pulumi.dev.yaml, moved to NAMESPACE and to a NodePort the cluster picks."""
-    doc = yaml.safe_load((REPO / "Pulumi.dev.yaml").read_text())
-    config = doc["config"]
+STACK_SECRETS = ("encryptionsalt", "secretsprovider", "encryptedkey")
+"""Stack-file keys tied to the user's secrets provider."""
+
+
+def dev_stack_config(namespace: str, source: Path | None = None) -> dict[str, Any]:
+    """The shipped Pulumi.dev.yaml (or SOURCE), moved to NAMESPACE and to a NodePort the
+    cluster picks, with the user's secrets provider keys and secure values left out."""
+    doc = yaml.safe_load((source or REPO / "Pulumi.dev.yaml").read_text())
+    for key in STACK_SECRETS:
+        doc.pop(key, None)
+    config = without_secure(doc["config"])
+    doc["config"] = config
     config["ml-endpoints:cluster"]["namespace"] = namespace
     config["ml-endpoints:endpoint"]["router"].pop("node_port", None)
     return doc
+
+
+def without_secure(value: Any) -> Any:
+    """VALUE with every `{secure: ...}` entry (encrypted with the user's passphrase) dropped."""
+    if isinstance(value, dict):
+        return {
+            k: without_secure(v)
+            for k, v in value.items()
+            if not (isinstance(v, dict) and set(v) == {"secure"})
+        }
+    if isinstance(value, list):
+        return [
+            without_secure(v) for v in value if not (isinstance(v, dict) and set(v) == {"secure"})
+        ]
+    return value
 
 
 def make_project(folder: Path, prefix: str = "mle-e2e") -> EndpointProject:
@@ -88,14 +113,13 @@ def make_project(folder: Path, prefix: str = "mle-e2e") -> EndpointProject:
     )
     state = folder / "state"
     state.mkdir()
-    env = stackmod.pulumi_env(
-        REPO,
-        {
-            **os.environ,
-            "PULUMI_BACKEND_URL": f"file://{state}?{stackmod.FILE_BACKEND_QUERY}",
-            "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE,
-        },
-    )
+    environ = {
+        **os.environ,
+        "PULUMI_BACKEND_URL": f"file://{state}?{stackmod.FILE_BACKEND_QUERY}",
+        "PULUMI_CONFIG_PASSPHRASE": secrets.token_urlsafe(24),
+    }
+    environ.pop("PULUMI_CONFIG_PASSPHRASE_FILE", None)
+    env = stackmod.pulumi_env(REPO, environ)
     cli = stackmod.cli_root(env)
     if not (cli / "bin" / "pulumi").is_file():
         raise FileNotFoundError(f"{cli}/bin/pulumi missing: run `make setup`")

@@ -13,7 +13,7 @@ import joblib
 import numpy as np
 from sklearn.datasets import load_diabetes
 
-from mlendpoints.client import Endpoint
+from mlendpoints.client import Endpoint, Verify
 from mlendpoints.paths import SAMPLE
 
 ROWS = load_diabetes().data[:40].round(5).tolist()  # rows on which the two models disagree
@@ -33,5 +33,5 @@ class SampleEndpoint(Endpoint):
     """The deployed sample endpoint: posts BATCH by default and `ask` accepts only the
     answering deployment's own predictions (EXPECTED)."""
 
-    def __init__(self, scoring_uri: str) -> None:
-        super().__init__(scoring_uri, body=BATCH, expected=EXPECTED)
+    def __init__(self, scoring_uri: str, verify: Verify = True) -> None:
+        super().__init__(scoring_uri, body=BATCH, expected=EXPECTED, verify=verify)

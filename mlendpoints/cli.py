@@ -4,7 +4,9 @@
     ml-endpoints keys | token [--ttl S] | status | traffic | logs --deployment NAME [--tail N]
 
 Everything is read from the stack's outputs (through the Automation API, `mlendpoints.stack`);
-the endpoint is reached over plain HTTP with the standard library. `main()` takes the
+the endpoint is reached with `requests`, verifying the router's certificate against the stack's
+CA (`ca_certificate` output, kept under the cache by `mlendpoints.client.ca_file`). Tokens come
+from the router's `POST /token`, authenticated with the primary key. `main()` takes the
 outputs reader as an argument so tests drive it against a real router with no Pulumi CLI.
 Exit codes: 0 ok, 1 the endpoint or kubectl answered with an error, 2 usage or stack problem.
 """
@@ -16,15 +18,16 @@ import json
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+import requests
+
 from mlendpoints import kube, replicas
 from mlendpoints import stack as stackmod
+from mlendpoints.client import EndpointError, Verify, ca_file, fetch_token, router_base
 
 OutputsSource = Callable[[str], dict[str, Any]]
 """Stack name -> the stack's outputs (plain values, secrets included)."""
@@ -55,14 +58,17 @@ def _need(outputs: dict[str, Any], name: str, stack: str) -> Any:
     return value
 
 
-def router_base(scoring_uri: str) -> str:
-    """The router's root URL (`/ready`, `/mirror/summary` live there) from `scoring_uri`."""
-    base = scoring_uri.rstrip("/")
-    return base.removesuffix("/score")
+def verify_for(outputs: dict[str, Any], stack: str) -> Verify:
+    """`verify=` for the stack's endpoint: its CA file, or the system's CAs."""
+    return ca_file(stack, outputs.get("ca_certificate"))
 
 
 def authorization(
-    outputs: dict[str, Any], stack: str, ttl_s: int = INVOKE_TOKEN_TTL_S, key: str = "primary"
+    outputs: dict[str, Any],
+    stack: str,
+    ttl_s: int = INVOKE_TOKEN_TTL_S,
+    key: str = "primary",
+    verify: Verify | None = None,
 ) -> str | None:
     """The `Authorization` header value for the stack's auth mode (None for `none`); KEY picks
     the primary or secondary key in `key` mode."""
@@ -70,20 +76,23 @@ def authorization(
     if mode == "none":
         return None
     if mode == "aml_token":
-        return "Bearer " + str(issue(outputs, stack, ttl_s)["accessToken"])
+        return "Bearer " + str(issue(outputs, stack, ttl_s, verify)["accessToken"])
     return "Bearer " + str(_need(outputs, f"{key}_key", stack))
 
 
-def issue(outputs: dict[str, Any], stack: str, ttl_s: int) -> dict[str, object]:
-    """A token for the stack's endpoint, signed with its `token_signing_key` output."""
-    from scoring.router.auth import issue_token
-
-    signing = _need(outputs, "token_signing_key", stack)
-    endpoint = _need(outputs, "endpoint_name", stack)
+def issue(
+    outputs: dict[str, Any], stack: str, ttl_s: int, verify: Verify | None = None
+) -> dict[str, object]:
+    """A token from the stack's router (`POST /token` with the primary key)."""
+    uri = _need(outputs, "scoring_uri", stack)
+    key = _need(outputs, "primary_key", stack)
+    verify = verify_for(outputs, stack) if verify is None else verify
     try:
-        return issue_token(signing, endpoint, ttl_s)
-    except ValueError as exc:
-        raise CliError(f"cannot issue a token: {exc}") from None
+        return fetch_token(uri, key, ttl_s, verify)
+    except EndpointError as exc:
+        raise CliError(f"POST {router_base(uri)}/token: {exc}", code=1) from None
+    except requests.RequestException as exc:
+        raise CliError(f"POST {router_base(uri)}/token: no answer ({exc})", code=1) from None
 
 
 def http(
@@ -93,18 +102,16 @@ def http(
     body: bytes | None = None,
     headers: dict[str, str] | None = None,
     timeout: float = 30.0,
+    verify: Verify = True,
 ) -> tuple[int, dict[str, str], bytes]:
     """One request; (status, headers, body) for any HTTP answer, CliError if none came."""
-    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read()
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise CliError(f"{method} {url}: no answer ({reason})", code=1) from None
+        resp = requests.request(
+            method, url, data=body, headers=headers or {}, timeout=timeout, verify=verify
+        )
+    except requests.RequestException as exc:
+        raise CliError(f"{method} {url}: no answer ({exc})", code=1) from None
+    return resp.status_code, {k.lower(): v for k, v in resp.headers.items()}, resp.content
 
 
 def _utc(ts: object) -> str:
@@ -146,6 +153,10 @@ class Commands:
                 raise CliError(str(exc)) from None
         return self._outputs
 
+    @property
+    def verify(self) -> Verify:
+        return verify_for(self.outputs, self.stack)
+
     def invoke(self) -> int:
         path = Path(self.args.request_file)
         try:
@@ -159,13 +170,13 @@ class Commands:
                 f"--key {self.args.key}: the endpoint's auth mode is "
                 f"{self.outputs.get('auth_mode')!r}; keys apply only to 'key'"
             )
-        auth = authorization(self.outputs, self.stack, key=self.args.key)
+        auth = authorization(self.outputs, self.stack, key=self.args.key, verify=self.verify)
         if auth:
             headers["Authorization"] = auth
         if self.args.deployment:
             headers["azureml-model-deployment"] = self.args.deployment
         status, resp_headers, answer = http(
-            "POST", uri, body=body, headers=headers, timeout=self.args.timeout
+            "POST", uri, body=body, headers=headers, timeout=self.args.timeout, verify=self.verify
         )
         text = answer.decode("utf-8", "replace")
         if status >= 400:
@@ -196,22 +207,24 @@ class Commands:
     def token(self) -> int:
         if self.args.ttl <= 0:
             raise CliError(f"--ttl: must be > 0 seconds (got {self.args.ttl})")
-        token = issue(self.outputs, self.stack, self.args.ttl)
+        if self.outputs.get("auth_mode") != "aml_token":
+            raise CliError(
+                f"the endpoint's auth mode is {self.outputs.get('auth_mode')!r}; the router "
+                "issues tokens only in 'aml_token' mode"
+            )
+        token = issue(self.outputs, self.stack, self.args.ttl, self.verify)
         self.out.write(json.dumps(token, indent=2) + "\n")
         self.err.write(
             f"expires {_utc(token['expiryTimeUtc'])}, refresh after "
             f"{_utc(token['refreshAfterTimeUtc'])}\n"
         )
-        if self.outputs.get("auth_mode") != "aml_token":
-            self.err.write(
-                f"note: endpoint auth mode is {self.outputs.get('auth_mode')!r}; "
-                "tokens are accepted only when it is 'aml_token'\n"
-            )
         return 0
 
     def _ready(self, base: str) -> dict[str, Any]:
         try:
-            status, _, body = http("GET", base + "/ready", timeout=self.args.timeout)
+            status, _, body = http(
+                "GET", base + "/ready", timeout=self.args.timeout, verify=self.verify
+            )
         except CliError as exc:
             return {"status": None, "answer": str(exc)}
         return {"status": status, "answer": body.decode("utf-8", "replace").strip()}
@@ -295,11 +308,13 @@ class Commands:
         o = self.outputs
         base = router_base(_need(o, "scoring_uri", self.stack))
         headers = {}
-        auth = authorization(o, self.stack)
+        auth = authorization(o, self.stack, verify=self.verify)
         if auth:
             headers["Authorization"] = auth
         url = base + "/mirror/summary"
-        status, _, body = http("GET", url, headers=headers, timeout=self.args.timeout)
+        status, _, body = http(
+            "GET", url, headers=headers, timeout=self.args.timeout, verify=self.verify
+        )
         text = body.decode("utf-8", "replace").strip()
         if status != 200:
             self.err.write(f"error: GET {url} answered {status}: {text}\n")
@@ -436,7 +451,9 @@ def parser() -> argparse.ArgumentParser:
         "-v", "--verbose", action="store_true", help="say on stderr which deployment answered"
     )
     sub.add_parser("keys", parents=[common], help="print the primary and secondary keys")
-    tok = sub.add_parser("token", parents=[common], help="issue a token (aml_token auth)")
+    tok = sub.add_parser(
+        "token", parents=[common], help="get a token from the router (aml_token auth)"
+    )
     tok.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
     st = sub.add_parser(
         "status", parents=[common], help="endpoint, URIs, auth, traffic, images, router readiness"

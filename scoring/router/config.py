@@ -65,9 +65,13 @@ class DeploymentConfig(BaseModel):
             raise ValueError(f"{value!r} must not have a query or fragment")
         return value
 
+    idempotent: bool = False
+    """The deployment's scoring has no side effect, so a request whose connection failed after
+    it was sent may be sent again once; otherwise it never is (it may have reached ``run()``)."""
+
 
 class RouterLimits(BaseModel):
-    """The router's upstream limits: the one declaration of each, with its default and bounds.
+    """The router's limits: the one declaration of each, with its default and bounds.
 
     The stack config's ``endpoint.router`` section and the components' ``RouterSettings.limits``
     use this model, and the config file carries its fields at the top level under the same
@@ -84,7 +88,26 @@ class RouterLimits(BaseModel):
     max_connections_per_deployment: int = Field(default=256, ge=1, le=10_000)
     """Pooled keep-alive connections per deployment; when all are busy a request waits, then 503."""
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1, le=1024 * 1024 * 1024)
-    """Largest request body accepted (413 above)."""
+    """Largest request body accepted: 413 from Content-Length before reading it, or as a chunked
+    body passes the limit."""
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024, le=1024 * 1024)
+    """Largest request line plus headers: 431 and close, refused as the bytes arrive."""
+    max_url_bytes: int = Field(default=8 * 1024, ge=256, le=1024 * 1024)
+    """Longest request target (path and query): 414 and close."""
+    max_response_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
+    """Largest deployment response relayed; a larger one becomes 502 and its connection closes."""
+    max_buffered_bytes: int = Field(
+        default=128 * 1024 * 1024, ge=1024 * 1024, le=16 * 1024 * 1024 * 1024
+    )
+    """Request and response bodies held in the router's memory at once; past it, 503."""
+    max_connections: int = Field(default=4096, ge=1, le=1_000_000)
+    """Open client connections; one more gets 503 and is closed."""
+    header_timeout_ms: int = Field(default=10_000, ge=100, le=600_000)
+    """Time from a request's first byte to the end of its headers: 408 and close."""
+    body_timeout_ms: int = Field(default=30_000, ge=100, le=3_600_000)
+    """Time from the end of a request's headers to the end of its body: 408 and close."""
+    keep_alive_timeout_ms: int = Field(default=60_000, ge=100, le=3_600_000)
+    """An idle client connection (nothing in flight, nothing arriving) is closed after this."""
     upstream_connection_max_age_ms: int = Field(default=1000, ge=1, le=3_600_000)
     """A pooled connection older than this is closed after its response instead of reused:
     behind a Service each connection sticks to one pod, so recycling spreads requests onto

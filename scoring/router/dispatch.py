@@ -24,6 +24,7 @@ from scoring.router.metrics import Metrics
 from scoring.router.mirror import MIRROR_MAX_IN_FLIGHT, MirrorStats
 from scoring.router.traffic import Split, mirror_target, should_mirror
 from scoring.router.upstream import (
+    Budget,
     Headers,
     PooledClient,
     Target,
@@ -63,7 +64,10 @@ class RouterState:
 
     @classmethod
     def build(cls, config: RouterConfig, secrets: Secrets, generation: int = 0) -> RouterState:
-        targets = {name: Target.from_url(name, d.url) for name, d in config.deployments.items()}
+        targets = {
+            name: Target.from_url(name, d.url, d.idempotent)
+            for name, d in config.deployments.items()
+        }
         mirror_name, share = mirror_target(config.mirror_traffic)
         return cls(
             config,
@@ -201,6 +205,7 @@ class Request:
     authorization: bytes | None = None
     pin: bytes | None = None
     request_id: bytes | None = None
+    authorized: bool = False  # the credential was checked when the headers arrived
 
 
 JSON_HEADER = (b"content-type", b"application/json")
@@ -216,6 +221,8 @@ _DROP_FROM_UPSTREAM = frozenset(
         REQUEST_ID_HEADER,
     }
 )
+#: Paths whose requests need a credential: checked as soon as their headers are in.
+AUTHENTICATED = frozenset({b"/score", b"/swagger.json", b"/mirror/summary"})
 ROUTES = (
     "GET /",
     "GET /ready",
@@ -235,10 +242,15 @@ class Router:
 
     def __init__(self, state: RouterState, client: UpstreamClient | None = None) -> None:
         self.state = state
+        cfg = state.config
+        #: Body bytes held in memory by the whole process (requests and responses).
+        self.budget = Budget(cfg.max_buffered_bytes)
         self.client: UpstreamClient = client or PooledClient(
-            state.config.max_connections_per_deployment,
-            state.config.connect_timeout_ms / 1000.0,
-            state.config.upstream_connection_max_age_ms / 1000.0,
+            cfg.max_connections_per_deployment,
+            cfg.connect_timeout_ms / 1000.0,
+            self.budget,
+            cfg.max_response_bytes,
+            cfg.upstream_connection_max_age_ms / 1000.0,
         )
         self.metrics = Metrics()
         self.in_flight = 0
@@ -271,11 +283,13 @@ class Router:
     def swap(self, state: RouterState) -> None:
         """Serve ``state`` from the next request on; requests in flight keep their own."""
         self.state = state
+        cfg = state.config
+        self.budget.limit = cfg.max_buffered_bytes
         if isinstance(self.client, PooledClient):
-            cfg = state.config
             self.client.configure(
                 cfg.max_connections_per_deployment,
                 cfg.connect_timeout_ms / 1000.0,
+                cfg.max_response_bytes,
                 cfg.upstream_connection_max_age_ms / 1000.0,
             )
             self.client.retire({(t.host, t.port) for t in state.targets.values()})
@@ -295,17 +309,28 @@ class Router:
                 error_body(exc.message, rid.decode("latin-1")),
             )
         except AuthError as exc:
-            self.metrics.reject(401, "auth")
-            self._done(
-                respond,
-                401,
-                [
-                    JSON_HEADER,
-                    (REQUEST_ID_HEADER, rid),
-                    (b"www-authenticate", b'Bearer realm="endpoint"'),
-                ],
-                error_body(exc.reason, rid.decode("latin-1")),
-            )
+            self._done(respond, *self._unauthorized(exc, rid))
+
+    def check_head(
+        self, path: bytes, authorization: bytes | None, request_id: bytes | None
+    ) -> tuple[int, Headers, bytes] | None:
+        """The 401 for a request refused on its headers alone, before its body is read."""
+        if path not in AUTHENTICATED:
+            return None
+        try:
+            authorize(self.state, authorization)
+        except AuthError as exc:
+            return self._unauthorized(exc, request_id_bytes_from(request_id))
+        return None
+
+    def _unauthorized(self, exc: AuthError, rid: bytes) -> tuple[int, Headers, bytes]:
+        self.metrics.reject(401, "auth")
+        headers: Headers = [
+            JSON_HEADER,
+            (REQUEST_ID_HEADER, rid),
+            (b"www-authenticate", b'Bearer realm="endpoint"'),
+        ]
+        return 401, headers, error_body(exc.reason, rid.decode("latin-1"))
 
     @staticmethod
     def _done(respond: Respond, status: int, headers: Headers, body: bytes) -> None:
@@ -339,12 +364,13 @@ class Router:
         elif path == b"/swagger.json":
             self._proxy(state, req, rid, b"GET", b"/swagger.json", respond, mirrorable=False)
         elif path == b"/mirror/summary":
-            self._authorize(state, req)
+            if not req.authorized:
+                authorize(state, req.authorization)
             self._done(
                 respond,
                 200,
                 [JSON_HEADER, (REQUEST_ID_HEADER, rid)],
-                json.dumps(self.mirror_summary(state), indent=1).encode(),
+                json.dumps(self.mirror_summary(state), indent=1, allow_nan=False).encode(),
             )
         else:
             raise RouteError(self._no_route(req), 404)
@@ -354,10 +380,6 @@ class Router:
         return f"no route {req.method.decode()} {req.path.decode('latin-1')}; routes: " + ", ".join(
             ROUTES
         )
-
-    @staticmethod
-    def _authorize(state: RouterState, req: Request) -> None:
-        authorize(state, req.authorization)
 
     def mirror_summary(self, state: RouterState) -> dict[str, object]:
         return {
@@ -378,13 +400,14 @@ class Router:
         respond: Respond,
         mirrorable: bool,
     ) -> None:
-        authorize(state, req.authorization)
+        if not req.authorized:
+            authorize(state, req.authorization)
         rand = self._rand
         target, mirror = route(state, req.pin, rand(), rand() if state.mirror_name else 1.0)
         headers = req.headers  # owned by this request: extend in place
-        headers.append((REQUEST_ID_HEADER, rid))
         if state.secrets.internal_credential is not None:
             headers.append((CREDENTIAL_HEADER, state.secrets.internal_credential))
+        headers.append((REQUEST_ID_HEADER, rid))  # last: the client checks answers against it
         upath = path + b"?" + req.query if req.query else path
         pair = None
         if mirror is not None and mirrorable:
@@ -480,6 +503,14 @@ class _MirrorPair:
 
 def reject_reason(status: int) -> str:
     """The ``reason`` label of ``router_rejected_total`` for a status the router answered."""
-    return {401: "auth", 404: "not_found", 405: "method", 400: "bad_request", 413: "too_large"}.get(
-        status, str(status)
-    )
+    return {
+        401: "auth",
+        404: "not_found",
+        405: "method",
+        400: "bad_request",
+        408: "timeout",
+        413: "too_large",
+        414: "url_too_long",
+        431: "headers_too_large",
+        503: "overloaded",
+    }.get(status, str(status))

@@ -19,7 +19,6 @@ import json
 import signal
 import socket
 import sys
-import time
 from pathlib import Path
 
 import uvloop
@@ -28,7 +27,7 @@ from scoring.common.logs import get_log
 from scoring.router.config import ConfigError, RouterConfig, load_config, secret_paths
 from scoring.router.dispatch import Router, RouterState
 from scoring.router.listeners import MetricsProtocol, TlsContexts
-from scoring.router.protocol import HttpProtocol
+from scoring.router.protocol import HttpProtocol, check_times
 
 POLL_S = 1.0
 
@@ -59,10 +58,8 @@ class RouterProcess:
         router: Router,
         drain_timeout: float,
         drain_delay: float,
-        keep_alive: float = 75.0,
     ) -> None:
         self.config_path = config_path
-        self.keep_alive = keep_alive
         self.router = router
         self.drain_timeout = drain_timeout
         self.drain_delay = drain_delay
@@ -76,6 +73,9 @@ class RouterProcess:
     def reload(self, why: str) -> bool:
         """Load the file again; swap it in if valid, else keep serving the old config."""
         old = self.router.state
+        # The fingerprint of what is about to be read, taken first: a file that changes while
+        # (or after) it is read then differs from it, and the next poll reloads again.
+        self.fingerprint = _fingerprint(self.config_path, secret_paths(old.config))
         try:
             config, secrets = load_config(self.config_path)
         except ConfigError as exc:
@@ -87,12 +87,9 @@ class RouterProcess:
                 "reload_rejected",
             )
             return False
-        finally:
-            self.fingerprint = _fingerprint(self.config_path, secret_paths(old.config))
         restart = _needs_restart(old.config, config)
         if restart:
             self.router.metrics.reloads["rejected"] += 1
-            self.fingerprint = _fingerprint(self.config_path, secret_paths(config))
             _log(
                 "warning",
                 f"config reload ({why}) rejected, still serving generation {old.generation}: "
@@ -101,7 +98,6 @@ class RouterProcess:
             )
             return False
         state = RouterState.build(config, secrets, old.generation + 1)
-        self.fingerprint = _fingerprint(self.config_path, secret_paths(config))
         self.router.swap(state)
         if self.tls is not None and secrets.tls_context is not None:
             self.tls.swap(secrets.tls_context)
@@ -123,18 +119,13 @@ class RouterProcess:
                 return
             except TimeoutError:
                 pass
-            fp = _fingerprint(self.config_path, secret_paths(self.router.state.config))
-            if fp != self.fingerprint:
-                self.reload("file changed")
-            self.close_stale_connections()
+            self.poll()
+            check_times(self.conns, self.router.state.config)
 
-    def close_stale_connections(self) -> None:
-        """Close client connections with nothing in flight and no traffic for ``keep_alive`` s
-        (idle keep-alive, or a request that stopped arriving)."""
-        cutoff = time.monotonic() - self.keep_alive
-        for conn in list(self.conns):
-            if conn.last_active < cutoff and not conn.busy:
-                conn.close()
+    def poll(self) -> bool:
+        """Reload if the config or a secret file's content changed since it was last read."""
+        fp = _fingerprint(self.config_path, secret_paths(self.router.state.config))
+        return fp != self.fingerprint and self.reload("file changed")
 
     def on_stop_signal(self, signum: int) -> None:
         self.signals += 1
@@ -271,13 +262,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="longest wait for in-flight requests on SIGTERM (default: request_timeout_ms + 5 s)",
     )
     p.add_argument(
-        "--keep-alive",
-        type=float,
-        default=75.0,
-        metavar="S",
-        help="close a client connection idle this long (default 75)",
-    )
-    p.add_argument(
         "--drain-delay",
         type=float,
         default=0.0,
@@ -314,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         drain_timeout = args.drain_timeout
         if drain_timeout is None:
             drain_timeout = config.request_timeout_ms / 1000.0 + 5.0
-        proc = RouterProcess(args.config, router, drain_timeout, args.drain_delay, args.keep_alive)
+        proc = RouterProcess(args.config, router, drain_timeout, args.drain_delay)
         try:
             return await proc.serve(args.host, args.port)
         except OSError as exc:

@@ -8,6 +8,7 @@ answers like the live deployment before it takes real traffic.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 
 from scoring.common.prometheus import Histogram
@@ -85,4 +86,7 @@ class MirrorStats:
 
 
 def _ms(seconds: float | None) -> float | None:
-    return None if seconds is None else round(seconds * 1000, 3)
+    """Milliseconds, or None for no value or the +Inf bucket (JSON has no Infinity)."""
+    if seconds is None or not math.isfinite(seconds):
+        return None
+    return round(seconds * 1000, 3)

@@ -35,15 +35,16 @@ class Target:
     prefix: bytes
     host_header: bytes
     name_bytes: bytes
+    idempotent: bool = False  # a request that may have reached run() may be sent again
 
     @classmethod
-    def from_url(cls, name: str, url: str) -> Target:
+    def from_url(cls, name: str, url: str, idempotent: bool = False) -> Target:
         parts = urlsplit(url)
         host = parts.hostname or ""
         port = parts.port or 80
         prefix = parts.path.rstrip("/").encode()
         host_header = (f"{host}:{port}" if parts.port else host).encode()
-        return cls(name, url, host, port, prefix, host_header, name.encode())
+        return cls(name, url, host, port, prefix, host_header, name.encode(), idempotent)
 
 
 class UpstreamResponse(NamedTuple):
@@ -53,7 +54,9 @@ class UpstreamResponse(NamedTuple):
 
 
 class UpstreamError(Exception):
-    """A deployment did not give a response. ``kind``: connect, timeout, pool or closed."""
+    """A deployment did not give a usable response. ``kind``: connect, timeout, pool, closed,
+    too_large (over ``max_response_bytes``), protocol (a response to no request of ours) or
+    memory (the router holds ``max_buffered_bytes`` already)."""
 
     def __init__(self, kind: str, target: Target, detail: str = "") -> None:
         self.kind = kind
@@ -99,12 +102,38 @@ def upstream_failure(exc: UpstreamError) -> tuple[int, str]:
         return 503, (f"deployment {t.name!r} has all {exc.detail} connections busy; retry later")
     if exc.kind == "connect":
         return 502, f"deployment {t.name!r} is unreachable: {exc.detail}"
+    if exc.kind == "too_large":
+        return 502, (
+            f"deployment {t.name!r} answered with more than max_response_bytes "
+            f"({exc.detail}); its connection was closed"
+        )
+    if exc.kind == "protocol":
+        return 502, f"deployment {t.name!r} broke HTTP framing: {exc.detail}; connection closed"
+    if exc.kind == "memory":
+        return 503, (
+            f"the router holds max_buffered_bytes ({exc.detail}) of bodies already; retry later"
+        )
     return 502, f"deployment {t.name!r} closed the connection before answering: {exc.detail}"
 
 
 #: Keep-alive connections to a deployment are replaced after this many seconds (the default of
 #: ``RouterLimits.upstream_connection_max_age_ms``).
 MAX_AGE_S = 1.0
+#: A connection idle longer than this is not reused: the deployment may be closing it (its
+#: keep-alive timeout, uvicorn's 5 s), and a request written into that race could not be
+#: told apart from one that reached run(), so it could not be retried.
+IDLE_REUSE_S = 2.0
+
+
+class Budget:
+    """Body bytes the process holds (requests being received or sent, responses being read),
+    against ``limit`` (``max_buffered_bytes``). Plain ints: the router is one thread."""
+
+    __slots__ = ("limit", "used")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
 
 
 @dataclass(slots=True, eq=False)  # eq=False: waiters are removed by identity
@@ -116,21 +145,37 @@ class _Job:
     timeout: float
     deadline: float
     on_done: OnDone
+    rid: bytes = b""  # the x-request-id sent; a response carrying another one is not ours
     retried: bool = False
     timer: asyncio.TimerHandle | None = None
 
 
 class _Conn(asyncio.Protocol):
-    """One keep-alive connection to a deployment; one request at a time."""
+    """One keep-alive connection to a deployment; one request at a time.
+
+    A connection is handed to the next request only after a complete response to the current
+    one, with no byte beyond it: anything else (a second response, bytes while idle, a
+    response carrying the previous request's ``x-request-id``) closes it, so one response
+    never reaches two requests. (A deployment may set its own ids: only the previous
+    request's id marks a stale answer.)
+    """
 
     __slots__ = (
         "_body",
+        "_done",
+        "_framed",
         "_got",
         "_headers",
+        "_in_head",
+        "_keep",
         "_parser",
+        "_prev_rid",
+        "_rid",
+        "_size",
         "born",
         "closed",
         "deadlines",
+        "idle_since",
         "job",
         "loop",
         "pool",
@@ -141,14 +186,21 @@ class _Conn(asyncio.Protocol):
     def __init__(self, pool: _Pool) -> None:
         self.pool = pool
         self.loop = pool.loop
-        self.born = pool.loop.time()
+        self.born = self.idle_since = pool.loop.time()
         self.deadlines = pool.deadlines
         self._parser = httptools.HttpResponseParser(self)
         self.transport: asyncio.Transport | None = None
         self.job: _Job | None = None
         self._headers: Headers = []
         self._body: list[bytes] = []
+        self._size = 0
         self._got = False
+        self._in_head = True
+        self._framed = False
+        self._rid: bytes | None = None
+        self._prev_rid = b""  # the id of the request answered before the current one
+        self._done: UpstreamResponse | None = None
+        self._keep = False
         self.closed = False
         self.uses = 0
 
@@ -156,85 +208,164 @@ class _Conn(asyncio.Protocol):
         self.job = job
         self.uses += 1
         self._got = False
+        self._in_head = True  # until this request's response has its headers
         self.deadlines.add(self)
         self.transport.write(job.data)  # type: ignore[union-attr]
 
-    def _finish(self, resp: UpstreamResponse | None, err: UpstreamError | None) -> None:
+    def _fail(self, kind: str, detail: str) -> None:
+        """Close, and report ``kind`` to the request waiting here (if any)."""
         job, self.job = self.job, None
-        self.deadlines.busy.discard(self)
+        self.close()
         if job is not None:
-            job.on_done(resp, err)
+            self.deadlines.busy.discard(self)
+            job.on_done(None, UpstreamError(kind, job.target, detail))
 
     def expire(self) -> None:
         """The request's deadline passed (called by ``_Deadlines``): close and report 504."""
         job = self.job
-        self.close()
         if job is not None:
-            self.job = None
-            job.on_done(None, UpstreamError("timeout", job.target, f"{job.timeout * 1000:.0f} ms"))
+            self._fail("timeout", f"{job.timeout * 1000:.0f} ms")
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        if self.job is None:  # bytes nobody asked for (an unsolicited response): never reuse
+            self.close()
+            return
         self._got = True
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
-            job = self.job
+            self._body = []
+            self._release_budget()
+            if self._done is None:  # else: garbage after a complete response, delivered below
+                cause = exc.__context__
+                if isinstance(cause, _TooLarge):
+                    self._fail("too_large", str(self.pool.max_response))
+                elif isinstance(cause, _OutOfMemory):
+                    self._fail("memory", str(self.pool.budget.limit))
+                else:
+                    self._fail("closed", f"bad HTTP response ({exc})")
             self.close()
-            if job is not None:
-                self._finish(
-                    None, UpstreamError("closed", job.target, f"bad HTTP response ({exc})")
-                )
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        self.pool.forget(self)
-        job = self.job
-        if job is None:
+        resp = self._done
+        if resp is None:
             return
-        if self.uses > 1 and not self._got and not job.retried:
-            # A kept-alive connection the server closed before answering: retry once, fresh.
-            self.job = None
-            self.deadlines.busy.discard(self)
-            job.retried = True
-            self.pool.submit(job)
-            return
-        self._finish(
-            None, UpstreamError("closed", job.target, str(exc) if exc else "connection closed")
-        )
-
-    # httptools callbacks
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name, value))
-
-    def on_body(self, body: bytes) -> None:
-        self._body.append(body)
-
-    def on_message_complete(self) -> None:
-        parser = self._parser
-        status = parser.get_status_code()
-        if status < 200:  # an interim response (100 Continue, 103): the real one follows
-            self._headers, self._body = [], []
-            return
-        resp = UpstreamResponse(status, self._headers, b"".join(self._body))
-        self._headers, self._body = [], []
-        keep = parser.should_keep_alive()
+        self._done = None
         job, self.job = self.job, None
         self.deadlines.busy.discard(self)
-        if keep:
+        if job is not None:
+            self._prev_rid = job.rid
+        if self._keep and not self.closed:
+            self.idle_since = self.loop.time()
             self.pool.release(self)
         else:
             self.close()
         if job is not None:
             job.on_done(resp, None)
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        job = self.job
+        if job is not None and not self._in_head and not self._framed and self._done is None:
+            # A close-delimited response (no length, not chunked): its end is this close.
+            self.on_message_complete()
+        self.closed = True
+        self.pool.forget(self)
+        self._release_budget()
+        resp, self._done = self._done, None
+        self.job = None
+        if job is None:
+            return
+        self.deadlines.busy.discard(self)
+        if resp is not None:
+            job.on_done(resp, None)
+        elif job.target.idempotent and not self._got and not job.retried:
+            # Closed before any answer; the deployment says a replay is harmless: once, fresh.
+            job.retried = True
+            self.pool.submit(job)
+        else:
+            # The request may have reached run(): never sent again (a poison request would
+            # take a second worker down).
+            reason = str(exc) if exc else "connection closed"
+            job.on_done(None, UpstreamError("closed", job.target, reason))
+
+    def _release_budget(self) -> None:
+        if self._size:
+            self.pool.budget.used -= self._size
+            self._size = 0
+
+    # httptools callbacks
+    def on_message_begin(self) -> None:
+        if self._done is not None:  # a second response in one read: close after the first
+            self.close()
+        self._in_head = True
+        self._framed = False
+        self._rid = None
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._in_head:
+            return  # a chunked trailer: never merged into the headers
+        n = len(name)
+        if n == 12 and name.lower() == b"x-request-id":
+            self._rid = value
+        elif n == 14 and name.lower() == b"content-length":
+            self._framed = True
+            if int(value) > self.pool.max_response:
+                raise _TooLarge
+        elif n == 17 and name.lower() == b"transfer-encoding":
+            self._framed = True
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+
+    def on_body(self, body: bytes) -> None:
+        n = len(body)
+        self._size += n
+        budget = self.pool.budget
+        budget.used += n
+        if self._size > self.pool.max_response:
+            raise _TooLarge
+        if budget.used > budget.limit:
+            raise _OutOfMemory
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        parser = self._parser
+        status = parser.get_status_code()
+        headers, body = self._headers, self._body
+        self._headers, self._body = [], []
+        self._release_budget()
+        if status < 200:  # an interim response (100 Continue, 103): the real one follows
+            return
+        job = self.job
+        if job is None or self._done is not None:
+            self.close()  # nobody waits for this one
+            return
+        rid = self._rid
+        if rid is not None and rid == self._prev_rid and rid and rid != job.rid:
+            self._fail(
+                "protocol",
+                f"it answered x-request-id {rid.decode('latin-1')!r} to request "
+                f"{job.rid.decode('latin-1')!r}",
+            )
+            return
+        self._keep = parser.should_keep_alive()
+        self._done = UpstreamResponse(status, headers, b"".join(body))
+
     def close(self) -> None:
         self.closed = True
         if self.transport is not None:
             self.transport.close()
+
+
+class _TooLarge(Exception):
+    """Raised from a parser callback: the response passed ``max_response_bytes``."""
+
+
+class _OutOfMemory(Exception):
+    """Raised from a parser callback: the process holds ``max_buffered_bytes`` already."""
 
 
 class _Deadlines:
@@ -281,6 +412,8 @@ class _Pool:
     limit: int
     connect_timeout: float
     deadlines: _Deadlines
+    budget: Budget
+    max_response: int
     max_age: float = MAX_AGE_S
     idle: list[_Conn] = field(default_factory=list)
     open: int = 0
@@ -290,9 +423,13 @@ class _Pool:
 
     def submit(self, job: _Job) -> None:
         idle = self.idle
-        while idle:
-            conn = idle.pop()
-            if not conn.closed:
+        if idle:
+            stale = self.loop.time() - IDLE_REUSE_S
+            while idle:
+                conn = idle.pop()
+                if conn.closed or conn.idle_since < stale or conn.transport.is_closing():  # type: ignore[union-attr]
+                    conn.close()
+                    continue
                 conn.start(job)
                 return
         if self.open < self.limit:
@@ -334,6 +471,10 @@ class _Pool:
             return
         except OSError as exc:
             self._slot_freed()
+            if not job.retried:  # nothing was written: once more (behind a Service, another pod)
+                job.retried = True
+                self.submit(job)
+                return
             job.on_done(None, UpstreamError("connect", job.target, exc.strerror or str(exc)))
             return
         except BaseException:
@@ -424,10 +565,17 @@ class PooledClient:
     """The production ``UpstreamClient``: keep-alive pools keyed by deployment address."""
 
     def __init__(
-        self, max_connections: int = 256, connect_timeout: float = 2.0, max_age: float = MAX_AGE_S
+        self,
+        max_connections: int = 256,
+        connect_timeout: float = 2.0,
+        budget: Budget | None = None,
+        max_response: int = 16 * 1024 * 1024,
+        max_age: float = MAX_AGE_S,
     ) -> None:
         self.max_connections = max_connections
         self.connect_timeout = connect_timeout
+        self.budget = budget or Budget(128 * 1024 * 1024)
+        self.max_response = max_response
         self.max_age = max_age
         self._pools: dict[tuple[str, int], _Pool] = {}
         self._retired: list[_Pool] = []
@@ -446,20 +594,28 @@ class PooledClient:
                 self.max_connections,
                 self.connect_timeout,
                 self._deadlines,
+                self.budget,
+                self.max_response,
                 self.max_age,
             )
         return pool
 
     def configure(
-        self, max_connections: int, connect_timeout: float, max_age: float = MAX_AGE_S
+        self,
+        max_connections: int,
+        connect_timeout: float,
+        max_response: int,
+        max_age: float = MAX_AGE_S,
     ) -> None:
         """New limits from a reloaded config; open pools use them from now on."""
         self.max_connections = max_connections
         self.connect_timeout = connect_timeout
+        self.max_response = max_response
         self.max_age = max_age
         for pool in self._pools.values():
             pool.limit = max_connections
             pool.connect_timeout = connect_timeout
+            pool.max_response = max_response
             pool.max_age = max_age
 
     def retire(self, keep: set[tuple[str, int]]) -> None:
@@ -484,7 +640,9 @@ class PooledClient:
     ) -> None:
         pool = self._pools.get((target.host, target.port)) or self._pool(target)
         data = encode_request(target, method, path, headers, body)
-        job = _Job(target, data, timeout, pool.loop.time() + timeout, on_done)
+        # The router adds its x-request-id last; a response naming another id is not ours.
+        rid = headers[-1][1] if headers and headers[-1][0] == b"x-request-id" else b""
+        job = _Job(target, data, timeout, pool.loop.time() + timeout, on_done, rid)
         pool.submit(job)
 
     async def aclose(self) -> None:

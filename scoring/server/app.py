@@ -26,7 +26,13 @@ from scoring.common.http_errors import error_body
 from scoring.common.logs import Log
 from scoring.common.request_id import client_request_id_from, request_id_from
 from scoring.server import collector
-from scoring.server.body import check_content_type, query_args, read_body
+from scoring.server.body import (
+    BytesInFlight,
+    check_content_type,
+    nesting_depth,
+    query_args,
+    read_body,
+)
 from scoring.server.errors import (
     BadInput,
     MethodNotAllowed,
@@ -81,7 +87,35 @@ def _default(value: Any) -> Any:
     return plain
 
 
-_dumps = json.JSONEncoder(default=_default, ensure_ascii=True).encode
+_dumps = json.JSONEncoder(default=_default, ensure_ascii=True, allow_nan=False).encode
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with NaN and +-Infinity replaced by None (JSON has no such numbers)."""
+    if isinstance(value, float):
+        return value if value - value == 0.0 else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    plain = jsonable(value)
+    return value if plain is value else _finite(plain)
+
+
+def dumps(value: Any) -> bytes:
+    """``run()``'s result as JSON: NaN and +-Infinity become ``null``, as in JavaScript's
+    ``JSON.stringify`` (Python's and azmlinfsrv's ``NaN`` is not JSON: clients fail to parse the
+    whole answer). The check costs nothing unless such a number is there."""
+    try:
+        return _dumps(value).encode()
+    except ValueError as exc:
+        if "Out of range float" not in str(exc):
+            raise
+        return _dumps(_finite(value)).encode()
+    except RecursionError as exc:
+        raise ScoringError(
+            "run() returned a value nested too deeply to encode as JSON; see server log", 500
+        ) from exc
 
 
 def encode_result(result: Any) -> tuple[int, bytes, bytes, list[tuple[bytes, bytes]]]:
@@ -91,7 +125,7 @@ def encode_result(result: Any) -> tuple[int, bytes, bytes, list[tuple[bytes, byt
     ``AMLResponse`` sets status, body and headers itself; ``bytes`` go out as they are.
     """
     if isinstance(result, list | dict):
-        return 200, _dumps(result).encode(), _JSON, []
+        return 200, dumps(result), _JSON, []
     status = getattr(result, "status_code", None)
     if status is not None and hasattr(result, "get_data"):
         pairs = getattr(result, "header_list", None)  # ours keeps repeated headers apart
@@ -114,7 +148,7 @@ def encode_result(result: Any) -> tuple[int, bytes, bytes, list[tuple[bytes, byt
         return int(status), result.get_data(), ctype, headers
     if isinstance(result, bytes | bytearray):
         return 200, bytes(result), b"application/octet-stream", []
-    return 200, _dumps(result).encode(), _JSON, []
+    return 200, dumps(result), _JSON, []
 
 
 class ScoringApp:
@@ -128,6 +162,7 @@ class ScoringApp:
         log: Log,
         runner: Runner | AsyncRunner,
         max_body: int,
+        bytes_in_flight: int,
         collect: bool,
         sampling_rate: float,
         sink: collector.Sink | None,
@@ -146,6 +181,9 @@ class ScoringApp:
         else:
             self._run_inline = cast(Runner, runner)
         self.max_body = max_body
+        self.budget = BytesInFlight(bytes_in_flight)
+        self.replacing = False
+        self.on_wedged: Callable[[], None] = lambda: None
         self.collect = collect and sink is not None
         self.sampling_rate = sampling_rate
         self.sink = sink
@@ -199,9 +237,29 @@ class ScoringApp:
                 self.sink.flush()
             if count % 4 == 0:
                 self.stats.write()
+            self._check_stuck()
             self._timers[:] = [loop.call_later(0.25, tick)]
 
         self._timers[:] = [loop.call_later(0.25, tick)]
+
+    def _check_stuck(self) -> None:
+        """Count runs past their timeout; drain and replace the worker once one is wedged."""
+        runner, stats = self.runner, self.stats
+        stuck = runner.stuck()
+        if stuck != stats.runs_past_timeout:  # the other workers' /ready read it at once
+            stats.runs_past_timeout = stuck
+            stats.write()
+        if runner.wedged() and not self.replacing:
+            self.replacing = True
+            self.ready = False
+            self.stats.ready = 0
+            self.log.event(
+                "error",
+                f"run() still running at twice request_timeout_ms in {self.scorer.source}; "
+                "draining this worker to replace it",
+                event="worker_wedged",
+            )
+            self.on_wedged()
 
     # -- requests ---------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -242,13 +300,16 @@ class ScoringApp:
         run_s: float | None = None
         extra: list[tuple[bytes, bytes]] = []
         close = ran = False
+        held = 0
+        body_read = raw is not None
         scorer = self.scorer
         request: AMLRequest | None = None
         try:
             if scorer.raw_http:  # @rawhttp: run(request) gets the body bytes and the rest
                 body = b""
                 if scope["method"] == "POST":
-                    body = await read_body(receive, length, self.max_body)
+                    body = await read_body(receive, length, self.max_body, self.budget)
+                    held, body_read = len(body), True
                 request = AMLRequest(
                     scope["method"],
                     scope["path"],
@@ -260,7 +321,8 @@ class ScoringApp:
             elif raw is None:
                 if not scorer.any_content_type:
                     check_content_type(content_type)
-                body = await read_body(receive, length, self.max_body)
+                body = await read_body(receive, length, self.max_body, self.budget)
+                held, body_read = len(body), True
                 try:
                     raw = body.decode("utf-8")
                 except UnicodeDecodeError as exc:
@@ -281,8 +343,10 @@ class ScoringApp:
                     result, run_s = await self._run_async(call, raw, headers, request_id, sampled)
             except ScoringError:
                 raise
-            except Exception as exc:
+            except (Exception, SystemExit) as exc:  # SystemExit: sys.exit() in run() (a 500)
                 error = scorer.classify(exc)
+                if isinstance(exc, RecursionError) and nesting_depth(raw, 500) >= 500:
+                    error = BadInput("request body is nested too deeply (RecursionError in run())")
                 if error.status >= 500:
                     self.log.event(
                         "error",
@@ -312,7 +376,7 @@ class ScoringApp:
                     request_id=request_id,
                     script=self.scorer.source,
                 )
-            close = status == 413  # the rest of the body was not read
+            close = status in (413, 429) and not body_read  # the body was not read
         except Exception as exc:  # encoding the result failed, say
             status, ctype = 500, _JSON
             out = error_body(
@@ -345,6 +409,7 @@ class ScoringApp:
             await send({"type": "http.response.body", "body": out})
         finally:
             stats.in_flight -= 1
+            self.budget.held -= held
         elapsed = time.perf_counter() - start
         stats.observe("/score", status, elapsed)
         if self.log.access_enabled:
@@ -460,6 +525,13 @@ class ScoringApp:
             elif route == "/":
                 status, ctype, body = 200, _HTML, b"Healthy"
             elif route == "/ready":
+                self.stats.runs_past_timeout = self.runner.stuck()
+                if self.stats.stuck_in_pod():
+                    raise ScoringError(
+                        "a run() is still running past request_timeout_ms in this pod, "
+                        "holding its slot; its worker is replaced if it does not return",
+                        503,
+                    )
                 if not self.ready:
                     raise ScoringError("init() has not finished in this worker", 503)
                 status, ctype, body = 200, _TEXT, b"Ready"
@@ -471,6 +543,7 @@ class ScoringApp:
                     self._swagger[version] = json.dumps(doc).encode()  # as azmlinfsrv
                 status, ctype, body = 200, _JSON, self._swagger[version]
             elif route == "/metrics":
+                self.stats.runs_past_timeout = self.runner.stuck()  # now, not at the last tick
                 status, ctype, body = 200, _METRICS, self.stats.render()
             else:
                 raise NotFound(

@@ -123,6 +123,14 @@ class RequestSettings(Declared):
     """With a concurrency limit, how long a request may wait for a slot before 429."""
     max_request_body_bytes: int = setting(100 * MiB, ge=1, le=1024 * MiB)
     """Bodies over this answer 413 without being read."""
+    max_request_bytes_in_flight: int = setting(0, ge=0, le=64 * 1024 * MiB)
+    """Body bytes held at once per pod, split over workers: past it 429, 413 if one never fits (0 = memory limit / 32, else 512 MiB)."""  # noqa: E501
+    max_request_header_bytes: int = setting(64 * 1024, ge=1024, le=16 * MiB)
+    """Request line + headers larger than this answer 431 and close, as the bytes arrive."""
+    max_connections: int = setting(2048, ge=1, le=100_000)
+    """Open connections per pod, split over the workers; past it a new one gets 503, closed."""
+    request_read_timeout_ms: int = setting(30_000, ge=100, le=600_000)
+    """Time to send a whole request (from connecting, or its first byte) before 408 and close."""
 
 
 class DataCollection(Declared):
@@ -206,10 +214,50 @@ class Settings(DataCollection, RequestSettings, Workers, _Where):
         return self.execution == "thread"
 
     @property
+    def bytes_in_flight_per_worker(self) -> int:
+        """This worker's share of ``max_request_bytes_in_flight`` (0 = derived: see there)."""
+        total = self.max_request_bytes_in_flight or default_bytes_in_flight(memory_limit())
+        return max(1, total // self.worker_count)
+
+    @property
+    def connections_per_worker(self) -> int:
+        """This worker's share of ``max_connections`` (at least 1)."""
+        return max(1, self.max_connections // self.worker_count)
+
+    @property
     def slots_per_worker(self) -> int:
         """This worker's share of ``max_concurrent_requests_per_instance`` (at least 1)."""
         total = self.max_concurrent_requests_per_instance
         return max(1, -(-total // self.worker_count)) if total > 0 else 0
+
+
+BYTES_IN_FLIGHT_NO_LIMIT = 512 * MiB
+"""Default request bytes in flight per pod when the pod has no memory limit."""
+MEMORY_PER_BODY_BYTE = 32
+"""Pod memory counted per request byte held: a script's ``json.loads`` makes ~25x the body."""
+_CGROUP_LIMITS = (
+    Path("/sys/fs/cgroup/memory.max"),  # cgroup v2
+    Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"),  # cgroup v1
+)
+
+
+def memory_limit(files: Sequence[Path] = _CGROUP_LIMITS) -> int | None:
+    """The pod's (container's) memory limit in bytes from its cgroup, or None if unlimited."""
+    for path in files:
+        try:
+            text = path.read_text().strip()
+        except OSError:
+            continue
+        if text == "max" or not text.isdigit():
+            return None
+        limit = int(text)
+        return limit if limit < 1 << 60 else None  # v1 says "unlimited" with a huge number
+    return None
+
+
+def default_bytes_in_flight(limit: int | None) -> int:
+    """``max_request_bytes_in_flight``'s default for a pod with memory limit ``limit``."""
+    return BYTES_IN_FLIGHT_NO_LIMIT if limit is None else max(MiB, limit // MEMORY_PER_BODY_BYTE)
 
 
 def _extra(info: FieldInfo, key: str) -> list[str]:

@@ -84,3 +84,23 @@ class Overloaded(ScoringError):
             f"longer than max_queue_wait_ms={max_wait_ms}; retry later",
             429,
         )
+
+
+class OverBytesInFlight(ScoringError):
+    """Admitting this body would pass the worker's share of ``max_request_bytes_in_flight``:
+    429 while others hold it, 413 when the body alone is over the share."""
+
+    def __init__(self, size: int, held: int, share: int) -> None:
+        if size > share:
+            super().__init__(
+                f"request body is {size} bytes; a worker holds at most {share} bytes of request "
+                "bodies at once (max_request_bytes_in_flight, split over the workers)",
+                413,
+            )
+        else:
+            super().__init__(
+                f"too many bytes in flight: {held} bytes of request bodies are held in this "
+                f"worker and {size} more would pass its {share} (max_request_bytes_in_flight); "
+                "retry later",
+                429,
+            )

@@ -35,6 +35,7 @@ class Stats:
         self.latency: dict[str, list[float]] = {}
         self.run_seconds = 0.0
         self.in_flight = 0
+        self.runs_past_timeout = 0
         self.collected: dict[str, int] = {}
         self.collection_failures = 0
         self.ready = 0
@@ -61,6 +62,7 @@ class Stats:
             "latency": self.latency,
             "run_seconds": self.run_seconds,
             "in_flight": self.in_flight,
+            "runs_past_timeout": self.runs_past_timeout,
             "collected": self.collected,
             "collection_failures": self.collection_failures,
             "ready": self.ready,
@@ -83,6 +85,17 @@ class Stats:
         if not any(s.get("pid") == self.pid for s in snaps):
             snaps.append(self.snapshot())
         return render(snaps)
+
+    def stuck_in_pod(self) -> int:
+        """Runs past their timeout in every live worker of the pod (this one's count is fresh,
+        the others' as of their last snapshot; a worker writes one as soon as its count
+        changes). Read by ``/ready``: a stuck slot anywhere makes the pod not ready."""
+        total = self.runs_past_timeout
+        if self.dir is not None:
+            for snap in _read_all(self.dir):
+                if snap.get("pid") != self.pid and _alive(snap["pid"]):
+                    total += snap.get("runs_past_timeout", 0)
+        return total
 
 
 def _alive(pid: int) -> bool:
@@ -110,7 +123,7 @@ def render(snaps: list[dict[str, Any]]) -> bytes:
     latency: dict[str, list[float]] = {}
     collected: dict[str, int] = {}
     run_seconds = failures = 0.0
-    in_flight = ready = 0
+    in_flight = ready = past_timeout = 0
     for snap in snaps:
         for route, status, n in snap["requests"]:
             requests[(route, status)] = requests.get((route, status), 0) + n
@@ -127,6 +140,7 @@ def render(snaps: list[dict[str, Any]]) -> bytes:
         if _alive(snap["pid"]):
             in_flight += snap["in_flight"]
             ready += snap["ready"]
+            past_timeout += snap.get("runs_past_timeout", 0)
     out = Exposition()
     out.family("scoring_requests_total", "counter", "Requests answered, by route and HTTP status.")
     for (route, status), n in sorted(requests.items()):
@@ -141,6 +155,12 @@ def render(snaps: list[dict[str, Any]]) -> bytes:
     out.sample("scoring_run_seconds_total", run_seconds)
     out.family("scoring_requests_in_flight", "gauge", "Requests being handled now (live workers).")
     out.sample("scoring_requests_in_flight", in_flight)
+    out.family(
+        "scoring_runs_past_timeout",
+        "gauge",
+        "run() calls still going past request_timeout_ms, each holding a slot (live workers).",
+    )
+    out.sample("scoring_runs_past_timeout", past_timeout)
     out.family(
         "scoring_workers_ready", "gauge", "Workers whose init() succeeded and that are serving."
     )

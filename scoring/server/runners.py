@@ -7,11 +7,17 @@ Two ways to execute ``run()`` (``Settings.execution``), picked once at start-up:
   ``SIGALRM``: the handler raises ``RunInterrupted`` inside ``run()``, so the script is really
   stopped and the worker answers 504 and goes on serving. ``RunInterrupted`` derives from
   ``BaseException`` so a script's ``except Exception`` cannot swallow it (and the handler
-  records that it fired, so even a bare ``except:`` still yields 504). C code that never
-  returns to Python cannot be interrupted; the liveness probe then restarts the pod.
+  records that it fired, so even a bare ``except:`` still yields 504). A script that swallows
+  the interruption and keeps going (``except BaseException:`` in a loop) is still running when
+  the alarm fires a second time, one more timeout later: the worker is wedged, so it asks to be
+  replaced (``on_wedged``: log, exit ``REPLACE_ME``; the supervisor forks a new one at once).
+  C code that holds the GIL and never returns to Python cannot be interrupted at all.
 - thread: ``run()`` runs in a pool of ``slots`` threads; requests wait for a free slot at
   most ``max_queue_wait_ms`` (then 429) and past ``request_timeout_ms`` the caller gets 504
-  while the thread finishes in the background, keeping its slot until then. Needed for
+  while the thread finishes in the background, keeping its slot until then. Such a slot is
+  *stuck*: counted (``stuck()``, the ``scoring_runs_past_timeout`` gauge) and the worker is not
+  ready while it has one. A slot still stuck one more timeout later (``wedged()``) will likely
+  never come back: the app then drains the worker and it exits to be replaced. Needed for
   ``max_concurrent_requests_per_instance``: inline, waiting requests sit in the kernel's
   accept queue where their wait cannot be measured.
 """
@@ -21,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
 from typing import Any, Protocol
@@ -42,6 +49,10 @@ class Runner(Protocol):
 
     def close(self) -> None: ...
 
+    def stuck(self) -> int: ...
+
+    def wedged(self) -> bool: ...
+
 
 class AsyncRunner(Protocol):
     """``Runner``, awaited: ``run()`` happens off the event-loop thread."""
@@ -51,6 +62,14 @@ class AsyncRunner(Protocol):
     ) -> tuple[Any, float]: ...
 
     def close(self) -> None: ...
+
+    def stuck(self) -> int:
+        """How many ``run()`` calls are still going past their timeout (slots held)."""
+        ...
+
+    def wedged(self) -> bool:
+        """Whether a slot has been stuck for one more timeout: replace this worker."""
+        ...
 
 
 def _timed(
@@ -68,20 +87,31 @@ class RunInterrupted(BaseException):
 
 
 class InlineRunner:
-    """Calls ``run()`` on the loop thread; SIGALRM enforces the timeout (a ``Runner``)."""
+    """Calls ``run()`` on the loop thread; SIGALRM enforces the timeout (a ``Runner``).
 
-    def __init__(self, timeout_ms: int) -> None:
+    ``on_wedged`` is called (and must not return) when ``run()`` ignored its interruption and
+    was still running one more timeout later.
+    """
+
+    def __init__(self, timeout_ms: int, on_wedged: Callable[[], None] | None = None) -> None:
         self.timeout_ms = timeout_ms
         self.timeout_s = timeout_ms / 1000.0
+        self.on_wedged = on_wedged
         self._armed = False
         self._fired = False
         if timeout_ms > 0:
             signal.signal(signal.SIGALRM, self._on_alarm)
 
     def _on_alarm(self, signum: int, frame: FrameType | None) -> None:
-        if self._armed:
-            self._fired = True
-            raise RunInterrupted
+        if not self._armed:
+            return
+        if self._fired:  # RunInterrupted was swallowed and run() went on: wedged
+            if self.on_wedged is not None:
+                self.on_wedged()
+            return
+        self._fired = True
+        signal.setitimer(signal.ITIMER_REAL, self.timeout_s)  # the wedge check
+        raise RunInterrupted
 
     def __call__(
         self, call: Score, raw: str, headers: ScriptHeaders | None, request_id: str, sampled: bool
@@ -110,6 +140,14 @@ class InlineRunner:
     def close(self) -> None:
         """Nothing to release (the alarm is disarmed after every call)."""
 
+    def stuck(self) -> int:
+        """Always 0: a stuck inline ``run()`` blocks the loop, so nobody could ask."""
+        return 0
+
+    def wedged(self) -> bool:
+        """Never seen from the loop: the second alarm calls ``on_wedged`` instead."""
+        return False
+
 
 class ThreadRunner:
     """Calls ``run()`` in a thread pool behind a bounded wait for one of ``slots`` (an
@@ -124,6 +162,7 @@ class ThreadRunner:
         self.max_queue_wait_ms = max_queue_wait_ms
         self.pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="run")
         self._sem: asyncio.Semaphore | None = None
+        self._stuck: dict[int, float] = {}  # id(future) -> when its timeout passed
 
     async def __call__(
         self, call: Score, raw: str, headers: ScriptHeaders | None, request_id: str, sampled: bool
@@ -152,7 +191,14 @@ class ThreadRunner:
                 sem.release()
                 raise
             # the thread keeps its slot until run() returns: capacity really is in use
-            future.add_done_callback(lambda _: sem.release())
+            key = id(future)
+            self._stuck[key] = time.monotonic()
+
+            def freed(_: object) -> None:
+                self._stuck.pop(key, None)
+                sem.release()
+
+            future.add_done_callback(freed)
             raise TimedOut(self.timeout_ms, interrupted=False) from None
         except BaseException:
             sem.release()
@@ -163,6 +209,14 @@ class ThreadRunner:
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
+    def stuck(self) -> int:
+        return len(self._stuck)
+
+    def wedged(self) -> bool:
+        if not self._stuck:
+            return False
+        return time.monotonic() - min(self._stuck.values()) >= self.timeout_ms / 1000.0
+
 
 def make_runner(
     run_in_thread: bool,
@@ -170,8 +224,9 @@ def make_runner(
     slots: int,
     max_concurrent: int,
     max_queue_wait_ms: int,
+    on_wedged: Callable[[], None] | None = None,
 ) -> Runner | AsyncRunner:
-    """The runner ``Settings.execution`` asks for."""
+    """The runner ``Settings.execution`` asks for (``on_wedged``: inline only, see there)."""
     if run_in_thread:
         return ThreadRunner(timeout_ms, slots, max_concurrent, max_queue_wait_ms)
-    return InlineRunner(timeout_ms)
+    return InlineRunner(timeout_ms, on_wedged)

@@ -7,8 +7,17 @@ before it accepts a connection (so a worker that takes traffic is ready), then r
 multiprocess supervisor, keeps cold start short (workers inherit the imported server) and
 lets us treat a failed ``init()`` as fatal: uvicorn's supervisor would respawn such a worker
 forever. Here the worker logs the script, the exception and the model folder's contents and
-exits 3, and the supervisor stops the others and exits 3. A worker that crashes later is
-respawned (at most 5 times a minute, then the supervisor gives up with exit 1).
+exits 3, and the supervisor stops the others and exits 3 (any death before the worker
+reported ready counts as that: exit 3 for a failed ``init()``, 1 for a crash). Ready is
+reported through a pipe, so a worker that exits with 3 *after* it was ready (a script's
+``sys.exit(3)`` in ``run()``) is a crash like any other, not an ``init()`` failure.
+
+A worker that dies after it was ready (a poison request: ``os._exit``, a native crash, the OOM
+killer) is respawned, always: one bad request costs one worker, never the server. Respawns of
+the same worker slot back off exponentially (0.1 s, doubling, capped at 5 s; reset once a
+worker has lived 30 s), so a crash loop does not burn the CPU the other workers need. A worker
+that asks to be replaced (exit ``REPLACE_ME``: its slots are stuck in ``run()`` past the
+timeout, or its inline ``run()`` ignored the timeout) is respawned at once, with no back-off.
 
 Shutdown. SIGTERM or SIGINT to the supervisor is forwarded to the workers; each stops
 accepting, finishes in-flight requests (up to ``graceful_timeout_s``), flushes logs, metrics
@@ -36,10 +45,15 @@ from scoring.common import logs
 from scoring.server import collector
 from scoring.server.config import Settings, SettingsError, load
 from scoring.server.metrics import Stats
-from scoring.server.uvicorn_http import DrainingServer, OneWriteProtocol
+from scoring.server.uvicorn_http import DrainingServer, protocol
 
 INIT_FAILED = 3
-_MAX_CRASHES_PER_MINUTE = 5
+REPLACE_ME = 4
+"""A worker's exit code when it is wedged (runs stuck past their timeout) and must be replaced."""
+BACKOFF_FIRST_S = 0.1
+BACKOFF_MAX_S = 5.0
+BACKOFF_RESET_AFTER_S = 30.0
+"""A worker that lived this long starts its slot's back-off from the beginning again."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,16 +98,37 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+class _Child:
+    """One forked worker as the supervisor sees it."""
+
+    __slots__ = ("index", "ready_fd", "started")
+
+    def __init__(self, index: int, ready_fd: int) -> None:
+        self.index = index
+        self.ready_fd = ready_fd  # the read end: a byte arrives once init() is done
+        self.started = time.monotonic()
+
+    def was_ready(self) -> bool:
+        """Whether the worker reported ready before it exited (reads and closes the pipe)."""
+        try:
+            return bool(os.read(self.ready_fd, 1))
+        except BlockingIOError:
+            return False
+        finally:
+            os.close(self.ready_fd)
+
+
 class Supervisor:
     """Forks, watches and stops the worker processes."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.log = logs.get_log()
-        self.children: dict[int, int] = {}  # pid -> worker index
+        self.children: dict[int, _Child] = {}  # pid -> worker
+        self.pending: dict[int, float] = {}  # worker index -> when to respawn it
+        self.backoff: dict[int, float] = {}  # worker index -> its next respawn delay
         self.stopping = False
         self.exit_code = 0
-        self.crashes: list[float] = []
 
     def run(self) -> int:
         s = self.settings
@@ -114,65 +149,91 @@ class Supervisor:
         for index in range(s.workers):
             self._spawn(index, sock)
         deadline: float | None = None
-        while self.children:
-            pid, status = os.waitpid(-1, os.WNOHANG)
+        while self.children or (self.pending and not self.stopping):
+            pid, status = os.waitpid(-1, os.WNOHANG) if self.children else (0, 0)
             if pid == 0:
                 if self.stopping:
                     deadline = deadline or time.monotonic() + s.graceful_timeout_s + 5
                     if time.monotonic() > deadline:
                         self._signal_all(signal.SIGKILL)
+                else:
+                    self._respawn_due(sock)
                 time.sleep(0.05)
                 continue
-            if pid not in self.children:
+            child = self.children.pop(pid, None)
+            if child is None:
                 continue
-            index = self.children.pop(pid)
-            code = os.waitstatus_to_exitcode(status)
+            ready = child.was_ready()
             if self.stopping:
                 continue
-            if code == INIT_FAILED:
-                self.log.event(
-                    "error",
-                    f"worker {index} (pid {pid}): init failed (see the "
-                    "worker's log line above); stopping",
-                    event="stop",
-                )
-                self.exit_code = INIT_FAILED
-                self._stop()
+            code = os.waitstatus_to_exitcode(status)
+            if not ready:
+                self._init_failed(child.index, pid, code)
             else:
-                self._respawn(index, pid, code, sock)
+                self._schedule_respawn(child, pid, code)
         sock.close()
         self.log.event("info", f"stopped (exit {self.exit_code})", event="stop")
         return self.exit_code
 
-    def _respawn(self, index: int, pid: int, code: int, sock: socket.socket) -> None:
+    def _init_failed(self, index: int, pid: int, code: int) -> None:
+        """A worker died before it was ready: init() failed, so stop (Kubernetes shows it)."""
+        why = "init failed (see the worker's log line above)"
+        if code != INIT_FAILED:
+            why = f"died during init() with {_exit_text(code)}"
+        self.log.event("error", f"worker {index} (pid {pid}): {why}; stopping", event="stop")
+        self.exit_code = INIT_FAILED if code == INIT_FAILED else 1
+        self._stop()
+
+    def _schedule_respawn(self, child: _Child, pid: int, code: int) -> None:
+        """Respawn a worker that died after it was ready: at once if it asked to be replaced,
+        else after its slot's back-off."""
+        index, now = child.index, time.monotonic()
+        if code == REPLACE_ME:
+            delay = 0.0
+            what = "was replaced (runs stuck past their timeout)"
+        else:
+            if now - child.started >= BACKOFF_RESET_AFTER_S:
+                self.backoff.pop(index, None)
+            delay = self.backoff.get(index, BACKOFF_FIRST_S)
+            self.backoff[index] = min(delay * 2, BACKOFF_MAX_S)
+            what = f"exited with {_exit_text(code)}"
+        self.log.event(
+            "error" if code != REPLACE_ME else "warning",
+            f"worker {index} (pid {pid}) {what}; restarting it in {delay:g} s",
+            event="worker_exit",
+            worker_index=index,
+            pid=pid,
+            exit_code=code,
+        )
+        self.pending[index] = now + delay
+
+    def _respawn_due(self, sock: socket.socket) -> None:
         now = time.monotonic()
-        self.crashes = [t for t in self.crashes if now - t < 60] + [now]
-        if len(self.crashes) > _MAX_CRASHES_PER_MINUTE:
-            self.log.event(
-                "error",
-                f"worker {index} (pid {pid}) exited with {code}; "
-                f"{len(self.crashes)} crashes in a minute, giving up",
-            )
-            self.exit_code = 1
-            self._stop()
-            return
-        self.log.event("error", f"worker {index} (pid {pid}) exited with {code}; restarting it")
-        self._spawn(index, sock)
+        for index, when in list(self.pending.items()):
+            if when <= now:
+                del self.pending[index]
+                self._spawn(index, sock)
 
     def _spawn(self, index: int, sock: socket.socket) -> None:
+        ready_r, ready_w = os.pipe()
+        os.set_blocking(ready_r, False)
         pid = os.fork()
         if pid == 0:
+            os.close(ready_r)
+            for sibling in self.children.values():  # their pipes are the supervisor's
+                os.close(sibling.ready_fd)
             code = 1
             try:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     signal.signal(sig, signal.SIG_DFL)
-                code = worker(self.settings, sock)
+                code = worker(self.settings, sock, ready_w)
             except BaseException as exc:  # never return into the supervisor's loop
                 logs.get_log().event("error", f"worker crashed: {type(exc).__name__}: {exc}")
             finally:
                 logs.get_log().flush()
                 os._exit(code)
-        self.children[pid] = index
+        os.close(ready_w)
+        self.children[pid] = _Child(index, ready_r)
 
     def _on_signal(self, signum: int, frame: object) -> None:
         if self.stopping:  # second signal: stop now
@@ -185,12 +246,21 @@ class Supervisor:
 
     def _stop(self) -> None:
         self.stopping = True
+        self.pending.clear()
         self._signal_all(signal.SIGTERM)
 
     def _signal_all(self, sig: int) -> None:
         for pid in list(self.children):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
+
+
+def _exit_text(code: int) -> str:
+    """``code 3`` or ``signal SIGKILL`` (``waitstatus_to_exitcode`` gives -signal)."""
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"signal {signal.Signals(-code).name}"
+    return f"code {code}"
 
 
 INIT_REPORT_AFTER_S = (10, 30, 60)
@@ -229,8 +299,11 @@ def report_slow_init(log: logs.Log, source: str) -> Callable[[], None]:
     return stop
 
 
-def worker(settings: Settings, sock: socket.socket | None) -> int:
-    """One worker: ``init()``, then serve until SIGTERM. Returns the exit code."""
+def worker(settings: Settings, sock: socket.socket | None, ready_fd: int | None = None) -> int:
+    """One worker: ``init()``, then serve until SIGTERM. Returns the exit code.
+
+    ``ready_fd``: the pipe on which to tell the supervisor that ``init()`` succeeded.
+    """
     from scoring.server.app import ScoringApp
     from scoring.server.config import read_credential
     from scoring.server.runners import make_runner
@@ -263,9 +336,25 @@ def worker(settings: Settings, sock: socket.socket | None) -> int:
         event="ready",
         script=scorer.source,
     )
+    if ready_fd is not None:
+        os.write(ready_fd, b"r")
+        os.close(ready_fd)
     stats = Stats(settings.metrics_dir)
     sink = collector.Sink(settings.collect_dir, settings.collect_max_file_bytes, stats)
     collector.configure(sink)
+
+    def wedged_inline() -> None:
+        """The inline run() ignored its timeout: this worker is lost; the supervisor forks a
+        new one (the requests queued on its connections are reset)."""
+        log.event(
+            "error",
+            f"run() in {scorer.source} ignored its interruption at request_timeout_ms="
+            f"{settings.request_timeout_ms} and is still running; replacing this worker",
+            event="worker_wedged",
+        )
+        log.flush()
+        os._exit(REPLACE_ME)
+
     app = ScoringApp(
         scorer,
         stats=stats,
@@ -276,8 +365,10 @@ def worker(settings: Settings, sock: socket.socket | None) -> int:
             settings.slots_per_worker or 1,
             settings.max_concurrent_requests_per_instance,
             settings.max_queue_wait_ms,
+            wedged_inline,
         ),
         max_body=settings.max_request_body_bytes,
+        bytes_in_flight=settings.bytes_in_flight_per_worker,
         collect=settings.collect,
         sampling_rate=settings.collect_sampling_rate,
         sink=sink,
@@ -293,7 +384,11 @@ def worker(settings: Settings, sock: socket.socket | None) -> int:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http=OneWriteProtocol,
+        http=protocol(
+            settings.max_request_header_bytes,
+            settings.request_read_timeout_ms,
+            settings.connections_per_worker,
+        ),
         lifespan="on",
         access_log=False,
         log_config=None,
@@ -302,6 +397,11 @@ def worker(settings: Settings, sock: socket.socket | None) -> int:
         backlog=2048,
     )
     server = DrainingServer(config)
+
+    def replace_me() -> None:  # slots stuck past their timeout: drain, then exit REPLACE_ME
+        server.should_exit = True
+
+    app.on_wedged = replace_me
     server.run(sockets=[sock] if sock is not None else None)
     app.flush()
-    return 0
+    return REPLACE_ME if app.replacing else 0

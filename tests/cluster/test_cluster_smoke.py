@@ -14,6 +14,7 @@ import hashlib
 import http.client
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -291,8 +292,11 @@ def inline_stack(name: str, program: Callable[[], None], state: Path, env: dict[
     env = {
         **env,
         "PULUMI_BACKEND_URL": f"file://{state}?metadata=skip",
+        # A throwaway state: a passphrase of its own (there is no shared default any more).
+        "PULUMI_CONFIG_PASSPHRASE": secrets.token_urlsafe(24),
         "KUBECONFIG": str(KUBECONFIG),
     }
+    env.pop("PULUMI_CONFIG_PASSPHRASE_FILE", None)
     cli = Path(shutil.which("pulumi", path=env["PATH"]) or "pulumi").resolve()
     return auto.create_or_select_stack(
         stack_name=name,

@@ -21,9 +21,11 @@ import pytest
 from mlendpoints._project import EndpointProject
 from mlendpoints._sample import EXPECTED, SAMPLE_REQUEST, predictions
 from mlendpoints._sample import SampleEndpoint as Endpoint
+from mlendpoints.client import ca_file
 from mlendpoints.kube import kubectl, kubectl_json, namespace_exists
 from scoring.router.auth import issue_token
 from tests.support.load import Load
+from tests.support.security import bypass_status, cluster_secret, scan_for_secrets
 from tests.support.walkthrough import FIGURES, Ran, Walkthrough
 
 pytestmark = [pytest.mark.toolchain, pytest.mark.images, pytest.mark.cluster]
@@ -70,7 +72,10 @@ def test_blue_green_walkthrough(endpoint_project: EndpointProject) -> None:
     # 1. blue at 100%, both keys work, no key or a wrong key is a 401 with a JSON reason.
     ran = walk.step(1)
     outputs = endpoint_project.outputs()
-    endpoint = Endpoint(outputs["scoring_uri"])
+    # HTTPS only, verified against the stack's own CA (the README's curl lines use --cacert).
+    assert outputs["scoring_uri"].startswith("https://"), outputs["scoring_uri"]
+    assert "token_signing_key" not in outputs
+    endpoint = Endpoint(outputs["scoring_uri"], verify=ca_file(ns, outputs["ca_certificate"]))
     primary, secondary = outputs["primary_key"], outputs["secondary_key"]
     assert primary != secondary
     sample_blue = predictions("model", SAMPLE_REQUEST["data"])
@@ -86,6 +91,13 @@ def test_blue_green_walkthrough(endpoint_project: EndpointProject) -> None:
         status, who, body = endpoint.post(credential=key)
         assert (status, who, json.loads(body)) == (200, "blue", EXPECTED["blue"])
     assert endpoint.post(credential="wrong")[0] == 401
+    # Nothing reaches a model around its router: a pod calling blue's Service directly gets
+    # 401 (the local bridge CNI does not enforce the NetworkPolicy; the credential does).
+    assert bypass_status(ns, "diabetes", "blue", primary) == 401
+    # No secret value in pod specs, ConfigMaps, plain outputs or logs.
+    internal = cluster_secret(ns, "diabetes-internal", "credential")
+    signing = cluster_secret(ns, "diabetes-router-keys", "token_signing_key")
+    scan_for_secrets(ns, [primary, secondary, internal, signing], endpoint_project.outputs())
 
     load = Load(
         lambda: endpoint.ask(primary), threads=2, pause=0.05, max_seconds=1800, max_requests=200_000
@@ -180,16 +192,19 @@ def test_blue_green_walkthrough(endpoint_project: EndpointProject) -> None:
     assert json.loads(line(ran, "ml-endpoints invoke").out) == predictions(
         "model-v2", SAMPLE_REQUEST["data"]
     )
-    signing = endpoint_project.outputs()["token_signing_key"]
+    # The signing key stays in the cluster; the test reads it there to forge the bad cases.
+    signing = cluster_secret(ns, "diabetes-router-keys", "token_signing_key")
     fresh = issue_token(signing, "diabetes", ttl_s=60)["accessToken"]
     expired = issue_token(signing, "diabetes", ttl_s=60, now=time.time() - 600)["accessToken"]
     forged = issue_token("not-the-signing-key-" * 3, "diabetes", ttl_s=60)["accessToken"]
+    too_long = issue_token(signing, "diabetes", ttl_s=100 * 365 * 86400)["accessToken"]
+    future = issue_token(signing, "diabetes", ttl_s=60, now=time.time() + 3600)["accessToken"]
     deadline = time.monotonic() + 60
     while endpoint.post(credential=str(fresh))[0] != 200:  # the new router pod takes over
         assert time.monotonic() < deadline, "a fresh token was never accepted"
         time.sleep(0.5)
     assert endpoint.post(credential=str(token["accessToken"]))[0] == 200
-    for bad in (expired, forged, primary):
+    for bad in (expired, forged, too_long, future, primary):
         status, _, body = endpoint.post(credential=str(bad))
         assert status == 401, (status, body)
 

@@ -21,6 +21,7 @@ from pulumi import automation as auto
 from components import _labels
 from mlendpoints._project import EndpointProject
 from mlendpoints._sample import SampleEndpoint as Endpoint
+from mlendpoints.client import ca_file
 from mlendpoints.kube import is_ready, kubectl, running_pods
 from mlendpoints.paths import REPO
 from tests.support.load import Load
@@ -98,7 +99,8 @@ def test_pod_kill_failed_init_and_never_ready_cost_no_request(
     project.set_config({"deployments[0].instance_count": 2})
     up(project)
     outputs = project.outputs()
-    endpoint, key = Endpoint(outputs["scoring_uri"]), outputs["primary_key"]
+    verify = ca_file(ns, outputs["ca_certificate"])
+    endpoint, key = Endpoint(outputs["scoring_uri"], verify=verify), outputs["primary_key"]
     endpoint.wait_router(key, {"blue": 100}, {})
     selector = pods_of("blue")
     blue_pods = {p["metadata"]["name"] for p in running_pods(ns, selector)}

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from mlendpoints import stack as stackmod
+from mlendpoints.cli import CliError
 from mlendpoints.client import Endpoint, EndpointError
-from tests.support.router import KEY1, KEY2, SIGNING, cfg, router, upstream
+from tests.support.router import KEY1, KEY2, cfg, router, upstream
+from tests.support.tls import Ca, tls_router
 
 
 @pytest.fixture(scope="module")
@@ -55,10 +59,53 @@ def test_from_stack_takes_the_uri_and_the_credential_of_the_auth_mode(
         "auth_mode": "key",
         "primary_key": KEY1,
         "secondary_key": KEY2,
-        "token_signing_key": SIGNING,
+        "ca_certificate": "",
     }
     monkeypatch.setattr(stackmod, "read_outputs", lambda stack: outputs)
     assert Endpoint.from_stack("dev").invoke({"data": [[1]]})["deployment"] == "blue"
     assert Endpoint.from_stack("dev", key="secondary").credential == KEY2
-    monkeypatch.setitem(outputs, "auth_mode", "aml_token")
-    assert Endpoint.from_stack("dev").credential not in (None, KEY1, KEY2)
+    monkeypatch.setitem(outputs, "auth_mode", "none")
+    assert Endpoint.from_stack("dev").credential is None
+
+
+def test_from_stack_over_https_verifies_against_the_stack_ca(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stack's CA is the one `verify=`, also when REQUESTS_CA_BUNDLE names the system's
+    (a session's own `verify` loses to it: requests issue #3829); tokens come from the
+    router's POST /token over HTTPS; another CA is refused."""
+    monkeypatch.setenv("ML_ENDPOINTS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", system_bundle())
+    ca = Ca.new()
+    cert, key = ca.issue(tmp_path / "tls")
+    with upstream("blue") as blue:
+        config = cfg(
+            {"blue": blue.url},
+            {"blue": 100},
+            auth_mode="aml_token",
+            tls={"cert_file": str(cert), "key_file": str(key)},
+        )
+        with tls_router(tmp_path, config) as r:
+            outputs = {
+                "scoring_uri": f"{r.url}/score",
+                "endpoint_name": "diabetes",
+                "auth_mode": "aml_token",
+                "primary_key": KEY1,
+                "secondary_key": KEY2,
+                "ca_certificate": ca.cert.decode(),
+            }
+            monkeypatch.setattr(stackmod, "read_outputs", lambda stack: outputs)
+            endpoint = Endpoint.from_stack("dev")
+            assert str(endpoint.verify).startswith(str(tmp_path / "cache" / "tls" / "dev-"))
+            assert endpoint.credential not in (None, KEY1, KEY2)  # a token from the router
+            assert endpoint.invoke({"data": [[1]]})["deployment"] == "blue"
+            assert endpoint.split(endpoint.credential or "", 3) == {"blue": 3}
+            other = Ca.new("another CA").cert.decode()
+            monkeypatch.setitem(outputs, "ca_certificate", other)
+            with pytest.raises(CliError, match="CERTIFICATE_VERIFY_FAILED"):
+                Endpoint.from_stack("dev")
+
+
+def system_bundle() -> str:
+    """A CA bundle that does not hold the test CA."""
+    return ssl.get_default_verify_paths().cafile or "/etc/ssl/certs/ca-certificates.crt"

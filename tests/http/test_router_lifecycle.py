@@ -317,14 +317,25 @@ def test_sigterm_drains_in_flight_requests(ups: dict[str, Proc], tmp_path: Path)
 def test_idle_and_stalled_client_connections_are_closed(
     ups: dict[str, Proc], tmp_path: Path
 ) -> None:
-    config = cfg({"blue": ups["blue"].url}, {"blue": 100})
-    with router(tmp_path, config, extra=["--keep-alive", "1"]) as (proc, _):
+    """An idle keep-alive connection is closed silently after keep_alive_timeout_ms; a body
+    that stopped arriving gets 408 after body_timeout_ms; a slow answer is never cut."""
+    config = cfg(
+        {"blue": ups["blue"].url},
+        {"blue": 100},
+        keep_alive_timeout_ms=1000,
+        body_timeout_ms=1000,
+    )
+    with router(tmp_path, config) as (proc, _):
         idle = socket.create_connection(("127.0.0.1", proc.port), timeout=10)
         idle.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         assert read_response(idle, bytearray())[0] == 200
         stalled = socket.create_connection(("127.0.0.1", proc.port), timeout=10)
-        stalled.sendall(b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
-        # A slow request in flight longer than --keep-alive is not cut.
+        stalled.sendall(
+            b"POST /score HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+            + KEY1.encode()
+            + b"\r\nContent-Length: 100\r\n\r\n{"
+        )
+        # A slow request in flight longer than keep_alive_timeout_ms is not cut.
         r = httpx.post(
             f"{proc.url}/score",
             content=b"{}",
@@ -332,6 +343,12 @@ def test_idle_and_stalled_client_connections_are_closed(
             headers={**AUTH1, "x-test-delay-ms": "2500"},
         )
         assert r.status_code == 200
-        for sock in (idle, stalled):
-            assert sock.recv(100) == b""  # closed by the router, nothing sent
-            sock.close()
+        assert idle.recv(100) == b""  # closed by the router, nothing sent
+        idle.close()
+        status, headers, body = read_response(stalled, bytearray())
+        assert (status, headers["connection"]) == (408, "close")
+        assert json.loads(body)["error"] == (
+            "request body did not arrive within body_timeout_ms (1000)"
+        )
+        assert stalled.recv(100) == b""
+        stalled.close()

@@ -23,6 +23,7 @@ SERVICE = "kubernetes:core/v1:Service"
 CONFIGMAP = "kubernetes:core/v1:ConfigMap"
 SECRET = "kubernetes:core/v1:Secret"
 KEY = "pulumi-python:dynamic:Resource"
+NETPOL = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
 
 
 def run_stack(
@@ -96,7 +97,14 @@ def test_component_types_and_parents(assets: dict[str, Path]) -> None:
         (KEY, "diabetes-primary-key"): endpoint.urn,
         (KEY, "diabetes-secondary-key"): endpoint.urn,
         (KEY, "diabetes-token-signing-key"): endpoint.urn,
+        (KEY, "diabetes-certificate"): endpoint.urn,
+        (SECRET, "diabetes-tls"): endpoint.urn,
+        (NETPOL, "blue-network-policy"): blue.urn,
+        (NETPOL, "green-network-policy"): green.urn,
     }
+    credential = rec.one("mlendpoints:index:InternalCredential", "diabetes")
+    expected_parent[(SECRET, "diabetes-internal")] = credential.urn
+    expected_parent[(KEY, "diabetes-internal-credential")] = credential.urn
     for (typ, name), parent in expected_parent.items():
         assert rec.one(typ, name).parent == parent, f"{typ} {name} parent"
     # Every Kubernetes object uses the explicit provider built from stack config.
@@ -124,6 +132,10 @@ def test_component_types_and_parents(assets: dict[str, Path]) -> None:
             ("kubernetes:policy/v1:PodDisruptionBudget", "diabetes-green"),
             (CONFIGMAP, "diabetes-router-config"),
             (SECRET, "diabetes-router-keys"),
+            (SECRET, "diabetes-router-tls"),
+            (SECRET, "diabetes-internal"),
+            (NETPOL, "diabetes-blue"),
+            (NETPOL, "diabetes-green"),
             ("kubernetes:core/v1:Namespace", "mlns"),
         ]
     )
@@ -174,11 +186,17 @@ def test_scoring_deployment_spec(assets: dict[str, Path]) -> None:
         "MAX_CONCURRENT_REQUESTS_PER_INSTANCE": "4",
         "MAX_QUEUE_WAIT_MS": "500",
         "MAX_REQUEST_BODY_BYTES": "104857600",
+        "MAX_REQUEST_BYTES_IN_FLIGHT": "0",
+        "MAX_REQUEST_HEADER_BYTES": "65536",
+        "MAX_CONNECTIONS": "2048",
+        "REQUEST_READ_TIMEOUT_MS": "30000",
         "DATA_COLLECTION_ENABLED": "false",
         "DATA_COLLECTION_SAMPLING_RATE": "1.0",
         "DATA_COLLECTION_MAX_FILE_BYTES": "10485760",
         "AZUREML_MODEL_DIR": "/var/azureml-app/model",
         "AZUREML_ENTRY_SCRIPT": "/var/azureml-app/code/score.py",
+        "DATA_COLLECTION_DIR": "/var/azureml-app/data-collection",
+        "INTERNAL_CREDENTIAL_FILE": "/var/run/secrets/ml-endpoints-internal/credential",
         "EXTRA": "1",
     }
     assert container["command"] == ["python", "-m", "scoring", "serve"]
@@ -225,20 +243,46 @@ def test_router_config_matches_router_schema(assets: dict[str, Path]) -> None:
         "traffic": {"blue": 90, "green": 10},
         "mirror_traffic": {},
         "secrets_dir": "/var/run/secrets/ml-endpoints",
+        "tls": {
+            "cert_file": "/etc/ml-endpoints/tls/tls.crt",
+            "key_file": "/etc/ml-endpoints/tls/tls.key",
+        },
+        "metrics_port": 9090,
+        "max_token_lifetime_s": 3600,
+        "internal_credential_file": "/var/run/secrets/ml-endpoints-internal/credential",
         "request_timeout_ms": 5000,
         "connect_timeout_ms": 2000,
         "max_connections_per_deployment": 256,
         "max_body_bytes": 10485760,
+        "max_header_bytes": 65536,
+        "max_url_bytes": 8192,
+        "max_response_bytes": 16777216,
+        "max_buffered_bytes": 134217728,
+        "max_connections": 4096,
+        "header_timeout_ms": 10000,
+        "body_timeout_ms": 30000,
+        "keep_alive_timeout_ms": 60000,
         "upstream_connection_max_age_ms": 1000,
     }
     RouterConfig.model_validate(config)  # the router accepts exactly what we generate
     router = rec.one(DEPLOYMENT, "diabetes-router")
     pod = router.inputs["spec"]["template"]["spec"]
     mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
-    assert mounts == {"config": "/etc/ml-endpoints", "keys": "/var/run/secrets/ml-endpoints"}
+    assert mounts == {
+        "config": "/etc/ml-endpoints",
+        "keys": "/var/run/secrets/ml-endpoints",
+        "tls": "/etc/ml-endpoints/tls",
+        "internal": "/var/run/secrets/ml-endpoints-internal",
+        "tmp": "/tmp",
+    }
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["config"]["configMap"]["name"] == "diabetes-router-config"
     assert volumes["keys"]["secret"]["secretName"] == "diabetes-router-keys"
+    assert volumes["tls"]["secret"]["secretName"] == "diabetes-router-tls"
+    assert volumes["internal"]["secret"]["secretName"] == "diabetes-internal"
+    # /metrics is on its own container port, which the public Service does not expose.
+    ports = {p["name"]: p["containerPort"] for p in pod["containers"][0]["ports"]}
+    assert ports == {"https": 8080, "metrics": 9090}
     assert pod["containers"][0]["args"][:2] == ["--config", "/etc/ml-endpoints/router.json"]
     assert router.inputs["spec"]["selector"] == {
         "matchLabels": {
@@ -249,7 +293,7 @@ def test_router_config_matches_router_schema(assets: dict[str, Path]) -> None:
     svc = rec.one(SERVICE, "diabetes-router-service")
     assert svc.inputs["spec"]["type"] == "NodePort"
     assert svc.inputs["spec"]["ports"] == [
-        {"name": "http", "port": 80, "targetPort": "http", "nodePort": 30080}
+        {"name": "https", "port": 443, "targetPort": "https", "nodePort": 30080}
     ]
 
 
@@ -297,8 +341,9 @@ def test_up_waits_until_every_router_pod_runs_the_new_config(assets: dict[str, P
 
 def test_keys_are_secrets_everywhere(assets: dict[str, Path]) -> None:
     rec, out = run_stack(stack_raw(assets))
-    keys = rec.of_type(KEY)
+    keys = [k for k in rec.of_type(KEY) if "purpose" in k.inputs]
     assert sorted(k.inputs["purpose"] for k in keys) == [
+        "internal_credential",
         "primary_key",
         "secondary_key",
         "token_signing_key",

@@ -62,11 +62,24 @@ NOT_SERVER = {
     "liveness_probe",
     "readiness_probe",
     "environment_variables",
+    "secret_environment_variables",
     "rollout_timeout_s",
 }
 DEPLOYMENT_ONLY = NOT_SERVER | {"name", "code"}
-ARGS_ONLY = NOT_SERVER | {"endpoint_name", "namespace", "code_configuration", "registry"}
-POD_ENV_ONLY = {"AZUREML_MODEL_DIR", "AZUREML_ENTRY_SCRIPT"}
+ARGS_ONLY = NOT_SERVER | {
+    "endpoint_name",
+    "namespace",
+    "code_configuration",
+    "registry",
+    "internal_credential",
+}
+# Set by the components (paths inside the pod), not by a deployment.
+POD_ENV_ONLY = {
+    "AZUREML_MODEL_DIR",
+    "AZUREML_ENTRY_SCRIPT",
+    "DATA_COLLECTION_DIR",
+    "INTERNAL_CREDENTIAL_FILE",
+}
 ROUTER_FILE_ONLY = {
     "endpoint_name",
     "auth_mode",
@@ -79,8 +92,16 @@ ROUTER_FILE_ONLY = {
     "internal_credential_file",
     "max_token_lifetime_s",
 }
-ROUTER_STACK_ONLY = {"replicas", "service_type", "node_port", "public_host", "reload", "image"}
-ROUTER_ARGS_ONLY = ROUTER_STACK_ONLY | {"base_image", "registry", "resources"}
+ROUTER_STACK_ONLY = {
+    "replicas",
+    "service_type",
+    "node_port",
+    "public_host",
+    "reload",
+    "image",
+    "resources",
+}
+ROUTER_ARGS_ONLY = ROUTER_STACK_ONLY | {"base_image", "registry", "tls"}
 
 
 def other_value(info: FieldInfo) -> Any:
@@ -224,7 +245,14 @@ def test_stack_value_reaches_pod_env_and_server(
     }
     script = tmp_path / "score.py"
     script.write_text("def init(): pass\ndef run(raw): return raw\n")
-    local = {**env, "AZUREML_ENTRY_SCRIPT": str(script), "AZUREML_MODEL_DIR": str(tmp_path)}
+    credential = tmp_path / "credential"
+    credential.write_text("internal-credential-for-tests")
+    local = {
+        **env,
+        "AZUREML_ENTRY_SCRIPT": str(script),
+        "AZUREML_MODEL_DIR": str(tmp_path),
+        "INTERNAL_CREDENTIAL_FILE": str(credential),
+    }
     settings = load([], local)
     assert {n: getattr(settings, n) for n in LEAVES} == expected
 

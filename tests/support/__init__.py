@@ -2,6 +2,7 @@
 
 - load.py: a bounded background load (rollouts under traffic)
 - serving.py: train the sample model, start the inference server
+- attacks.py: scoring scripts that attack the server, log and metric readers (tests/hardening)
 - router.py: router test keys, echo upstreams, a router process, Prometheus samples
 - pulumi_mocks.py: recording Pulumi mocks (tests/mocks)
 - preview.py: the preview tier's throwaway project (tests/preview)

@@ -17,13 +17,15 @@ from typing import Any
 import yaml
 from pulumi import automation as auto
 
+from mlendpoints._project import without_secure
 from mlendpoints.paths import REPO
 from mlendpoints.stack import cli_root
 
 
 def default_config() -> dict[str, Any]:
-    """The dev stack's `config:` section as shipped."""
-    return yaml.safe_load((REPO / "Pulumi.dev.yaml").read_text())["config"]
+    """The dev stack's `config:` section as shipped (no `secure:` value: those need the user's
+    passphrase, not this copy's)."""
+    return without_secure(yaml.safe_load((REPO / "Pulumi.dev.yaml").read_text())["config"])
 
 
 @dataclass

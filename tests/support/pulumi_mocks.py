@@ -19,6 +19,7 @@ from pulumi.runtime import rpc
 from pulumi.runtime.sync_await import _sync_await
 
 FAKE_KEY = "mock-key-value-0123456789"
+FAKE_CA = "-----BEGIN CERTIFICATE-----\nmock-ca\n-----END CERTIFICATE-----\n"
 
 
 @dataclass
@@ -63,7 +64,11 @@ class _Mocks(pulumi.runtime.Mocks):
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict]:
         state = dict(args.inputs)
-        if args.typ == "pulumi-python:dynamic:Resource":
+        if args.typ == "pulumi-python:dynamic:Resource" and "dns_names" in args.inputs:
+            state["ca_certificate"] = FAKE_CA
+            state["certificate"] = FAKE_CA.replace("mock-ca", "mock-server")
+            state["private_key"] = FAKE_KEY + args.name
+        elif args.typ == "pulumi-python:dynamic:Resource":
             state["value"] = FAKE_KEY + args.name
         elif args.typ == "pulumi:pulumi:StackReference":
             state = {

@@ -1,6 +1,7 @@
-"""Helpers of the router's real-socket tests (tests/http): test keys, an echo upstream
-process, a router process on a config file, the config shape, Prometheus samples, bounded
-polling and raw HTTP/1.1 responses."""
+"""Helpers of the router's real-socket tests (tests/http, tests/hardening): test keys, an echo
+upstream process, a router process on a config file, the config shape, Prometheus samples,
+bounded polling, raw HTTP/1.1 responses, and a transport stub to drive one ``HttpProtocol``
+in-process."""
 
 from __future__ import annotations
 
@@ -100,3 +101,28 @@ def read_response(sock: socket.socket, buf: bytearray) -> tuple[int, dict[str, s
     del buf[:]
     buf += rest[size:]
     return int(lines[0].split()[1]), headers, rest[:size]
+
+
+class StubTransport:
+    """What an in-process ``HttpProtocol`` writes, and whether it closed (no socket)."""
+
+    def __init__(self) -> None:
+        self.out = bytearray()
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        assert not self.closed, "write after close"
+        self.out += data
+
+    def can_write_eof(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...

@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scoring.common.http_errors import error_body
+from scoring.common.http_errors import HttpError, error_body
 from scoring.common.request_id import new_request_id, new_request_id_bytes, request_id_from
 from scoring.server import collector
 from scoring.server.app import encode_result
-from scoring.server.body import check_content_type, read_body
+from scoring.server.body import BytesInFlight, check_content_type, nesting_depth, read_body
 from scoring.server.errors import BadInput, PayloadTooLarge, TimedOut, UnsupportedMediaType
 from scoring.server.metrics import Stats, render
 from scoring.server.runners import InlineRunner
@@ -86,15 +86,47 @@ def test_read_body_limits() -> None:
         return receive
 
     async def go() -> None:
-        assert await read_body(await chunks([b"ab", b"cd"]), None, 10) == b"abcd"
+        budget = BytesInFlight(100)
+        assert await read_body(await chunks([b"ab", b"cd"]), None, 10, budget) == b"abcd"
+        assert budget.held == 4  # the caller gives it back
         with pytest.raises(PayloadTooLarge, match="request body is 12 bytes; the limit is 10"):
-            await read_body(await chunks([b"x" * 6, b"y" * 6]), None, 10)
+            await read_body(await chunks([b"x" * 6, b"y" * 6]), None, 10, budget)
         with pytest.raises(PayloadTooLarge, match="request body is 11 bytes"):
-            await read_body(await chunks([b""]), b"11", 10)
+            await read_body(await chunks([b""]), b"11", 10, budget)
         with pytest.raises(BadInput, match="Content-Length 'abc' is not a number"):
-            await read_body(await chunks([b""]), b"abc", 10)
+            await read_body(await chunks([b""]), b"abc", 10, budget)
+        assert budget.held == 4
 
     asyncio.run(go())
+
+
+def test_bytes_in_flight_429_while_held_413_when_a_body_never_fits() -> None:
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"x" * 60, "more_body": False}
+
+    async def go() -> None:
+        budget = BytesInFlight(100)
+        assert await read_body(receive, b"60", 1000, budget) == b"x" * 60
+        with pytest.raises(HttpError) as busy:
+            await read_body(receive, b"60", 1000, budget)
+        assert busy.value.status == 429
+        assert busy.value.message == (
+            "too many bytes in flight: 60 bytes of request bodies are held in this worker and "
+            "60 more would pass its 100 (max_request_bytes_in_flight); retry later"
+        )
+        with pytest.raises(HttpError) as never:
+            await read_body(receive, b"101", 1000, budget)
+        assert never.value.status == 413
+        assert budget.held == 60  # refused bodies hold nothing
+        budget.held -= 60
+        assert await read_body(receive, b"60", 1000, budget) == b"x" * 60
+
+    asyncio.run(go())
+
+
+def test_nesting_depth_ignores_brackets_in_strings() -> None:
+    assert nesting_depth('{"a": [[1], "[[[[", {"b": "\\"}]}', 100) == 3
+    assert nesting_depth("[" * 10_000, 500) == 500
 
 
 def test_inline_runner_interrupts_a_slow_run_even_if_it_catches_exception() -> None:
@@ -323,3 +355,18 @@ def test_each_response_is_one_write_and_leaves_no_garbage_cycle() -> None:
     assert all(w.startswith(b"HTTP/1.1 200 OK\r\n") for w in writes)
     assert writes[0].endswith(b"\r\n\r\n[1]") and writes[1].endswith(b"\r\n\r\n")
     assert garbage == 0
+
+
+def test_bytes_in_flight_default_comes_from_the_cgroup_memory_limit(tmp_path: Path) -> None:
+    from scoring.server.config import MiB, default_bytes_in_flight, memory_limit
+
+    v2, v1 = tmp_path / "memory.max", tmp_path / "memory.limit_in_bytes"
+    assert memory_limit([v2, v1]) is None  # neither file: not in a cgroup with a limit
+    v1.write_text("9223372036854771712\n")  # cgroup v1's "unlimited"
+    assert memory_limit([v2, v1]) is None
+    v2.write_text("max\n")
+    assert memory_limit([v2, v1]) is None
+    v2.write_text(f"{1024 * MiB}\n")
+    assert memory_limit([v2, v1]) == 1024 * MiB
+    assert default_bytes_in_flight(1024 * MiB) == 32 * MiB  # the prod stack's 1 GiB pods
+    assert default_bytes_in_flight(None) == 512 * MiB

@@ -1,0 +1,276 @@
+"""Property-based fuzzing (hypothesis) of what the router parses: client bytes and config files.
+
+Request parsing: arbitrary bytes, and mutated well-formed requests, split at arbitrary
+points, fed to a real ``HttpProtocol`` (real httptools parser, real ``Router``) through a
+transport stub, with an upstream stub that answers every proxied request. Whatever arrives, the
+connection writes only well-formed HTTP responses, never raises, never writes after closing,
+and answers every complete request unless it closed. Config loading: any JSON (or any text)
+gives a ``RouterConfig`` or a ``ConfigError`` whose every line names a field. Each property
+runs a bounded number of examples (about 20 s each here).
+"""
+
+from __future__ import annotations
+
+import json
+import string
+
+import httptools
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from scoring.router.config import ConfigError, RouterConfig, Secrets, parse_config
+from scoring.router.dispatch import Router, RouterState
+from scoring.router.protocol import HttpProtocol
+from scoring.router.upstream import Headers, OnDone, Target, UpstreamResponse
+from tests.support.router import KEY1, StubTransport, cfg
+
+pytestmark = [pytest.mark.router, pytest.mark.hardening]
+
+
+def fuzz(examples: int) -> settings:
+    """A bounded run: ``examples`` cases, no per-case deadline, no example database on disk."""
+    return settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+
+
+#: Statuses a client may get from the router itself or through it (the stub upstream: 200).
+STATUSES = {200, 400, 401, 404, 405, 408, 413, 414, 431, 500, 503}
+
+
+class _Upstream:
+    """Answers every request, after ``send`` returned (as the contract says)."""
+
+    def __init__(self) -> None:
+        self.waiting: list[OnDone] = []
+
+    def send(
+        self,
+        target: Target,
+        method: bytes,
+        path: bytes,
+        headers: Headers,
+        body: bytes,
+        timeout: float,
+        on_done: OnDone,
+    ) -> None:
+        self.waiting.append(on_done)
+
+    def flush(self) -> None:
+        while self.waiting:
+            self.waiting.pop(0)(UpstreamResponse(200, [(b"x-up", b"1")], b'{"ok": 1}'), None)
+
+    async def aclose(self) -> None: ...
+
+
+def _router() -> tuple[Router, _Upstream]:
+    config = RouterConfig.model_validate(
+        cfg({"blue": "http://127.0.0.1:9"}, {"blue": 100}, max_body_bytes=4096)
+    )
+    upstream = _Upstream()
+    router = Router(RouterState.build(config, Secrets(KEY1.encode(), None, None)), upstream)
+    return router, upstream
+
+
+class _Responses:
+    """Parses what the router wrote: complete responses, and whether any is left unfinished."""
+
+    def __init__(self) -> None:
+        self.statuses: list[int] = []
+        self.done = True
+        self._parser = httptools.HttpResponseParser(self)
+
+    def on_message_begin(self) -> None:
+        self.done = False
+
+    def on_message_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if status != 100:  # 100 Continue is interim: the answer follows
+            self.statuses.append(status)
+        self.done = True
+
+    def feed(self, data: bytes) -> None:
+        self._parser.feed_data(data)
+
+
+def _check(chunks: list[bytes], complete_requests: int | None) -> None:
+    router, upstream = _router()
+    conns: set[HttpProtocol] = set()
+    proto = HttpProtocol(router, conns)
+    transport = StubTransport()
+    proto.connection_made(transport)  # type: ignore[arg-type]
+    for chunk in chunks:
+        if transport.closed:
+            break
+        proto.data_received(chunk)  # never raises
+        upstream.flush()
+    out = _Responses()
+    out.feed(bytes(transport.out))  # well-formed HTTP, or this raises
+    assert out.done, f"an unfinished response: {bytes(transport.out)[-200:]!r}"
+    assert set(out.statuses) <= STATUSES, out.statuses
+    if complete_requests is not None and not transport.closed:
+        assert len(out.statuses) == complete_requests
+    assert router.in_flight == 0
+
+
+_token = st.text(string.ascii_letters + string.digits + "-_", min_size=1, max_size=12)
+_value = st.one_of(
+    st.text(string.printable.replace("\r", "").replace("\n", ""), max_size=40),
+    st.sampled_from(["chunked", "100-continue", f"Bearer {KEY1}", "Bearer nope", "5", "-1"]),
+)
+_header = st.tuples(
+    st.one_of(
+        _token,
+        st.sampled_from(
+            [
+                "Content-Length",
+                "Transfer-Encoding",
+                "Authorization",
+                "Expect",
+                "x-request-id",
+                "azureml-model-deployment",
+                "Connection",
+            ]
+        ),
+    ),
+    _value,
+)
+
+
+@st.composite
+def _request(draw: st.DrawFn) -> bytes:
+    method = draw(st.sampled_from(["GET", "POST", "PUT", "HEAD", "DELETE", "OPTIONS", "BREW"]))
+    path = draw(
+        st.one_of(
+            st.sampled_from(["/score", "/", "/ready", "/metrics", "/swagger.json", "/nope"]),
+            st.text(string.printable.replace(" ", ""), max_size=30).map(lambda p: "/" + p),
+        )
+    )
+    headers = draw(st.lists(_header, max_size=6))
+    if draw(st.booleans()):
+        headers.append(("Authorization", f"Bearer {KEY1}"))
+    body = draw(st.binary(max_size=200))
+    framing = draw(st.sampled_from(["length", "chunked", "none"]))
+    if framing == "length":
+        headers.append(("Content-Length", str(len(body))))
+    elif framing == "chunked":
+        headers.append(("Transfer-Encoding", "chunked"))
+        body = (b"%x\r\n" % len(body) + body + b"\r\n" if body else b"") + b"0\r\n\r\n"
+    else:
+        body = b""
+    head = f"{method} {path} HTTP/1.1\r\nHost: x\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers)
+    return head.encode("latin-1", "replace") + b"\r\n" + body
+
+
+@st.composite
+def _stream(draw: st.DrawFn) -> tuple[bytes, int | None]:
+    """Requests back to back, sometimes mutated (then the count of answers is unknown)."""
+    reqs = draw(st.lists(_request(), min_size=1, max_size=4))
+    data = b"".join(reqs)
+    n: int | None = len(reqs)
+    mutate = draw(st.sampled_from(["none", "flip", "insert", "cut", "raw"]))
+    if mutate == "raw":
+        return draw(st.binary(min_size=1, max_size=600)), None
+    if mutate != "none":
+        n = None
+        at = draw(st.integers(0, len(data) - 1))
+        junk = draw(st.binary(min_size=1, max_size=8))
+        if mutate == "flip":
+            data = data[:at] + junk + data[at + len(junk) :]
+        elif mutate == "insert":
+            data = data[:at] + junk + data[at:]
+        else:
+            data = data[:at]
+    return data, n
+
+
+@st.composite
+def _chunks(draw: st.DrawFn) -> tuple[list[bytes], int | None]:
+    data, n = draw(_stream())
+    cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=6)))
+    parts, last = [], 0
+    for cut in [*cuts, len(data)]:
+        parts.append(data[last:cut])
+        last = cut
+    return [p for p in parts if p], n
+
+
+@fuzz(1000)
+@given(_chunks())
+def test_any_bytes_get_well_formed_answers_or_a_clean_close(
+    case: tuple[list[bytes], int | None],
+) -> None:
+    chunks, n = case
+    _check(chunks, n)
+
+
+# -- config loading ------------------------------------------------------------------------------
+
+_json = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**40), 2**40)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=12),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+_fields = sorted(RouterConfig.model_fields)
+_names = st.sampled_from(["blue", "green", "Blue", "", "a" * 70, "9x"])
+_deployment = st.fixed_dictionaries(
+    {
+        "url": st.sampled_from(
+            ["http://blue:5001", "https://x", "http://", "ftp://y", "http://h:99999"]
+        )
+        | st.text(max_size=10)
+    },
+    optional={"idempotent": st.booleans() | _json},
+)
+_value_for = {
+    "endpoint_name": _names | _json,
+    "auth_mode": st.sampled_from(["key", "aml_token", "none", "KEY"]) | _json,
+    "deployments": st.dictionaries(_names, _deployment | _json, max_size=3) | _json,
+    "traffic": st.dictionaries(_names, st.integers(-10, 120), max_size=3) | _json,
+    "mirror_traffic": st.dictionaries(_names, st.integers(-10, 120), max_size=3) | _json,
+}
+
+
+@st.composite
+def _config(draw: st.DrawFn) -> dict:
+    keys = draw(st.lists(st.sampled_from([*_fields, "trafic", "extra"]), max_size=8, unique=True))
+    out = {}
+    for key in keys:
+        strategy = _value_for[key] if key in _value_for else st.integers(-5, 2**31) | _json
+        out[key] = draw(strategy)
+    return out
+
+
+def _names_a_field(line: str, data: dict) -> bool:
+    keys = [str(k) for k in data] + list(RouterConfig.model_fields)
+    return any(line.startswith(k + ".") or line.startswith(k + ":") for k in keys)
+
+
+@fuzz(1200)
+@given(_config())
+def test_any_config_gives_a_config_or_errors_that_name_their_field(data: dict) -> None:
+    try:
+        parse_config(json.dumps(data), "router.json")
+    except ConfigError as exc:
+        assert exc.problems and all(isinstance(p, str) and p for p in exc.problems)
+        bad = [p for p in exc.problems if not _names_a_field(p, data)]
+        assert not bad, bad
+
+
+@fuzz(600)
+@given(st.one_of(st.text(max_size=80), _json.map(json.dumps)))
+def test_any_text_gives_a_config_or_a_config_error(text: str) -> None:
+    try:
+        parse_config(text, "router.json")
+    except ConfigError as exc:
+        assert exc.problems and all(isinstance(p, str) and p for p in exc.problems)
