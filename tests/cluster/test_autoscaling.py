@@ -24,6 +24,7 @@ import yaml
 
 from mlendpoints._project import EndpointProject, make_project
 from mlendpoints._sample import SampleEndpoint
+from mlendpoints.client import ca_file
 from mlendpoints.kube import check_cluster, is_ready, kubectl, kubectl_json, running_pods
 from tests.support.load import Load
 
@@ -88,8 +89,12 @@ def served(ns: str, pod: str) -> int:
         "--",
         "python",
         "-c",
-        "import urllib.request as u;"
-        "print(u.urlopen('http://127.0.0.1:5001/metrics', timeout=5).read().decode())",
+        # The server answers only requests carrying the internal credential (the router's).
+        "import os, urllib.request as u;"
+        "f = os.environ.get('INTERNAL_CREDENTIAL_FILE');"
+        "h = {'x-ml-endpoints-credential': open(f).read().strip()} if f else {};"
+        "r = u.Request('http://127.0.0.1:5001/metrics', headers=h);"
+        "print(u.urlopen(r, timeout=5).read().decode())",
         timeout=30,
     )
     found = COUNTER.search(text)
@@ -110,7 +115,9 @@ def test_autoscaling_under_step_load(project: EndpointProject) -> None:
     ns = project.namespace
     outputs = project.outputs()
     blue, green = (outputs["deployments"][d]["kubernetes_name"] for d in ("blue", "green"))
-    endpoint = SampleEndpoint(outputs["scoring_uri"])
+    endpoint = SampleEndpoint(
+        outputs["scoring_uri"], verify=ca_file(ns, outputs.get("ca_certificate"))
+    )
     key = outputs["primary_key"]
     hpa = kubectl_json("-n", ns, "get", "hpa", blue)
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 3)
