@@ -9,6 +9,7 @@ the toolchain area and builds/pushes images on `pulumi up` only). The server and
 re-exported here.
 """
 
+from components._scaling import ScaleSettings
 from components.environment import Environment, EnvironmentArgs
 from components.internal_credential import InternalCredential, InternalCredentialArgs
 from components.model_asset import ModelAsset, ModelAssetArgs
@@ -49,5 +50,6 @@ __all__ = [
     "Resources",
     "RouterLimits",
     "RouterSettings",
+    "ScaleSettings",
     "TlsSettings",
 ]

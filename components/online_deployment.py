@@ -14,8 +14,9 @@ import pulumi
 import pulumi_kubernetes as k8s
 from pydantic import ValidationError
 
-from components import _build, _labels, _naming, _pods, rules
+from components import _build, _labels, _naming, _pods, _scaling, rules
 from components._hashing import hash_parts, hash_tree
+from components._scaling import ScaleSettings
 from components.environment import Environment
 from components.internal_credential import InternalCredential
 from components.model_asset import ModelAsset
@@ -75,6 +76,9 @@ class OnlineDeploymentArgs:
         worker_count, request_settings, data_collection: the inference server's settings,
             declared (defaults, bounds, docs) in `scoring.server.config`; they reach the pods as the
             environment `DeploymentSettings.to_env()` renders.
+        scale_settings: fixed `instance_count` (`default`) or a CPU autoscaler
+            (`target_utilization`, then `instance_count` stays at its default 1); see
+            `components._scaling`.
         rollout_timeout_s: how long `pulumi up` waits for Ready pods before failing with the
             pods' status (the scoring server's log tail when init() fails), instead of 10 min.
         secret_environment_variables: name -> value (Pulumi secrets); they go to a Kubernetes
@@ -90,6 +94,7 @@ class OnlineDeploymentArgs:
     code_configuration: CodeConfiguration | None = None
     image: str | None = None
     instance_count: int = 1
+    scale_settings: ScaleSettings = field(default_factory=ScaleSettings)
     worker_count: int = Workers.model_fields["worker_count"].default
     resources: Resources = field(default_factory=Resources)
     request_settings: RequestSettings = field(default_factory=RequestSettings)
@@ -233,7 +238,7 @@ class OnlineDeployment(pulumi.ComponentResource):
                 annotations={"pulumi.com/timeoutSeconds": str(args.rollout_timeout_s)},
             ),
             spec=k8s.apps.v1.DeploymentSpecArgs(
-                replicas=args.instance_count,
+                replicas=_scaling.replicas(args.scale_settings, args.instance_count),
                 selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector),
                 strategy=k8s.apps.v1.DeploymentStrategyArgs(
                     type="RollingUpdate",
@@ -253,6 +258,7 @@ class OnlineDeployment(pulumi.ComponentResource):
                         automount_service_account_token=False,
                         security_context=_pods.pod_security(),
                         volumes=_volumes(args),
+                        topology_spread_constraints=_scaling.spread(selector),
                     ),
                 ),
             ),
@@ -263,6 +269,20 @@ class OnlineDeployment(pulumi.ComponentResource):
                     create=f"{args.rollout_timeout_s}s", update=f"{args.rollout_timeout_s}s"
                 ),
             ),
+        )
+        _scaling.declare(
+            self,
+            name,
+            object_name,
+            args.namespace,
+            labels,
+            selector,
+            args.scale_settings,
+            args.instance_count,
+        )
+        pulumi.log.info(
+            "scale " + _scaling.summary(name, args.scale_settings, args.instance_count),
+            resource=self,
         )
         self.service = k8s.core.v1.Service(
             _naming.child(name, "service"),
@@ -402,6 +422,9 @@ def _validate(name: str, args: OnlineDeploymentArgs) -> None:
         value = getattr(args, key)
         if not isinstance(value, int) or value < low:
             problems.append(f"{where} {key}: {value!r} must be an integer >= {low}")
+    problems += _scaling.check(
+        where, args.scale_settings, args.instance_count != 1, args.resources.requests
+    )
     settings = DeploymentSettings.variables()
     for var in sorted(settings.keys() & args.environment_variables.keys()):
         problems.append(

@@ -15,7 +15,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
-from components import rules
+from components import _scaling, rules
+from components._scaling import ScaleSettings
 from components.online_deployment import DeploymentSettings
 from components.online_endpoint import RouterLimits
 from mlendpoints.paths import REPO as PROJECT_ROOT
@@ -115,6 +116,8 @@ class DeploymentConfig(_Section, DeploymentSettings):
     image: str | None = None
     """Prebuilt scoring image; model/environment/code are then not built."""
     instance_count: int = Field(default=1, ge=0, le=100)
+    scale_settings: ScaleSettings = ScaleSettings()
+    """Fixed count or CPU autoscaling, Azure's fields (`components._scaling`)."""
     resources: ResourcesConfig = ResourcesConfig()
     liveness_probe: ProbeConfig = ProbeConfig()
     readiness_probe: ProbeConfig = ProbeConfig(initial_delay_s=2, period_s=2, failure_threshold=3)
@@ -236,6 +239,12 @@ def cross_field_problems(cfg: StackConfig) -> list[str]:
                     )
             if dep.code is None:
                 problems.append(f"{where}.code: missing (or set {where}.image)")
+        problems += _scaling.check(
+            where,
+            dep.scale_settings,
+            "instance_count" in dep.model_fields_set,
+            {k: v for k, v in dep.resources.requests.items()},
+        )
     for name, env in cfg.environments.items():
         problems += rules.check_environment_source(f"environments.{name}", env)
     names = [d.name for d in cfg.deployments]

@@ -154,6 +154,7 @@ def build(cfg: StackConfig, previous: tuple[Any, Any] = (None, None)) -> OnlineE
                     else None,
                     image=d.image,
                     instance_count=d.instance_count,
+                    scale_settings=d.scale_settings,
                     worker_count=d.worker_count,
                     resources=Resources(
                         requests={k: v for k, v in d.resources.requests.items()},

@@ -25,7 +25,7 @@ from typing import Any, TextIO
 
 import requests
 
-from mlendpoints import kube
+from mlendpoints import kube, replicas
 from mlendpoints import stack as stackmod
 from mlendpoints.client import EndpointError, Verify, ca_file, fetch_token, router_base
 
@@ -229,6 +229,32 @@ class Commands:
             return {"status": None, "answer": str(exc)}
         return {"status": status, "answer": body.decode("utf-8", "replace").strip()}
 
+    def _replicas(self, namespace: object, endpoint: object) -> dict[str, Any] | str:
+        """Per deployment: replicas, ready, the autoscaler's range, target and reason; or why
+        they could not be read (status still works without the cluster)."""
+        kubectl = stackmod.kubectl()
+        if kubectl is None:
+            return "no kubectl"
+        try:
+            cluster = self._cluster_source(self.stack)
+        except stackmod.StackError as exc:
+            return str(exc)
+        kubeconfig = stackmod.kubeconfig_path(cluster)
+        if not kubeconfig.is_file():
+            return f"{kubeconfig} does not exist"
+        argv = kube.base_argv(kubectl, kubeconfig, cluster.get("context"))
+        argv += ["--namespace", str(namespace), "get", "deployments,horizontalpodautoscalers"]
+        from components import _labels  # the labels the components put on every object
+
+        argv += ["--selector", _labels.as_selector({_labels.ENDPOINT: str(endpoint)})]
+        try:
+            proc = subprocess.run([*argv, "-o", "json"], capture_output=True, text=True, timeout=20)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return str(exc)
+        if proc.returncode != 0:
+            return proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "kubectl failed"
+        return replicas.summarize(json.loads(proc.stdout).get("items", []), _labels.DEPLOYMENT)
+
     def status(self) -> int:
         o = self.outputs
         uri = _need(o, "scoring_uri", self.stack)
@@ -255,6 +281,7 @@ class Commands:
             "mirror_traffic": o.get("mirror_traffic") or {},
             "deployments": deployments,
             "router_ready": ready,
+            "replicas": self._replicas(o.get("namespace"), o.get("endpoint_name")),
         }
         if self.args.json:
             self.out.write(json.dumps(state, indent=2) + "\n")
@@ -269,6 +296,11 @@ class Commands:
             w("deployments:\n")
             for name, d in deployments.items():
                 w(f"  {name:<12} {d.get('image_digest') or '-'}  {d.get('image') or ''}\n")
+            scaled = state["replicas"]
+            for name, r in (scaled if isinstance(scaled, dict) else {}).items():
+                w(f"  {name:<12} {replicas.line(r)}\n")
+            if isinstance(scaled, str):
+                w(f"replicas:     unavailable ({scaled})\n")
             w(f"router /ready: {ready['status'] or 'unreachable'} {ready['answer']}\n")
         return 0 if ready["status"] == 200 else 1
 

@@ -108,6 +108,10 @@ class RouterLimits(BaseModel):
     """Time from the end of a request's headers to the end of its body: 408 and close."""
     keep_alive_timeout_ms: int = Field(default=60_000, ge=100, le=3_600_000)
     """An idle client connection (nothing in flight, nothing arriving) is closed after this."""
+    upstream_connection_max_age_ms: int = Field(default=1000, ge=1, le=3_600_000)
+    """A pooled connection older than this is closed after its response instead of reused:
+    behind a Service each connection sticks to one pod, so recycling spreads requests onto
+    pods added by a scale-out or rollout within about this time."""
 
 
 class TlsConfig(BaseModel):

@@ -250,6 +250,7 @@ class Router:
             cfg.connect_timeout_ms / 1000.0,
             self.budget,
             cfg.max_response_bytes,
+            cfg.upstream_connection_max_age_ms / 1000.0,
         )
         self.metrics = Metrics()
         self.in_flight = 0
@@ -289,6 +290,7 @@ class Router:
                 cfg.max_connections_per_deployment,
                 cfg.connect_timeout_ms / 1000.0,
                 cfg.max_response_bytes,
+                cfg.upstream_connection_max_age_ms / 1000.0,
             )
             self.client.retire({(t.host, t.port) for t in state.targets.values()})
 

@@ -116,8 +116,9 @@ def upstream_failure(exc: UpstreamError) -> tuple[int, str]:
     return 502, f"deployment {t.name!r} closed the connection before answering: {exc.detail}"
 
 
-#: Keep-alive connections to a deployment are replaced after this many seconds.
-MAX_AGE_S = 30.0
+#: Keep-alive connections to a deployment are replaced after this many seconds (the default of
+#: ``RouterLimits.upstream_connection_max_age_ms``).
+MAX_AGE_S = 1.0
 #: A connection idle longer than this is not reused: the deployment may be closing it (its
 #: keep-alive timeout, uvicorn's 5 s), and a request written into that race could not be
 #: told apart from one that reached run(), so it could not be retried.
@@ -413,6 +414,7 @@ class _Pool:
     deadlines: _Deadlines
     budget: Budget
     max_response: int
+    max_age: float = MAX_AGE_S
     idle: list[_Conn] = field(default_factory=list)
     open: int = 0
     waiters: deque[_Job] = field(default_factory=deque)
@@ -487,11 +489,11 @@ class _Pool:
     def release(self, conn: _Conn) -> None:
         """Reuse a connection after a complete response: next waiter first, else idle.
 
-        Connections older than ``MAX_AGE_S`` are closed instead: behind a Kubernetes Service
+        Connections older than ``max_age`` seconds are closed instead: behind a Kubernetes Service
         each TCP connection sticks to one pod, so recycling them spreads traffic onto pods
         that appeared since (scale-out, rollout).
         """
-        if conn.closed or self.closing or self.loop.time() - conn.born > MAX_AGE_S:
+        if conn.closed or self.closing or self.loop.time() - conn.born > self.max_age:
             conn.close()
             return
         waiters = self.waiters
@@ -568,11 +570,13 @@ class PooledClient:
         connect_timeout: float = 2.0,
         budget: Budget | None = None,
         max_response: int = 16 * 1024 * 1024,
+        max_age: float = MAX_AGE_S,
     ) -> None:
         self.max_connections = max_connections
         self.connect_timeout = connect_timeout
         self.budget = budget or Budget(128 * 1024 * 1024)
         self.max_response = max_response
+        self.max_age = max_age
         self._pools: dict[tuple[str, int], _Pool] = {}
         self._retired: list[_Pool] = []
         self._deadlines: _Deadlines | None = None
@@ -592,18 +596,27 @@ class PooledClient:
                 self._deadlines,
                 self.budget,
                 self.max_response,
+                self.max_age,
             )
         return pool
 
-    def configure(self, max_connections: int, connect_timeout: float, max_response: int) -> None:
+    def configure(
+        self,
+        max_connections: int,
+        connect_timeout: float,
+        max_response: int,
+        max_age: float = MAX_AGE_S,
+    ) -> None:
         """New limits from a reloaded config; open pools use them from now on."""
         self.max_connections = max_connections
         self.connect_timeout = connect_timeout
         self.max_response = max_response
+        self.max_age = max_age
         for pool in self._pools.values():
             pool.limit = max_connections
             pool.connect_timeout = connect_timeout
             pool.max_response = max_response
+            pool.max_age = max_age
 
     def retire(self, keep: set[tuple[str, int]]) -> None:
         """Close idle connections to addresses no deployment uses any more.

@@ -521,19 +521,14 @@ def test_pooled_client_reuses_keep_alive_connections(ups: dict[str, Proc]) -> No
         with pytest.raises(UpstreamError) as info:
             await request(client, dead, b"POST", b"/score", [], b"{}", 5.0)
         assert info.value.kind == "connect"
-        # Connections past MAX_AGE_S are replaced after their response (spreads pods).
-        upstream_mod.MAX_AGE_S = 0.0
-        try:
-            before = set(pool.idle)
-            await request(client, target, b"POST", b"/score", [], b"{}", 5.0)
-            await asyncio.sleep(0.05)
-            # The connection that served it was closed, not put back: 4 idle -> 3.
-            assert len(before) == 4 and len(pool.idle) == 3 and set(pool.idle) < before
-        finally:
-            upstream_mod.MAX_AGE_S = 30.0
+        # Connections past max_age are replaced after their response (spreads pods).
+        client.configure(4, 1.0, client.max_response, max_age=0.0)
+        before = set(pool.idle)
+        await request(client, target, b"POST", b"/score", [], b"{}", 5.0)
+        await asyncio.sleep(0.05)
+        # The connection that served it was closed, not put back: 4 idle -> 3.
+        assert len(before) == 4 and len(pool.idle) == 3 and set(pool.idle) < before
         await client.aclose()
-
-    import scoring.router.upstream as upstream_mod
 
     asyncio.run(run())
 

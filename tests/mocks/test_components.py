@@ -128,6 +128,8 @@ def test_component_types_and_parents(assets: dict[str, Path]) -> None:
             (SERVICE, "diabetes-blue"),
             (SERVICE, "diabetes-green"),
             (SERVICE, "diabetes-router"),
+            ("kubernetes:policy/v1:PodDisruptionBudget", "diabetes-blue"),
+            ("kubernetes:policy/v1:PodDisruptionBudget", "diabetes-green"),
             (CONFIGMAP, "diabetes-router-config"),
             (SECRET, "diabetes-router-keys"),
             (SECRET, "diabetes-router-tls"),
@@ -264,6 +266,7 @@ def test_router_config_matches_router_schema(assets: dict[str, Path]) -> None:
         "header_timeout_ms": 10000,
         "body_timeout_ms": 30000,
         "keep_alive_timeout_ms": 60000,
+        "upstream_connection_max_age_ms": 1000,
     }
     RouterConfig.model_validate(config)  # the router accepts exactly what we generate
     router = rec.one(DEPLOYMENT, "diabetes-router")

@@ -59,6 +59,7 @@ NOT_SERVER = {
     "environment",
     "image",
     "instance_count",
+    "scale_settings",
     "resources",
     "liveness_probe",
     "readiness_probe",

@@ -1,0 +1,177 @@
+"""Autoscaling on the local cluster (issue 15): a throwaway copy of the dev stack with blue on
+`scale_settings.type: target_utilization` (1..3 replicas) and green fixed at 1, a bounded CPU
+step load through the router, then:
+
+- blue's replicas rise to >= 2 while the load runs, and return to 1 after it stops;
+- a `pulumi up` that rolls blue while it is scaled out keeps the autoscaler's count (the
+  Deployment declares no `replicas`);
+- 30 s after the last scale-out every Ready blue pod serves a share of requests within
+  SHARE_TOLERANCE of an even split, counted from each pod's own `/metrics` counter;
+- zero failed requests throughout; green (`type: default`) keeps its one replica.
+
+Figures (time to 2nd/3rd replica, shares, p99, time to scale in) are printed, not asserted.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mlendpoints._project import EndpointProject, make_project
+from mlendpoints._sample import SampleEndpoint
+from mlendpoints.client import ca_file
+from mlendpoints.kube import check_cluster, is_ready, kubectl, kubectl_json, running_pods
+from tests.support.load import Load
+
+pytestmark = [pytest.mark.toolchain, pytest.mark.images, pytest.mark.cluster]
+
+SHARE_TOLERANCE = 0.15  # of the whole, around an even split (the issue's goal is 0.10)
+SCALE = {
+    "type": "target_utilization",
+    "min_instances": 1,
+    "max_instances": 3,
+    "target_utilization_percentage": 50,
+    "polling_interval": 15,
+    "scale_down_delay": 20,
+}
+COUNTER = re.compile(r'^scoring_requests_total\{route="/score",status="200"\} (\d+)', re.M)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EndpointProject]:
+    check_cluster()
+    try:
+        proj = make_project(tmp_path_factory.mktemp("autoscale"), prefix="mle-scale")
+    except FileNotFoundError as exc:
+        pytest.fail(str(exc))
+    path = proj.work_dir / "Pulumi.dev.yaml"
+    doc = yaml.safe_load(path.read_text())
+    [blue] = doc["config"]["ml-endpoints:deployments"]
+    blue.pop("instance_count")
+    blue["scale_settings"] = SCALE
+    green = {**blue, "name": "green", "instance_count": 1}
+    green.pop("scale_settings")
+    doc["config"]["ml-endpoints:deployments"] = [blue, green]
+    doc["config"]["ml-endpoints:endpoint"]["traffic"] = {"blue": 100, "green": 0}
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    try:
+        with proj.logged("pulumi up") as out:
+            proj.stack.up(on_output=out)
+        yield proj
+    finally:
+        proj.stack.destroy(on_output=lambda _line: None)
+
+
+def replicas(ns: str, name: str) -> tuple[int, int]:
+    """(spec.replicas, ready replicas) of a Deployment."""
+    dep = kubectl_json("-n", ns, "get", "deployment", name)
+    return dep["spec"].get("replicas", 0), dep["status"].get("readyReplicas", 0)
+
+
+def ready_pods(ns: str, deployment: str) -> list[str]:
+    """Ready pods of DEPLOYMENT (its name in the stack, the label's value)."""
+    pods = running_pods(ns, f"mlendpoints/deployment={deployment}")
+    return sorted(p["metadata"]["name"] for p in pods if is_ready(p))
+
+
+def served(ns: str, pod: str) -> int:
+    """Requests to /score this pod answered with 200, from its own /metrics."""
+    text = kubectl(
+        "-n",
+        ns,
+        "exec",
+        pod,
+        "--",
+        "python",
+        "-c",
+        # The server answers only requests carrying the internal credential (the router's).
+        "import os, urllib.request as u;"
+        "f = os.environ.get('INTERNAL_CREDENTIAL_FILE');"
+        "h = {'x-ml-endpoints-credential': open(f).read().strip()} if f else {};"
+        "r = u.Request('http://127.0.0.1:5001/metrics', headers=h);"
+        "print(u.urlopen(r, timeout=5).read().decode())",
+        timeout=30,
+    )
+    found = COUNTER.search(text)
+    return int(found.group(1)) if found else 0
+
+
+def wait_for(what: str, check: object, limit: float) -> float:
+    """Poll CHECK (a callable) every 2 s until true; seconds it took. Fails after LIMIT."""
+    start = time.monotonic()
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() - start < limit, f"{what}: not within {limit:.0f} s"
+        time.sleep(2)
+    return time.monotonic() - start
+
+
+@pytest.mark.timeout(900)
+def test_autoscaling_under_step_load(project: EndpointProject) -> None:
+    ns = project.namespace
+    outputs = project.outputs()
+    blue, green = (outputs["deployments"][d]["kubernetes_name"] for d in ("blue", "green"))
+    endpoint = SampleEndpoint(
+        outputs["scoring_uri"], verify=ca_file(ns, outputs.get("ca_certificate"))
+    )
+    key = outputs["primary_key"]
+    hpa = kubectl_json("-n", ns, "get", "hpa", blue)
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 3)
+    assert wait_for("blue at 1 Ready pod", lambda: replicas(ns, blue) == (1, 1), 120) >= 0
+    figures: list[str] = []
+
+    def note(text: str) -> None:  # printed as measured: a later failure keeps them
+        figures.append(text)
+        print(f"autoscaling: {text}", flush=True)
+
+    # Bounded by time (and a count far above what 300 s gives here).
+    load = Load(
+        lambda: endpoint.ask(key), threads=4, pause=0.0, max_seconds=300, max_requests=300_000
+    )
+    with load:
+        t2 = wait_for("a 2nd blue pod Ready", lambda: replicas(ns, blue)[1] >= 2, 180)
+        note(f"2nd replica Ready {t2:.0f} s after the load started")
+        # A rollout of the scaled-out Deployment keeps the autoscaler's count.
+        scaled = replicas(ns, blue)[0]
+        project.set_config({"deployments[0].environment_variables.ROLL": "rolled"})
+        with project.logged("pulumi up (roll blue while scaled out)") as out:
+            project.stack.up(on_output=out)
+        after_up = replicas(ns, blue)[0]
+        assert after_up >= min(scaled, 2), (scaled, after_up)
+        # Let the autoscaler settle, then 30 s for the pools to spread onto every pod.
+        settle = time.monotonic()
+        last = len(ready_pods(ns, "blue"))
+        while time.monotonic() - settle < 40 and load.elapsed() < 200:
+            time.sleep(5)
+            now = len(ready_pods(ns, "blue"))
+            if now != last:
+                settle, last = time.monotonic(), now
+        note(f"{last} blue pods Ready at {load.elapsed():.0f} s")
+        time.sleep(30)
+        pods = ready_pods(ns, "blue")
+        first = {p: served(ns, p) for p in pods}
+        time.sleep(20)
+        second = {p: served(ns, p) for p in pods if p in ready_pods(ns, "blue")}
+        assert replicas(ns, green) == (1, 1), "green (type: default) must keep its count"
+    note(f"blue under load: {load.report()}")
+    stopped = time.monotonic()
+    delta = {p: second[p] - first[p] for p in second}
+    total = sum(delta.values())
+    shares = {p: n / total for p, n in delta.items()} if total else {}
+    note(
+        "per-pod share over 20 s: "
+        + ", ".join(f"{p[-5:]} {s:.0%}" for p, s in sorted(shares.items()))
+    )
+    scale_in = wait_for("blue back to 1 replica", lambda: replicas(ns, blue)[0] == 1, 240)
+    note(f"back to 1 replica {time.monotonic() - stopped:.0f} s after the load stopped")
+    Path(project.work_dir / "figures.txt").write_text("\n".join(figures) + "\n")
+    assert load.failures == [], load.failures[:20]
+    assert len(delta) >= 2 and total > 0, (first, second)
+    even = 1 / len(delta)
+    assert all(abs(s - even) <= SHARE_TOLERANCE for s in shares.values()), shares
+    assert scale_in >= 0
+    assert replicas(ns, green) == (1, 1)

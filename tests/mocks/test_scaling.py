@@ -1,0 +1,193 @@
+"""scale_settings under Pulumi mocks: the HPA and PDB specs, no `replicas` fighting the
+autoscaler, the spread across nodes, the preview line, and the preview-time refusals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pytest
+
+from infra import config as cfgmod
+from infra import program
+from tests.support.pulumi_mocks import Recorder, install, stack_raw
+
+pytestmark = pytest.mark.components
+
+DEPLOYMENT = "kubernetes:apps/v1:Deployment"
+HPA = "kubernetes:autoscaling/v2:HorizontalPodAutoscaler"
+PDB = "kubernetes:policy/v1:PodDisruptionBudget"
+
+AUTOSCALE = {
+    "type": "target_utilization",
+    "min_instances": 1,
+    "max_instances": 3,
+    "target_utilization_percentage": 60,
+    "polling_interval": 10,
+    "scale_down_delay": 30,
+}
+
+
+def autoscaled_raw(assets: dict[str, Path], **scale: Any) -> dict[str, Any]:
+    """blue autoscaled (no instance_count), green fixed at 1."""
+    raw = stack_raw(assets)
+    blue = {k: v for k, v in raw["deployments"][0].items() if k != "instance_count"}
+    blue["scale_settings"] = {**AUTOSCALE, **scale}
+    raw["deployments"][0] = blue
+    return raw
+
+
+def build(raw: dict[str, Any]) -> Recorder:
+    rec = install()
+
+    @pulumi.runtime.test
+    def go() -> pulumi.Output[Any]:
+        return program.build(cfgmod.parse(raw)).traffic
+
+    go()
+    return rec
+
+
+def problems(raw: dict[str, Any]) -> list[str]:
+    with pytest.raises(cfgmod.StackConfigError) as exc:
+        cfgmod.parse(raw)
+    return exc.value.problems
+
+
+def test_autoscaled_deployment_gets_an_hpa_and_no_replicas(assets: dict[str, Path]) -> None:
+    rec = build(autoscaled_raw(assets))
+    blue = rec.one(DEPLOYMENT, "blue-deployment").inputs["spec"]
+    # No replicas: `pulumi up` never resets what the autoscaler chose.
+    assert "replicas" not in blue
+    assert rec.one(DEPLOYMENT, "green-deployment").inputs["spec"]["replicas"] == 1
+    hpa = rec.one(HPA, "blue-hpa").inputs
+    assert hpa["metadata"]["name"] == "diabetes-blue"
+    assert hpa["metadata"]["namespace"] == "mlns"
+    spec = hpa["spec"]
+    assert spec["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "diabetes-blue",
+    }
+    assert (spec["minReplicas"], spec["maxReplicas"]) == (1, 3)
+    assert spec["metrics"] == [
+        {
+            "type": "Resource",
+            "resource": {
+                "name": "cpu",
+                "target": {"type": "Utilization", "averageUtilization": 60},
+            },
+        }
+    ]
+    assert spec["behavior"] == {
+        "scaleUp": {
+            "stabilizationWindowSeconds": 0,
+            "selectPolicy": "Max",
+            "policies": [
+                {"type": "Percent", "value": 100, "periodSeconds": 10},
+                {"type": "Pods", "value": 4, "periodSeconds": 10},
+            ],
+        },
+        "scaleDown": {
+            "stabilizationWindowSeconds": 30,
+            "selectPolicy": "Max",
+            "policies": [{"type": "Percent", "value": 100, "periodSeconds": 10}],
+        },
+    }
+    # A fixed deployment has no autoscaler.
+    assert [r.name for r in rec.of_type(HPA)] == ["blue-hpa"]
+
+
+def test_every_deployment_has_a_pdb_and_spreads_across_nodes(assets: dict[str, Path]) -> None:
+    rec = build(autoscaled_raw(assets, min_instances=2))
+    selector = {
+        "app.kubernetes.io/name": "ml-endpoints-scoring",
+        "mlendpoints/endpoint": "diabetes",
+    }
+    for name, keep in (("blue", 2), ("green", 1)):
+        pdb = rec.one(PDB, f"{name}-pdb").inputs
+        assert pdb["spec"]["minAvailable"] == keep
+        assert pdb["spec"]["selector"] == {
+            "matchLabels": {**selector, "mlendpoints/deployment": name}
+        }
+        pod = rec.one(DEPLOYMENT, f"{name}-deployment").inputs["spec"]["template"]["spec"]
+        assert pod["topologySpreadConstraints"] == [
+            {
+                "maxSkew": 1,
+                "topologyKey": "kubernetes.io/hostname",
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": {**selector, "mlendpoints/deployment": name}},
+            }
+        ]
+
+
+def test_zero_instances_has_no_pdb(assets: dict[str, Path]) -> None:
+    raw = stack_raw(assets)
+    raw["deployments"][1]["instance_count"] = 0
+    rec = build(raw)
+    assert [r.name for r in rec.of_type(PDB)] == ["blue-pdb"]
+
+
+def test_preview_shows_the_range(assets: dict[str, Path]) -> None:
+    rec = build(autoscaled_raw(assets))
+    lines = sorted(line for line in rec.logs if line.startswith("scale "))  # async order
+    assert lines == [
+        "scale blue: 1..3 replicas, target 60% CPU, scale-down delay 30s",
+        "scale green: 1 replica (fixed)",
+    ]
+
+
+def test_bad_scale_settings_name_the_field(assets: dict[str, Path]) -> None:
+    assert problems(autoscaled_raw(assets, min_instances=4)) == [
+        "deployments[0].scale_settings.min_instances: 4 is more than max_instances 3"
+    ]
+    [line] = problems(autoscaled_raw(assets, target_utilization_percentage=150))
+    assert line.startswith("deployments[0].scale_settings.target_utilization_percentage: ")
+    assert "150" in line
+    [line] = problems(autoscaled_raw(assets, target_concurrent_requests_per_instance=4))
+    assert line.startswith(
+        "deployments[0].scale_settings.target_concurrent_requests_per_instance: not supported yet"
+    )
+    assert "KEDA" in line
+    [line] = problems(autoscaled_raw(assets, type="sideways"))
+    assert line.startswith("deployments[0].scale_settings.type: 'sideways' is not accepted")
+
+
+def test_autoscaling_with_fixed_count_or_no_cpu_request_is_refused(
+    assets: dict[str, Path],
+) -> None:
+    raw = autoscaled_raw(assets)
+    raw["deployments"][0]["instance_count"] = 2
+    raw["deployments"][0]["resources"] = {"requests": {"memory": "300Mi"}}
+    assert problems(raw) == [
+        "deployments[0].instance_count: a fixed count conflicts with scale_settings.type "
+        "target_utilization; remove it (min_instances is the starting count)",
+        "deployments[0].resources.requests.cpu: required by scale_settings.type "
+        "target_utilization (CPU utilisation is a percentage of the request)",
+    ]
+    # type default keeps instance_count as before, with or without a CPU request.
+    raw["deployments"][0]["scale_settings"] = {"type": "default"}
+    assert cfgmod.parse(raw).deployments[0].instance_count == 2
+
+
+def test_component_refuses_the_same_combinations(assets: dict[str, Path]) -> None:
+    from components import OnlineDeploymentArgs, Resources, ScaleSettings
+    from components.online_deployment import _validate
+
+    args = OnlineDeploymentArgs(
+        endpoint_name="diabetes",
+        image="example/scoring:1",
+        instance_count=2,
+        scale_settings=ScaleSettings(type="target_utilization", min_instances=3, max_instances=2),
+        resources=Resources(requests={"memory": "1Gi"}),
+    )
+    with pytest.raises(ValueError) as exc:
+        _validate("blue", args)
+    assert str(exc.value).splitlines() == [
+        "deployment 'blue'.scale_settings.min_instances: 3 is more than max_instances 2",
+        "deployment 'blue'.instance_count: a fixed count conflicts with scale_settings.type "
+        "target_utilization; remove it (min_instances is the starting count)",
+        "deployment 'blue'.resources.requests.cpu: required by scale_settings.type "
+        "target_utilization (CPU utilisation is a percentage of the request)",
+    ]
