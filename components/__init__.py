@@ -5,8 +5,8 @@ Layout: one public module per component (`model_asset`, `environment`, `online_d
 in `_*` modules
 (labels, naming, hashing, conda translation, build contexts, generated keys; `_images` belongs to
 the toolchain area and builds/pushes images on `pulumi up` only). The server and router settings
-(`RequestSettings`, `DataCollection`, `RouterLimits`) are declared once in `scoring` and
-re-exported here.
+(`RequestSettings`, `DataCollection`, `RouterLimits`, `RoutingPolicy`) are declared once in
+`scoring` and re-exported here.
 """
 
 from components._scaling import ScaleSettings
@@ -21,6 +21,7 @@ from components.online_deployment import (
     Probe,
     RequestSettings,
     Resources,
+    RoutingPolicy,
 )
 from components.online_endpoint import (
     KeyVersions,
@@ -50,6 +51,7 @@ __all__ = [
     "Resources",
     "RouterLimits",
     "RouterSettings",
+    "RoutingPolicy",
     "ScaleSettings",
     "TlsSettings",
 ]

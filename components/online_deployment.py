@@ -20,6 +20,7 @@ from components._scaling import ScaleSettings
 from components.environment import Environment
 from components.internal_credential import InternalCredential
 from components.model_asset import ModelAsset
+from scoring.router.config import RoutingPolicy
 from scoring.server.config import (
     DataCollection,
     DeploymentSettings,
@@ -85,6 +86,9 @@ class OnlineDeploymentArgs:
             Secret and reach the container by `secretKeyRef`, never in the pod spec.
         internal_credential: the endpoint's credential (`InternalCredential`); the server then
             answers only requests that carry it (the router's), besides its probes.
+        routing: how the endpoint's router may treat this deployment's requests (`idempotent`:
+            replay once after a dropped connection), declared in `scoring.router.config`; it
+            reaches the router config file's entry for this deployment.
     """
 
     endpoint_name: str
@@ -108,6 +112,7 @@ class OnlineDeploymentArgs:
     registry: str = "127.0.0.1:5000"
     secret_environment_variables: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
     internal_credential: InternalCredential | None = None
+    routing: RoutingPolicy = field(default_factory=RoutingPolicy)
 
     def server_settings(self) -> DeploymentSettings:
         """The server settings as one checked model (its bounds apply here too).
@@ -144,6 +149,7 @@ class OnlineDeployment(pulumi.ComponentResource):
         self.deployment_label = name
         self.endpoint_name = args.endpoint_name
         self.internal_credential = args.internal_credential
+        self.routing = args.routing
         object_name = _naming.deployment_object(args.endpoint_name, name)
         selector = _labels.scoring_selector(args.endpoint_name, name)
         labels = {**_labels.common("scoring"), **selector}

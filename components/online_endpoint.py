@@ -195,7 +195,8 @@ class OnlineEndpoint(pulumi.ComponentResource):
             "auth_mode": args.auth_mode,
             "deployments": {
                 d.deployment_label: {
-                    "url": _naming.service_url(name, d.deployment_label, args.namespace)
+                    "url": _naming.service_url(name, d.deployment_label, args.namespace),
+                    **d.routing.model_dump(),
                 }
                 for d in args.deployments
             },

@@ -11,13 +11,15 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from components import _scaling, rules
 from components._scaling import ScaleSettings
-from components.online_deployment import DeploymentSettings
+
+_Declared = TypeVar("_Declared", bound=BaseModel)
+from components.online_deployment import DeploymentSettings, RoutingPolicy
 from components.online_endpoint import RouterLimits
 from mlendpoints.paths import REPO as PROJECT_ROOT
 from mlendpoints.paths import cache_root
@@ -28,6 +30,11 @@ PROJECT = "ml-endpoints"
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def part(self, declared: type[_Declared]) -> _Declared:
+        """The fields this section inherits from `declared`, as that model alone (what the
+        components and the router config file receive)."""
+        return declared(**{name: getattr(self, name) for name in declared.model_fields})
 
 
 class ClusterConfig(_Section):
@@ -99,12 +106,13 @@ class ResourcesConfig(_Section):
     limits: dict[Literal["cpu", "memory"], str] = {}
 
 
-class DeploymentConfig(_Section, DeploymentSettings):
+class DeploymentConfig(_Section, DeploymentSettings, RoutingPolicy):
     """One deployment behind the endpoint (blue, green, ...).
 
     Its server settings (`worker_count`, `request_settings`, `data_collection`) are
     `scoring.server.config.DeploymentSettings`, inherited: declared there once, with their defaults
-    and bounds, and passed on to the components unchanged.
+    and bounds, and passed on to the components unchanged. Its routing policy (`idempotent`) is
+    `scoring.router.config.RoutingPolicy`, inherited likewise, and reaches the router config file.
     """
 
     name: str
@@ -172,7 +180,7 @@ class RouterConfig(_Section, RouterLimits):
 
     def limits(self) -> RouterLimits:
         """The `RouterLimits` part alone (what the router config file receives)."""
-        return RouterLimits(**{name: getattr(self, name) for name in RouterLimits.model_fields})
+        return self.part(RouterLimits)
 
 
 class EndpointConfig(_Section):

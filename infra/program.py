@@ -23,6 +23,7 @@ from components import (
     Probe,
     Resources,
     RouterSettings,
+    RoutingPolicy,
     TlsSettings,
 )
 from infra import config as cfgmod
@@ -162,6 +163,7 @@ def build(cfg: StackConfig, previous: tuple[Any, Any] = (None, None)) -> OnlineE
                     ),
                     request_settings=d.request_settings,
                     data_collection=d.data_collection,
+                    routing=d.part(RoutingPolicy),
                     liveness_probe=Probe(**d.liveness_probe.model_dump()),
                     readiness_probe=Probe(**d.readiness_probe.model_dump()),
                     environment_variables=dict(d.environment_variables),

@@ -38,8 +38,23 @@ class ConfigError(ValueError):
         super().__init__(f"{source}: " + "; ".join(problems))
 
 
-class DeploymentConfig(BaseModel):
-    """One upstream deployment: where its inference server listens."""
+class RoutingPolicy(BaseModel):
+    """How the router may treat one deployment's requests: the one declaration of each choice.
+
+    The config file's ``deployments`` entries inherit it, and so do the stack config's
+    ``deployments[i]`` (the same keys) and the components' ``OnlineDeploymentArgs.routing``, so a
+    key set in ``Pulumi.<stack>.yaml`` reaches the router file unchanged.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    idempotent: bool = False
+    """The deployment's scoring has no side effect, so a request whose connection failed after
+    it was sent may be sent again once; otherwise it never is (it may have reached ``run()``)."""
+
+
+class DeploymentConfig(RoutingPolicy):
+    """One upstream deployment: where its inference server listens, and its routing policy."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
@@ -64,10 +79,6 @@ class DeploymentConfig(BaseModel):
         if parts.query or parts.fragment:
             raise ValueError(f"{value!r} must not have a query or fragment")
         return value
-
-    idempotent: bool = False
-    """The deployment's scoring has no side effect, so a request whose connection failed after
-    it was sent may be sent again once; otherwise it never is (it may have reached ``run()``)."""
 
 
 class RouterLimits(BaseModel):

@@ -1,12 +1,14 @@
 """The layers agree on every declared setting: stack config -> component Args -> pod -> server.
 
 The per-deployment server settings are declared once (`scoring.server.config.DeploymentSettings`)
-and the router's upstream limits once (`scoring.router.config.RouterLimits`). For each field of
-those declarations, these tests check that
+the router's upstream limits once (`scoring.router.config.RouterLimits`) and a deployment's
+routing policy once (`scoring.router.config.RoutingPolicy`). For each field of those
+declarations, these tests check that
 
 (a) the stack config accepts it under that name, and leaving it out gives the declared default;
 (b) the program, under Pulumi mocks, puts the stack's value into the pod env under the declared
-    variable (router: into the router config file under the same name);
+    variable (router: into the router config file under the same name; routing policy: into the
+    router file's entry for that deployment);
 (c) the server's loader fed that pod env yields the same value (router: the config file parser);
 (d) `python -m scoring serve --help` lists the flag with the same default.
 
@@ -29,7 +31,8 @@ from pydantic.fields import FieldInfo
 
 from components import OnlineDeployment, OnlineDeploymentArgs, RouterSettings
 from infra import config as cfgmod
-from scoring.router.config import RouterConfig, RouterLimits, parse_config
+from scoring.router.config import RouterConfig, RouterLimits, RoutingPolicy, parse_config
+from scoring.router.config import DeploymentConfig as RouterDeployment
 from scoring.server.config import DeploymentSettings, Settings, load, parser
 from tests.mocks.test_components import run_stack
 from tests.support.pulumi_mocks import Recorder, stack_raw
@@ -104,6 +107,8 @@ ROUTER_STACK_ONLY = {
     "resources",
 }
 ROUTER_ARGS_ONLY = ROUTER_STACK_ONLY | {"base_image", "registry", "tls"}
+# A router file's deployment entry: where the deployment listens (the components set it).
+ROUTER_ENTRY_ONLY = {"url"}
 
 
 def other_value(info: FieldInfo) -> Any:
@@ -140,6 +145,7 @@ LEAVES = DeploymentSettings.leaves()
 PATHS = {name: tuple(path.split(".")) for name, path in DeploymentSettings.key_paths().items()}
 OTHER = {name: other_value(info) for name, info in LEAVES.items()}
 ROUTER_OTHER = {name: other_value(info) for name, info in RouterLimits.model_fields.items()}
+ROUTING_OTHER = {name: other_value(info) for name, info in RoutingPolicy.model_fields.items()}
 
 
 def bare_raw(assets: dict[str, Path]) -> dict[str, Any]:
@@ -154,6 +160,7 @@ def set_everything(raw: dict[str, Any]) -> dict[str, Any]:
     for name, value in OTHER.items():
         put(raw["deployments"][0], PATHS[name], value)
     raw["endpoint"]["router"].update(ROUTER_OTHER)
+    raw["deployments"][0].update(ROUTING_OTHER)
     return raw
 
 
@@ -179,11 +186,12 @@ def test_each_layer_has_the_declared_fields_and_no_other_setting() -> None:
     assert set(LEAVES) == set(PATHS), "a setting must be a field of DeploymentSettings or a section"
     assert set(Settings.model_fields) == set(LEAVES) | SERVER_ONLY
     assert set(cfgmod.DeploymentConfig.model_fields) == (
-        set(DeploymentSettings.model_fields) | DEPLOYMENT_ONLY
+        set(DeploymentSettings.model_fields) | set(RoutingPolicy.model_fields) | DEPLOYMENT_ONLY
     )
     assert {f.name for f in fields(OnlineDeploymentArgs)} == (
-        set(DeploymentSettings.model_fields) | ARGS_ONLY
+        set(DeploymentSettings.model_fields) | {"routing"} | ARGS_ONLY
     )
+    assert set(RouterDeployment.model_fields) == set(RoutingPolicy.model_fields) | ROUTER_ENTRY_ONLY
     assert set(RouterConfig.model_fields) == set(RouterLimits.model_fields) | ROUTER_FILE_ONLY
     assert set(cfgmod.RouterConfig.model_fields) == (
         set(RouterLimits.model_fields) | ROUTER_STACK_ONLY
@@ -212,12 +220,14 @@ def test_stack_config_defaults_are_the_declared_ones(assets: dict[str, Path]) ->
     assert {n: get(dep, p) for n, p in PATHS.items()} == {n: i.default for n, i in LEAVES.items()}
     router = cfgmod.parse(bare_raw(assets)).endpoint.router
     assert router.limits() == RouterLimits()
+    assert dep.part(RoutingPolicy) == RoutingPolicy()
 
 
 def test_stack_config_takes_every_setting_by_its_name(assets: dict[str, Path]) -> None:
     cfg = cfgmod.parse(set_everything(bare_raw(assets)))
     assert {n: get(cfg.deployments[0], p) for n, p in PATHS.items()} == OTHER
     assert cfg.endpoint.router.limits().model_dump() == ROUTER_OTHER
+    assert cfg.deployments[0].part(RoutingPolicy).model_dump() == ROUTING_OTHER
 
 
 def test_stack_config_bounds_are_the_declared_ones(assets: dict[str, Path]) -> None:
@@ -272,6 +282,22 @@ def test_router_limits_reach_the_router_file(assets: dict[str, Path], which: str
     assert {k: text_of_file[k] for k in RouterLimits.model_fields} == expected
     parsed = parse_config(json.dumps(text_of_file))
     assert {k: getattr(parsed, k) for k in RouterLimits.model_fields} == expected
+
+
+@pytest.mark.parametrize("which", ["defaults", "every policy changed"])
+def test_routing_policy_reaches_the_router_file_entry(assets: dict[str, Path], which: str) -> None:
+    """`deployments[i].idempotent` (each `RoutingPolicy` field) lands in the router file's entry
+    for that deployment, and the router's parser reads the same value back."""
+    raw = bare_raw(assets)
+    expected = RoutingPolicy().model_dump()
+    if which != "defaults":
+        raw, expected = set_everything(raw), ROUTING_OTHER
+    text_of_file = router_file(render(raw))
+    entry = text_of_file["deployments"]["blue"]
+    assert set(entry) == set(RoutingPolicy.model_fields) | ROUTER_ENTRY_ONLY
+    assert {k: entry[k] for k in RoutingPolicy.model_fields} == expected
+    parsed = parse_config(json.dumps(text_of_file)).deployments["blue"]
+    assert {k: getattr(parsed, k) for k in RoutingPolicy.model_fields} == expected
 
 
 def test_environment_variables_cannot_shadow_a_setting() -> None:
