@@ -234,15 +234,17 @@ def test_pods_wait_before_stopping_so_rollouts_drop_nothing(assets: dict[str, Pa
 
 
 def test_router_config_matches_router_schema(assets: dict[str, Path]) -> None:
-    rec, _ = run_stack(stack_raw(assets, traffic={"blue": 90, "green": 10}))
+    raw = stack_raw(assets, traffic={"blue": 90, "green": 10})
+    raw["deployments"][0]["idempotent"] = True  # stack key `deployments[0].idempotent: true`
+    rec, _ = run_stack(raw)
     cm = rec.one(CONFIGMAP, "diabetes-router-config")
     config = json.loads(cm.inputs["data"]["router.json"])
     assert config == {
         "endpoint_name": "diabetes",
         "auth_mode": "key",
         "deployments": {
-            "blue": {"url": "http://diabetes-blue.mlns.svc:5001"},
-            "green": {"url": "http://diabetes-green.mlns.svc:5001"},
+            "blue": {"url": "http://diabetes-blue.mlns.svc:5001", "idempotent": True},
+            "green": {"url": "http://diabetes-green.mlns.svc:5001", "idempotent": False},
         },
         "traffic": {"blue": 90, "green": 10},
         "mirror_traffic": {},
