@@ -17,8 +17,6 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 
 from components import _scaling, rules
 from components._scaling import ScaleSettings
-
-_Declared = TypeVar("_Declared", bound=BaseModel)
 from components.online_deployment import DeploymentSettings, RoutingPolicy
 from components.online_endpoint import RouterLimits
 from mlendpoints.paths import REPO as PROJECT_ROOT
@@ -26,6 +24,7 @@ from mlendpoints.paths import cache_root
 from scoring.router.config import RouterConfig as RouterFile
 
 PROJECT = "ml-endpoints"
+_Declared = TypeVar("_Declared", bound=BaseModel)
 
 
 class _Section(BaseModel):

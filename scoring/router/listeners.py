@@ -75,5 +75,6 @@ class MetricsProtocol(asyncio.Protocol):
     def _answer(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         if self.transport is None or self.transport.is_closing():
             return
-        self.transport.write(encode_response(status, headers, body, keep_alive=False))
+        head = self._parser.get_method() == b"HEAD"  # no body after HEAD (HTTP)
+        self.transport.write(encode_response(status, headers, body, keep_alive=False, head=head))
         self.transport.close()

@@ -58,11 +58,22 @@ _monotonic = time.monotonic
 _STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in HTTPStatus}
 
 
-def encode_response(status: int, headers: Headers, body: bytes, keep_alive: bool) -> bytes:
-    head = _STATUS_LINES.get(status) or f"HTTP/1.1 {status} Unknown\r\n".encode()
+def encode_response(
+    status: int, headers: Headers, body: bytes, keep_alive: bool, head: bool = False
+) -> bytes:
+    """The response's bytes. ``head``: the answer to a HEAD request, i.e. the headers a GET
+    would get (its content-length included) and no body, which HTTP forbids after HEAD and a
+    kept-alive client would read as the start of its next response."""
+    status_line = _STATUS_LINES.get(status) or f"HTTP/1.1 {status} Unknown\r\n".encode()
     lines = b"".join([b"%s: %s\r\n" % h for h in headers])
     tail = b"\r\n\r\n" if keep_alive else b"\r\nconnection: close\r\n\r\n"
-    return b"%s%scontent-length: %d%s%s" % (head, lines, len(body), tail, body)
+    return b"%s%scontent-length: %d%s%s" % (
+        status_line,
+        lines,
+        len(body),
+        tail,
+        b"" if head else body,
+    )
 
 
 class _Refuse(Exception):
@@ -85,6 +96,7 @@ class HttpProtocol(asyncio.Protocol):
         "_discard",
         "_drop_left",
         "_final",
+        "_head",
         "_head_fed",
         "_headers",
         "_held",
@@ -136,7 +148,8 @@ class HttpProtocol(asyncio.Protocol):
         self._in_head = False
         self._discard = False  # refused: what still arrives is dropped
         self._drop_left = 0  # ... up to this many bytes, then the connection closes
-        self._final: Response | None = None  # a refusal waiting for earlier pipelined answers
+        self._final: bytes | None = None  # a refusal waiting for earlier pipelined answers
+        self._head = False  # the request being answered is a HEAD: its answer has no body
         self.last_active = self._since = _monotonic()
         self.closed = False
 
@@ -301,6 +314,7 @@ class HttpProtocol(asyncio.Protocol):
     def _start(self, req: Request) -> None:
         self._busy = True
         self._keep = req.keep_alive
+        self._head = req.method == b"HEAD"
         self._cur = len(req.body)
         try:
             self.router.handle(req, self._respond)
@@ -323,7 +337,8 @@ class HttpProtocol(asyncio.Protocol):
             self._cur = 0
         self.last_active = _monotonic()
         keep = self._keep and not self.router.draining
-        self.transport.write(encode_response(status, headers, body, keep))  # type: ignore[union-attr]
+        data = encode_response(status, headers, body, keep, self._head)
+        self.transport.write(data)  # type: ignore[union-attr]
         if not keep:
             self.close()
             return
@@ -367,22 +382,24 @@ class HttpProtocol(asyncio.Protocol):
             if self._in_head or self._pending is not None or not self._receiving
             else self.router.state.config.max_body_bytes
         )
+        # The request's method is known once its URL has begun (the parser reads it first).
+        head = self._receiving and bool(self._url) and self._parser.get_method() == b"HEAD"
         self._receiving = self._in_head = False
         self._pending = None
         self._body = []
+        data = encode_response(*response, keep_alive=False, head=head)
         if self._busy or self._queue:
-            self._final = response  # after the answers to the requests before it
+            self._final = data  # after the answers to the requests before it
         else:
-            self._write_final(response)
+            self._write_final(data)
 
-    def _write_final(self, response: Response) -> None:
+    def _write_final(self, data: bytes) -> None:
         transport = self.transport
         self._final = None
         if transport is None or self.closed:
             return
         self.closed = True
-        status, headers, body = response
-        transport.write(encode_response(status, headers, body, keep_alive=False))
+        transport.write(data)
         if transport.can_write_eof():
             transport.write_eof()  # the answer, then FIN; reading (and dropping) goes on
             asyncio.get_running_loop().call_later(LINGER_S, transport.close)

@@ -31,8 +31,8 @@ from pydantic.fields import FieldInfo
 
 from components import OnlineDeployment, OnlineDeploymentArgs, RouterSettings
 from infra import config as cfgmod
-from scoring.router.config import RouterConfig, RouterLimits, RoutingPolicy, parse_config
 from scoring.router.config import DeploymentConfig as RouterDeployment
+from scoring.router.config import RouterConfig, RouterLimits, RoutingPolicy, parse_config
 from scoring.server.config import DeploymentSettings, Settings, load, parser
 from tests.mocks.test_components import run_stack
 from tests.support.pulumi_mocks import Recorder, stack_raw
