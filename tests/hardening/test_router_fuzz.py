@@ -11,6 +11,7 @@ runs a bounded number of examples (about 20 s each here).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import string
 
@@ -81,25 +82,70 @@ def _router() -> tuple[Router, _Upstream]:
     return router, upstream
 
 
-class _Responses:
-    """Parses what the router wrote: complete responses, and whether any is left unfinished."""
+class _Methods:
+    """The method of each request in what a client sent, in order: ``None`` while its request
+    line has not reached the target (the router cannot know it either)."""
 
-    def __init__(self) -> None:
-        self.statuses: list[int] = []
-        self.done = True
-        self._parser = httptools.HttpResponseParser(self)
+    def __init__(self, sent: bytes) -> None:
+        self.methods: list[bytes | None] = []
+        self._parser = httptools.HttpRequestParser(self)
+        with contextlib.suppress(httptools.HttpParserError):  # the router stops at that byte
+            self._parser.feed_data(sent)
 
     def on_message_begin(self) -> None:
-        self.done = False
+        self.methods.append(None)
+
+    def on_url(self, url: bytes) -> None:
+        self.methods[-1] = self._parser.get_method()
+
+
+class _Responses:
+    """Parses what the router wrote: complete responses, and whether any is left unfinished.
+
+    As a client does, it knows which answers are to a HEAD (``methods``): those end with their
+    headers (httptools' response parser cannot be told so: each response gets its own parser,
+    fed the head, then the content-length bytes of body unless it answers a HEAD).
+    """
+
+    def __init__(self, methods: list[bytes | None] | None = None) -> None:
+        self.statuses: list[int] = []
+        self.done = True
+        self._methods = methods or []
+        self._parser = httptools.HttpResponseParser(self)
+        self._length = 0
+        self._complete = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if name.lower() == b"content-length":
+            self._length = int(value)
 
     def on_message_complete(self) -> None:
-        status = self._parser.get_status_code()
-        if status != 100:  # 100 Continue is interim: the answer follows
-            self.statuses.append(status)
-        self.done = True
+        self._complete = True
 
     def feed(self, data: bytes) -> None:
-        self._parser.feed_data(data)
+        pos = 0
+        while pos < len(data):
+            end = data.find(b"\r\n\r\n", pos)
+            if end < 0:
+                self.done = False
+                return
+            self._parser = httptools.HttpResponseParser(self)
+            self._length, self._complete = 0, False
+            self._parser.feed_data(data[pos : end + 4])  # well-formed HTTP, or this raises
+            pos = end + 4
+            status = self._parser.get_status_code()
+            if status == 100:  # 100 Continue is interim: the answer follows
+                continue
+            answered = len(self.statuses)
+            self.statuses.append(status)
+            if answered < len(self._methods) and self._methods[answered] == b"HEAD":
+                assert not self._complete or self._length == 0
+                continue  # headers only
+            self._parser.feed_data(data[pos : pos + self._length])
+            pos += self._length
+            if not self._complete:
+                self.done = False
+                return
 
 
 def _feed(chunks: list[bytes]) -> tuple[Router, HttpProtocol, StubTransport]:
@@ -119,7 +165,7 @@ def _feed(chunks: list[bytes]) -> tuple[Router, HttpProtocol, StubTransport]:
 
 def _check(chunks: list[bytes], complete_requests: int | None) -> None:
     router, _, transport = _feed(chunks)
-    out = _Responses()
+    out = _Responses(_Methods(b"".join(chunks)).methods)
     out.feed(bytes(transport.out))  # well-formed HTTP, or this raises
     assert out.done, f"an unfinished response: {bytes(transport.out)[-200:]!r}"
     assert set(out.statuses) <= STATUSES, out.statuses
