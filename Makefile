@@ -30,8 +30,8 @@ lint: python lint-tools ## ruff check, ruff format --check, mypy (pyproject's [t
 	@$(PY) -m mypy
 	@shellcheck -x $(SHELL_SCRIPTS)
 
-test-fast: python ## unit + mock + real-HTTP tiers only (while you work)
-	@$(PY) -m pytest -q tests/unit tests/mocks tests/http
+test-fast: python ## the tiers that need no toolchain or cluster (unit, mocks, http, hardening, compat)
+	@$(PY) -m pytest -q tests/unit tests/mocks tests/http tests/hardening tests/compat
 
 test: setup lint cluster-up ## the README's test command: set up everything, run every tier
 	@$(PY) -m pytest -q tests
