@@ -382,8 +382,16 @@ class HttpProtocol(asyncio.Protocol):
             if self._in_head or self._pending is not None or not self._receiving
             else self.router.state.config.max_body_bytes
         )
-        # The request's method is known once its URL has begun (the parser reads it first).
-        head = self._receiving and bool(self._url) and self._parser.get_method() == b"HEAD"
+        # A refusal of a complete head (401, 413, 503, a body timeout) answers a HEAD with
+        # headers only. One decided while the head is still arriving (400, 414, 431, a header
+        # timeout) carries its body: that request never was a complete HEAD, and whether its
+        # method had been read would otherwise depend on where the packets happened to split.
+        head = (
+            self._receiving
+            and not self._in_head
+            and self._pending is None
+            and self._parser.get_method() == b"HEAD"
+        )
         self._receiving = self._in_head = False
         self._pending = None
         self._body = []

@@ -83,8 +83,8 @@ def _router() -> tuple[Router, _Upstream]:
 
 
 class _Methods:
-    """The method of each request in what a client sent, in order: ``None`` while its request
-    line has not reached the target (the router cannot know it either)."""
+    """The method of each request in what a client sent, in order: ``None`` until its head is
+    complete (the router answers a HEAD without a body only once its head is complete)."""
 
     def __init__(self, sent: bytes) -> None:
         self.methods: list[bytes | None] = []
@@ -95,7 +95,7 @@ class _Methods:
     def on_message_begin(self) -> None:
         self.methods.append(None)
 
-    def on_url(self, url: bytes) -> None:
+    def on_headers_complete(self) -> None:
         self.methods[-1] = self._parser.get_method()
 
 
@@ -282,6 +282,10 @@ _BODY_NEVER_SENT = [
 @given(_chunks())
 @example(([_BODY_NEVER_SENT[0]], None))
 @example(([_BODY_NEVER_SENT[1]], None))
+# A HEAD whose request line breaks after the target began: its 400 carries a body, however
+# the bytes were split (found by this test in CI).
+@example(([b"HEAD /", b"\x00core HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"], None))
+@example(([b"HEAD /\x00core HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"], None))
 def test_any_bytes_get_well_formed_answers_or_a_clean_close(
     case: tuple[list[bytes], int | None],
 ) -> None:
