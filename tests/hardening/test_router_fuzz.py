@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import string
 
 import httptools
@@ -34,9 +35,13 @@ def fuzz(examples: int) -> settings:
 
     ``print_blob``: a failure (in CI too) prints the line that replays it with
     ``@reproduce_failure``, since without a database nothing else remembers it.
+    ``derandomize`` in CI (``ML_ENDPOINTS_FUZZ_FIXED`` set, as ``.ci/run`` does): a landing is
+    judged on the same inputs every time; everyone else's runs explore new inputs, and what
+    they find becomes an ``@example`` here.
     """
     return settings(
         max_examples=examples,
+        derandomize=bool(os.environ.get("ML_ENDPOINTS_FUZZ_FIXED")),
         deadline=None,
         database=None,
         print_blob=True,
