@@ -8,7 +8,7 @@ samples; whole numbers print without a decimal point.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 #: Latency histogram bounds in seconds (Prometheus ``le`` buckets); a last slot counts +Inf.
@@ -62,6 +62,14 @@ class Exposition:
             self.lines.append(f"{name}{{{labels}}} {number(value)}")
         else:
             self.lines.append(f"{name} {number(value)}")
+
+    def by_label(
+        self, name: str, kind: str, text: str, label: str, values: Mapping[str, float]
+    ) -> None:
+        """A family with one sample per value of one label, in sorted order."""
+        self.family(name, kind, text)
+        for key, value in sorted(values.items()):
+            self.sample(name, value, f'{label}="{key}"')
 
     def histogram(self, name: str, labels: str, counts: Sequence[float], total: float) -> None:
         """A histogram's cumulative buckets, sum and count; ``counts`` has one slot per

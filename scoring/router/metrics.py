@@ -121,9 +121,13 @@ class Metrics:
             )
         out.family("router_in_flight_requests", "gauge", "Requests waiting for a deployment now.")
         out.sample("router_in_flight_requests", router.in_flight)
-        out.family("router_config_reloads_total", "counter", "Config reloads by result.")
-        for result, n in sorted(self.reloads.items()):
-            out.sample("router_config_reloads_total", n, f'result="{result}"')
+        out.by_label(
+            "router_config_reloads_total",
+            "counter",
+            "Config reloads by result.",
+            "result",
+            self.reloads,
+        )
         state = router.state
         out.family("router_config_generation", "gauge", "Generation of the config now serving.")
         out.sample("router_config_generation", state.generation)

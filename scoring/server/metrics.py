@@ -155,9 +155,9 @@ def render(snaps: list[dict[str, Any]]) -> bytes:
     out.family("scoring_request_duration_seconds", "histogram", "Time from request to response.")
     for route, hist in sorted(latency.items()):
         out.histogram("scoring_request_duration_seconds", f'route="{route}"', hist[:_N], hist[_N])
-    out.family("scoring_errors_total", "counter", "Failed scoring requests, by kind.")
-    for kind, n in sorted(errors.items()):
-        out.sample("scoring_errors_total", n, f'kind="{kind}"')
+    out.by_label(
+        "scoring_errors_total", "counter", "Failed scoring requests, by kind.", "kind", errors
+    )
     out.family("scoring_run_seconds_total", "counter", "Time spent inside run().")
     out.sample("scoring_run_seconds_total", run_seconds)
     out.family("scoring_requests_in_flight", "gauge", "Requests being handled now (live workers).")
@@ -172,25 +172,25 @@ def render(snaps: list[dict[str, Any]]) -> bytes:
         "scoring_workers_ready", "gauge", "Workers whose init() succeeded and that are serving."
     )
     out.sample("scoring_workers_ready", ready)
-    out.family(
+    out.by_label(
         "scoring_collected_records_total",
         "counter",
         "Records data collection wrote (lines on disk).",
+        "collection",
+        collected,
     )
-    for name, n in sorted(collected.items()):
-        out.sample("scoring_collected_records_total", n, f'collection="{name}"')
-    out.family(
+    out.by_label(
         "scoring_collection_dropped_total",
         "counter",
         "Records data collection did not write, by reason (disk_full, write_error, ...).",
+        "reason",
+        dropped,
     )
-    for reason, n in sorted(dropped.items()):
-        out.sample("scoring_collection_dropped_total", n, f'reason="{reason}"')
-    out.family(
+    out.by_label(
         "scoring_collection_shipped_total",
         "counter",
         "Records shipped from the spool to the collection destination.",
+        "collection",
+        shipped,
     )
-    for name, n in sorted(shipped.items()):
-        out.sample("scoring_collection_shipped_total", n, f'collection="{name}"')
     return out.render()
