@@ -12,7 +12,7 @@ from typing import Any, Literal
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components import _build, _labels, _naming, _pods, rules
+from components import _build, _labels, _naming, _pods, _scaling, rules
 from components._certs import GeneratedCertificate
 from components._hashing import hash_parts
 from components._keys import GeneratedKey
@@ -237,8 +237,9 @@ class OnlineEndpoint(pulumi.ComponentResource):
         config_json = json.dumps(router_config, indent=2, sort_keys=True)
         # The plan (and the "still takes traffic" check) needs the deployed stack's routing, an
         # Output; the ConfigMap consumes the checked value so a refusal stops the update.
+        scales = {d.deployment_label: d.scale_settings for d in args.deployments}
         checked = pulumi.Output.all(args.previous_traffic, args.previous_mirror).apply(
-            lambda prev: _plan_and_check(self, names, traffic, mirror, prev[0], prev[1])
+            lambda prev: _plan_and_check(self, names, traffic, mirror, prev[0], prev[1], scales)
         )
         routed_to = [r for d in args.deployments for r in (d.deployment, d.service)]
         self.config_map = k8s.core.v1.ConfigMap(
@@ -502,13 +503,16 @@ def _plan_and_check(
     mirror: dict[str, int],
     previous: Mapping[str, int] | None,
     previous_mirror: Mapping[str, int] | None,
+    scales: Mapping[str, _scaling.ScaleSettings],
 ) -> bool:
-    """Log the traffic plan; refuse to drop a deployment that still takes traffic."""
+    """Log the traffic plan (with a note for each autoscaled deployment given more traffic);
+    refuse to drop a deployment that still takes traffic."""
     previous, previous_mirror = _percents(previous), _percents(previous_mirror)
     problems = rules.check_removal(previous, previous_mirror, names)
     if problems:
         raise pulumi.RunError("\n".join(problems))
     plan = rules.traffic_plan(previous, traffic, previous_mirror, mirror, names)
+    plan += _scaling.shift_notes(scales, previous, traffic)
     pulumi.log.info(f"endpoint {endpoint.endpoint_label!r} " + "\n".join(plan), resource=endpoint)
     return True
 

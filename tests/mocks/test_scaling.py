@@ -243,3 +243,28 @@ def test_router_reads_endpointslices_with_its_own_account_only(assets: dict[str,
     assert discovery is not None and discovery.namespace == "mlns"
     assert discovery.token_file == f"{mount['mountPath']}/token"
     assert discovery.ca_file == f"{mount['mountPath']}/ca.crt"
+
+
+def test_traffic_plan_says_when_an_autoscaled_deployment_gets_more(assets: dict[str, Path]) -> None:
+    """Blue (autoscaled 1..3) goes 50% -> 90%: the plan says it may be at its minimum and how it
+    catches up; green (fixed) losing traffic, and a first deployment, get no such note."""
+    raw = autoscaled_raw(assets)
+    raw["endpoint"]["traffic"] = {"blue": 90, "green": 10}
+    rec = install()
+
+    @pulumi.runtime.test
+    def go() -> pulumi.Output[Any]:
+        previous = ({"blue": 50, "green": 50}, {})
+        return program.build(cfgmod.parse(raw), previous).traffic
+
+    go()
+    [plan] = [line for line in rec.logs if "traffic plan" in line]
+    assert (
+        "  blue: live 50% -> 90% onto a deployment that may be at its minimum (1 replica); the "
+        "autoscaler adds replicas (up to 3) once CPU passes 60%, one step per 10 s plus pod "
+        "start-up: raise min_instances first for a large shift"
+    ) in plan.splitlines()
+    assert "green:" not in plan
+    first = build(raw)
+    [plan] = [line for line in first.logs if "traffic plan" in line]
+    assert "minimum" not in plan
