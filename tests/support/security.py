@@ -109,8 +109,9 @@ def _image_blobs(image: str) -> Iterator[tuple[str, str, str, str]]:
     """(registry, repository, digest, media type) of an image's config and layers, following
     an index (BuildKit pushes those) to each of its manifests."""
     registry, _, rest = image.partition("/")
-    if "@" in rest:
+    if "@" in rest:  # repository[:tag]@digest: the digest is what the cluster pulls
         repository, _, reference = rest.partition("@")
+        repository = repository.split(":")[0]
     else:
         repository, _, reference = rest.rpartition(":")
     pending = [reference]
