@@ -83,16 +83,18 @@ def answered(proc: Proc, n: int) -> Counter[str]:
 
 
 def test_requests_go_to_ready_pods_in_turn_and_follow_the_api(tmp_path: Path) -> None:
-    """Idle pods take requests in turn; a pod turned not-ready, then removed, gets none
-    from the next update on, under load, with no failed request; a new pod gets its share."""
+    """Idle pods take requests in turn; under load, a pod turned not-ready (terminating) gets
+    none from the next update on and then stops, a new pod replaces it and gets its share,
+    and no request fails."""
     port, service_port = free_port(), free_port()
     with (
         fake_kube_api(TOKEN) as api,
         pod("127.0.0.1", service_port, "service"),
         pod("127.0.0.2", port, "a"),
-        pod("127.0.0.3", port, "b"),
+        contextlib.ExitStack() as b_running,
         pod("127.0.0.4", port, "c"),
     ):
+        b_running.enter_context(pod("127.0.0.3", port, "b"))
         api.set_pods(NS, SERVICE, {"127.0.0.2": True, "127.0.0.3": True}, port)
         with router(tmp_path, discovering(tmp_path, api, service_port)) as (proc, _):
             wait_for(lambda: set(answered(proc, 4)) == {"a", "b"}, "both pods answering")
@@ -103,6 +105,7 @@ def test_requests_go_to_ready_pods_in_turn_and_follow_the_api(tmp_path: Path) ->
                 wait_for(lambda: len(load.answers) > 50, "load running")
                 api.set_pods(NS, SERVICE, {"127.0.0.2": True, "127.0.0.3": False}, port)
                 wait_for(lambda: set(load.versions[-30:]) == {"a"}, "b out of rotation")
+                b_running.close()  # the terminating pod exits
                 mark = len(load.answers)
                 wait_for(lambda: len(load.answers) > mark + 200, "200 more answers")
                 assert set(load.versions[mark:]) == {"a"}
