@@ -20,12 +20,13 @@ mlflow is an optional extra: without it, start-up fails with a message naming
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from scoring.server.errors import BadInput, ScoringError, ScriptFailed
 from scoring.server.jsonable import jsonable
-from scoring.server.scorer import Score, ScriptHeaders
+from scoring.server.scorer import BatchScore, Failed, Score, ScriptHeaders
 from scoring.server.script import describe_folder
 
 KEYS = ("input_data", "dataframe_split", "dataframe_records", "instances", "inputs")
@@ -56,6 +57,7 @@ class MlflowScorer:
         self.widen: dict[str, str] = {}  # column -> "float" | "datetime", from the signature
         self.signature: Any = None
         self.call: Score = self._call
+        self.call_batch: BatchScore | None = self._call_batch
 
     @property
     def source(self) -> str:
@@ -101,17 +103,85 @@ class MlflowScorer:
         raise AssertionError("an MLflow model takes no raw request")
 
     def _call(self, raw: str, headers: ScriptHeaders | None) -> Any:
+        data, params = self._parse(raw)
+        return self._predict(data, params)
+
+    def _parse(self, raw: str) -> tuple[Any, dict[str, Any] | None]:
+        """A body as ``predict``'s input and params."""
         try:
             payload = json.loads(raw)
         except ValueError as exc:
             raise BadInput(f"request body is not valid JSON: {exc}") from exc
         data = self.decode(payload)
         params = payload.get("params")
+        if params is not None and not isinstance(params, dict):
+            raise BadInput(f"params: expected an object, got {type(params).__name__}")
+        return data, params
+
+    def _predict(self, data: Any, params: dict[str, Any] | None) -> Any:
         if params is not None:
-            if not isinstance(params, dict):
-                raise BadInput(f"params: expected an object, got {type(params).__name__}")
             return jsonable(self.model.predict(data, params=params))
         return jsonable(self.model.predict(data))
+
+    def _call_batch(
+        self, raws: Sequence[str], headers: Sequence[ScriptHeaders | None]
+    ) -> list[Any]:
+        """Several bodies: one ``predict`` per group of inputs that concatenate without
+        changing a column's type (same columns, dtypes and params), split back by rows. An
+        input that cannot be read fails alone; a group whose call fails, or whose answer has
+        not one row per input row, is scored one input at a time."""
+        outcomes: list[Any] = [None] * len(raws)
+        groups: dict[Any, list[tuple[int, Any, dict[str, Any] | None]]] = {}
+        for i, raw in enumerate(raws):
+            try:
+                data, params = self._parse(raw)
+            except Exception as exc:
+                outcomes[i] = Failed(exc)
+                continue
+            key = _batch_key(data, params)
+            groups.setdefault(("alone", i) if key is None else key, []).append((i, data, params))
+        for members in groups.values():
+            parts = None
+            if len(members) > 1:
+                parts = self._predict_group([d for _, d, _ in members], members[0][2])
+            for n, (i, data, params) in enumerate(members):
+                if parts is not None:
+                    outcomes[i] = parts[n]
+                    continue
+                try:
+                    outcomes[i] = self._predict(data, params)
+                except Exception as exc:
+                    outcomes[i] = Failed(exc)
+        return outcomes
+
+    def _predict_group(self, inputs: list[Any], params: dict[str, Any] | None) -> list[Any] | None:
+        """One ``predict`` over ``inputs`` concatenated, split back per input; None if the
+        call fails or its answer has not one row per input row."""
+        import numpy as np
+        import pandas as pd
+
+        rows = [len(d) for d in inputs]
+        total = sum(rows)
+        if isinstance(inputs[0], pd.DataFrame):
+            merged = pd.concat(inputs)  # each input keeps its index, as when alone
+        else:
+            merged = np.concatenate(inputs)
+        try:
+            if params is not None:
+                out = self.model.predict(merged, params=params)
+            else:
+                out = self.model.predict(merged)
+            if isinstance(out, pd.DataFrame | pd.Series):
+                out = [out.iloc[a : a + n] for a, n in zip(_starts(rows), rows, strict=True)]
+            elif isinstance(out, np.ndarray | list) and len(out) == total and np.ndim(out) > 0:
+                out = [out[a : a + n] for a, n in zip(_starts(rows), rows, strict=True)]
+            else:
+                return None
+        except Exception:
+            return None
+        if sum(len(part) for part in out) != total:
+            return None
+        return [jsonable(part) for part in out]
 
     def decode(self, payload: Any) -> Any:
         """Turn one of the accepted body shapes into what ``predict`` takes."""
@@ -226,6 +296,30 @@ _EXAMPLE: dict[str, Any] = {
     "string": "sample string",
     "datetime": "2024-01-01T00:00:00",
 }
+
+
+def _batch_key(data: Any, params: dict[str, Any] | None) -> tuple[Any, ...] | None:
+    """What inputs must share to be predicted together unchanged (None: never batched):
+    a table's columns and dtypes, or an array's row shape and dtype, and the params."""
+    import numpy as np
+    import pandas as pd
+
+    given = None if params is None else json.dumps(params, sort_keys=True)
+    if isinstance(data, pd.DataFrame):
+        dtypes = tuple(str(t) for t in data.dtypes)
+        return ("frame", tuple(str(c) for c in data.columns), dtypes, given)
+    if isinstance(data, np.ndarray) and data.ndim >= 1:
+        return ("array", data.shape[1:], data.dtype.str, given)
+    return None
+
+
+def _starts(rows: list[int]) -> list[int]:
+    """Where each input's rows begin in the concatenation."""
+    out, at = [], 0
+    for n in rows:
+        out.append(at)
+        at += n
+    return out
 
 
 def _type_name(kind: Any) -> str:

@@ -120,22 +120,33 @@ class InlineRunner:
         if self.timeout_s <= 0:
             return _timed(call, raw, headers, request_id, sampled)
         collector.set_request(request_id, sampled)
+        start = time.perf_counter()
+        try:
+            result = self.within(lambda: call(raw, headers), self.timeout_s)
+        except RunInterrupted as exc:
+            raise TimedOut(self.timeout_ms, interrupted=True) from exc
+        return result, time.perf_counter() - start
+
+    def within(self, fn: Callable[[], Any], seconds: float) -> Any:
+        """``fn()`` under the alarm, after ``seconds`` (0: no alarm).
+
+        Raises:
+            RunInterrupted: the time passed (also when ``fn`` swallowed the interruption).
+        """
+        if seconds <= 0:
+            return fn()
         self._fired = False
         self._armed = True
         setitimer = signal.setitimer
-        start = time.perf_counter()
+        setitimer(signal.ITIMER_REAL, seconds)
         try:
-            setitimer(signal.ITIMER_REAL, self.timeout_s)
-            try:
-                result = call(raw, headers)
-            finally:
-                setitimer(signal.ITIMER_REAL, 0)
-                self._armed = False
-        except RunInterrupted as exc:
-            raise TimedOut(self.timeout_ms, interrupted=True) from exc
+            result = fn()
+        finally:
+            setitimer(signal.ITIMER_REAL, 0)
+            self._armed = False
         if self._fired:  # the script caught RunInterrupted with a bare except
-            raise TimedOut(self.timeout_ms, interrupted=True)
-        return result, time.perf_counter() - start
+            raise RunInterrupted
+        return result
 
     def close(self) -> None:
         """Nothing to release (the alarm is disarmed after every call)."""
