@@ -11,10 +11,10 @@ When a batch is formed (a slot for a model call is free and requests are queued)
   ``max_batch_wait_ms``;
 - otherwise a timer for that bound, re-checked as requests arrive.
 
-While a batch runs, newcomers queue and form the next one. Off the loop thread (``thread``
-execution) a batch runs in one of ``slots`` threads and the loop keeps reading requests;
-inline, the batch runs on the loop under ``SIGALRM`` and the loop turns once before a batch
-forms, so requests read meanwhile join it.
+While a batch runs, newcomers queue and form the next one. Batches run in ``slots`` threads
+(``max_concurrent_requests_per_instance``'s share of this worker, at least 1), whatever
+``execution`` says: the loop must stay free to read the requests that will join (on the
+loop, requests read after a blocking call arrive one loop turn apart: nothing to batch).
 
 A request's ``request_timeout_ms`` counts from its arrival here, wait included (504); with a
 queue limit, a request not dispatched within ``max_queue_wait_ms`` gets 429. A batch whose
@@ -34,7 +34,6 @@ from typing import Any
 from scoring.server import collector
 from scoring.server.errors import Overloaded, ScoringError, TimedOut
 from scoring.server.metrics import Stats
-from scoring.server.runners import InlineRunner, RunInterrupted
 from scoring.server.scorer import BatchScore, Failed, Score, ScriptHeaders
 
 
@@ -57,14 +56,14 @@ class _Item:
         self.future = future
         self.arrived = arrived
         self.timer: asyncio.TimerHandle | None = None
-        self.batch = 0  # id of the running batch it is in (thread execution)
+        self.batch = 0  # id of the running batch it is in
 
 
 def score_batch(call_batch: BatchScore, call: Score, items: list[_Item]) -> tuple[list[Any], float]:
     """Every item's outcome (a result or a ``Failed``) and the seconds the calls took.
 
     One call for the batch; if it raises or miscounts, one ``call`` per item, so each gets
-    what it would have got alone. ``RunInterrupted`` (inline timeout) is not caught.
+    what it would have got alone.
     """
     collector.set_request(items[0].request_id, items[0].sampled)
     start = time.perf_counter()
@@ -98,10 +97,8 @@ class Batcher:
         timeout_ms: int,
         slots: int,
         max_queue_wait_ms: int | None,
-        inline: InlineRunner | None = None,
     ) -> None:
-        """``inline``: run batches on the loop with its ``SIGALRM`` timeout; else in
-        ``slots`` threads. ``max_queue_wait_ms`` None: no queue limit (no 429)."""
+        """Batches run in ``slots`` threads; ``max_queue_wait_ms`` None: no queue limit."""
         self.call_batch = call_batch
         self.stats = stats
         self.max_batch_size = max_batch_size
@@ -109,13 +106,8 @@ class Batcher:
         self.timeout_ms = timeout_ms
         self.timeout_s = timeout_ms / 1000.0
         self.queue_wait_s = None if max_queue_wait_ms is None else max_queue_wait_ms / 1000.0
-        self.inline = inline
-        self.slots = 1 if inline is not None else slots
-        self.pool = (
-            None
-            if inline is not None
-            else ThreadPoolExecutor(max_workers=slots, thread_name_prefix="batch")
-        )
+        self.slots = slots
+        self.pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="batch")
         self.queue: deque[_Item] = deque()
         self.running = 0  # batches being scored now
         self.held = 0  # requests queued or in a running batch
@@ -197,10 +189,6 @@ class Batcher:
             batch = [queue.popleft() for _ in range(min(len(queue), self.max_batch_size))]
             self.stats.batch(len(batch), [loop.time() - i.arrived for i in batch])
             self._start(batch)
-            if self.inline is not None:  # the loop turns before the next one: newcomers join
-                if queue:
-                    self._schedule(loop)
-                return
 
     def _wake(self) -> None:
         self._timer = None
@@ -209,14 +197,6 @@ class Batcher:
     def _start(self, batch: list[_Item]) -> None:
         call = self._call
         assert call is not None
-        if self.inline is not None:
-            self.running += 1
-            try:
-                self._run_inline(call, batch)
-            finally:
-                self.running -= 1
-            return
-        assert self.pool is not None
         self.running += 1
         loop = asyncio.get_running_loop()
         job = loop.run_in_executor(self.pool, score_batch, self.call_batch, call, batch)
@@ -244,37 +224,18 @@ class Batcher:
                 item.timer = loop.call_at(item.arrived + self.timeout_s, self._expire, item)
         job.add_done_callback(done)
 
-    def _run_inline(self, call: Score, batch: list[_Item]) -> None:
-        """Score ``batch`` on the loop; the alarm is the earliest member's time left. If it
-        fires, members past their timeout get 504 and the others are queued again, first."""
-        inline = self.inline
-        assert inline is not None
-        now = asyncio.get_running_loop().time()
-        left = min(i.arrived + self.timeout_s for i in batch) - now if self.timeout_s else 0.0
-        try:
-            outcomes, seconds = inline.within(
-                lambda: score_batch(self.call_batch, call, batch), max(left, 1e-3)
-            )
-        except RunInterrupted:
-            now = asyncio.get_running_loop().time()
-            for item in reversed(batch):
-                if now >= item.arrived + self.timeout_s - 1e-3:
-                    item.future.set_exception(TimedOut(self.timeout_ms, interrupted=True))
-                elif not item.future.done():
-                    self.queue.appendleft(item)
-            return
-        self._deliver(batch, outcomes, seconds)
-
     def _deliver(self, batch: list[_Item], outcomes: list[Any], seconds: float) -> None:
-        self.stats.run_seconds -= seconds * (len(batch) - 1)  # the app adds it per request
+        answered = 0
         for item, outcome in zip(batch, outcomes, strict=True):
             if not item.future.done():
                 item.future.set_result((outcome, seconds))
+                answered += not isinstance(outcome, Failed)
+        # the app adds ``seconds`` for each request answered: count the call once
+        self.stats.run_seconds += seconds * (1 - answered) if answered else 0.0
 
     # -- the runner interface ------------------------------------------------------------
     def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=False, cancel_futures=True)
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
     def stuck(self) -> int:
         """Batches still running past a member's timeout (each holds a slot)."""
