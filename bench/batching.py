@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench._load import loadavg, start, wrk
-from bench.server import MODEL_PINS, PEERS
+from bench.server import MODEL_PINS, PEERS, mlserver_folder
 from mlendpoints._peers import peer_python
 from mlendpoints._procs import free_port, serve_args, stop
 from mlendpoints.paths import REPO
@@ -123,31 +123,13 @@ def server(name: str, model: str, work: Path) -> Server:
         return Server(name, argv, f"http://127.0.0.1:{port}/score", "ours", cwd=REPO)
     if name == "mlserver":
         py = peer_python("mlserver", PEERS["mlserver"] + MODEL_PINS)
-        folder = work / f"mlserver-{model}"
-        (folder / model).mkdir(parents=True, exist_ok=True)
-        shutil.copy(work / f"{model}.pkl", folder / model / "model.pkl")
-        (folder / model / "model-settings.json").write_text(
-            json.dumps(
-                {
-                    "name": model,
-                    "implementation": "mlserver_sklearn.SKLearnModel",
-                    "max_batch_size": MAX_BATCH,
-                    "max_batch_time": 0.002,
-                    "parameters": {"uri": "./model.pkl", "version": "v1"},
-                }
-            )
-        )
-        (folder / "settings.json").write_text(
-            json.dumps(
-                {
-                    "host": "127.0.0.1",
-                    "http_port": port,
-                    "grpc_port": free_port(),
-                    "metrics_port": free_port(),
-                    "parallel_workers": 2,
-                    "debug": False,
-                }
-            )
+        folder = mlserver_folder(
+            work / f"mlserver-{model}",
+            model,
+            work / f"{model}.pkl",
+            port,
+            max_batch_size=MAX_BATCH,
+            max_batch_time=0.002,
         )
         return Server(
             name,

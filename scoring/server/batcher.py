@@ -6,10 +6,14 @@ an MLflow model, a script's ``run_batch`` or ``@batched`` run) and ``max_batch_s
 When a batch is formed (a slot for a model call is free and requests are queued):
 
 - at once if the queue holds ``max_batch_size`` requests, or if no other request is on its
-  way (every request this worker is handling is already queued or running: at 1 connection
-  a request never waits), or when the oldest queued request has waited
-  ``max_batch_wait_ms``;
+  way, or when the oldest queued request has waited ``max_batch_wait_ms``;
 - otherwise a timer for that bound, re-checked as requests arrive.
+
+"On its way": a request this worker is reading, or one of the recent concurrency: while
+fewer requests are held (queued or running) than the most held at once lately, the clients
+just answered are expected back (at 8 connections, 4 per worker, the batch waits for the 4th
+instead of alternating halves). A wait that ends by the bound forgets that peak. At 1
+connection the peak is 1: a request never waits.
 
 While a batch runs, newcomers queue and form the next one. Batches run in ``slots`` threads
 (``max_concurrent_requests_per_instance``'s share of this worker, at least 1), whatever
@@ -34,6 +38,7 @@ from typing import Any
 from scoring.server import collector
 from scoring.server.errors import Overloaded, ScoringError, TimedOut
 from scoring.server.metrics import Stats
+from scoring.server.runners import PooledSlots
 from scoring.server.scorer import BatchScore, Failed, Score, ScriptHeaders
 
 
@@ -84,8 +89,9 @@ def score_batch(call_batch: BatchScore, call: Score, items: list[_Item]) -> tupl
     return outcomes, time.perf_counter() - start
 
 
-class Batcher:
-    """Merges concurrent requests into batches (an ``AsyncRunner`` for the app)."""
+class Batcher(PooledSlots):
+    """Merges concurrent requests into batches (an ``AsyncRunner`` for the app); a batch
+    still running past a member's timeout is a stuck slot."""
 
     def __init__(
         self,
@@ -111,6 +117,7 @@ class Batcher:
         self.queue: deque[_Item] = deque()
         self.running = 0  # batches being scored now
         self.held = 0  # requests queued or in a running batch
+        self.peak = 0  # most requests held at once lately (forgotten after a vain wait)
         self._scheduled = False
         self._timer: asyncio.TimerHandle | None = None
         self._stuck: dict[int, float] = {}  # id(batch) -> when a member's timeout passed
@@ -130,6 +137,8 @@ class Batcher:
             item.timer = loop.call_at(limit, self._expire, item)
         self.queue.append(item)
         self.held += 1
+        if self.held > self.peak:
+            self.peak = self.held
         self._schedule(loop)
         try:
             result, seconds = await item.future
@@ -180,12 +189,17 @@ class Batcher:
         queue = self.queue
         while queue and self.running < self.slots:
             loop = asyncio.get_running_loop()
-            coming = self.stats.in_flight - self.held  # requests not here yet
+            held = self.held
+            # Requests on their way: being read here, or clients of the recent concurrency
+            # whose answer just left and whose next request is coming back.
+            coming = max(self.stats.in_flight - held, self.peak - held)
             waited = loop.time() - queue[0].arrived
             if len(queue) < self.max_batch_size and coming > 0 and waited < self.max_wait_s:
                 if self._timer is None:
                     self._timer = loop.call_at(queue[0].arrived + self.max_wait_s, self._wake)
                 return
+            if coming > 0 and len(queue) < self.max_batch_size:  # waited in vain: those
+                self.peak = held  # clients are gone
             batch = [queue.popleft() for _ in range(min(len(queue), self.max_batch_size))]
             self.stats.batch(len(batch), [loop.time() - i.arrived for i in batch])
             self._start(batch)
@@ -232,16 +246,3 @@ class Batcher:
                 answered += not isinstance(outcome, Failed)
         # the app adds ``seconds`` for each request answered: count the call once
         self.stats.run_seconds += seconds * (1 - answered) if answered else 0.0
-
-    # -- the runner interface ------------------------------------------------------------
-    def close(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)
-
-    def stuck(self) -> int:
-        """Batches still running past a member's timeout (each holds a slot)."""
-        return len(self._stuck)
-
-    def wedged(self) -> bool:
-        if not self._stuck:
-            return False
-        return time.monotonic() - min(self._stuck.values()) >= self.timeout_s

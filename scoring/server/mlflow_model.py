@@ -103,15 +103,10 @@ class MlflowScorer:
         raise AssertionError("an MLflow model takes no raw request")
 
     def _call(self, raw: str, headers: ScriptHeaders | None) -> Any:
-        data, params = self._parse(raw)
-        return self._predict(data, params)
+        return self._predict(*self._read(_load(raw)))
 
-    def _parse(self, raw: str) -> tuple[Any, dict[str, Any] | None]:
-        """A body as ``predict``'s input and params."""
-        try:
-            payload = json.loads(raw)
-        except ValueError as exc:
-            raise BadInput(f"request body is not valid JSON: {exc}") from exc
+    def _read(self, payload: Any) -> tuple[Any, dict[str, Any] | None]:
+        """A parsed body as ``predict``'s input and params."""
         data = self.decode(payload)
         params = payload.get("params")
         if params is not None and not isinstance(params, dict):
@@ -127,61 +122,121 @@ class MlflowScorer:
         self, raws: Sequence[str], headers: Sequence[ScriptHeaders | None]
     ) -> list[Any]:
         """Several bodies: one ``predict`` per group of inputs that concatenate without
-        changing a column's type (same columns, dtypes and params), split back by rows. An
-        input that cannot be read fails alone; a group whose call fails, or whose answer has
-        not one row per input row, is scored one input at a time."""
+        changing a column's type, split back by rows. Rows sent as JSON lists under the same
+        columns, with the same JSON type per column, make one table at once (a table per
+        request then ``concat`` costs more than the model); other tables and arrays group by
+        columns and dtypes, or row shape and dtype; always by params. An input that cannot be
+        read fails alone; a group whose call fails, or whose answer has not one row per input
+        row, is scored one input at a time, each getting what it gets alone."""
         outcomes: list[Any] = [None] * len(raws)
-        groups: dict[Any, list[tuple[int, Any, dict[str, Any] | None]]] = {}
+        groups: dict[Any, list[tuple[int, Any, Any]]] = {}  # key -> (i, payload, data)
         for i, raw in enumerate(raws):
             try:
-                data, params = self._parse(raw)
+                payload = _load(raw)
+                plain = self._plain_rows(payload)
+                if plain is not None:
+                    key, rows = plain
+                    groups.setdefault(key, []).append((i, payload, rows))
+                    continue
+                data, params = self._read(payload)
             except Exception as exc:
                 outcomes[i] = Failed(exc)
                 continue
-            key = _batch_key(data, params)
-            groups.setdefault(("alone", i) if key is None else key, []).append((i, data, params))
-        for members in groups.values():
-            parts = None
-            if len(members) > 1:
-                parts = self._predict_group([d for _, d, _ in members], members[0][2])
-            for n, (i, data, params) in enumerate(members):
+            found = _batch_key(data, params)
+            groups.setdefault(found or ("alone", i), []).append((i, payload, data))
+        for key, members in groups.items():
+            parts = (
+                self._predict_group(key, [d for _, _, d in members]) if len(members) > 1 else None
+            )
+            for n, (i, payload, _) in enumerate(members):
                 if parts is not None:
                     outcomes[i] = parts[n]
                     continue
                 try:
-                    outcomes[i] = self._predict(data, params)
+                    outcomes[i] = self._predict(*self._read(payload))
                 except Exception as exc:
                     outcomes[i] = Failed(exc)
         return outcomes
 
-    def _predict_group(self, inputs: list[Any], params: dict[str, Any] | None) -> list[Any] | None:
-        """One ``predict`` over ``inputs`` concatenated, split back per input; None if the
-        call fails or its answer has not one row per input row."""
+    def _plain_rows(self, payload: Any) -> tuple[tuple[Any, ...], tuple[list[Any], Any]] | None:
+        """``(group key, (rows, index))`` for a body of JSON rows under named columns whose
+        every row has the same JSON types (so a table of many such bodies gets the dtypes each
+        gets alone), else None."""
+        if not isinstance(payload, dict):
+            return None
+        name = next((k for k in KEYS if k in payload), None)
+        if name is None or name == "dataframe_records":
+            return None
+        value, params, index = payload[name], payload.get("params"), None
+        if isinstance(value, dict) and "data" in value and len(value) <= 3:
+            if not set(value) <= {"columns", "index", "data"}:
+                return None
+            rows, columns, index = (
+                value["data"],
+                value.get("columns") or self.columns,
+                value.get("index"),
+            )
+        elif isinstance(value, list):
+            rows, columns = value, self.columns
+        else:
+            return None
+        if not isinstance(rows, list) or not rows or not isinstance(columns, list):
+            return None
+        if not all(isinstance(c, str) for c in columns) or (
+            params is not None and not isinstance(params, dict)
+        ):
+            return None
+        if index is not None and (not isinstance(index, list) or len(index) != len(rows)):
+            return None
+        if not all(isinstance(r, list) for r in rows) or len(rows[0]) != len(columns):
+            return None
+        types = tuple(map(type, rows[0]))
+        if not set(types) <= _PLAIN or any(tuple(map(type, r)) != types for r in rows):
+            return None
+        if int in types and any(abs(v) >= 2**53 for r in rows for v in r if type(v) is int):
+            return None  # pandas may pick another integer dtype for a mix of sizes
+        given = None if params is None else json.dumps(params, sort_keys=True)
+        return ("rows", tuple(columns), types, given), (rows, index)
+
+    def _predict_group(self, key: tuple[Any, ...], inputs: list[Any]) -> list[Any] | None:
+        """One ``predict`` over ``inputs`` merged, split back per input; None if the call
+        fails or its answer has not one row per input row."""
         import numpy as np
         import pandas as pd
 
-        rows = [len(d) for d in inputs]
-        total = sum(rows)
-        if isinstance(inputs[0], pd.DataFrame):
-            merged = pd.concat(inputs)  # each input keeps its index, as when alone
-        else:
-            merged = np.concatenate(inputs)
+        params = None if key[-1] is None else json.loads(key[-1])
         try:
+            if key[0] == "rows":  # (rows, index) per input: one table, each keeps its index
+                sizes = [len(rows) for rows, _ in inputs]
+                index = None
+                if any(i is not None for _, i in inputs):
+                    index = [
+                        label
+                        for (rows, i) in inputs
+                        for label in (i if i is not None else range(len(rows)))
+                    ]
+                merged = pd.DataFrame(
+                    [row for rows, _ in inputs for row in rows], columns=list(key[1]), index=index
+                )
+                if self.widen:
+                    merged = self._follow_signature(merged)
+            else:
+                sizes = [len(d) for d in inputs]
+                merged = pd.concat(inputs) if key[0] == "frame" else np.concatenate(inputs)
             if params is not None:
                 out = self.model.predict(merged, params=params)
             else:
                 out = self.model.predict(merged)
-            if isinstance(out, pd.DataFrame | pd.Series):
-                out = [out.iloc[a : a + n] for a, n in zip(_starts(rows), rows, strict=True)]
-            elif isinstance(out, np.ndarray | list) and len(out) == total and np.ndim(out) > 0:
-                out = [out[a : a + n] for a, n in zip(_starts(rows), rows, strict=True)]
+            starts = _starts(sizes)
+            if isinstance(out, pd.DataFrame | pd.Series) and len(out) == sum(sizes):
+                parts = [out.iloc[a : a + n] for a, n in zip(starts, sizes, strict=True)]
+            elif isinstance(out, np.ndarray | list) and np.ndim(out) > 0 and len(out) == sum(sizes):
+                parts = [out[a : a + n] for a, n in zip(starts, sizes, strict=True)]
             else:
                 return None
         except Exception:
             return None
-        if sum(len(part) for part in out) != total:
-            return None
-        return [jsonable(part) for part in out]
+        return [jsonable(part) for part in parts]
 
     def decode(self, payload: Any) -> Any:
         """Turn one of the accepted body shapes into what ``predict`` takes."""
@@ -296,6 +351,17 @@ _EXAMPLE: dict[str, Any] = {
     "string": "sample string",
     "datetime": "2024-01-01T00:00:00",
 }
+
+
+#: JSON value types whose columns pandas types the same whatever the number of rows.
+_PLAIN = frozenset({int, float, str, bool})
+
+
+def _load(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise BadInput(f"request body is not valid JSON: {exc}") from exc
 
 
 def _batch_key(data: Any, params: dict[str, Any] | None) -> tuple[Any, ...] | None:

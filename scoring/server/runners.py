@@ -160,7 +160,30 @@ class InlineRunner:
         return False
 
 
-class ThreadRunner:
+class PooledSlots:
+    """A pool of ``run()`` threads whose calls may outlive their timeout (holding a slot):
+    ``close``/``stuck``/``wedged`` of an ``AsyncRunner``, for ``ThreadRunner`` and the
+    batcher. Subclasses set ``pool``, ``timeout_ms`` and record stuck calls in ``_stuck``."""
+
+    pool: ThreadPoolExecutor
+    timeout_ms: int
+    _stuck: dict[int, float]  # a stuck call's key -> when its timeout passed (monotonic)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    def stuck(self) -> int:
+        """How many calls are still going past their timeout (slots held)."""
+        return len(self._stuck)
+
+    def wedged(self) -> bool:
+        """Whether a call has been stuck for one more timeout: replace this worker."""
+        if not self._stuck:
+            return False
+        return time.monotonic() - min(self._stuck.values()) >= self.timeout_ms / 1000.0
+
+
+class ThreadRunner(PooledSlots):
     """Calls ``run()`` in a thread pool behind a bounded wait for one of ``slots`` (an
     ``AsyncRunner``)."""
 
@@ -216,17 +239,6 @@ class ThreadRunner:
             raise
         sem.release()
         return result
-
-    def close(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)
-
-    def stuck(self) -> int:
-        return len(self._stuck)
-
-    def wedged(self) -> bool:
-        if not self._stuck:
-            return False
-        return time.monotonic() - min(self._stuck.values()) >= self.timeout_ms / 1000.0
 
 
 def make_runner(

@@ -1,31 +1,10 @@
-"""The sample model with a ``@batched`` run(): it takes a list of bodies, one result each.
+"""batch_run.py's model with a ``@batched`` run(): it takes a list of bodies, one result each
+(same bodies and markers: 999 first sleeps 2 s, a NaN makes the model raise)."""
 
-Same bodies and markers as batch_run.py (999 first: sleep 2 s; NaN: the model raises).
-"""
-
-import json
-import os
-import time
-
-import joblib
-import numpy as np
+from batch_run import init, run_batch
 
 from scoring.server.scorer import batched
 
+__all__ = ["init", "run"]
 
-def init():
-    global model
-    model = joblib.load(os.path.join(os.environ["AZUREML_MODEL_DIR"], "model.pkl"))
-
-
-@batched
-def run(raw_data_list):
-    inputs = [json.loads(raw)["data"] for raw in raw_data_list]
-    if any(rows[0][0] == 999 for rows in inputs):
-        time.sleep(2)
-    predictions = model.predict(np.array([row for rows in inputs for row in rows])).tolist()
-    out, at = [], 0
-    for rows in inputs:
-        out.append(predictions[at : at + len(rows)])
-        at += len(rows)
-    return out
+run = batched(run_batch)
