@@ -167,9 +167,11 @@ def server(name: str, model: str, work: Path) -> Server:
 
 
 def batch_counts(url: str) -> tuple[float, float]:
-    """(requests batched, model calls) so far, from our ``/metrics``."""
+    """(requests batched, model calls) so far, from our ``/metrics`` (after the workers'
+    once-a-second snapshot, so the previous cell's last requests are in)."""
     import urllib.request
 
+    time.sleep(1.1)
     with urllib.request.urlopen(url.replace("/score", "/metrics"), timeout=5) as resp:
         text = resp.read().decode()
     values = dict.fromkeys(("scoring_batch_size_sum", "scoring_batch_size_count"), 0.0)

@@ -32,13 +32,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Sized
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from scoring.server import collector
 from scoring.server.errors import Overloaded, ScoringError, TimedOut
 from scoring.server.metrics import Stats
-from scoring.server.runners import PooledSlots
+from scoring.server.runners import InlineRunner, PooledSlots
 from scoring.server.scorer import BatchScore, Failed, Score, ScriptHeaders
 
 
@@ -103,8 +104,14 @@ class Batcher(PooledSlots):
         timeout_ms: int,
         slots: int,
         max_queue_wait_ms: int | None,
+        inline: InlineRunner | None = None,
     ) -> None:
-        """Batches run in ``slots`` threads; ``max_queue_wait_ms`` None: no queue limit."""
+        """Batches run in ``slots`` threads; ``max_queue_wait_ms`` None: no queue limit.
+
+        ``inline`` (``run()`` would run on the loop): while this worker has one connection
+        open and nothing queued or running, a request is scored through it at once, as if
+        unbatched (no thread hand-off; nobody can join). The app's server sets
+        ``connections`` (its open connections) once it exists."""
         self.call_batch = call_batch
         self.stats = stats
         self.max_batch_size = max_batch_size
@@ -122,12 +129,24 @@ class Batcher(PooledSlots):
         self._timer: asyncio.TimerHandle | None = None
         self._stuck: dict[int, float] = {}  # id(batch) -> when a member's timeout passed
         self._call: Score | None = None
+        self.inline = inline
+        self.connections: Sized | None = None
 
     # -- the request side ----------------------------------------------------------------
     async def __call__(
         self, call: Score, raw: str, headers: ScriptHeaders | None, request_id: str, sampled: bool
     ) -> tuple[Any, float]:
         """``(result, seconds of the call that scored it)``; raises that input's error."""
+        inline, connections = self.inline, self.connections
+        if (
+            inline is not None
+            and connections is not None
+            and len(connections) <= 1
+            and not self.held
+            and not self.running
+        ):
+            self.stats.batch(1, (0.0,))
+            return inline(call, raw, headers, request_id, sampled)
         self._call = call
         loop = asyncio.get_running_loop()
         now = loop.time()

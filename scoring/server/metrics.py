@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 from bisect import bisect_left
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,7 @@ class Stats:
         self.batch_sizes = [0.0] * (_NB + 1)  # buckets..., sum
         self.batch_wait = [0.0] * (_N + 1)  # buckets..., sum (seconds, per request)
 
-    def batch(self, size: int, waits: list[float]) -> None:
+    def batch(self, size: int, waits: Sequence[float]) -> None:
         """Count a model call over ``size`` requests, and each one's wait for it."""
         sizes = self.batch_sizes
         sizes[bisect_left(BATCH_SIZES, size)] += 1

@@ -347,7 +347,7 @@ def worker(settings: Settings, sock: socket.socket | None, ready_fd: int | None 
     from scoring.server.app import ScoringApp
     from scoring.server.batcher import Batcher
     from scoring.server.config import read_credential
-    from scoring.server.runners import AsyncRunner, Runner, make_runner
+    from scoring.server.runners import AsyncRunner, InlineRunner, Runner, make_runner
     from scoring.server.scorer import make_scorer
     from scoring.server.script import InitFailed
 
@@ -416,6 +416,11 @@ def worker(settings: Settings, sock: socket.socket | None, ready_fd: int | None 
             timeout_ms=settings.request_timeout_ms,
             slots=settings.slots_per_worker or 1,
             max_queue_wait_ms=settings.max_queue_wait_ms if limited else None,
+            inline=(
+                None
+                if settings.run_in_thread
+                else InlineRunner(settings.request_timeout_ms, wedged_inline)
+            ),
         )
     else:
         runner = make_runner(
@@ -461,6 +466,8 @@ def worker(settings: Settings, sock: socket.socket | None, ready_fd: int | None 
         backlog=2048,
     )
     server = DrainingServer(config)
+    if isinstance(runner, Batcher):
+        runner.connections = server.server_state.connections
 
     def replace_me() -> None:  # slots stuck past their timeout: drain, then exit REPLACE_ME
         server.should_exit = True

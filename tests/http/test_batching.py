@@ -214,11 +214,16 @@ def test_mlflow_poisoned_input_fails_only_its_own_request(
             assert resp.json() == expected(model_dir, inputs[i])
 
 
-def test_one_connection_never_waits_for_a_batch(mlflow_dir: Path, model_dir: Path) -> None:
+@pytest.mark.parametrize("limit", ["1", "0"])
+def test_one_connection_never_waits_for_a_batch(
+    mlflow_dir: Path, model_dir: Path, limit: str
+) -> None:
     """One client at a time: every batch is that request alone, dispatched at once (a wait
-    bound of 1 s that the batcher would otherwise use)."""
+    bound of 1 s that the batcher would otherwise use). Limit 0: scored on the loop, as
+    unbatched, since no other connection is open."""
     rows = data_rows()
-    with serve(None, mlflow_dir, "--max-batch-wait-ms", "1000", timeout=120) as proc:
+    args = ("--max-batch-wait-ms", "1000", "--max-concurrent-requests-per-instance", limit)
+    with serve(None, mlflow_dir, *args, timeout=120) as proc:
         with httpx.Client() as client:
             for i in range(20):
                 resp = client.post(proc.url + "/score", json=mlflow_body(rows[i : i + 1], i))
