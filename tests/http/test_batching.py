@@ -325,3 +325,13 @@ def test_a_queued_request_counts_its_wait(
         after = post_json(proc.url, {"data": rows[:1]}, "after")
         assert after.status_code == 200
         assert after.json() == expected(model_dir, rows[:1])
+
+
+@pytest.mark.parametrize(("limit", "thread"), [("0", "MainThread"), ("1", "batch_0")])
+def test_one_connection_is_scored_where_unbatched_requests_are(limit: str, thread: str) -> None:
+    """Batching on, one connection: with no concurrency limit the request is scored on the
+    event loop's thread, as unbatched (no hand-off); with one, in the batch thread."""
+    args = ("--max-concurrent-requests-per-instance", limit)
+    with serve(SCRIPTS / "thread_name_run.py", None, *args) as proc, httpx.Client() as client:
+        names = {client.post(proc.url + "/score", content="x").json() for _ in range(5)}
+    assert names == {thread}
