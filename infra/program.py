@@ -26,6 +26,8 @@ from components import (
     RoutingPolicy,
     TlsSettings,
 )
+from components._collection import SERVER_EXTRAS_ARG
+from components._collection import kind as collection_kind
 from infra import config as cfgmod
 from infra.config import StackConfig, StackConfigError
 
@@ -99,6 +101,12 @@ def build(cfg: StackConfig, previous: tuple[Any, Any] = (None, None)) -> OnlineE
         )
     used_models = {d.model for d in cfg.deployments if d.image is None}
     used_envs = {d.environment for d in cfg.deployments if d.image is None}
+    # An S3 destination needs boto3 in the image: the server's `s3` extra, in the environment.
+    s3_envs = {
+        d.environment
+        for d in cfg.deployments
+        if d.image is None and collection_kind(d.data_collection) == "s3"
+    }
     models = {
         name: ModelAsset(
             name,
@@ -123,6 +131,7 @@ def build(cfg: StackConfig, previous: tuple[Any, Any] = (None, None)) -> OnlineE
                 base_image=e.base_image or cfg.registry.base_image,
                 python=cfg.registry.python,
                 registry=cfg.registry.url,
+                extra_build_args={SERVER_EXTRAS_ARG: "s3"} if name in s3_envs else {},
             ),
             pulumi.ResourceOptions(providers=[dynamic]),
         )
@@ -164,6 +173,7 @@ def build(cfg: StackConfig, previous: tuple[Any, Any] = (None, None)) -> OnlineE
                     request_settings=d.request_settings,
                     data_collection=d.data_collection,
                     routing=d.part(RoutingPolicy),
+                    collection_storage=cfg.collection,
                     liveness_probe=Probe(**d.liveness_probe.model_dump()),
                     readiness_probe=Probe(**d.readiness_probe.model_dump()),
                     environment_variables=dict(d.environment_variables),
