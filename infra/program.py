@@ -28,6 +28,7 @@ from components import (
 )
 from components._collection import SERVER_EXTRAS_ARG
 from components._collection import kind as collection_kind
+from components._naming import collection_claim
 from infra import config as cfgmod
 from infra.config import StackConfig, StackConfigError
 
@@ -248,7 +249,19 @@ def build(cfg: StackConfig, previous: tuple[Any, Any] = (None, None)) -> OnlineE
         },
     )
     pulumi.export("image_digests", {d.deployment_label: d.image_digest for d in deployments})
+    pulumi.export("collection", {d.name: _sink(d, cfg) for d in cfg.deployments})
     return endpoint
+
+
+def _sink(d: cfgmod.DeploymentConfig, cfg: StackConfig) -> dict[str, str]:
+    """Where a deployment's collected data goes (`ml-endpoints collected` reads it there)."""
+    dest = d.data_collection.collect_destination
+    sink = {"destination": dest}
+    if collection_kind(d.data_collection) == "s3" and cfg.collection.s3.endpoint_url:
+        sink["endpoint_url"] = cfg.collection.s3.endpoint_url
+    if collection_kind(d.data_collection) == "pvc":
+        sink["claim"] = collection_claim(cfg.endpoint.name, d.name)
+    return sink
 
 
 def _opt_path(value: str | None) -> str | None:
