@@ -7,7 +7,8 @@ Under a bounded concurrent load through the router (every request carries its ow
 (`kubectl rollout restart`): each graceful stop ships its spool. Then `ml-endpoints collected`
 reads the bucket back, and every answered request's input and output are there exactly once
 (counts), their values the ones sent and answered; no record of a request that was not
-answered. Preview says where the data goes, and the S3 keys are in no pod spec.
+answered. Preview says where the data goes, and the S3 keys are in no pod spec. Last, a bucket
+that does not exist fails `pulumi up` with the server's reason while the old pods serve.
 """
 
 from __future__ import annotations
@@ -209,6 +210,33 @@ def test_every_answered_request_is_in_s3_once_after_pod_delete_and_rollout(
         for pair in mine:
             assert pair["input"] == body
             assert pair["output"] == answered[pair["correlationid"]]
+        # A bucket that does not exist fails `up` with the server's reason (its start probe),
+        # and the running pods keep serving (the new one never becomes Ready).
+        missing = f"s3://no-such-bucket-{ns}/x"
+        project.set_config(
+            {
+                "deployments[0].data_collection.collect_destination": missing,
+                "deployments[0].rollout_timeout_s": 45,
+            }
+        )
+        with (
+            project.logged("pulumi up (missing bucket)") as log,
+            pytest.raises(auto.CommandError) as failed,
+        ):
+            project.stack.up(on_output=log)
+        message = str(failed.value)
+        assert f"'{missing}' cannot be written" in message, message[-3000:]
+        assert "data collection destination" in message, message[-3000:]
+        status, _ = ask()
+        assert status == 200
+        project.set_config(
+            {
+                "deployments[0].data_collection.collect_destination": destination,
+                "deployments[0].rollout_timeout_s": 180,
+            }
+        )
+        with project.logged("pulumi up (bucket back)") as log:
+            project.stack.up(on_output=log)
         FIGURES.append(
             f"collection: {LOAD_REQUESTS} answered through a pod delete and a rollout, "
             f"{LOAD_REQUESTS} pairs in S3 exactly once (last files shipped "
