@@ -228,18 +228,12 @@ class OnlineDeployment(pulumi.ComponentResource):
         }
         secret_deps: list[pulumi.Resource] = []
         if args.secret_environment_variables:
-            self.env_secret = k8s.core.v1.Secret(
+            self.env_secret = self._secret(
                 _naming.child(name, "env"),
-                metadata=k8s.meta.v1.ObjectMetaArgs(
-                    name=_naming.env_secret(args.endpoint_name, name),
-                    namespace=args.namespace,
-                    labels=labels,
-                ),
-                type="Opaque",
-                string_data={
-                    k: pulumi.Output.secret(v) for k, v in args.secret_environment_variables.items()
-                },
-                opts=pulumi.ResourceOptions(parent=self),
+                _naming.env_secret(args.endpoint_name, name),
+                args.namespace,
+                labels,
+                args.secret_environment_variables,
             )
             secret_deps.append(self.env_secret)
             # A changed value must roll the pods (env is read at start): a digest of the values,
@@ -386,6 +380,25 @@ class OnlineDeployment(pulumi.ComponentResource):
             }
         )
 
+    def _secret(
+        self,
+        child: str,
+        object_name: str,
+        namespace: str,
+        labels: dict[str, str],
+        values: Mapping[str, pulumi.Input[str]],
+    ) -> k8s.core.v1.Secret:
+        """An Opaque Secret of the deployment whose values stay Pulumi secrets."""
+        return k8s.core.v1.Secret(
+            child,
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=object_name, namespace=namespace, labels=labels
+            ),
+            type="Opaque",
+            string_data={k: pulumi.Output.secret(v) for k, v in values.items()},
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+
     def _collection_sink(
         self, name: str, args: OnlineDeploymentArgs, labels: dict[str, str]
     ) -> list[pulumi.Resource]:
@@ -401,19 +414,12 @@ class OnlineDeployment(pulumi.ComponentResource):
         s3 = args.collection_storage.s3
         if found == "s3" and s3.access_key_id is not None and s3.secret_access_key is not None:
             keys = (s3.access_key_id.get_secret_value(), s3.secret_access_key.get_secret_value())
-            self.collection_secret = k8s.core.v1.Secret(
+            self.collection_secret = self._secret(
                 _naming.child(name, "collection-s3"),
-                metadata=k8s.meta.v1.ObjectMetaArgs(
-                    name=_naming.collection_secret(args.endpoint_name, name),
-                    namespace=args.namespace,
-                    labels=labels,
-                ),
-                type="Opaque",
-                string_data={
-                    var: pulumi.Output.secret(value)
-                    for var, value in zip(_collection.S3_KEY_VARS, keys, strict=True)
-                },
-                opts=pulumi.ResourceOptions(parent=self),
+                _naming.collection_secret(args.endpoint_name, name),
+                args.namespace,
+                labels,
+                dict(zip(_collection.S3_KEY_VARS, keys, strict=True)),
             )
             return [self.collection_secret]
         if found == "pvc":

@@ -32,6 +32,7 @@ from mlendpoints.cli import main
 from mlendpoints.client import ca_file
 from mlendpoints.kube import is_ready, kubectl, running_pods
 from tests.support.load import Load
+from tests.support.router import wait_for as poll
 from tests.support.s3 import S3_ENV, s3_client, s3_env
 from tests.support.walkthrough import FIGURES
 
@@ -46,13 +47,8 @@ def blue_pods(ns: str) -> set[str]:
 
 
 def wait_for(what: str, check: Any, timeout: float = 180) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(1)
-    raise AssertionError(f"{what}: not within {timeout:.0f}s")
+    """CHECK's first truthy result, polled every second (kubectl and S3 calls)."""
+    return poll(check, what, timeout, every=1)
 
 
 def collected(

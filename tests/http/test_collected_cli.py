@@ -58,14 +58,20 @@ def send(model_dir: Path, spool: Path, dest: str, count: int, env: dict[str, str
     return sent
 
 
+def local(source: str) -> list[str]:
+    """Read SOURCE as endpoint `ep` without the stack."""
+    return ["--endpoint", "ep", "--from", source]
+
+
 def cli(*argv: str, outputs: dict[str, Any] | None = None) -> tuple[int, str, str]:
+    """`ml-endpoints collected --deployment blue ARGV` in-process: (exit code, out, err)."""
     out, err = io.StringIO(), io.StringIO()
 
     def no_stack(stack: str) -> dict[str, Any]:
         raise AssertionError("the stack must not be read")
 
     code = main(
-        list(argv),
+        ["collected", "--deployment", "blue", *argv],
         outputs=(lambda _stack: outputs) if outputs is not None else no_stack,
         cluster=no_stack,
         out=out,
@@ -88,13 +94,7 @@ def test_collected_reads_a_folder_destination_into_jsonl_and_a_dataframe(
     sent = send(model_dir, tmp_path / "spool", str(dest), 12)
     out = tmp_path / "pairs.jsonl"
     code, _, err = cli(
-        "collected",
-        "--deployment",
-        "blue",
-        "--endpoint",
-        "ep",
-        "--from",
-        str(dest),
+        *local(str(dest)),
         "--join",
         "--since",
         "2h",
@@ -105,9 +105,7 @@ def test_collected_reads_a_folder_destination_into_jsonl_and_a_dataframe(
     assert err == f"12 input/output pairs of ep/blue from the last 2h in {dest}, written to {out}\n"
     check_pairs(pd.read_json(out, lines=True, dtype=False, precise_float=True), sent)
     # One collection to stdout: Azure's envelope, as shipped.
-    code, text, err = cli(
-        "collected", "--deployment", "blue", "--endpoint", "ep", "--from", str(dest)
-    )
+    code, text, err = cli(*local(str(dest)))
     assert code == 0, err
     records = [json.loads(line) for line in text.splitlines()]
     assert sorted(r["correlationid"] for r in records) == sorted(sent)
@@ -115,7 +113,7 @@ def test_collected_reads_a_folder_destination_into_jsonl_and_a_dataframe(
     assert {r["source"] for r in records} == {"/endpoints/ep/deployments/blue"}
     # The stack's outputs name the destination when --from is not given.
     outputs = {"endpoint_name": "ep", "collection": {"blue": {"destination": str(dest)}}}
-    code, text, _ = cli("collected", "--deployment", "blue", "--join", outputs=outputs)
+    code, text, _ = cli("--join", outputs=outputs)
     assert code == 0 and len(text.splitlines()) == 12
 
 
@@ -143,9 +141,6 @@ def test_collected_reads_s3(model_dir: Path, tmp_path: Path, monkeypatch) -> Non
             "collection": {"blue": {"destination": dest, "endpoint_url": "http://192.0.2.9:1"}},
         }
         code, text, err = cli(
-            "collected",
-            "--deployment",
-            "blue",
             "--join",
             "--s3-endpoint-url",
             env["AWS_ENDPOINT_URL"],
@@ -157,13 +152,7 @@ def test_collected_reads_s3(model_dir: Path, tmp_path: Path, monkeypatch) -> Non
         )
         # A bucket that does not exist: exit 1, the destination and S3's reason named.
         code, _, err = cli(
-            "collected",
-            "--deployment",
-            "blue",
-            "--endpoint",
-            "ep",
-            "--from",
-            "s3://no-such-bucket-h14/x",
+            *local("s3://no-such-bucket-h14/x"),
             "--s3-endpoint-url",
             env["AWS_ENDPOINT_URL"],
         )
@@ -206,11 +195,9 @@ def test_collected_reads_s3(model_dir: Path, tmp_path: Path, monkeypatch) -> Non
 def test_collected_bad_input_is_named(
     tmp_path: Path, argv: list[str], outputs: dict[str, Any] | None, code: int, message: str
 ) -> None:
-    base = ["collected", "--deployment", "blue"]
+    base: list[str] = []
     if outputs is None:
-        base += ["--endpoint", "ep"]
-        if "--from" not in argv:
-            base += ["--from", str(tmp_path)]
+        base = ["--endpoint", "ep"] if "--from" in argv else local(str(tmp_path))
     got, out, err = cli(*base, *argv, outputs=outputs)
     assert (got, out) == (code, "")
     assert err.startswith(f"ml-endpoints collected: {message}"), err
@@ -225,13 +212,7 @@ def test_parquet_needs_pyarrow_and_says_so(tmp_path: Path) -> None:
     except ImportError:
         pass
     code, _, err = cli(
-        "collected",
-        "--deployment",
-        "blue",
-        "--endpoint",
-        "ep",
-        "--from",
-        str(tmp_path),
+        *local(str(tmp_path)),
         "--out",
         str(tmp_path / "x.parquet"),
     )
