@@ -3,8 +3,9 @@ real S3 server (versitygw): the shipped dev stack, blue with two instances colle
 request to `s3://ml-endpoints-collected/<namespace>`, keys from stack secrets.
 
 Under a bounded concurrent load through the router (every request carries its own
-`x-request-id`), one scoring pod is deleted mid-load, then every pod is rolled
-(`kubectl rollout restart`): each graceful stop ships its spool. Then `ml-endpoints collected`
+`x-request-id`), one scoring pod is deleted, then blue is scaled down to one pod with `pulumi
+up`; after the load, the last pod is rolled (`kubectl rollout restart`): each graceful stop
+ships its spool. Then `ml-endpoints collected`
 reads the bucket back, and every answered request's input and output are there exactly once
 (counts), their values the ones sent and answered; no record of a request that was not
 answered. Preview says where the data goes, and the S3 keys are in no pod spec. Last, a bucket
@@ -30,7 +31,7 @@ from mlendpoints._project import CONFIG, EndpointProject
 from mlendpoints._sample import BATCH
 from mlendpoints.cli import main
 from mlendpoints.client import ca_file
-from mlendpoints.kube import is_ready, kubectl, running_pods
+from mlendpoints.kube import is_ready, kubectl, kubectl_json, running_pods
 from tests.support.load import Load
 from tests.support.router import wait_for as poll
 from tests.support.s3 import S3_ENV, s3_client, s3_env
@@ -38,12 +39,20 @@ from tests.support.walkthrough import FIGURES
 
 pytestmark = [pytest.mark.toolchain, pytest.mark.images, pytest.mark.cluster]
 
-LOAD_REQUESTS = 1500
+MAX_REQUESTS = 8000  # the load's bound; it is stopped once the scale-down is over
+
+
+BLUE = _labels.as_selector(_labels.scoring_selector("diabetes", "blue"))
 
 
 def blue_pods(ns: str) -> set[str]:
-    selector = _labels.as_selector(_labels.scoring_selector("diabetes", "blue"))
-    return {p["metadata"]["name"] for p in running_pods(ns, selector) if is_ready(p)}
+    """Blue's Ready pods that are not being deleted."""
+    return {p["metadata"]["name"] for p in running_pods(ns, BLUE) if is_ready(p)}
+
+
+def blue_pods_at_all(ns: str) -> int:
+    """Blue's pods, terminating ones included (a stopping pod ships until it is gone)."""
+    return len(kubectl_json("-n", ns, "get", "pods", "-l", BLUE)["items"])
 
 
 def wait_for(what: str, check: Any, timeout: float = 180) -> Any:
@@ -148,24 +157,27 @@ def test_every_answered_request_is_in_s3_once_after_pod_delete_and_rollout(
                     answered[rid] = resp.json()
             return resp.status_code, resp.headers.get("azureml-model-deployment", "")
 
-        load = Load(ask, threads=4, pause=0.01, max_seconds=600, max_requests=LOAD_REQUESTS)
+        load = Load(ask, threads=4, pause=0.02, max_seconds=600, max_requests=MAX_REQUESTS)
         with load:
-            wait_for("a third of the load", lambda: len(load.answers) > LOAD_REQUESTS // 3)
+            wait_for("the load running", lambda: len(load.answers) > 200)
+            # A pod deleted (graceful): it drains and ships, a replacement starts.
             victim = sorted(pods)[0]
             kubectl("-n", ns, "delete", "pod", victim, "--wait=false")
             wait_for(
                 f"a replacement for {victim}",
                 lambda: (p := blue_pods(ns)) and len(p) == 2 and victim not in p,
             )
-            wait_for(
-                "the whole load",
-                lambda: len(load.answers) + len(load.failures) >= LOAD_REQUESTS,
-                timeout=600,
-            )
+            # Scale-down to one pod (graceful): the other ships before it goes.
+            project.set_config({"deployments[0].instance_count": 1})
+            with project.logged("pulumi up (scale down)") as log:
+                project.stack.up(on_output=log)
+            wait_for("one blue pod left", lambda: blue_pods_at_all(ns) == 1, timeout=120)
+            assert len(load.answers) + len(load.failures) < MAX_REQUESTS, "load ended early"
         assert load.failures == [], load.failures[:10]
-        assert len(answered) == LOAD_REQUESTS
+        sent = len(answered)
+        assert sent == len(load.answers)
 
-        # Every pod stops gracefully (a rollout): what the survivors still held ships now.
+        # The last pod stops gracefully (a rollout): what it still held ships now.
         kubectl("-n", ns, "rollout", "restart", "deployment/diabetes-blue")
         kubectl("-n", ns, "rollout", "status", "deployment/diabetes-blue", "--timeout=300s")
         started = time.monotonic()
@@ -179,7 +191,7 @@ def test_every_answered_request_is_in_s3_once_after_pod_delete_and_rollout(
 
         # The old pods are gone when rollout status returns, so shipping is done; this only
         # absorbs the last pod's exit racing the listing.
-        wait_for(f"{LOAD_REQUESTS} inputs in S3", lambda: shipped() >= LOAD_REQUESTS, 120)
+        wait_for(f"{sent} inputs in S3", lambda: shipped() >= sent, 120)
         shipped_after = time.monotonic() - started
 
         records = [
@@ -201,7 +213,7 @@ def test_every_answered_request_is_in_s3_once_after_pod_delete_and_rollout(
             for line in collected(project, env, monkeypatch, "--join", "--since", "1h").splitlines()
         ]
         mine = [p for p in pairs if p["correlationid"] in answered]
-        assert len(mine) == LOAD_REQUESTS
+        assert len(mine) == sent
         body = json.loads(BATCH)
         for pair in mine:
             assert pair["input"] == body
@@ -234,8 +246,8 @@ def test_every_answered_request_is_in_s3_once_after_pod_delete_and_rollout(
         with project.logged("pulumi up (bucket back)") as log:
             project.stack.up(on_output=log)
         FIGURES.append(
-            f"collection: {LOAD_REQUESTS} answered through a pod delete and a rollout, "
-            f"{LOAD_REQUESTS} pairs in S3 exactly once (last files shipped "
+            f"collection: {sent} answered through a pod delete, a scale-down and a rollout, "
+            f"{sent} pairs in S3 exactly once (last files shipped "
             f"{shipped_after:.1f} s after the rollout); load {load.report()}"
         )
     finally:
