@@ -404,13 +404,14 @@ class OnlineDeployment(pulumi.ComponentResource):
     ) -> list[pulumi.Resource]:
         """The destination's objects (S3 keys Secret, or the PVC) and the preview line saying
         where collected data goes; returns what the pods must wait for."""
-        pulumi.log.info(
+        found = _collection.kind(args.data_collection)
+        lost = args.data_collection.collect and found == "none"
+        (pulumi.log.warn if lost else pulumi.log.info)(
             _collection.summary(
                 name, args.endpoint_name, args.data_collection, args.collection_storage
             ),
             resource=self,
         )
-        found = _collection.kind(args.data_collection)
         s3 = args.collection_storage.s3
         if found == "s3" and s3.access_key_id is not None and s3.secret_access_key is not None:
             keys = (s3.access_key_id.get_secret_value(), s3.secret_access_key.get_secret_value())
