@@ -30,7 +30,7 @@ import requests
 from pulumi import automation as auto
 
 from components import _labels
-from mlendpoints._project import CONFIG, EndpointProject
+from mlendpoints._project import EndpointProject
 from mlendpoints._sample import BATCH
 from mlendpoints.cli import main
 from mlendpoints.client import ca_file
@@ -133,9 +133,7 @@ def test_every_answered_request_is_in_s3_once_after_pod_delete_and_rollout(
         ("access_key_id", "AWS_ACCESS_KEY_ID"),
         ("secret_access_key", "AWS_SECRET_ACCESS_KEY"),
     ):
-        project.stack.set_config(
-            f"{CONFIG}:collection.s3.{key}", auto.ConfigValue(env[var], secret=True), path=True
-        )
+        project.set_secret_config(f"collection.s3.{key}", env[var])
     s3 = s3_client(env, env["AWS_ENDPOINT_URL"])
     try:
         with project.logged("pulumi preview") as log:
