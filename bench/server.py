@@ -10,6 +10,9 @@ seconds per cell:
                      request_timeout_ms=5000 via SIGALRM, body limit, JSON access log to a
                      file), collection off
 - ``ours-collect``   the same with model_inputs/model_outputs collection at sampling rate 1
+- ``ours-ship``      ours-collect shipping to a folder destination (a PVC's shape: the
+                     supervisor's shipper thread copies each closed file; files roll at
+                     1 MiB so shipping runs during the cells) (opt-in row: --servers)
 - ``ours-queue``     the same (collection off) with a queue limit: run() in a thread,
                      max_concurrent_requests_per_instance=128 (opt-in row: --servers)
 - ``bare``           uvicorn + Starlette calling the same run() inline (bench/bare_app.py)
@@ -144,6 +147,12 @@ def servers(names: list[str], model: Path, work: Path, port: int) -> list[Server
                     cwd=REPO,
                 )
             )
+        elif name == "ours-ship":
+            (work / "shipped").mkdir(parents=True, exist_ok=True)
+            collect = ["--collect", "true", "--collect-dir", str(work / "spool")]
+            ship = ["--collect-destination", str(work / "shipped")]
+            roll = ["--collect-max-file-bytes", str(1024 * 1024)]
+            result.append(Server(name, [*ours, *collect, *ship, *roll], "/score", cwd=REPO))
         elif name == "ours-queue":
             result.append(
                 Server(
@@ -366,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--servers",
         default=",".join(ALL),
-        help=f"comma-separated subset/order of {', '.join(ALL)}, ours-queue",
+        help=f"comma-separated subset/order of {', '.join(ALL)}, ours-queue, ours-ship",
     )
     parser.add_argument(
         "--rounds",

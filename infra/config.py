@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from components import _scaling, rules
+from components._collection import CollectionStorage
 from components._scaling import ScaleSettings
 from components.online_deployment import DeploymentSettings, RoutingPolicy
 from components.online_endpoint import RouterLimits
@@ -211,6 +212,9 @@ class StackConfig(_Section):
     environments: dict[str, EnvironmentConfig] = {}
     endpoint: EndpointConfig
     deployments: list[DeploymentConfig] = Field(min_length=1)
+    collection: CollectionStorage = CollectionStorage()
+    """Where `data_collection.collect_destination` ships: the S3 connection (keys set with
+    `--secret`) and the PVC's size and class (`components._collection`)."""
 
     @model_validator(mode="after")
     def _cross_field(self) -> StackConfig:

@@ -26,6 +26,9 @@ from components import (
     RoutingPolicy,
     TlsSettings,
 )
+from components._collection import SERVER_EXTRAS_ARG
+from components._collection import kind as collection_kind
+from components._naming import collection_claim
 from infra import config as cfgmod
 from infra.config import StackConfig, StackConfigError
 
@@ -99,6 +102,12 @@ def build(cfg: StackConfig, previous: tuple[Any, Any] = (None, None)) -> OnlineE
         )
     used_models = {d.model for d in cfg.deployments if d.image is None}
     used_envs = {d.environment for d in cfg.deployments if d.image is None}
+    # An S3 destination needs boto3 in the image: the server's `s3` extra, in the environment.
+    s3_envs = {
+        d.environment
+        for d in cfg.deployments
+        if d.image is None and collection_kind(d.data_collection) == "s3"
+    }
     models = {
         name: ModelAsset(
             name,
@@ -123,6 +132,7 @@ def build(cfg: StackConfig, previous: tuple[Any, Any] = (None, None)) -> OnlineE
                 base_image=e.base_image or cfg.registry.base_image,
                 python=cfg.registry.python,
                 registry=cfg.registry.url,
+                extra_build_args={SERVER_EXTRAS_ARG: "s3"} if name in s3_envs else {},
             ),
             pulumi.ResourceOptions(providers=[dynamic]),
         )
@@ -164,6 +174,7 @@ def build(cfg: StackConfig, previous: tuple[Any, Any] = (None, None)) -> OnlineE
                     request_settings=d.request_settings,
                     data_collection=d.data_collection,
                     routing=d.part(RoutingPolicy),
+                    collection_storage=cfg.collection,
                     liveness_probe=Probe(**d.liveness_probe.model_dump()),
                     readiness_probe=Probe(**d.readiness_probe.model_dump()),
                     environment_variables=dict(d.environment_variables),
@@ -238,7 +249,19 @@ def build(cfg: StackConfig, previous: tuple[Any, Any] = (None, None)) -> OnlineE
         },
     )
     pulumi.export("image_digests", {d.deployment_label: d.image_digest for d in deployments})
+    pulumi.export("collection", {d.name: _sink(d, cfg) for d in cfg.deployments})
     return endpoint
+
+
+def _sink(d: cfgmod.DeploymentConfig, cfg: StackConfig) -> dict[str, str]:
+    """Where a deployment's collected data goes (`ml-endpoints collected` reads it there)."""
+    dest = d.data_collection.collect_destination
+    sink = {"destination": dest}
+    if collection_kind(d.data_collection) == "s3" and cfg.collection.s3.endpoint_url:
+        sink["endpoint_url"] = cfg.collection.s3.endpoint_url
+    if collection_kind(d.data_collection) == "pvc":
+        sink["claim"] = collection_claim(cfg.endpoint.name, d.name)
+    return sink
 
 
 def _opt_path(value: str | None) -> str | None:

@@ -213,6 +213,7 @@ class Supervisor:
             collector.RUN,
             lambda: set(self.children.copy()),
             Stats(s.metrics_dir),
+            period_s=collector.PERIOD[s.collect_rolling_rate],
         )
 
     def _init_failed(self, index: int, pid: int, code: int) -> None:

@@ -211,6 +211,8 @@ def test_scoring_deployment_spec(assets: dict[str, Path]) -> None:
         "AZUREML_MODEL_DIR": "/var/azureml-app/model",
         "AZUREML_ENTRY_SCRIPT": "/var/azureml-app/code/score.py",
         "DATA_COLLECTION_DIR": "/var/azureml-app/data-collection",
+        "ML_ENDPOINTS_ENDPOINT": "diabetes",
+        "ML_ENDPOINTS_DEPLOYMENT": "blue",
         "INTERNAL_CREDENTIAL_FILE": "/var/run/secrets/ml-endpoints-internal/credential",
         "EXTRA": "1",
     }
