@@ -21,8 +21,8 @@ import yaml
 from pulumi import automation as auto
 
 from mlendpoints.paths import REPO as ROOT
+from mlendpoints.versions import PULUMI_DOCKER_BUILD_VERSION, PULUMI_VERSION
 from mlendpoints.versions import PULUMI_KUBERNETES_VERSION as K8S_VERSION
-from mlendpoints.versions import PULUMI_VERSION
 
 pytestmark = pytest.mark.toolchain
 
@@ -57,10 +57,16 @@ def test_cli_and_plugins_are_the_pinned_versions(toolchain_env: dict[str, str]) 
         ).stdout
 
     assert run("version").strip() == f"v{PULUMI_VERSION}"
-    plugins = json.loads(run("plugin", "ls", "--json"))
-    assert {"name": "kubernetes", "kind": "resource", "version": K8S_VERSION} in [
-        {k: p[k] for k in ("name", "kind", "version")} for p in plugins
+    plugins = [
+        {k: p[k] for k in ("name", "kind", "version")}
+        for p in json.loads(run("plugin", "ls", "--json"))
     ]
+    assert {"name": "kubernetes", "kind": "resource", "version": K8S_VERSION} in plugins
+    assert {
+        "name": "docker-build",
+        "kind": "resource",
+        "version": PULUMI_DOCKER_BUILD_VERSION,
+    } in plugins
     found = shutil.which("pulumi", path=toolchain_env["PATH"])
     assert found is not None, "pulumi not on the PATH scripts/env.sh sets"
     bin_dir = Path(found).parent
