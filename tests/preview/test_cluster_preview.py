@@ -34,7 +34,7 @@ def test_default_stack_previews_against_the_local_cluster(
     images = sorted(
         name
         for (typ, name) in ops
-        if typ == "pulumi-python:dynamic:Resource" and name.endswith("image")
+        if typ == "docker-build:index:Image"
     )
     assert images == ["blue-image", "diabetes-router-image", "sklearn-image"]
     assert "traffic plan (first deployment):" in result.stdout
