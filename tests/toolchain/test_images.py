@@ -26,17 +26,13 @@ from pulumi import automation as auto
 from components._images import Image, ImageArgs
 from mlendpoints._procs import free_port
 from mlendpoints.paths import REPO as ROOT
-from mlendpoints.versions import PULUMI_VERSION
+from tests.support.inline import inline_stack, summary
 
 pytestmark = pytest.mark.images
 
 REGISTRY = "127.0.0.1:5000"
 # BuildKit pushes OCI manifests (Docker 20.10 and containerd 1.6 pull them).
 MANIFEST_OCI = "application/vnd.oci.image.manifest.v1+json"
-
-
-def _summary(changes: dict[Any, int]) -> dict[str, int]:
-    return {getattr(k, "value", k): v for k, v in changes.items() if v}
 
 
 def _http(
@@ -140,21 +136,11 @@ def test_scoring_image_builds_offline_runs_and_is_pushed(
         pulumi.export("scoring_ref", scoring.ref)
         pulumi.export("scoring_digest", scoring.digest)
 
-    root = Path(toolchain_env["ML_ENDPOINTS_CACHE"]) / "tools" / f"pulumi-{PULUMI_VERSION}"
-    stack = auto.create_or_select_stack(
-        "test",
-        project_name="toolchain-images",
-        program=program,
-        opts=auto.LocalWorkspaceOptions(
-            env_vars=toolchain_env,
-            pulumi_command=auto.PulumiCommand(root=str(root)),
-            project_settings=auto.ProjectSettings(name="toolchain-images", runtime="python"),
-        ),
-    )
+    stack = inline_stack(toolchain_env, "toolchain-images", program)
     client = docker.from_env()
     container = None
     try:
-        assert _summary(stack.preview().change_summary) == {"create": 3}
+        assert summary(stack.preview().change_summary) == {"create": 3}
         progress: list[tuple[str, str]] = []  # (resource name, message)
 
         def on_event(event: auto.EngineEvent) -> None:
@@ -164,7 +150,7 @@ def test_scoring_image_builds_offline_runs_and_is_pushed(
 
         up = stack.up(on_event=on_event)
         assert up.summary.result == "succeeded"
-        assert _summary(up.summary.resource_changes) == {"create": 3}
+        assert summary(up.summary.resource_changes) == {"create": 3}
         # Progress a person can follow: BuildKit's steps stream during `up`, per image.
         assert any(
             name == "scoring" and "load build definition from scoring.Dockerfile" in message
@@ -180,7 +166,7 @@ def test_scoring_image_builds_offline_runs_and_is_pushed(
         assert up.outputs["env_ref"].value.startswith(f"{repo}/env:")
 
         # Unchanged inputs: nothing to build.
-        assert _summary(stack.preview().change_summary) == {"same": 3}
+        assert summary(stack.preview().change_summary) == {"same": 3}
 
         # The registry serves the manifest under the tag, with the digest we recorded.
         tag = name.rsplit(":", 1)[1]
@@ -276,17 +262,7 @@ def test_image_builds_run_with_no_network(toolchain_env: dict[str, str], tmp_pat
             ),
         )
 
-    root = Path(toolchain_env["ML_ENDPOINTS_CACHE"]) / "tools" / f"pulumi-{PULUMI_VERSION}"
-    stack = auto.create_or_select_stack(
-        "net",
-        project_name="toolchain-images-net",
-        program=program,
-        opts=auto.LocalWorkspaceOptions(
-            env_vars=toolchain_env,
-            pulumi_command=auto.PulumiCommand(root=str(root)),
-            project_settings=auto.ProjectSettings(name="toolchain-images-net", runtime="python"),
-        ),
-    )
+    stack = inline_stack(toolchain_env, "toolchain-images-net", program, "net")
     try:
         up = stack.up()
         assert up.summary.result == "succeeded"
