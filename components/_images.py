@@ -28,7 +28,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import shutil
 import subprocess
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,7 +143,7 @@ def content_key(args: ImageArgs) -> str:
 
 @functools.cache
 def wheelhouse(requirements: Path | None) -> Path:
-    """The host wheelhouse for the project wheel plus `requirements` (scripts/wheelhouse.sh).
+    """The wheels for the project wheel plus `requirements`, as the ``wheels`` named context.
 
     Made when the program runs, preview included, because the provider hashes the named context
     to tell whether the image changed; cached by its inputs, so seconds once made. Only wheels
@@ -152,13 +154,54 @@ def wheelhouse(requirements: Path | None) -> Path:
         requirements.parent.mkdir(parents=True, exist_ok=True)
         if not requirements.is_file():
             requirements.write_text("")
-    cmd = ["bash", str(WHEELHOUSE_SCRIPT), "-r", str(requirements)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(
-            f"wheelhouse for {requirements} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}"
-        )
-    return Path(proc.stdout.strip().splitlines()[-1])
+    for _attempt in range(2):
+        cmd = ["bash", str(WHEELHOUSE_SCRIPT), "-r", str(requirements)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise RuntimeError(
+                f"wheelhouse for {requirements} failed (exit {proc.returncode}):\n"
+                f"{proc.stderr[-3000:]}"
+            )
+        try:
+            return _kept(Path(proc.stdout.strip().splitlines()[-1]))
+        except FileNotFoundError:  # pruned by another run of wheelhouse.sh meanwhile: remake
+            continue
+    raise RuntimeError(f"wheelhouse for {requirements} was removed twice while being used")
+
+
+# Kept copies untouched this long are removed (a stack updated later remakes its copy: same path).
+_KEPT_DAYS = 2
+
+
+def _kept(wheels: Path) -> Path:
+    """A copy (hard links) of a wheelhouse at `build/wheels-<key>/`, out of reach of
+    scripts/wheelhouse.sh, which keeps only its 6 newest: the provider reads the named context
+    at preview and again at `up`, and other stacks and tests make wheelhouses meanwhile."""
+    kept = cache_root() / "build" / f"wheels-{wheels.name}"
+    if not (kept / ".complete").is_file():
+        tmp = kept.with_name(f"{kept.name}.tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        for path in _files(wheels):
+            target = tmp / path.relative_to(wheels)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(path, target)
+            except OSError as exc:
+                if not path.exists():
+                    raise FileNotFoundError(path) from exc
+                shutil.copy2(path, target)
+        if not (wheels / ".stamp").is_file():  # removed while being copied: the copy is partial
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise FileNotFoundError(wheels / ".stamp")
+        (tmp / ".complete").write_text(wheels.name + "\n")
+        shutil.rmtree(kept, ignore_errors=True)
+        tmp.rename(kept)
+    os.utime(kept)
+    cutoff = time.time() - _KEPT_DAYS * 86400
+    for old in kept.parent.glob("wheels-*"):
+        if old != kept and old.stat().st_mtime < cutoff:
+            shutil.rmtree(old, ignore_errors=True)
+    return kept
 
 
 class Image(dbuild.Image):
