@@ -195,11 +195,20 @@ def _kept(wheels: Path) -> Path:
             raise FileNotFoundError(wheels / ".stamp")
         (tmp / ".complete").write_text(wheels.name + "\n")
         shutil.rmtree(kept, ignore_errors=True)
-        tmp.rename(kept)
+        try:
+            tmp.rename(kept)
+        except OSError:  # another program run made it meanwhile: theirs is as good
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not (kept / ".complete").is_file():
+                raise
     os.utime(kept)
     cutoff = time.time() - _KEPT_DAYS * 86400
     for old in kept.parent.glob("wheels-*"):
-        if old != kept and old.stat().st_mtime < cutoff:
+        try:
+            stale = old != kept and old.stat().st_mtime < cutoff
+        except FileNotFoundError:  # removed by another run
+            continue
+        if stale:
             shutil.rmtree(old, ignore_errors=True)
     return kept
 
