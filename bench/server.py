@@ -92,6 +92,39 @@ def payloads(work: Path) -> dict[tuple[str, int], Path]:
     return out
 
 
+def mlserver_folder(
+    folder: Path, name: str, pickle: Path, port: int, **model_settings: object
+) -> Path:
+    """An MLServer model repository serving the scikit-learn ``pickle`` as model ``name``
+    on 127.0.0.1:``port`` with 2 workers; ``model_settings`` add to its model-settings.json
+    (e.g. adaptive batching's ``max_batch_size``)."""
+    (folder / name).mkdir(parents=True, exist_ok=True)
+    shutil.copy(pickle, folder / name / "model.pkl")
+    (folder / name / "model-settings.json").write_text(
+        json.dumps(
+            {
+                "name": name,
+                "implementation": "mlserver_sklearn.SKLearnModel",
+                **model_settings,
+                "parameters": {"uri": "./model.pkl", "version": "v1"},
+            }
+        )
+    )
+    (folder / "settings.json").write_text(
+        json.dumps(
+            {
+                "host": "127.0.0.1",
+                "http_port": port,
+                "grpc_port": free_port(),
+                "metrics_port": free_port(),
+                "parallel_workers": 2,
+                "debug": False,
+            }
+        )
+    )
+    return folder
+
+
 def servers(names: list[str], model: Path, work: Path, port: int) -> list[Server]:
     script = str(SAMPLE / "score.py")
     # Inline execution, no queue limit: what the published tables measured (the server's
@@ -172,30 +205,7 @@ def servers(names: list[str], model: Path, work: Path, port: int) -> list[Server
             )
         elif name == "mlserver":
             py = peer_python("mlserver", PEERS["mlserver"] + MODEL_PINS)
-            folder = work / "mlserver"
-            (folder / "diabetes").mkdir(parents=True, exist_ok=True)
-            shutil.copy(model / "model.pkl", folder / "diabetes" / "model.pkl")
-            (folder / "diabetes" / "model-settings.json").write_text(
-                json.dumps(
-                    {
-                        "name": "diabetes",
-                        "implementation": "mlserver_sklearn.SKLearnModel",
-                        "parameters": {"uri": "./model.pkl", "version": "v1"},
-                    }
-                )
-            )
-            (folder / "settings.json").write_text(
-                json.dumps(
-                    {
-                        "host": "127.0.0.1",
-                        "http_port": port,
-                        "grpc_port": free_port(),
-                        "metrics_port": free_port(),
-                        "parallel_workers": 2,
-                        "debug": False,
-                    }
-                )
-            )
+            folder = mlserver_folder(work / "mlserver", "diabetes", model / "model.pkl", port)
             result.append(
                 Server(
                     name,

@@ -12,13 +12,13 @@ from typing import Any, Literal
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components import _build, _labels, _naming, _pods, rules
+from components import _build, _labels, _naming, _pods, _scaling, rules
 from components._certs import GeneratedCertificate
 from components._hashing import hash_parts
 from components._keys import GeneratedKey
 from components.internal_credential import InternalCredential
 from components.online_deployment import OnlineDeployment
-from scoring.router.config import RouterConfig, RouterLimits
+from scoring.router.config import SERVICE_ACCOUNT_DIR, RouterConfig, RouterLimits
 
 AuthMode = Literal["key", "aml_token", "none"]
 ServiceType = Literal["NodePort", "LoadBalancer", "ClusterIP"]
@@ -53,6 +53,22 @@ class TlsSettings:
     issuer: str | None = None
     issuer_kind: Literal["Issuer", "ClusterIssuer"] = "Issuer"
     dns_names: list[str] = field(default_factory=list)
+
+
+#: What the router may do through the Kubernetes API, in its own namespace: the one list of its
+#: permissions (its Role is declared from it; add a rule here when the router needs one more).
+ROUTER_RULES: list[k8s.rbac.v1.PolicyRuleArgs] = [
+    # discovery.py: each deployment's ready pods, read from its Service's EndpointSlices.
+    k8s.rbac.v1.PolicyRuleArgs(
+        api_groups=["discovery.k8s.io"],
+        resources=["endpointslices"],
+        verbs=["get", "list", "watch"],
+    ),
+]
+
+#: Lifetime the kubelet gives the router's projected ServiceAccount token (it renews it at
+#: 80 %; the router re-reads the file for every API connection).
+ROUTER_TOKEN_S = 3600
 
 
 DEFAULT_ROUTER_RESOURCES: dict[str, dict[str, str]] = {
@@ -214,13 +230,16 @@ class OnlineEndpoint(pulumi.ComponentResource):
             "internal_credential_file": args.internal_credential.file
             if args.internal_credential
             else None,
+            # The router reads each deployment's ready pods with its ServiceAccount (below).
+            "discovery": {"namespace": args.namespace},
             **args.router.limits.model_dump(),
         }
         config_json = json.dumps(router_config, indent=2, sort_keys=True)
         # The plan (and the "still takes traffic" check) needs the deployed stack's routing, an
         # Output; the ConfigMap consumes the checked value so a refusal stops the update.
+        scales = {d.deployment_label: d.scale_settings for d in args.deployments}
         checked = pulumi.Output.all(args.previous_traffic, args.previous_mirror).apply(
-            lambda prev: _plan_and_check(self, names, traffic, mirror, prev[0], prev[1])
+            lambda prev: _plan_and_check(self, names, traffic, mirror, prev[0], prev[1], scales)
         )
         routed_to = [r for d in args.deployments for r in (d.deployment, d.service)]
         self.config_map = k8s.core.v1.ConfigMap(
@@ -232,6 +251,7 @@ class OnlineEndpoint(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=routed_to),
         )
 
+        identity = self._router_identity(name, args, labels)
         template_annotations = {
             "mlendpoints/key-versions": _key_versions(versions),
             "mlendpoints/tls": _tls_version(tls),
@@ -266,6 +286,7 @@ class OnlineEndpoint(pulumi.ComponentResource):
                     self.secret,
                     *tls_deps,
                     *([args.internal_credential.secret] if args.internal_credential else []),
+                    *identity,
                     *routed_to,
                 ],
             ),
@@ -314,6 +335,40 @@ class OnlineEndpoint(pulumi.ComponentResource):
                 "mirror_traffic": self.mirror_traffic,
             }
         )
+
+    def _router_identity(
+        self, name: str, args: OnlineEndpointArgs, labels: dict[str, str]
+    ) -> list[pulumi.Resource]:
+        """The router's ServiceAccount, its Role (``ROUTER_RULES``) and their RoleBinding, all
+        named like the router. Only the router container mounts the token (see _router_spec)."""
+        object_name = _naming.router_object(name)
+        metadata = k8s.meta.v1.ObjectMetaArgs(
+            name=object_name, namespace=args.namespace, labels=labels
+        )
+        opts = pulumi.ResourceOptions(parent=self)
+        self.service_account = k8s.core.v1.ServiceAccount(
+            _naming.child(name, "router-account"),
+            metadata=metadata,
+            automount_service_account_token=False,
+            opts=opts,
+        )
+        self.role = k8s.rbac.v1.Role(
+            _naming.child(name, "router-role"), metadata=metadata, rules=ROUTER_RULES, opts=opts
+        )
+        self.role_binding = k8s.rbac.v1.RoleBinding(
+            _naming.child(name, "router-role-binding"),
+            metadata=metadata,
+            role_ref=k8s.rbac.v1.RoleRefArgs(
+                api_group="rbac.authorization.k8s.io", kind="Role", name=object_name
+            ),
+            subjects=[
+                k8s.rbac.v1.SubjectArgs(
+                    kind="ServiceAccount", name=object_name, namespace=args.namespace
+                )
+            ],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.role, self.service_account]),
+        )
+        return [self.service_account, self.role_binding]
 
     def _tls(
         self, name: str, args: OnlineEndpointArgs, labels: dict[str, str]
@@ -449,13 +504,16 @@ def _plan_and_check(
     mirror: dict[str, int],
     previous: Mapping[str, int] | None,
     previous_mirror: Mapping[str, int] | None,
+    scales: Mapping[str, _scaling.ScaleSettings],
 ) -> bool:
-    """Log the traffic plan; refuse to drop a deployment that still takes traffic."""
+    """Log the traffic plan (with a note for each autoscaled deployment given more traffic);
+    refuse to drop a deployment that still takes traffic."""
     previous, previous_mirror = _percents(previous), _percents(previous_mirror)
     problems = rules.check_removal(previous, previous_mirror, names)
     if problems:
         raise pulumi.RunError("\n".join(problems))
     plan = rules.traffic_plan(previous, traffic, previous_mirror, mirror, names)
+    plan += _scaling.shift_notes(scales, previous, traffic)
     pulumi.log.info(f"endpoint {endpoint.endpoint_label!r} " + "\n".join(plan), resource=endpoint)
     return True
 
@@ -543,6 +601,9 @@ def _router_spec(
         k8s.core.v1.VolumeMountArgs(name="config", mount_path=_naming.CONFIG_DIR, read_only=True),
         k8s.core.v1.VolumeMountArgs(name="keys", mount_path=_naming.SECRETS_DIR, read_only=True),
         k8s.core.v1.VolumeMountArgs(name="tmp", mount_path=_pods.TMP_DIR),
+        k8s.core.v1.VolumeMountArgs(
+            name="kube-api", mount_path=SERVICE_ACCOUNT_DIR, read_only=True
+        ),
     ]
     volumes = [
         k8s.core.v1.VolumeArgs(
@@ -551,6 +612,7 @@ def _router_spec(
         ),
         _pods.secret_volume("keys", f"{object_name}-keys"),
         _pods.scratch_volume("tmp", "64Mi"),
+        _kube_api_volume(),
     ]
     if tls.enabled:
         mounts.append(
@@ -575,6 +637,8 @@ def _router_spec(
             metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels, annotations=annotations),
             spec=k8s.core.v1.PodSpecArgs(
                 enable_service_links=False,
+                service_account_name=object_name,
+                # The token is mounted explicitly, into the router container only.
                 automount_service_account_token=False,
                 security_context=_pods.pod_security(),
                 termination_grace_period_seconds=_pods.TERMINATION_GRACE_S,
@@ -626,6 +690,42 @@ def _router_spec(
                 ],
                 volumes=volumes,
             ),
+        ),
+    )
+
+
+def _kube_api_volume() -> k8s.core.v1.VolumeArgs:
+    """The router's ServiceAccount token, the cluster CA and the namespace, as the kubelet's
+    automount would give them (same files and folder), readable by the pod's group only."""
+    return k8s.core.v1.VolumeArgs(
+        name="kube-api",
+        projected=k8s.core.v1.ProjectedVolumeSourceArgs(
+            default_mode=0o440,
+            sources=[
+                k8s.core.v1.VolumeProjectionArgs(
+                    service_account_token=k8s.core.v1.ServiceAccountTokenProjectionArgs(
+                        path="token", expiration_seconds=ROUTER_TOKEN_S
+                    )
+                ),
+                k8s.core.v1.VolumeProjectionArgs(
+                    config_map=k8s.core.v1.ConfigMapProjectionArgs(
+                        name="kube-root-ca.crt",
+                        items=[k8s.core.v1.KeyToPathArgs(key="ca.crt", path="ca.crt")],
+                    )
+                ),
+                k8s.core.v1.VolumeProjectionArgs(
+                    downward_api=k8s.core.v1.DownwardAPIProjectionArgs(
+                        items=[
+                            k8s.core.v1.DownwardAPIVolumeFileArgs(
+                                path="namespace",
+                                field_ref=k8s.core.v1.ObjectFieldSelectorArgs(
+                                    field_path="metadata.namespace"
+                                ),
+                            )
+                        ]
+                    )
+                ),
+            ],
         ),
     )
 

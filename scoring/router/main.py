@@ -25,9 +25,11 @@ import uvloop
 
 from scoring.common.logs import get_log
 from scoring.router.config import ConfigError, RouterConfig, load_config, secret_paths
+from scoring.router.discovery import Discovery
 from scoring.router.dispatch import Router, RouterState
 from scoring.router.listeners import MetricsProtocol, TlsContexts
 from scoring.router.protocol import HttpProtocol, check_times
+from scoring.router.upstream import PooledClient
 
 POLL_S = 1.0
 
@@ -69,6 +71,16 @@ class RouterProcess:
         self.fingerprint = _fingerprint(config_path, secret_paths(router.state.config))
         tls_context = router.state.secrets.tls_context
         self.tls = TlsContexts(tls_context) if tls_context is not None else None
+        # The deployments' ready pods, when the config says where to read them (in cluster).
+        self.discovery = (
+            Discovery(router.client) if isinstance(router.client, PooledClient) else None
+        )
+
+    def discover(self) -> None:
+        """Watch the current deployments' pods (config ``discovery``), stop the others."""
+        if self.discovery is not None:
+            state = self.router.state
+            self.discovery.sync(state.config.discovery, state.targets)
 
     def reload(self, why: str) -> bool:
         """Load the file again; swap it in if valid, else keep serving the old config."""
@@ -99,6 +111,7 @@ class RouterProcess:
             return False
         state = RouterState.build(config, secrets, old.generation + 1)
         self.router.swap(state)
+        self.discover()
         if self.tls is not None and secrets.tls_context is not None:
             self.tls.swap(secrets.tls_context)
         self.router.metrics.reloads["ok"] += 1
@@ -190,6 +203,7 @@ class RouterProcess:
             "start",
         )
         watcher = loop.create_task(self.watch())
+        self.discover()
         await self.stop_event.wait()
         # Drain, in order. 1) readiness is already false (router.draining).
         if self.drain_delay > 0:
@@ -211,7 +225,9 @@ class RouterProcess:
             )
         for conn in list(self.conns):
             conn.close()
-        # 5) close upstream pools.
+        # 5) stop discovery, close upstream pools.
+        if self.discovery is not None:
+            await self.discovery.aclose()
         await self.router.client.aclose()
         watcher.cancel()
         _log("info", "drained; bye", "stop")

@@ -5,6 +5,7 @@ app. ``POST /score`` answers ``{"deployment": NAME, "request_id": ..., "body": .
 caller steers it per request with headers (forwarded by the router, so mirrored copies
 behave the same): ``x-test-delay-ms`` sleeps first, ``x-test-status`` sets the status,
 ``x-test-same: 1`` leaves the deployment name out so every deployment answers alike.
+``--delay-ms`` adds a fixed delay to every ``/score`` answer (a slower pod).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import json
 import uvicorn
 
 
-def make_app(name: str):
+def make_app(name: str, delay_ms: int = 0):
     async def app(scope, receive, send) -> None:
         if scope["type"] == "lifespan":
             while True:
@@ -36,7 +37,7 @@ def make_app(name: str):
         path = scope["path"]
         status = 200
         if path == "/score" and scope["method"] == "POST":
-            delay = int(headers.get(b"x-test-delay-ms", b"0"))
+            delay = delay_ms + int(headers.get(b"x-test-delay-ms", b"0"))
             if delay:
                 await asyncio.sleep(delay / 1000)
             status = int(headers.get(b"x-test-status", b"200"))
@@ -71,9 +72,10 @@ def main() -> None:
     p.add_argument("--name", required=True)
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--delay-ms", type=int, default=0)
     args = p.parse_args()
     uvicorn.run(
-        make_app(args.name),
+        make_app(args.name, args.delay_ms),
         host=args.host,
         port=args.port,
         log_level="warning",

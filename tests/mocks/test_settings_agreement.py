@@ -96,6 +96,7 @@ ROUTER_FILE_ONLY = {
     "metrics_port",
     "internal_credential_file",
     "max_token_lifetime_s",
+    "discovery",  # the components write it (namespace, the ServiceAccount's files)
 }
 ROUTER_STACK_ONLY = {
     "replicas",
