@@ -65,6 +65,11 @@ class RegistryConfig(_Section):
     """Image environments are built on (build arg BASE_IMAGE)."""
     python: str = Field(default="3.11", pattern=r"^3\.\d+$")
     """Python major.minor of the base image; conda `python=` pins must agree."""
+    username: str | None = None
+    """User for a registry that needs a login (the local one does not)."""
+    password: SecretStr | None = None
+    """Its password or token: `pulumi config set --secret --path 'ml-endpoints:registry.password'`
+    (encrypted in the stack file, a secret in the state; the image provider logs in with it)."""
 
 
 class ModelConfig(_Section):

@@ -71,6 +71,23 @@ def provider(cluster: cfgmod.ClusterConfig) -> k8s.Provider:
     return k8s.Provider("k8s", **args)
 
 
+def images_provider(registry: cfgmod.RegistryConfig) -> list[pulumi.ProviderResource]:
+    """The image provider logged in to `registry` when the stack gives credentials (none: the
+    default provider, for a registry that needs no login such as the local one)."""
+    if not registry.username and registry.password is None:
+        return []
+    if not registry.username or registry.password is None:
+        raise ValueError("registry: set both username and password (or neither)")
+    import pulumi_docker_build as dbuild  # the infra extra; only a logged-in stack needs it here
+
+    login = dbuild.RegistryArgs(
+        address=registry.url,
+        username=registry.username,
+        password=pulumi.Output.secret(registry.password.get_secret_value()),
+    )
+    return [dbuild.Provider("images", registries=[login])]
+
+
 def previous_routing() -> tuple[pulumi.Output[Any], pulumi.Output[Any]]:
     """This stack's own last outputs (traffic, mirror_traffic), for the plan and removal check."""
     # The file backend's organization is always "organization".
@@ -87,7 +104,8 @@ def build(cfg: StackConfig, previous: tuple[Any, Any] = (None, None)) -> OnlineE
     # Explicit provider for the dynamic resources (keys, images): the default one would receive
     # the whole stack config as inputs, so every traffic change would also "update" it.
     dynamic = pulumi.ProviderResource("pulumi-python", "dynamic", {})
-    on_cluster = pulumi.ResourceOptions(providers=[k8s_provider, dynamic])
+    providers: list[pulumi.ProviderResource] = [dynamic, *images_provider(cfg.registry)]
+    on_cluster = pulumi.ResourceOptions(providers=[k8s_provider, *providers])
     depends: list[pulumi.Resource] = []
     if cfg.cluster.create_namespace:
         depends.append(
@@ -134,7 +152,7 @@ def build(cfg: StackConfig, previous: tuple[Any, Any] = (None, None)) -> OnlineE
                 registry=cfg.registry.url,
                 extra_build_args={SERVER_EXTRAS_ARG: "s3"} if name in s3_envs else {},
             ),
-            pulumi.ResourceOptions(providers=[dynamic]),
+            pulumi.ResourceOptions(providers=providers),
         )
         for name, e in cfg.environments.items()
         if name in used_envs
