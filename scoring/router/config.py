@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from scoring.router.rollout import RolloutSpec, check_rollout
 from scoring.router.traffic import check_mirror, check_traffic, name_problem
 
 #: Secret file names inside ``secrets_dir`` and the env variables that may supply them instead.
@@ -164,6 +165,12 @@ class _Routing(BaseModel):
     ``x-ml-endpoints-credential`` on every proxied and mirrored request; re-read on reload."""
     max_token_lifetime_s: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
     """Longest token lifetime (``exp - iat``) accepted, and the cap of ``POST /token``'s ttl_s."""
+    rollout: RolloutSpec | None = None
+    """Move toward ``traffic`` in judged steps (``scoring.router.rollout``); none: at once."""
+    rollout_store: str | None = None
+    """Where the rollout's state lives so a restart resumes it: a file path, or
+    ``kubernetes:NAMESPACE/NAME`` (a ConfigMap and a Lease, one decider among replicas);
+    unset: memory only."""
 
     @field_validator("endpoint_name")
     @classmethod
@@ -193,6 +200,8 @@ class RouterConfig(RouterLimits, _Routing):
         problems = check_traffic(self.traffic, names, "traffic") + check_mirror(
             self.mirror_traffic, self.traffic, names, "mirror_traffic"
         )
+        if not problems:
+            problems = check_rollout(self.rollout, self.traffic, names, "rollout")
         if problems:
             raise ValueError("\n".join(problems))
         return self
