@@ -37,6 +37,12 @@ if TYPE_CHECKING:
 
 #: Share of requests copied to the candidate while its answers are compared (agreement gate).
 AGREEMENT_MIRROR_PERCENT = 50
+#: A p99 from fewer samples is just the slowest request or two: the p99 gate waits for this many
+#: in the window on both sides (and for ``min_requests``).
+P99_MIN_SAMPLES = 100
+#: Candidate p99 this close to the baseline's never fails the p99 gate (below the histogram's
+#: resolution at that scale, and scheduling noise on a busy node).
+P99_SLACK_S = 0.002
 #: How often the decider judges; a breach moves traffic back within this (plus one tick).
 TICK_S = 0.2
 #: How often a replica that does not decide reads the store and applies its split.
@@ -194,8 +200,10 @@ class Verdict:
     enough: bool = False
 
 
-def judge(gates: Gates, phase: str, cand: Tally, base: Tally) -> Verdict:
-    """Judge one window. ``phase`` is ``mirror`` (agreement, before live traffic) or ``live``."""
+def judge(gates: Gates, phase: str, cand: Tally, base: Tally, baseline: bool = True) -> Verdict:
+    """Judge one window. ``phase`` is ``mirror`` (agreement, before live traffic) or ``live``;
+    ``baseline``: some other deployment takes live traffic at this step, so the p99 gate (when
+    set) must have judged before the step can pass."""
     if phase == "mirror":
         compared = cand.equal + cand.different
         agree = 100.0 * cand.equal / compared if compared else None
@@ -230,8 +238,14 @@ def judge(gates: Gates, phase: str, cand: Tally, base: Tally) -> Verdict:
         "baseline_p99_ms": _r(p99_b * 1000 if p99_b is not None else None),
         "p99_ratio": _r(ratio),
     }
-    v = Verdict(figures, enough=cand.requests >= gates.min_requests)
-    if not v.enough:
+    p99_samples = max(gates.min_requests, P99_MIN_SAMPLES)
+    p99_ready = min(cand.requests, base.requests) >= p99_samples
+    v = Verdict(
+        figures,
+        enough=cand.requests >= gates.min_requests
+        and (gates.max_p99_ratio is None or not baseline or p99_ready),
+    )
+    if cand.requests < gates.min_requests:
         return v
     if (
         gates.max_error_rate_pct is not None
@@ -246,8 +260,11 @@ def judge(gates: Gates, phase: str, cand: Tally, base: Tally) -> Verdict:
     elif (
         gates.max_p99_ratio is not None
         and ratio is not None
-        and base.requests >= gates.min_requests
+        and p99_c is not None
+        and p99_b is not None
+        and p99_ready
         and ratio > gates.max_p99_ratio
+        and p99_c - p99_b > P99_SLACK_S
     ):
         v.failed_gate = "p99"
         v.reason = (
@@ -524,7 +541,13 @@ class RolloutController:
             self.window = (now_c, now_b)
             return
         phase = "mirror" if rec["status"] == "mirroring" else "live"
-        v = judge(spec.gates, phase, now_c.minus(self.window[0]), now_b.minus(self.window[1]))
+        v = judge(
+            spec.gates,
+            phase,
+            now_c.minus(self.window[0]),
+            now_b.minus(self.window[1]),
+            baseline=bool(base_names),
+        )
         elapsed = self.wall() - float(rec["step_started"])
         self.figures = {**v.figures, "bake_left_s": round(max(0.0, spec.bake_s - elapsed), 1)}
         if v.failed_gate:
@@ -567,6 +590,9 @@ class RolloutController:
         assert spec is not None
         rec["last_good"] = dict(rec["live"])
         step = int(rec["step"])
+        rec.setdefault("history", []).append(
+            {"step": step + 1, "live": dict(rec["live"]), "figures": v.figures, "at": self.wall()}
+        )
         _log(f"rollout {rec['id']}: {self._where()} passed {v.figures}", "rollout")
         if step >= len(spec.steps) - 1:
             self._finish("promoted", "passed every step", v.figures)

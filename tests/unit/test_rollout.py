@@ -193,7 +193,10 @@ def test_no_bake_no_pass_and_no_evidence_no_pass() -> None:
     assert ctl.record["step"] == 0 and ctl.status()["window"]["requests"] == 50
     serve(router, "green", 100)
     ctl.tick()
-    assert ctl.record["step"] == 1  # enough evidence and baked: next step
+    assert ctl.record["step"] == 0  # the p99 gate has no baseline window yet
+    serve(router, "blue", 100)
+    ctl.tick()
+    assert ctl.record["step"] == 1  # enough evidence on both sides and baked: next step
 
 
 def test_error_gate_rolls_back_at_the_first_step_before_the_bake_ends() -> None:
