@@ -167,6 +167,9 @@ class _Routing(BaseModel):
     """Longest token lifetime (``exp - iat``) accepted, and the cap of ``POST /token``'s ttl_s."""
     rollout: RolloutSpec | None = None
     """Move toward ``traffic`` in judged steps (``scoring.router.rollout``); none: at once."""
+    rollout_from: dict[str, int] = {}
+    """The split served before this config (the components write the deployed stack's): a
+    rollout starts from it when neither the store nor this process knows the live split."""
     rollout_store: str | None = None
     """Where the rollout's state lives so a restart resumes it: a file path, or
     ``kubernetes:NAMESPACE/NAME`` (a ConfigMap and a Lease, one decider among replicas);

@@ -21,7 +21,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -462,6 +462,8 @@ class RolloutController:
         live = dict(stored["live"]) if known and stored is not None else None
         if live is None and previous_live:
             live = dict(previous_live)
+        if live is None and config.rollout_from:
+            live = dict(config.rollout_from)
         if live is not None:
             live = {n: int(live.get(n, 0)) for n in config.deployments}
         candidate = candidate_of(spec, target) if spec else None
@@ -663,6 +665,10 @@ class RolloutController:
             "on_failure": spec.on_failure if spec else None,
             "window": self.figures,
             "decider": self.leader,
+            "totals": {
+                name: asdict(tally(self.router.metrics, [name]))
+                for name in self.router.state.config.deployments
+            },
         }
 
     # -- the loop
