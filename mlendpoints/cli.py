@@ -2,6 +2,7 @@
 
     ml-endpoints invoke --request-file F [--deployment NAME] [--key secondary] [--stack dev]
     ml-endpoints keys | token [--ttl S] | status | traffic | logs --deployment NAME [--tail N]
+    ml-endpoints rollout status | pause | resume | abort | promote [--json]
 
 Everything is read from the stack's outputs (through the Automation API, `mlendpoints.stack`);
 the endpoint is reached with `requests`, verifying the router's certificate against the stack's
@@ -365,6 +366,41 @@ class Commands:
             w("no mirrored requests yet\n")
         return 0
 
+    def rollout(self) -> int:
+        """`GET /rollout` or `POST /rollout/ACTION` on the router (the key is the admin one)."""
+        o = self.outputs
+        base = router_base(_need(o, "scoring_uri", self.stack))
+        headers = {}
+        auth = authorization(o, self.stack, verify=self.verify)
+        if auth:
+            headers["Authorization"] = auth
+        action = self.args.action
+        method, url = (
+            ("GET", base + "/rollout")
+            if action == "status"
+            else (
+                "POST",
+                f"{base}/rollout/{action}",
+            )
+        )
+        status, _, body = http(
+            method, url, headers=headers, timeout=self.args.timeout, verify=self.verify
+        )
+        text = body.decode("utf-8", "replace").strip()
+        try:
+            answer = json.loads(text)
+        except ValueError:
+            answer = None
+        if status != 200 or not isinstance(answer, dict):
+            reason = answer.get("error") if isinstance(answer, dict) else text[:200]
+            self.err.write(f"error: {method} {url} answered {status}: {reason}\n")
+            return 1
+        if self.args.json:
+            self.out.write(json.dumps(answer, indent=2) + "\n")
+            return 0
+        self.out.write(rollout_text(answer))
+        return 0
+
     def logs(self) -> int:
         from components import _labels  # the same selectors the components put on pods
 
@@ -422,6 +458,33 @@ class Commands:
             return subprocess.call(argv)
 
 
+def rollout_text(status: dict[str, Any]) -> str:
+    """`ml-endpoints rollout status` for a person: state, step, bake left, live figures."""
+    lines = [f"endpoint {status.get('endpoint_name')!r}: rollout {status.get('status')}"]
+    steps, step = status.get("steps"), status.get("step")
+    if status.get("candidate"):
+        where = "mirror phase (no live traffic yet)" if step == -1 else None
+        if where is None and isinstance(step, int) and steps:
+            where = f"step {step + 1} of {len(steps)} ({steps[step]}%)"
+        lines.append(f"  candidate {status['candidate']!r}, {where}")
+    lines.append(f"  live split  {_split(status.get('live'))}")
+    lines.append(f"  declared    {_split(status.get('declared'))}")
+    window = status.get("window") or {}
+    if window and status.get("status") in ("baking", "mirroring"):
+        lines.append(f"  bake left   {window.get('bake_left_s')} s")
+        figures = ", ".join(f"{k} {v}" for k, v in window.items() if k != "bake_left_s")
+        lines.append(f"  window      {figures}")
+    verdict = status.get("verdict")
+    if verdict:
+        gate = f"gate {verdict['gate']} at {verdict.get('where')}: " if verdict.get("gate") else ""
+        lines.append(f"  verdict     {verdict.get('result')}: {gate}{verdict.get('reason')}")
+    if status.get("gates"):
+        lines.append(f"  gates       {status['gates']} (on failure: {status.get('on_failure')})")
+    if status.get("queued"):
+        lines.append(f"  queued {status['queued']!r} for the deciding router replica")
+    return "\n".join(lines) + "\n"
+
+
 # ------------------------------------------------------------------------------------ main
 
 
@@ -471,6 +534,11 @@ def parser() -> argparse.ArgumentParser:
     which.add_argument("--router", action="store_true", help="the endpoint's router pods")
     lg.add_argument("--tail", type=int, default=100, help="lines per pod (default 100)")
     lg.add_argument("-f", "--follow", action="store_true", help="keep streaming")
+    ro = sub.add_parser(
+        "rollout", parents=[common], help="the progressive rollout: status, or act on it"
+    )
+    ro.add_argument("action", choices=("status", "pause", "resume", "abort", "promote"))
+    ro.add_argument("--json", action="store_true", help="print JSON")
     return p
 
 

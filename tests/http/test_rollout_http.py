@@ -9,6 +9,7 @@ naming the gate, with traffic back on blue.
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,8 +19,9 @@ import httpx
 import pytest
 
 from mlendpoints._procs import Proc
+from mlendpoints.cli import main
 from tests.support.load import Load
-from tests.support.router import AUTH1, cfg, router, upstream, wait_for
+from tests.support.router import AUTH1, KEY1, cfg, router, upstream, wait_for
 
 pytestmark = pytest.mark.router
 
@@ -135,8 +137,18 @@ def test_admin_routes_need_the_key_and_act(tmp_path: Path, client: httpx.Client)
                 "the rollout to start",
             )
             assert client.get(f"{proc.url}/rollout/pause", headers=AUTH1).status_code == 405
-            paused = client.post(f"{proc.url}/rollout/pause", headers=AUTH1).json()
+            # The CLI, with the outputs a deployed stack has, pauses and shows it.
+            outputs = {"scoring_uri": f"{proc.url}/score", "primary_key": KEY1, "auth_mode": "key"}
+            out, err = io.StringIO(), io.StringIO()
+            code = main(["rollout", "pause"], outputs=lambda _s: outputs, out=out, err=err)
+            assert code == 0, err.getvalue()
+            assert "rollout paused" in out.getvalue()
+            assert "step 1 of 3 (5%)" in out.getvalue(), out.getvalue()
+            assert "live split  blue 95%, green 5%" in out.getvalue()
+            paused = client.get(f"{proc.url}/rollout", headers=AUTH1).json()
             assert paused["status"] == "paused" and paused["live"] == {"blue": 95, "green": 5}
+            again = main(["rollout", "pause"], outputs=lambda _s: outputs, out=out, err=err)
+            assert again == 1 and "answered 409: the rollout is already paused" in err.getvalue()
             promoted = client.post(f"{proc.url}/rollout/promote", headers=AUTH1).json()
             assert promoted["status"] == "promoted"
             who = {
