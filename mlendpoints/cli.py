@@ -305,27 +305,38 @@ class Commands:
             w(f"router /ready: {ready['status'] or 'unreachable'} {ready['answer']}\n")
         return 0 if ready["status"] == 200 else 1
 
-    def traffic(self) -> int:
-        o = self.outputs
-        base = router_base(_need(o, "scoring_uri", self.stack))
+    def _router_json(self, method: str, path: str) -> dict[str, Any] | None:
+        """METHOD PATH on the router with the stack's credential: the JSON object it answered,
+        or None after saying on stderr what came instead."""
+        base = router_base(_need(self.outputs, "scoring_uri", self.stack))
         headers = {}
-        auth = authorization(o, self.stack, verify=self.verify)
+        auth = authorization(self.outputs, self.stack, verify=self.verify)
         if auth:
             headers["Authorization"] = auth
-        url = base + "/mirror/summary"
+        url = base + path
         status, _, body = http(
-            "GET", url, headers=headers, timeout=self.args.timeout, verify=self.verify
+            method, url, headers=headers, timeout=self.args.timeout, verify=self.verify
         )
         text = body.decode("utf-8", "replace").strip()
         if status != 200:
-            self.err.write(f"error: GET {url} answered {status}: {text}\n")
-            return 1
+            self.err.write(f"error: {method} {url} answered {status}: {text}\n")
+            return None
         try:
-            summary = json.loads(text)
+            answer = json.loads(text)
         except ValueError:
+            answer = None
+        if not isinstance(answer, dict):
             self.err.write(
-                f"error: GET {url} answered 200 with a body that is not JSON: {text[:200]!r}\n"
+                f"error: {method} {url} answered 200 with a body that is not JSON: {text[:200]!r}\n"
             )
+            return None
+        return answer
+
+    def traffic(self) -> int:
+        o = self.outputs
+        base = router_base(_need(o, "scoring_uri", self.stack))
+        summary = self._router_json("GET", "/mirror/summary")
+        if summary is None:
             return 1
         if self.args.json:
             self.out.write(
@@ -368,32 +379,13 @@ class Commands:
 
     def rollout(self) -> int:
         """`GET /rollout` or `POST /rollout/ACTION` on the router (the key is the admin one)."""
-        o = self.outputs
-        base = router_base(_need(o, "scoring_uri", self.stack))
-        headers = {}
-        auth = authorization(o, self.stack, verify=self.verify)
-        if auth:
-            headers["Authorization"] = auth
         action = self.args.action
-        method, url = (
-            ("GET", base + "/rollout")
+        answer = (
+            self._router_json("GET", "/rollout")
             if action == "status"
-            else (
-                "POST",
-                f"{base}/rollout/{action}",
-            )
+            else self._router_json("POST", f"/rollout/{action}")
         )
-        status, _, body = http(
-            method, url, headers=headers, timeout=self.args.timeout, verify=self.verify
-        )
-        text = body.decode("utf-8", "replace").strip()
-        try:
-            answer = json.loads(text)
-        except ValueError:
-            answer = None
-        if status != 200 or not isinstance(answer, dict):
-            reason = answer.get("error") if isinstance(answer, dict) else text[:200]
-            self.err.write(f"error: {method} {url} answered {status}: {reason}\n")
+        if answer is None:
             return 1
         if self.args.json:
             self.out.write(json.dumps(answer, indent=2) + "\n")

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pulumi import automation as auto
 
 from components import _labels
 from mlendpoints._project import EndpointProject
@@ -30,6 +29,7 @@ from mlendpoints.client import Endpoint, ca_file
 from mlendpoints.kube import kubectl
 from mlendpoints.paths import REPO
 from tests.support.load import Load
+from tests.support.stack_ops import failed_up, script_folder, up
 from tests.support.walkthrough import FIGURES
 
 pytestmark = [pytest.mark.toolchain, pytest.mark.images, pytest.mark.cluster]
@@ -54,17 +54,6 @@ SLOW = SCRIPT.replace(
 )
 
 
-def up(project: EndpointProject) -> auto.UpResult:
-    with project.logged("pulumi up") as out:
-        return project.stack.up(on_output=out)
-
-
-def failed_up(project: EndpointProject) -> str:
-    with pytest.raises(auto.CommandError) as failure:
-        up(project)
-    return str(failure.value)
-
-
 def green(project: EndpointProject, code: Path, model: str = "diabetes") -> None:
     project.set_config(
         {
@@ -79,13 +68,6 @@ def green(project: EndpointProject, code: Path, model: str = "diabetes") -> None
 
 def target(project: EndpointProject, blue: int) -> None:
     project.set_config({"endpoint.traffic.blue": blue, "endpoint.traffic.green": 100 - blue})
-
-
-def script_folder(tmp: Path, name: str, text: str) -> Path:
-    folder = tmp / name
-    folder.mkdir()
-    (folder / "score.py").write_text(text)
-    return folder
 
 
 @pytest.mark.timeout(2400)
