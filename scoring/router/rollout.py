@@ -455,10 +455,6 @@ class RolloutController:
             self.record = stored
             self.apply()
             return
-        if not self.leader:
-            self.record = {"id": rid, "status": "none", "live": target, "target": target}
-            self.apply()
-            return
         live = dict(stored["live"]) if known and stored is not None else None
         if live is None and previous_live:
             live = dict(previous_live)
@@ -466,6 +462,13 @@ class RolloutController:
             live = dict(config.rollout_from)
         if live is not None:
             live = {n: int(live.get(n, 0)) for n in config.deployments}
+        if not self.leader:
+            # Nothing decided yet: keep serving what was served (never jump to the target
+            # before the decider has judged); ``id`` None makes the decider-to-be decide.
+            served = live if live is not None and sum(live.values()) == 100 else target
+            self.record = {"id": None, "status": "waiting", "live": served, "target": target}
+            self.apply()
+            return
         candidate = candidate_of(spec, target) if spec else None
         if (
             spec is None

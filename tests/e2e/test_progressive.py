@@ -72,7 +72,17 @@ def target(project: EndpointProject, blue: int) -> None:
 
 @pytest.mark.timeout(2400)
 def test_progressive_rollouts(endpoint_project: EndpointProject, tmp_path: Path) -> None:
-    project, ns = endpoint_project, endpoint_project.namespace
+    try:
+        scenarios(endpoint_project, tmp_path)
+    except BaseException:  # the router's own account of what it decided, for the report
+        selector = _labels.as_selector(_labels.router_selector("diabetes"))
+        ns = endpoint_project.namespace
+        print(_try(kubectl, "-n", ns, "logs", "-l", selector, "--tail", "60", "--prefix"))
+        raise
+
+
+def scenarios(project: EndpointProject, tmp_path: Path) -> None:
+    ns = project.namespace
     sample = REPO / "samples" / "diabetes"
     green(project, sample)
     target(project, 100)

@@ -278,3 +278,35 @@ def test_a_restart_resumes_from_the_store(tmp_path: Path) -> None:
     # A new process: nothing in memory, the same config; the file says step 2 (25%).
     again, router2, _ = controller(ROLLOUT, FileStore(str(tmp_path / "rollout.json")), previous={})
     assert again.record["step"] == 1 and router2.state.live == {"blue": 75, "green": 25}
+
+
+class Lease:
+    """A lease another replica holds until ``held`` is set."""
+
+    held = False
+
+    def hold(self) -> bool:
+        return self.held
+
+    def release(self) -> None:
+        self.held = False
+
+
+def test_a_replica_that_does_not_decide_never_jumps_to_the_target() -> None:
+    """A new router pod starts while the old one still decides (a config change rolls the
+    router pods): it keeps serving the split it starts from and decides only once it holds
+    the lease, from that split (seen on the cluster: it served the target at once)."""
+    data = config(ROLLOUT)
+    data["rollout_from"] = {"blue": 100, "green": 0}
+    cfg = parse_config(json.dumps(data))
+    router = Router(
+        RouterState.build(cfg, Secrets(None, None, None)), cast(UpstreamClient, object())
+    )
+    lease, store = Lease(), MemoryStore()
+    ctl = RolloutController(router, store, lease, wall=Clock())
+    ctl.configure(None)
+    assert ctl.record["status"] == "waiting" and router.state.live == {"blue": 100, "green": 0}
+    assert store.load() is None  # a follower writes nothing
+    lease.held = ctl.leader = True  # what run() does when the lease comes
+    ctl.configure(ctl.record["live"])
+    assert ctl.record["status"] == "baking" and router.state.live == {"blue": 95, "green": 5}
