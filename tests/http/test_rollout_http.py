@@ -18,8 +18,10 @@ from typing import Any
 import httpx
 import pytest
 
+from components._rollout import preview_evidence
 from mlendpoints._procs import Proc
 from mlendpoints.cli import main
+from scoring.router.rollout import Gates, RolloutSpec
 from tests.support.load import Load
 from tests.support.router import AUTH1, KEY1, cfg, router, upstream, wait_for
 
@@ -159,3 +161,27 @@ def test_admin_routes_need_the_key_and_act(tmp_path: Path, client: httpx.Client)
                 for _ in range(10)
             }
             assert who == {"green"}
+
+
+def test_preview_evidence_from_a_live_router(tmp_path: Path, client: httpx.Client) -> None:
+    """What `pulumi preview` prints: the router's figures judged by the declared gates."""
+    spec = RolloutSpec(steps=[5, 100], gates=Gates(min_requests=50, min_agreement_pct=98))
+    with upstream("blue") as blue, upstream("green") as green:
+        start = cfg({"blue": blue.url, "green": green.url}, {"blue": 100, "green": 0})
+        start["mirror_traffic"] = {"green": 50}
+        with router(tmp_path, start) as (proc, _):
+            for _ in range(200):  # answers name the deployment: green never agrees
+                assert client.post(f"{proc.url}/score", json={}, headers=AUTH1).status_code == 200
+            ep = {"scoring_uri": f"{proc.url}/score", "primary_key": KEY1, "ca_certificate": ""}
+            line = wait_for(
+                lambda: (
+                    (t := preview_evidence(spec, {"blue": 0, "green": 100}, None, ep))
+                    and "mirrored" in t
+                    and t
+                ),
+                "mirror counts",
+            )
+    assert line.startswith("rollout evidence: green  live 0% -> 100% in 2 steps · mirrored "), line
+    assert "agree 0.0% (gate 98%)" in line and line.endswith("WOULD FAIL agreement"), line
+    gone = preview_evidence(spec, {"blue": 0, "green": 100}, None, ep)
+    assert gone.startswith("rollout evidence unavailable (URLError"), gone
