@@ -37,9 +37,11 @@ if TYPE_CHECKING:
 
 #: Share of requests copied to the candidate while its answers are compared (agreement gate).
 AGREEMENT_MIRROR_PERCENT = 50
-#: A p99 from fewer samples is just the slowest request or two: the p99 gate waits for this many
-#: in the window on both sides (and for ``min_requests``).
+#: The p99 gate waits for this many requests in the window on both sides (and ``min_requests``).
 P99_MIN_SAMPLES = 100
+#: A p99 of 100 requests is the slowest one: one scheduling hiccup. Below 1000 requests the gate
+#: compares the quantile with this many requests above it instead (p90 at 100, p95 at 200).
+TAIL_ABOVE = 10
 #: Candidate p99 this close to the baseline's never fails the p99 gate (below the histogram's
 #: resolution at that scale, and scheduling noise on a busy node).
 P99_SLACK_S = 0.002
@@ -227,7 +229,9 @@ def judge(gates: Gates, phase: str, cand: Tally, base: Tally, baseline: bool = T
             )
         return v
     rate = 100.0 * cand.failed / cand.requests if cand.requests else None
-    p99_c, p99_b = quantile(cand.latency, 0.99), quantile(base.latency, 0.99)
+    fewest = min(cand.requests, base.requests)
+    q = min(0.99, 1 - TAIL_ABOVE / fewest) if fewest > TAIL_ABOVE else 0.99
+    p99_c, p99_b = quantile(cand.latency, q), quantile(base.latency, q)
     ratio = p99_c / p99_b if p99_c is not None and p99_b else None
     figures = {
         "requests": cand.requests,
@@ -237,9 +241,9 @@ def judge(gates: Gates, phase: str, cand: Tally, base: Tally, baseline: bool = T
         "baseline_requests": base.requests,
         "baseline_p99_ms": _r(p99_b * 1000 if p99_b is not None else None),
         "p99_ratio": _r(ratio),
+        "p99_quantile": round(q, 3),
     }
-    p99_samples = max(gates.min_requests, P99_MIN_SAMPLES)
-    p99_ready = min(cand.requests, base.requests) >= p99_samples
+    p99_ready = fewest >= max(gates.min_requests, P99_MIN_SAMPLES)
     v = Verdict(
         figures,
         enough=cand.requests >= gates.min_requests
@@ -270,6 +274,7 @@ def judge(gates: Gates, phase: str, cand: Tally, base: Tally, baseline: bool = T
         v.reason = (
             f"p99 {figures['p99_ms']} ms vs baseline {figures['baseline_p99_ms']} ms: ratio "
             f"{ratio:.2f} > {gates.max_p99_ratio:g}"
+            + (f" (quantile {q:.3f} of {fewest} requests)" if q < 0.99 else "")
         )
     return v
 
@@ -529,7 +534,7 @@ class RolloutController:
                 if step == len(spec.steps) - 1
                 else step_split(start, candidate, share)
             )
-        self.window = None
+        self.window = self._tallies()  # counts from the moment the step's split is served
 
     # -- deciding
 
@@ -538,10 +543,8 @@ class RolloutController:
         rec, spec = self.record, self.spec
         if rec.get("status") not in ("mirroring", "baking") or spec is None or spec.gates is None:
             return
-        metrics = self.router.metrics
-        cand_names = [rec["candidate"]]
+        now_c, now_b = self._tallies()
         base_names = [n for n, v in rec["live"].items() if v > 0 and n != rec["candidate"]]
-        now_c, now_b = tally(metrics, cand_names), tally(metrics, base_names)
         if self.window is None:
             self.window = (now_c, now_b)
             return
@@ -559,6 +562,12 @@ class RolloutController:
             self._fail(v)
         elif v.enough and elapsed >= spec.bake_s:
             self._pass(v)
+
+    def _tallies(self) -> tuple[Tally, Tally]:
+        """The candidate's and the baseline's (other live deployments') counters now."""
+        rec, metrics = self.record, self.router.metrics
+        base = [n for n, v in rec["live"].items() if v > 0 and n != rec["candidate"]]
+        return tally(metrics, [rec["candidate"]]), tally(metrics, base)
 
     def _where(self) -> str:
         spec, step = self.spec, int(self.record["step"])

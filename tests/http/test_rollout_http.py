@@ -84,7 +84,7 @@ def run_rollout(
 def test_good_candidate_promotes_through_every_step(tmp_path: Path) -> None:
     gates = {**GATES, "min_agreement_pct": 98}
     final, load = run_rollout(tmp_path, (), SAME, gates=gates)
-    assert final["status"] == "promoted", json.dumps(final)
+    assert final["status"] == "promoted", json.dumps({**final, "after": None})
     assert [h["live"]["green"] for h in final["history"]] == [0, 5, 50, 100]
     assert final["after"] == {"green"} and final["live"] == {"blue": 0, "green": 100}
     assert final["store"]["status"] == "promoted"  # persisted for a restart
