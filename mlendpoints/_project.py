@@ -45,6 +45,10 @@ class EndpointProject:
         for key, value in values.items():
             self.stack.set_config(f"{CONFIG}:{key}", auto.ConfigValue(str(value)), path=True)
 
+    def set_secret_config(self, key: str, value: str) -> None:
+        """`pulumi config set --secret --path ml-endpoints:KEY VALUE`."""
+        self.stack.set_config(f"{CONFIG}:{key}", auto.ConfigValue(value, secret=True), path=True)
+
     def remove_config(self, key: str) -> None:
         """`pulumi config rm --path ml-endpoints:KEY`."""
         self.stack.remove_config(f"{CONFIG}:{key}", path=True)

@@ -25,7 +25,13 @@ from mlendpoints.client import ca_file
 from mlendpoints.kube import kubectl, kubectl_json, namespace_exists
 from scoring.router.auth import issue_token
 from tests.support.load import Load
-from tests.support.security import bypass_status, cluster_secret, scan_for_secrets
+from tests.support.security import (
+    bypass_status,
+    cluster_secret,
+    pod_images,
+    scan_for_secrets,
+    scan_images_for_secrets,
+)
 from tests.support.walkthrough import FIGURES, Ran, Walkthrough
 
 pytestmark = [pytest.mark.toolchain, pytest.mark.images, pytest.mark.cluster]
@@ -94,10 +100,13 @@ def test_blue_green_walkthrough(endpoint_project: EndpointProject) -> None:
     # Nothing reaches a model around its router: a pod calling blue's Service directly gets
     # 401 (the local bridge CNI does not enforce the NetworkPolicy; the credential does).
     assert bypass_status(ns, "diabetes", "blue", primary) == 401
-    # No secret value in pod specs, ConfigMaps, plain outputs or logs.
+    # No secret value in pod specs, ConfigMaps, plain outputs, logs, or any image layer.
     internal = cluster_secret(ns, "diabetes-internal", "credential")
     signing = cluster_secret(ns, "diabetes-router-keys", "token_signing_key")
-    scan_for_secrets(ns, [primary, secondary, internal, signing], endpoint_project.outputs())
+    tls_key_line = cluster_secret(ns, "diabetes-router-tls", "tls.key").splitlines()[1]
+    secrets = [primary, secondary, internal, signing, tls_key_line]
+    scan_for_secrets(ns, secrets, endpoint_project.outputs())
+    assert scan_images_for_secrets(pod_images(ns), secrets) >= 3  # configs and layers read
 
     load = Load(
         lambda: endpoint.ask(primary), threads=2, pause=0.05, max_seconds=1800, max_requests=200_000

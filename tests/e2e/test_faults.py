@@ -8,10 +8,13 @@ One stack (the shipped dev stack, blue with two instances) under a background lo
   its rollout timeout, the deployment receives no traffic, not even pinned requests, and its
   log says init() is still running;
 - both are removed again with a plain `up`.
+Blue also carries a secret environment variable (issue 13): the container reads it, and its
+value is in no pod spec, ConfigMap, plain output or log.
 """
 
 from __future__ import annotations
 
+import secrets
 import time
 from pathlib import Path
 
@@ -24,6 +27,7 @@ from mlendpoints.client import ca_file
 from mlendpoints.kube import is_ready, kubectl, running_pods
 from mlendpoints.paths import REPO
 from tests.support.load import Load
+from tests.support.security import scan_for_secrets
 from tests.support.stack_ops import failed_up, script_folder, up
 from tests.support.walkthrough import FIGURES
 
@@ -78,8 +82,16 @@ def test_pod_kill_failed_init_and_never_ready_cost_no_request(
     project = endpoint_project
     ns = project.namespace
     project.set_config({"deployments[0].instance_count": 2})
+    token = secrets.token_urlsafe(24)
+    project.set_secret_config("deployments[0].secret_environment_variables.API_TOKEN", token)
     up(project)
     outputs = project.outputs()
+    # The secret environment variable reaches the container, and nothing else shows it.
+    blue_pod = running_pods(ns, pods_of("blue"))[0]["metadata"]["name"]
+    assert kubectl("-n", ns, "exec", blue_pod, "--", "printenv", "API_TOKEN").strip() == token
+    stack_file = Path(project.stack.workspace.work_dir) / "Pulumi.dev.yaml"
+    assert "API_TOKEN" in stack_file.read_text() and token not in stack_file.read_text()
+    scan_for_secrets(ns, [token], outputs)
     verify = ca_file(ns, outputs["ca_certificate"])
     endpoint, key = Endpoint(outputs["scoring_uri"], verify=verify), outputs["primary_key"]
     endpoint.wait_router(key, {"blue": 100}, {})

@@ -1,11 +1,15 @@
 """Cluster checks of issue 13 shared by the end-to-end tests: a pod that bypasses the router,
-secrets read from the cluster, and a scan of everything readable for secret values."""
+secrets read from the cluster, and a scan of everything readable for secret values, down to
+every layer of every image the pods run."""
 
 from __future__ import annotations
 
 import base64
 import json
+import urllib.request
 import uuid
+import zlib
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from components._naming import router_object, service_url
@@ -82,3 +86,87 @@ def scan_for_secrets(namespace: str, secrets: list[str], outputs: dict[str, Any]
     for where, text in places.items():
         for i, secret in enumerate(secrets):
             assert secret not in text, f"secret #{i} appears in {where}"
+
+
+MANIFEST_TYPES = ", ".join(
+    (
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+    )
+)
+CHUNK = 1 << 20
+
+
+def _registry_get(registry: str, path: str, accept: str = "*/*") -> Any:
+    """An open response from the image registry's HTTP API (the local one needs no auth)."""
+    request = urllib.request.Request(f"http://{registry}/v2/{path}", headers={"Accept": accept})
+    return urllib.request.urlopen(request, timeout=60)
+
+
+def _image_blobs(image: str) -> Iterator[tuple[str, str, str, str]]:
+    """(registry, repository, digest, media type) of an image's config and layers, following
+    an index (BuildKit pushes those) to each of its manifests."""
+    registry, _, rest = image.partition("/")
+    if "@" in rest:  # repository[:tag]@digest: the digest is what the cluster pulls
+        repository, _, reference = rest.partition("@")
+        repository = repository.split(":")[0]
+    else:
+        repository, _, reference = rest.rpartition(":")
+    pending = [reference]
+    while pending:
+        path = f"{repository}/manifests/{pending.pop()}"
+        with _registry_get(registry, path, MANIFEST_TYPES) as r:
+            manifest = json.load(r)
+        pending.extend(m["digest"] for m in manifest.get("manifests", []))
+        if "config" in manifest:
+            config = manifest["config"]
+            yield registry, repository, config["digest"], config["mediaType"]
+        for layer in manifest.get("layers", []):
+            yield registry, repository, layer["digest"], layer["mediaType"]
+
+
+def _blob_text(registry: str, repository: str, digest: str, media_type: str) -> Iterator[bytes]:
+    """A blob's bytes in chunks, gunzipped when the layer is gzip-compressed."""
+    gzipped = media_type.endswith("gzip")
+    inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    with _registry_get(registry, f"{repository}/blobs/{digest}") as r:
+        while chunk := r.read(CHUNK):
+            yield inflate.decompress(chunk) if gzipped else chunk
+    if gzipped:
+        yield inflate.flush()
+
+
+def scan_images_for_secrets(images: Iterable[str], secrets: list[str]) -> int:
+    """Assert no secret value appears in any layer or config of the images (pulled from the
+    registry as the cluster pulls them); returns the number of distinct blobs read, so a
+    caller can tell the scan read something."""
+    assert all(len(s) >= 16 for s in secrets), "a scan for short strings proves nothing"
+    needles = [s.encode() for s in secrets]
+    overlap = max(len(n) for n in needles) - 1
+    seen: set[str] = set()
+    for image in sorted(set(images)):
+        for registry, repository, digest, media_type in _image_blobs(image):
+            if digest in seen:
+                continue
+            if "zstd" in media_type:
+                raise AssertionError(f"{image}: cannot scan zstd layer {digest} ({media_type})")
+            seen.add(digest)
+            tail = b""
+            for chunk in _blob_text(registry, repository, digest, media_type):
+                window = tail + chunk
+                for i, needle in enumerate(needles):
+                    assert needle not in window, f"secret #{i} appears in {image} blob {digest}"
+                tail = window[-overlap:]
+    return len(seen)
+
+
+def pod_images(namespace: str) -> list[str]:
+    """Every container image (init containers too) the namespace's pods run."""
+    images: list[str] = []
+    for pod in kubectl_json("-n", namespace, "get", "pods")["items"]:
+        spec = pod["spec"]
+        for container in spec.get("initContainers", []) + spec["containers"]:
+            images.append(container["image"])
+    return images
