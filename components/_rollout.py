@@ -76,7 +76,7 @@ class _VerdictProvider(ResourceProvider):
             if status.get("id") != props["rollout_id"]:
                 last = f"router still serves rollout {status.get('id')} (old pods rolling)"
             elif status.get("status") in DONE_OK:
-                return {**props, "status": status["status"], "verdict": status.get("verdict")}
+                return {**props, **_observed(status)}
             elif status.get("status") in DONE_BAD:
                 raise RuntimeError(failure_message(status))
             else:
@@ -98,7 +98,20 @@ class _VerdictProvider(ResourceProvider):
         return DiffResult(changes=changed, replaces=[], delete_before_replace=False)
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
-        return ReadResult(id_=id_, outs=props)
+        """`pulumi refresh`: the router's status and live split now (kept if it is unreachable)."""
+        try:
+            status = fetch_status(props["base_url"], props["key"], props["ca"])
+        except (OSError, ValueError, KeyError):
+            return ReadResult(id_=id_, outs=props)
+        return ReadResult(id_=id_, outs={**props, **_observed(status)})
+
+
+def _observed(status: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "status": status.get("status"),
+        "verdict": status.get("verdict"),
+        "live": status.get("live"),
+    }
 
 
 class RolloutVerdict(Resource):
@@ -106,6 +119,8 @@ class RolloutVerdict(Resource):
     it back."""
 
     status: pulumi.Output[str]
+    live: pulumi.Output[dict[str, int]]
+    """The router's live split when `up` returned, or at the last `pulumi refresh`."""
 
     def __init__(
         self,
@@ -128,6 +143,7 @@ class RolloutVerdict(Resource):
                 "timeout_s": timeout_s,
                 "status": None,
                 "verdict": None,
+                "live": None,
             },
             pulumi.ResourceOptions.merge(
                 opts, pulumi.ResourceOptions(additional_secret_outputs=["key"])

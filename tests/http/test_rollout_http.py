@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from components._rollout import preview_evidence
+from components._rollout import _VerdictProvider, preview_evidence
 from mlendpoints._procs import Proc
 from mlendpoints.cli import main
 from scoring.router.rollout import Gates, RolloutSpec
@@ -48,7 +48,11 @@ def client() -> Iterator[httpx.Client]:
 
 
 def run_rollout(
-    tmp_path: Path, green_flags: tuple[str, ...], headers: dict[str, str], **rollout: Any
+    tmp_path: Path,
+    green_flags: tuple[str, ...],
+    headers: dict[str, str],
+    while_up: Callable[[Proc, dict[str, Any]], None] | None = None,
+    **rollout: Any,
 ) -> tuple[dict[str, Any], Load]:
     """Start blue 100%, declare the rollout, load until the verdict; the final status."""
     store = tmp_path / "rollout.json"
@@ -78,12 +82,22 @@ def run_rollout(
             after = [c.post(f"{proc.url}/score", json={}, headers=headers) for _ in range(20)]
             final["after"] = {r.headers["azureml-model-deployment"] for r in after}
             final["store"] = json.loads(store.read_text())
+            if while_up is not None:
+                while_up(proc, final)
     return final, load
 
 
 def test_good_candidate_promotes_through_every_step(tmp_path: Path) -> None:
     gates = {**GATES, "min_agreement_pct": 98}
-    final, load = run_rollout(tmp_path, (), SAME, gates=gates)
+    said: list[str] = []
+    final, load = run_rollout(
+        tmp_path,
+        (),
+        SAME,
+        while_up=lambda proc, status: said.append(verdict_of(proc, status)),
+        gates=gates,
+    )
+    assert said == ["promoted"]  # `pulumi up` returns
     assert final["status"] == "promoted", json.dumps({**final, "after": None})
     assert [h["live"]["green"] for h in final["history"]] == [0, 5, 50, 100]
     assert final["after"] == {"green"} and final["live"] == {"blue": 0, "green": 100}
@@ -91,8 +105,37 @@ def test_good_candidate_promotes_through_every_step(tmp_path: Path) -> None:
     assert load.failures == []
 
 
+def verdict_of(proc: Proc, status: dict[str, Any]) -> str:
+    """What `pulumi up` reports: the verdict resource's provider, against this router."""
+    props = {
+        "base_url": proc.url,
+        "key": KEY1,
+        "ca": "",
+        "rollout_id": status["id"],
+        "timeout_s": 30,
+    }
+    provider = _VerdictProvider()
+    refreshed = provider.read(status["id"], props).outs  # `pulumi refresh`
+    assert (refreshed["status"], refreshed["live"]) == (status["status"], status["live"])
+    try:
+        provider.create(props)
+    except RuntimeError as exc:
+        return str(exc)
+    return "promoted"
+
+
 def test_five_percent_500s_roll_back_at_the_first_step(tmp_path: Path) -> None:
-    final, load = run_rollout(tmp_path, ("--fail-every", "20"), AUTH1)
+    said: list[str] = []
+    final, load = run_rollout(
+        tmp_path,
+        ("--fail-every", "20"),
+        AUTH1,
+        while_up=lambda proc, status: said.append(verdict_of(proc, status)),
+    )
+    assert said[0].startswith(
+        "rollout of 'green' rolled back at step 1 of 3 (5%): gate error_rate: error rate "
+    ), said
+    assert "live split now {'blue': 100, 'green': 0}" in said[0], said
     assert final["status"] == "rolled_back", final
     verdict = final["verdict"]
     assert (verdict["gate"], verdict["step"]) == ("error_rate", 1), verdict
