@@ -21,6 +21,7 @@ Mapping of Azure's fields (documented in docs/components.md, "Autoscaling"):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal
 
 import pulumi
@@ -119,6 +120,34 @@ def summary(name: str, scale: ScaleSettings, instance_count: int) -> str:
             f"{scale.scale_down_delay}s"
         )
     return f"{name}: {instance_count} replica{'s' if instance_count != 1 else ''} (fixed)"
+
+
+def shift_notes(
+    scales: Mapping[str, ScaleSettings],
+    before: Mapping[str, int] | None,
+    after: Mapping[str, int],
+) -> list[str]:
+    """Traffic plan lines for each autoscaled deployment whose live share rises.
+
+    Preview cannot know how many replicas run now; an autoscaled deployment that had less
+    traffic may well be at its minimum, and capacity follows the new load only after the
+    autoscaler's next steps and pod start-up. Empty on the first deployment (no shift).
+    """
+    if before is None:
+        return []
+    out = []
+    for name, scale in scales.items():
+        was, now = before.get(name, 0), after.get(name, 0)
+        if not scale.autoscaled or now <= was:
+            continue
+        out.append(
+            f"  {name}: live {was}% -> {now}% onto a deployment that may be at its minimum "
+            f"({scale.min_instances} replica{'s' if scale.min_instances != 1 else ''}); the "
+            f"autoscaler adds replicas (up to {scale.max_instances}) once CPU passes "
+            f"{scale.target_utilization_percentage}%, one step per {scale.polling_interval} s "
+            "plus pod start-up: raise min_instances first for a large shift"
+        )
+    return out
 
 
 def spread(selector: dict[str, str]) -> list[k8s.core.v1.TopologySpreadConstraintArgs]:

@@ -150,6 +150,7 @@ class OnlineDeployment(pulumi.ComponentResource):
         self.endpoint_name = args.endpoint_name
         self.internal_credential = args.internal_credential
         self.routing = args.routing
+        self.scale_settings = args.scale_settings  # the endpoint's traffic plan reads it
         object_name = _naming.deployment_object(args.endpoint_name, name)
         selector = _labels.scoring_selector(args.endpoint_name, name)
         labels = {**_labels.common("scoring"), **selector}

@@ -12,14 +12,14 @@ from typing import Any, Literal
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components import _build, _labels, _naming, _pods, rules
+from components import _build, _labels, _naming, _pods, _scaling, rules
 from components._certs import GeneratedCertificate
 from components._hashing import hash_parts
 from components._keys import GeneratedKey
 from components._rollout import RolloutVerdict, preview_evidence, verdict_timeout_s
 from components.internal_credential import InternalCredential
 from components.online_deployment import OnlineDeployment
-from scoring.router.config import RouterConfig, RouterLimits
+from scoring.router.config import SERVICE_ACCOUNT_DIR, RouterConfig, RouterLimits
 from scoring.router.rollout import RolloutSpec, check_rollout, rollout_id
 
 AuthMode = Literal["key", "aml_token", "none"]
@@ -55,6 +55,33 @@ class TlsSettings:
     issuer: str | None = None
     issuer_kind: Literal["Issuer", "ClusterIssuer"] = "Issuer"
     dns_names: list[str] = field(default_factory=list)
+
+
+#: What the router may do through the Kubernetes API, in its own namespace: the one list of its
+#: permissions (its Role is declared from it; add a rule here when the router needs one more).
+ROUTER_RULES: list[k8s.rbac.v1.PolicyRuleArgs] = [
+    # discovery.py: each deployment's ready pods, read from its Service's EndpointSlices.
+    k8s.rbac.v1.PolicyRuleArgs(
+        api_groups=["discovery.k8s.io"],
+        resources=["endpointslices"],
+        verbs=["get", "list", "watch"],
+    ),
+]
+
+#: With a rollout declared (scoring/router/rollout.py, kube.py): its state in ConfigMap
+#: `{router}-rollout` and the Lease that makes one router replica the decider.
+ROLLOUT_RULES: list[k8s.rbac.v1.PolicyRuleArgs] = [
+    k8s.rbac.v1.PolicyRuleArgs(
+        api_groups=[""], resources=["configmaps"], verbs=["get", "create", "update"]
+    ),
+    k8s.rbac.v1.PolicyRuleArgs(
+        api_groups=["coordination.k8s.io"], resources=["leases"], verbs=["get", "create", "update"]
+    ),
+]
+
+#: Lifetime the kubelet gives the router's projected ServiceAccount token (it renews it at
+#: 80 %; the router re-reads the file for every API connection).
+ROUTER_TOKEN_S = 3600
 
 
 DEFAULT_ROUTER_RESOURCES: dict[str, dict[str, str]] = {
@@ -222,6 +249,8 @@ class OnlineEndpoint(pulumi.ComponentResource):
             "internal_credential_file": args.internal_credential.file
             if args.internal_credential
             else None,
+            # The router reads each deployment's ready pods with its ServiceAccount (below).
+            "discovery": {"namespace": args.namespace},
             **args.router.limits.model_dump(),
         }
         rollout = args.rollout
@@ -235,8 +264,9 @@ class OnlineEndpoint(pulumi.ComponentResource):
         )
         # The plan (and the "still takes traffic" check) needs the deployed stack's routing, an
         # Output; the ConfigMap consumes the checked value so a refusal stops the update.
+        scales = {d.deployment_label: d.scale_settings for d in args.deployments}
         checked = pulumi.Output.all(args.previous_traffic, args.previous_mirror).apply(
-            lambda prev: _plan_and_check(self, names, traffic, mirror, prev[0], prev[1])
+            lambda prev: _plan_and_check(self, names, traffic, mirror, prev[0], prev[1], scales)
         )
         routed_to = [r for d in args.deployments for r in (d.deployment, d.service)]
         self.config_map = k8s.core.v1.ConfigMap(
@@ -250,6 +280,7 @@ class OnlineEndpoint(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=routed_to),
         )
 
+        identity = self._router_identity(name, args, labels)
         template_annotations: dict[str, pulumi.Input[str]] = {
             "mlendpoints/key-versions": _key_versions(versions),
             "mlendpoints/tls": _tls_version(tls),
@@ -261,7 +292,6 @@ class OnlineEndpoint(pulumi.ComponentResource):
             template_annotations["mlendpoints/config-hash"] = config_json.apply(
                 lambda text: hashlib.sha256(text.encode()).hexdigest()[:16]
             )
-        rbac = self._rollout_access(name, args, object_name, labels) if rollout else []
         self.router = k8s.apps.v1.Deployment(
             _naming.child(name, "router"),
             metadata=k8s.meta.v1.ObjectMetaArgs(
@@ -277,16 +307,15 @@ class OnlineEndpoint(pulumi.ComponentResource):
                 selector,
                 labels,
                 template_annotations,
-                object_name if rollout else None,
             ),
             opts=pulumi.ResourceOptions(
                 parent=self,
                 depends_on=[
-                    *rbac,
                     self.config_map,
                     self.secret,
                     *tls_deps,
                     *([args.internal_credential.secret] if args.internal_credential else []),
+                    *identity,
                     *routed_to,
                 ],
             ),
@@ -354,34 +383,29 @@ class OnlineEndpoint(pulumi.ComponentResource):
             }
         )
 
-    def _rollout_access(
-        self, name: str, args: OnlineEndpointArgs, object_name: str, labels: dict[str, str]
+    def _router_identity(
+        self, name: str, args: OnlineEndpointArgs, labels: dict[str, str]
     ) -> list[pulumi.Resource]:
-        """The router's ServiceAccount, and a Role to keep the rollout's state (ConfigMap
-        `{router}-rollout`) and its decider's Lease: only with a rollout declared."""
-        meta = k8s.meta.v1.ObjectMetaArgs(name=object_name, namespace=args.namespace, labels=labels)
+        """The router's ServiceAccount, its Role (``ROUTER_RULES``) and their RoleBinding, all
+        named like the router. Only the router container mounts the token (see _router_spec)."""
+        object_name = _naming.router_object(name)
+        metadata = k8s.meta.v1.ObjectMetaArgs(
+            name=object_name, namespace=args.namespace, labels=labels
+        )
         opts = pulumi.ResourceOptions(parent=self)
-        account = k8s.core.v1.ServiceAccount(
+        self.service_account = k8s.core.v1.ServiceAccount(
             _naming.child(name, "router-account"),
-            metadata=meta,
+            metadata=metadata,
             automount_service_account_token=False,
             opts=opts,
         )
-        verbs = ["get", "create", "update"]
-        role = k8s.rbac.v1.Role(
-            _naming.child(name, "router-role"),
-            metadata=meta,
-            rules=[
-                k8s.rbac.v1.PolicyRuleArgs(api_groups=[""], resources=["configmaps"], verbs=verbs),
-                k8s.rbac.v1.PolicyRuleArgs(
-                    api_groups=["coordination.k8s.io"], resources=["leases"], verbs=verbs
-                ),
-            ],
-            opts=opts,
+        rules = [*ROUTER_RULES, *(ROLLOUT_RULES if args.rollout is not None else [])]
+        self.role = k8s.rbac.v1.Role(
+            _naming.child(name, "router-role"), metadata=metadata, rules=rules, opts=opts
         )
-        binding = k8s.rbac.v1.RoleBinding(
+        self.role_binding = k8s.rbac.v1.RoleBinding(
             _naming.child(name, "router-role-binding"),
-            metadata=meta,
+            metadata=metadata,
             role_ref=k8s.rbac.v1.RoleRefArgs(
                 api_group="rbac.authorization.k8s.io", kind="Role", name=object_name
             ),
@@ -390,9 +414,9 @@ class OnlineEndpoint(pulumi.ComponentResource):
                     kind="ServiceAccount", name=object_name, namespace=args.namespace
                 )
             ],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[account, role]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.role, self.service_account]),
         )
-        return [account, role, binding]
+        return [self.service_account, self.role_binding]
 
     def _tls(
         self, name: str, args: OnlineEndpointArgs, labels: dict[str, str]
@@ -528,13 +552,16 @@ def _plan_and_check(
     mirror: dict[str, int],
     previous: Mapping[str, int] | None,
     previous_mirror: Mapping[str, int] | None,
+    scales: Mapping[str, _scaling.ScaleSettings],
 ) -> bool:
-    """Log the traffic plan; refuse to drop a deployment that still takes traffic."""
+    """Log the traffic plan (with a note for each autoscaled deployment given more traffic);
+    refuse to drop a deployment that still takes traffic."""
     previous, previous_mirror = _percents(previous), _percents(previous_mirror)
     problems = rules.check_removal(previous, previous_mirror, names)
     if problems:
         raise pulumi.RunError("\n".join(problems))
     plan = rules.traffic_plan(previous, traffic, previous_mirror, mirror, names)
+    plan += _scaling.shift_notes(scales, previous, traffic)
     pulumi.log.info(f"endpoint {endpoint.endpoint_label!r} " + "\n".join(plan), resource=endpoint)
     return True
 
@@ -623,7 +650,6 @@ def _router_spec(
     selector: dict[str, str],
     labels: dict[str, str],
     annotations: dict[str, pulumi.Input[str]],
-    service_account: str | None = None,
 ) -> k8s.apps.v1.DeploymentSpecArgs:
     settings = args.router
     tls = settings.tls
@@ -634,6 +660,9 @@ def _router_spec(
         k8s.core.v1.VolumeMountArgs(name="config", mount_path=_naming.CONFIG_DIR, read_only=True),
         k8s.core.v1.VolumeMountArgs(name="keys", mount_path=_naming.SECRETS_DIR, read_only=True),
         k8s.core.v1.VolumeMountArgs(name="tmp", mount_path=_pods.TMP_DIR),
+        k8s.core.v1.VolumeMountArgs(
+            name="kube-api", mount_path=SERVICE_ACCOUNT_DIR, read_only=True
+        ),
     ]
     volumes = [
         k8s.core.v1.VolumeArgs(
@@ -642,6 +671,7 @@ def _router_spec(
         ),
         _pods.secret_volume("keys", f"{object_name}-keys"),
         _pods.scratch_volume("tmp", "64Mi"),
+        _kube_api_volume(),
     ]
     if tls.enabled:
         mounts.append(
@@ -666,9 +696,9 @@ def _router_spec(
             metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels, annotations=annotations),
             spec=k8s.core.v1.PodSpecArgs(
                 enable_service_links=False,
-                # A token only for a rollout: its state and Lease live in the API (Role above).
-                service_account_name=service_account,
-                automount_service_account_token=service_account is not None,
+                service_account_name=object_name,
+                # The token is mounted explicitly, into the router container only.
+                automount_service_account_token=False,
                 security_context=_pods.pod_security(),
                 termination_grace_period_seconds=_pods.TERMINATION_GRACE_S,
                 containers=[
@@ -719,6 +749,42 @@ def _router_spec(
                 ],
                 volumes=volumes,
             ),
+        ),
+    )
+
+
+def _kube_api_volume() -> k8s.core.v1.VolumeArgs:
+    """The router's ServiceAccount token, the cluster CA and the namespace, as the kubelet's
+    automount would give them (same files and folder), readable by the pod's group only."""
+    return k8s.core.v1.VolumeArgs(
+        name="kube-api",
+        projected=k8s.core.v1.ProjectedVolumeSourceArgs(
+            default_mode=0o440,
+            sources=[
+                k8s.core.v1.VolumeProjectionArgs(
+                    service_account_token=k8s.core.v1.ServiceAccountTokenProjectionArgs(
+                        path="token", expiration_seconds=ROUTER_TOKEN_S
+                    )
+                ),
+                k8s.core.v1.VolumeProjectionArgs(
+                    config_map=k8s.core.v1.ConfigMapProjectionArgs(
+                        name="kube-root-ca.crt",
+                        items=[k8s.core.v1.KeyToPathArgs(key="ca.crt", path="ca.crt")],
+                    )
+                ),
+                k8s.core.v1.VolumeProjectionArgs(
+                    downward_api=k8s.core.v1.DownwardAPIProjectionArgs(
+                        items=[
+                            k8s.core.v1.DownwardAPIVolumeFileArgs(
+                                path="namespace",
+                                field_ref=k8s.core.v1.ObjectFieldSelectorArgs(
+                                    field_path="metadata.namespace"
+                                ),
+                            )
+                        ]
+                    )
+                ),
+            ],
         ),
     )
 

@@ -137,6 +137,43 @@ class TlsConfig(BaseModel):
     """PEM private key (``tls.key``); re-read on reload."""
 
 
+#: Where every pod finds its ServiceAccount token, the cluster CA and its namespace.
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+
+class DiscoveryConfig(BaseModel):
+    """Where the router reads its deployments' ready pods (EndpointSlices, Kubernetes API).
+
+    With it, the router sends each request to the ready pod of the deployment with the fewest
+    requests in flight; without it (or while the API cannot be read), to the Service's address.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    namespace: str
+    """Namespace of a deployment's Service when its URL host does not name one (``svc.ns``)."""
+    api_url: str = "https://kubernetes.default.svc"
+    """The Kubernetes API; ``https://`` (``http://`` only to a loopback address, for tests)."""
+    token_file: str = f"{SERVICE_ACCOUNT_DIR}/token"
+    """Bearer token file (the ServiceAccount's projected token); re-read on every connection."""
+    ca_file: str | None = f"{SERVICE_ACCOUNT_DIR}/ca.crt"
+    """CA bundle that signed the API's certificate; ``None``: the system's."""
+
+    @field_validator("api_url")
+    @classmethod
+    def _api_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        loopback = parts.hostname in ("127.0.0.1", "localhost", "::1")
+        if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
+            raise ValueError(
+                f"{value!r} must start with https:// (http:// only to a loopback address): "
+                "the router sends its ServiceAccount token there"
+            )
+        if not parts.hostname:
+            raise ValueError(f"{value!r} has no host")
+        return value.rstrip("/")
+
+
 class _Routing(BaseModel):
     """The config file's routing part: names, auth, upstreams, traffic."""
 
@@ -174,6 +211,10 @@ class _Routing(BaseModel):
     """Where the rollout's state lives so a restart resumes it: a file path, or
     ``kubernetes:NAMESPACE/NAME`` (a ConfigMap and a Lease, one decider among replicas);
     unset: memory only."""
+    discovery: DiscoveryConfig | None = None
+    """Balance over each deployment's ready pods, read from the Kubernetes API (EndpointSlices
+    of its Service); ``None``: send to the Service's address (kube-proxy picks a pod per
+    connection). Written by the components with the router's ServiceAccount."""
 
     @field_validator("endpoint_name")
     @classmethod

@@ -19,7 +19,8 @@ import urllib.request
 from datetime import UTC, datetime
 from typing import Any
 
-SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+from scoring.router.config import SERVICE_ACCOUNT_DIR as SA_DIR
+
 LEASE_S = 5
 TIMEOUT_S = 2.0
 

@@ -25,10 +25,12 @@ import uvloop
 
 from scoring.common.logs import get_log
 from scoring.router.config import ConfigError, RouterConfig, load_config, secret_paths
+from scoring.router.discovery import Discovery
 from scoring.router.dispatch import Router, RouterState
 from scoring.router.listeners import MetricsProtocol, TlsContexts
 from scoring.router.protocol import HttpProtocol, check_times
 from scoring.router.rollout import RolloutController, store_for
+from scoring.router.upstream import PooledClient
 
 POLL_S = 1.0
 
@@ -73,6 +75,16 @@ class RouterProcess:
         store, lease = store_for(router.state.config.rollout_store)
         router.rollout = RolloutController(router, store, lease)
         router.rollout.configure(None)
+        # The deployments' ready pods, when the config says where to read them (in cluster).
+        self.discovery = (
+            Discovery(router.client) if isinstance(router.client, PooledClient) else None
+        )
+
+    def discover(self) -> None:
+        """Watch the current deployments' pods (config ``discovery``), stop the others."""
+        if self.discovery is not None:
+            state = self.router.state
+            self.discovery.sync(state.config.discovery, state.targets)
 
     def reload(self, why: str) -> bool:
         """Load the file again; swap it in if valid, else keep serving the old config."""
@@ -105,6 +117,7 @@ class RouterProcess:
         self.router.swap(state)
         if self.router.rollout is not None:  # the declared split, or the rollout's step
             self.router.rollout.configure(old.live)
+        self.discover()
         if self.tls is not None and secrets.tls_context is not None:
             self.tls.swap(secrets.tls_context)
         self.router.metrics.reloads["ok"] += 1
@@ -202,6 +215,7 @@ class RouterProcess:
             if self.router.rollout is not None
             else None
         )
+        self.discover()
         await self.stop_event.wait()
         rollout_stop.set()
         if rollouts is not None:
@@ -226,7 +240,9 @@ class RouterProcess:
             )
         for conn in list(self.conns):
             conn.close()
-        # 5) close upstream pools.
+        # 5) stop discovery, close upstream pools.
+        if self.discovery is not None:
+            await self.discovery.aclose()
         await self.router.client.aclose()
         watcher.cancel()
         _log("info", "drained; bye", "stop")

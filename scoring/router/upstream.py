@@ -15,7 +15,7 @@ import contextlib
 import socket
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple, Protocol
 from urllib.parse import urlsplit
 
@@ -145,9 +145,21 @@ class _Job:
     timeout: float
     deadline: float
     on_done: OnDone
+    pool: _Pool  # whose ``active`` count this request is in, until it finishes
     rid: bytes = b""  # the x-request-id sent; a response carrying another one is not ours
     retried: bool = False
     timer: asyncio.TimerHandle | None = None
+
+    def finish(self, resp: UpstreamResponse | None, err: UpstreamError | None) -> None:
+        """Leave the pool's in-flight count, then report (the one way a request ends)."""
+        self.pool.active -= 1
+        self.on_done(resp, err)
+
+    def move(self, pool: _Pool) -> None:
+        """Count this request against ``pool`` from now on (sent again, or to another pod)."""
+        self.pool.active -= 1
+        pool.active += 1
+        self.pool = pool
 
 
 class _Conn(asyncio.Protocol):
@@ -218,7 +230,7 @@ class _Conn(asyncio.Protocol):
         self.close()
         if job is not None:
             self.deadlines.busy.discard(self)
-            job.on_done(None, UpstreamError(kind, job.target, detail))
+            job.finish(None, UpstreamError(kind, job.target, detail))
 
     def expire(self) -> None:
         """The request's deadline passed (called by ``_Deadlines``): close and report 504."""
@@ -263,7 +275,7 @@ class _Conn(asyncio.Protocol):
         else:
             self.close()
         if job is not None:
-            job.on_done(resp, None)
+            job.finish(resp, None)
 
     def connection_lost(self, exc: Exception | None) -> None:
         job = self.job
@@ -279,16 +291,17 @@ class _Conn(asyncio.Protocol):
             return
         self.deadlines.busy.discard(self)
         if resp is not None:
-            job.on_done(resp, None)
+            job.finish(resp, None)
         elif job.target.idempotent and not self._got and not job.retried:
-            # Closed before any answer; the deployment says a replay is harmless: once, fresh.
+            # Closed before any answer; the deployment says a replay is harmless: once, fresh
+            # (to another ready pod when the deployment's pods are known).
             job.retried = True
-            self.pool.submit(job)
+            self.pool.resubmit(job)
         else:
             # The request may have reached run(): never sent again (a poison request would
             # take a second worker down).
             reason = str(exc) if exc else "connection closed"
-            job.on_done(None, UpstreamError("closed", job.target, reason))
+            job.finish(None, UpstreamError("closed", job.target, reason))
 
     def _release_budget(self) -> None:
         if self._size:
@@ -420,6 +433,16 @@ class _Pool:
     waiters: deque[_Job] = field(default_factory=deque)
     closing: bool = False
     connecting: set[asyncio.Task[None]] = field(default_factory=set)
+    active: int = 0  # requests sent here and not finished (waiting, writing or answered)
+    route: _Route | None = None  # the deployment's ready pods, when this pool is one of them
+
+    def resubmit(self, job: _Job) -> None:
+        """Send ``job`` once more (nothing of it was answered): to another ready pod of the
+        deployment when there is one, else here."""
+        pool = (self.route.pick(avoid=self) if self.route is not None else None) or self
+        if pool is not self:
+            job.move(pool)
+        pool.submit(job)
 
     def submit(self, job: _Job) -> None:
         idle = self.idle
@@ -443,7 +466,7 @@ class _Pool:
     def _waited_too_long(self, job: _Job) -> None:
         with contextlib.suppress(ValueError):
             self.waiters.remove(job)
-            job.on_done(None, UpstreamError("pool", job.target, str(self.limit)))
+            job.finish(None, UpstreamError("pool", job.target, str(self.limit)))
 
     def _connect(self, job: _Job) -> None:
         self.open += 1
@@ -462,7 +485,7 @@ class _Pool:
             )
         except TimeoutError:
             self._slot_freed()
-            job.on_done(
+            job.finish(
                 None,
                 UpstreamError(
                     "connect", job.target, f"no connection within {timeout * 1000:.0f} ms"
@@ -471,11 +494,11 @@ class _Pool:
             return
         except OSError as exc:
             self._slot_freed()
-            if not job.retried:  # nothing was written: once more (behind a Service, another pod)
+            if not job.retried:  # nothing was written: once more, on another pod if there is one
                 job.retried = True
-                self.submit(job)
+                self.resubmit(job)
                 return
-            job.on_done(None, UpstreamError("connect", job.target, exc.strerror or str(exc)))
+            job.finish(None, UpstreamError("connect", job.target, exc.strerror or str(exc)))
             return
         except BaseException:
             self._slot_freed()
@@ -524,6 +547,35 @@ class _Pool:
         for conn in list(self.idle):
             conn.close()
         self.idle.clear()
+
+
+class _Route:
+    """The ready pods of one deployment (from discovery): one pool per pod address.
+
+    ``pick`` is the request path's only work: the pod with the fewest requests in flight from
+    this router, ties taken in turn (the scan starts one pod further each time).
+    """
+
+    __slots__ = ("next", "pools")
+
+    def __init__(self) -> None:
+        self.pools: list[_Pool] = []
+        self.next = 0
+
+    def pick(self, avoid: _Pool | None = None) -> _Pool | None:
+        pools = self.pools
+        n = len(pools)
+        if n == 1:
+            only = pools[0]
+            return None if only is avoid else only
+        start = self.next = self.next + 1 if self.next + 1 < n else 0
+        best: _Pool | None = None
+        low = 1 << 62
+        for i in range(start, start + n):
+            pool = pools[i % n]
+            if pool.active < low and pool is not avoid:
+                best, low = pool, pool.active
+        return best
 
 
 _HOP = frozenset(
@@ -577,28 +629,81 @@ class PooledClient:
         self.budget = budget or Budget(128 * 1024 * 1024)
         self.max_response = max_response
         self.max_age = max_age
-        self._pools: dict[tuple[str, int], _Pool] = {}
+        self._pools: dict[tuple[str, int], _Pool] = {}  # per deployment address (Service)
+        self._routes: dict[tuple[str, int], _Route] = {}  # deployment address -> its pods
         self._retired: list[_Pool] = []
         self._deadlines: _Deadlines | None = None
+
+    def _new_pool(self, target: Target) -> _Pool:
+        loop = asyncio.get_running_loop()
+        if self._deadlines is None:
+            self._deadlines = _Deadlines(loop)
+        return _Pool(
+            loop,
+            target,
+            self.max_connections,
+            self.connect_timeout,
+            self._deadlines,
+            self.budget,
+            self.max_response,
+            self.max_age,
+        )
 
     def _pool(self, target: Target) -> _Pool:
         key = (target.host, target.port)
         pool = self._pools.get(key)
         if pool is None:
-            loop = asyncio.get_running_loop()
-            if self._deadlines is None:
-                self._deadlines = _Deadlines(loop)
-            pool = self._pools[key] = _Pool(
-                loop,
-                target,
-                self.max_connections,
-                self.connect_timeout,
-                self._deadlines,
-                self.budget,
-                self.max_response,
-                self.max_age,
-            )
+            pool = self._pools[key] = self._new_pool(target)
         return pool
+
+    def _every_pool(self) -> list[_Pool]:
+        return [*self._pools.values(), *(p for r in self._routes.values() for p in r.pools)]
+
+    def endpoints(self, target: Target) -> list[tuple[str, int]]:
+        """The pod addresses requests to ``target`` go to now (empty: its own address)."""
+        route = self._routes.get((target.host, target.port))
+        return [(p.target.host, p.target.port) for p in route.pools] if route else []
+
+    def set_endpoints(self, target: Target, addresses: list[tuple[str, int]]) -> None:
+        """The ready pods behind ``target``'s address, from discovery; empty: send to the
+        address itself again (the Service). A pod that left gets no new request; its
+        connections finish what they carry, then close; requests queued for it move on."""
+        key = (target.host, target.port)
+        route = self._routes.get(key)
+        old = {(p.target.host, p.target.port): p for p in route.pools} if route else {}
+        if addresses:
+            if route is None:
+                route = self._routes[key] = _Route()
+            pools = []
+            for host, port in addresses:
+                pool = old.pop((host, port), None)
+                if pool is None:
+                    pool = self._new_pool(replace(target, host=host, port=port))
+                    pool.route = route
+                pools.append(pool)
+            route.pools = pools
+        elif route is not None:
+            del self._routes[key]
+            route.pools = []
+        for pool in old.values():
+            self._retire_pod(pool)
+
+    def _retire_pod(self, pool: _Pool) -> None:
+        pool.close_idle()
+        waiting = list(pool.waiters)
+        pool.waiters.clear()
+        for job in waiting:
+            if job.timer is not None:
+                job.timer.cancel()
+                job.timer = None
+            dest = (pool.route.pick(avoid=pool) if pool.route is not None else None) or self._pool(
+                job.target
+            )
+            job.move(dest)
+            dest.submit(job)
+        self._retired = [p for p in self._retired if p.open > 0]
+        if pool.open > 0:
+            self._retired.append(pool)
 
     def configure(
         self,
@@ -612,7 +717,7 @@ class PooledClient:
         self.connect_timeout = connect_timeout
         self.max_response = max_response
         self.max_age = max_age
-        for pool in self._pools.values():
+        for pool in self._every_pool():
             pool.limit = max_connections
             pool.connect_timeout = connect_timeout
             pool.max_response = max_response
@@ -627,6 +732,12 @@ class PooledClient:
             pool = self._pools.pop(key)
             pool.close_idle()
             self._retired.append(pool)
+        for key in [k for k in self._routes if k not in keep]:
+            route = self._routes.pop(key)
+            for pool in route.pools:
+                pool.close_idle()
+                self._retired.append(pool)
+            route.pools = []
 
     def send(
         self,
@@ -638,19 +749,26 @@ class PooledClient:
         timeout: float,
         on_done: OnDone,
     ) -> None:
-        pool = self._pools.get((target.host, target.port)) or self._pool(target)
+        key = (target.host, target.port)
+        # A deployment whose pods are known: the one with the fewest requests in flight.
+        route = self._routes.get(key) if self._routes else None
+        pool = (route.pick() if route is not None else None) or (
+            self._pools.get(key) or self._pool(target)
+        )
         data = encode_request(target, method, path, headers, body)
         # The router adds its x-request-id last; a response naming another id is not ours.
         rid = headers[-1][1] if headers and headers[-1][0] == b"x-request-id" else b""
-        job = _Job(target, data, timeout, pool.loop.time() + timeout, on_done, rid)
+        job = _Job(target, data, timeout, pool.loop.time() + timeout, on_done, pool, rid)
+        pool.active += 1
         pool.submit(job)
 
     async def aclose(self) -> None:
-        for pool in [*self._pools.values(), *self._retired]:
+        for pool in [*self._every_pool(), *self._retired]:
             pool.close_idle()
             for task in list(pool.connecting):
                 task.cancel()
         self._pools.clear()
+        self._routes.clear()
         self._retired.clear()
         if self._deadlines is not None:
             self._deadlines.close()

@@ -5,8 +5,9 @@ app. ``POST /score`` answers ``{"deployment": NAME, "request_id": ..., "body": .
 caller steers it per request with headers (forwarded by the router, so mirrored copies
 behave the same): ``x-test-delay-ms`` sleeps first, ``x-test-status`` sets the status,
 ``x-test-same: 1`` leaves the deployment name out so every deployment answers alike.
-``--fail-every N`` answers 500 to every Nth ``/score`` and ``--delay-ms`` delays each one: a
-bad candidate for the rollout tests, whatever headers the router forwards.
+``--delay-ms`` adds a fixed delay to every ``/score`` answer (a slower pod), and
+``--fail-every N`` answers 500 to every Nth: a bad candidate for the rollout tests, whatever
+headers the router forwards.
 """
 
 from __future__ import annotations

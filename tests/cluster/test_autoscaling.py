@@ -4,9 +4,12 @@ step load through the router, then:
 
 - blue's replicas rise to >= 2 while the load runs, and return to 1 after it stops;
 - a `pulumi up` that rolls blue while it is scaled out keeps the autoscaler's count (the
-  Deployment declares no `replicas`);
+  Deployment declares no `replicas`: Pulumi's apply does not own the field; a lower count
+  right after it must be the autoscaler's own rescale event);
 - 30 s after the last scale-out every Ready blue pod serves a share of requests within
-  SHARE_TOLERANCE of an even split, counted from each pod's own `/metrics` counter;
+  SHARE_TOLERANCE of an even split, counted from each pod's own `/metrics` counter: the router
+  balances over the ready pods it reads from blue's EndpointSlices (its ServiceAccount and
+  Role at work: its log shows the pods it found, and no refused list);
 - zero failed requests throughout; green (`type: default`) keeps its one replica.
 
 Figures (time to 2nd/3rd replica, shares, p99, time to scale in) are printed, not asserted.
@@ -30,7 +33,7 @@ from tests.support.load import Load
 
 pytestmark = [pytest.mark.toolchain, pytest.mark.images, pytest.mark.cluster]
 
-SHARE_TOLERANCE = 0.15  # of the whole, around an even split (the issue's goal is 0.10)
+SHARE_TOLERANCE = 0.10  # of the whole, around an even split (the issue's goal)
 SCALE = {
     "type": "target_utilization",
     "min_instances": 1,
@@ -39,6 +42,7 @@ SCALE = {
     "polling_interval": 15,
     "scale_down_delay": 20,
 }
+READY_PODS = re.compile(r"deployment 'blue' .*?: (\d+) ready pod\(s\)")
 COUNTER = re.compile(r'^scoring_requests_total\{route="/score",status="200"\} (\d+)', re.M)
 
 
@@ -77,6 +81,30 @@ def ready_pods(ns: str, deployment: str) -> list[str]:
     """Ready pods of DEPLOYMENT (its name in the stack, the label's value)."""
     pods = running_pods(ns, f"mlendpoints/deployment={deployment}")
     return sorted(p["metadata"]["name"] for p in pods if is_ready(p))
+
+
+def replicas_owners(ns: str, name: str) -> set[str]:
+    """Field managers owning a Deployment's spec.replicas (server-side apply bookkeeping)."""
+    dep = kubectl_json("-n", ns, "get", "deployment", name, "--show-managed-fields")
+    return {
+        m.get("manager", "")
+        for m in dep["metadata"].get("managedFields") or []
+        if "f:replicas" in ((m.get("fieldsV1") or {}).get("f:spec") or {})
+    }
+
+
+def rescales(ns: str, hpa: str) -> list[str]:
+    """The autoscaler's rescale event messages (`New size: N; reason: ...`), oldest first."""
+    events = kubectl_json(
+        "-n",
+        ns,
+        "get",
+        "events",
+        "--field-selector",
+        f"involvedObject.kind=HorizontalPodAutoscaler,involvedObject.name={hpa}",
+    )["items"]
+    events.sort(key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+    return [e.get("message", "") for e in events if "New size" in e.get("message", "")]
 
 
 def served(ns: str, pod: str) -> int:
@@ -141,7 +169,17 @@ def test_autoscaling_under_step_load(project: EndpointProject) -> None:
         with project.logged("pulumi up (roll blue while scaled out)") as out:
             project.stack.up(on_output=out)
         after_up = replicas(ns, blue)[0]
-        assert after_up >= min(scaled, 2), (scaled, after_up)
+        # Pulumi's apply never owns the count (server-side apply bookkeeping); a lower count
+        # right after the up is only allowed when the autoscaler itself chose it (under a
+        # busy machine's load it may, during the roll).
+        owners = replicas_owners(ns, blue)
+        assert not any(o.startswith("pulumi") for o in owners), owners
+        # ...while it does own green's fixed count (the check sees ownership).
+        assert any(o.startswith("pulumi") for o in replicas_owners(ns, green))
+        if after_up < min(scaled, 2):
+            sizes = rescales(ns, blue)
+            note(f"the autoscaler moved blue {scaled} -> {after_up} during the up: {sizes}")
+            assert any(f"New size: {after_up};" in m for m in sizes), (scaled, after_up, sizes)
         # Let the autoscaler settle, then 30 s for the pools to spread onto every pod.
         settle = time.monotonic()
         last = len(ready_pods(ns, "blue"))
@@ -175,3 +213,8 @@ def test_autoscaling_under_step_load(project: EndpointProject) -> None:
     assert all(abs(s - even) <= SHARE_TOLERANCE for s in shares.values()), shares
     assert scale_in >= 0
     assert replicas(ns, green) == (1, 1)
+    logs = kubectl("-n", ns, "logs", f"deployment/{outputs['endpoint_name']}-router", timeout=30)
+    found = [line for line in logs.splitlines() if '"discovery"' in line]
+    counts = [int(m.group(1)) for m in map(READY_PODS.search, found) if m]
+    assert counts and max(counts) >= 2, found
+    assert not any("cannot list EndpointSlices" in line for line in found), found

@@ -24,6 +24,9 @@ CONFIGMAP = "kubernetes:core/v1:ConfigMap"
 SECRET = "kubernetes:core/v1:Secret"
 KEY = "pulumi-python:dynamic:Resource"
 NETPOL = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
+ACCOUNT = "kubernetes:core/v1:ServiceAccount"
+ROLE = "kubernetes:rbac.authorization.k8s.io/v1:Role"
+BINDING = "kubernetes:rbac.authorization.k8s.io/v1:RoleBinding"
 
 
 def run_stack(
@@ -101,6 +104,9 @@ def test_component_types_and_parents(assets: dict[str, Path]) -> None:
         (SECRET, "diabetes-tls"): endpoint.urn,
         (NETPOL, "blue-network-policy"): blue.urn,
         (NETPOL, "green-network-policy"): green.urn,
+        (ACCOUNT, "diabetes-router-account"): endpoint.urn,
+        (ROLE, "diabetes-router-role"): endpoint.urn,
+        (BINDING, "diabetes-router-role-binding"): endpoint.urn,
     }
     credential = rec.one("mlendpoints:index:InternalCredential", "diabetes")
     expected_parent[(SECRET, "diabetes-internal")] = credential.urn
@@ -136,6 +142,9 @@ def test_component_types_and_parents(assets: dict[str, Path]) -> None:
             (SECRET, "diabetes-internal"),
             (NETPOL, "diabetes-blue"),
             (NETPOL, "diabetes-green"),
+            (ACCOUNT, "diabetes-router"),
+            (ROLE, "diabetes-router"),
+            (BINDING, "diabetes-router"),
             ("kubernetes:core/v1:Namespace", "mlns"),
         ]
     )
@@ -256,6 +265,7 @@ def test_router_config_matches_router_schema(assets: dict[str, Path]) -> None:
         "metrics_port": 9090,
         "max_token_lifetime_s": 3600,
         "internal_credential_file": "/var/run/secrets/ml-endpoints-internal/credential",
+        "discovery": {"namespace": "mlns"},
         "request_timeout_ms": 5000,
         "connect_timeout_ms": 2000,
         "max_connections_per_deployment": 256,
@@ -280,6 +290,7 @@ def test_router_config_matches_router_schema(assets: dict[str, Path]) -> None:
         "tls": "/etc/ml-endpoints/tls",
         "internal": "/var/run/secrets/ml-endpoints-internal",
         "tmp": "/tmp",
+        "kube-api": "/var/run/secrets/kubernetes.io/serviceaccount",
     }
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["config"]["configMap"]["name"] == "diabetes-router-config"

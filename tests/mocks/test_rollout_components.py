@@ -46,7 +46,7 @@ def router_file(rec: Recorder) -> dict[str, Any]:
     return json.loads(cm.inputs["data"]["router.json"])
 
 
-def test_rollout_reaches_the_router_with_its_start_store_and_access(
+def test_rollout_reaches_the_router_with_its_start_store_and_rules(
     assets: dict[str, Path],
 ) -> None:
     raw = stack_raw(assets, traffic={"blue": 0, "green": 100})
@@ -57,20 +57,12 @@ def test_rollout_reaches_the_router_with_its_start_store_and_access(
     assert config["rollout_from"] == {"blue": 100, "green": 0}
     assert config["rollout_store"] == "kubernetes:mlns/diabetes-router-rollout"
     parse_config(json.dumps(config))  # the router accepts it
-    types = {r.type for r in rec.regs}
-    assert {
-        "kubernetes:core/v1:ServiceAccount",
-        "kubernetes:rbac.authorization.k8s.io/v1:Role",
-        "kubernetes:rbac.authorization.k8s.io/v1:RoleBinding",
-    } <= types
     role = next(r for r in rec.regs if r.type.endswith(":Role"))
     assert {tuple(rule["resources"]) for rule in role.inputs["rules"]} == {
+        ("endpointslices",),  # discovery's
         ("configmaps",),
         ("leases",),
     }
-    pod = next(r for r in rec.regs if r.name == "diabetes-router").inputs["spec"]["template"]
-    assert pod["spec"]["serviceAccountName"] == "diabetes-router"
-    assert pod["spec"]["automountServiceAccountToken"] is True
     verdict = next(r for r in rec.regs if r.name == "diabetes-rollout")
     assert verdict.inputs["rollout_id"] == rollout_id(
         RolloutSpec(**ROLLOUT), {"blue": 0, "green": 100}
@@ -81,13 +73,12 @@ def test_rollout_reaches_the_router_with_its_start_store_and_access(
     assert evidence and "rollout evidence unavailable" in evidence[0], rec.logs
 
 
-def test_no_rollout_is_todays_router_and_no_token(assets: dict[str, Path]) -> None:
+def test_no_rollout_is_todays_router_and_role(assets: dict[str, Path]) -> None:
     rec = build(stack_raw(assets, traffic={"blue": 0, "green": 100}), ({"blue": 100}, None, None))
     config = router_file(rec)
     assert not {"rollout", "rollout_from", "rollout_store"} & set(config)
-    assert not [r for r in rec.regs if "rbac" in r.type or r.type.endswith("ServiceAccount")]
-    pod = next(r for r in rec.regs if r.name == "diabetes-router").inputs["spec"]["template"]
-    assert pod["spec"]["automountServiceAccountToken"] is False
+    role = next(r for r in rec.regs if r.type.endswith(":Role"))
+    assert {tuple(rule["resources"]) for rule in role.inputs["rules"]} == {("endpointslices",)}
     assert not [r for r in rec.regs if r.name == "diabetes-rollout"]
 
 

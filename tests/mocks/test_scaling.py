@@ -3,6 +3,7 @@ autoscaler, the spread across nodes, the preview line, and the preview-time refu
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 
 from infra import config as cfgmod
 from infra import program
+from scoring.router.config import RouterConfig
 from tests.support.pulumi_mocks import Recorder, install, stack_raw
 
 pytestmark = pytest.mark.components
@@ -18,6 +20,7 @@ pytestmark = pytest.mark.components
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 HPA = "kubernetes:autoscaling/v2:HorizontalPodAutoscaler"
 PDB = "kubernetes:policy/v1:PodDisruptionBudget"
+CONFIGMAP = "kubernetes:core/v1:ConfigMap"
 
 AUTOSCALE = {
     "type": "target_utilization",
@@ -191,3 +194,77 @@ def test_component_refuses_the_same_combinations(assets: dict[str, Path]) -> Non
         "deployment 'blue'.resources.requests.cpu: required by scale_settings.type "
         "target_utilization (CPU utilisation is a percentage of the request)",
     ]
+
+
+def test_router_reads_endpointslices_with_its_own_account_only(assets: dict[str, Path]) -> None:
+    """The router's ServiceAccount may only read EndpointSlices in its namespace; its token is
+    mounted into the router container alone (no automount anywhere), where the router's
+    config says discovery reads it."""
+    rec = build(stack_raw(assets))
+    [role] = rec.of_type("kubernetes:rbac.authorization.k8s.io/v1:Role")
+    assert role.inputs["metadata"]["name"] == "diabetes-router"
+    assert role.inputs["rules"] == [
+        {
+            "apiGroups": ["discovery.k8s.io"],
+            "resources": ["endpointslices"],
+            "verbs": ["get", "list", "watch"],
+        }
+    ]
+    [binding] = rec.of_type("kubernetes:rbac.authorization.k8s.io/v1:RoleBinding")
+    assert binding.inputs["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": "diabetes-router",
+    }
+    assert binding.inputs["subjects"] == [
+        {"kind": "ServiceAccount", "name": "diabetes-router", "namespace": "mlns"}
+    ]
+    [account] = rec.of_type("kubernetes:core/v1:ServiceAccount")
+    assert account.inputs["automountServiceAccountToken"] is False
+    router = rec.one(DEPLOYMENT, "diabetes-router")
+    pod = router.inputs["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "diabetes-router"
+    assert pod["automountServiceAccountToken"] is False
+    [volume] = [v for v in pod["volumes"] if "projected" in v]
+    sources = volume["projected"]["sources"]
+    assert sources[0]["serviceAccountToken"]["path"] == "token"
+    assert volume["projected"]["defaultMode"] == 0o440
+    [mount] = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == volume["name"]]
+    assert mount["readOnly"] is True
+    assert {router.urn, binding.urn} <= {router.urn, *router.dependencies}
+    for name in ("blue-deployment", "green-deployment"):
+        scoring = rec.one(DEPLOYMENT, name).inputs["spec"]["template"]["spec"]
+        assert (
+            "serviceAccountName" not in scoring and scoring["automountServiceAccountToken"] is False
+        )
+        assert not any("projected" in v for v in scoring.get("volumes", []))
+    config = json.loads(rec.one(CONFIGMAP, "diabetes-router-config").inputs["data"]["router.json"])
+    discovery = RouterConfig.model_validate(config).discovery
+    assert discovery is not None and discovery.namespace == "mlns"
+    assert discovery.token_file == f"{mount['mountPath']}/token"
+    assert discovery.ca_file == f"{mount['mountPath']}/ca.crt"
+
+
+def test_traffic_plan_says_when_an_autoscaled_deployment_gets_more(assets: dict[str, Path]) -> None:
+    """Blue (autoscaled 1..3) goes 50% -> 90%: the plan says it may be at its minimum and how it
+    catches up; green (fixed) losing traffic, and a first deployment, get no such note."""
+    raw = autoscaled_raw(assets)
+    raw["endpoint"]["traffic"] = {"blue": 90, "green": 10}
+    rec = install()
+
+    @pulumi.runtime.test
+    def go() -> pulumi.Output[Any]:
+        previous = ({"blue": 50, "green": 50}, {})
+        return program.build(cfgmod.parse(raw), previous).traffic
+
+    go()
+    [plan] = [line for line in rec.logs if "traffic plan" in line]
+    assert (
+        "  blue: live 50% -> 90% onto a deployment that may be at its minimum (1 replica); the "
+        "autoscaler adds replicas (up to 3) once CPU passes 60%, one step per 10 s plus pod "
+        "start-up: raise min_instances first for a large shift"
+    ) in plan.splitlines()
+    assert "green:" not in plan
+    first = build(raw)
+    [plan] = [line for line in first.logs if "traffic plan" in line]
+    assert "minimum" not in plan

@@ -99,6 +99,7 @@ ROUTER_FILE_ONLY = {
     "rollout",  # scoring.router.rollout.RolloutSpec: endpoint.rollout in the stack config
     "rollout_from",
     "rollout_store",
+    "discovery",  # the components write it (namespace, the ServiceAccount's files)
 }
 ROUTER_STACK_ONLY = {
     "replicas",
