@@ -42,9 +42,9 @@ P99_MIN_SAMPLES = 100
 #: A p99 of 100 requests is the slowest one: one scheduling hiccup. Below 1000 requests the gate
 #: compares the quantile with this many requests above it instead (p90 at 100, p95 at 200).
 TAIL_ABOVE = 10
-#: Candidate p99 this close to the baseline's never fails the p99 gate (below the histogram's
-#: resolution at that scale, and scheduling noise on a busy node).
-P99_SLACK_S = 0.002
+#: Candidate p99 this close to the baseline's never fails the p99 gate: scheduling noise on a
+#: busy node (a good candidate read 4.2 ms against 0.9 ms on loopback under load).
+P99_SLACK_S = 0.005
 #: How often the decider judges; a breach moves traffic back within this (plus one tick).
 TICK_S = 0.2
 #: How often a replica that does not decide reads the store and applies its split.

@@ -96,10 +96,11 @@ def test_good_candidate_promotes_through_every_step(tmp_path: Path) -> None:
         SAME,
         while_up=lambda proc, status: said.append(verdict_of(proc, status)),
         gates=gates,
+        steps=[25, 50, 100],
     )
     assert said == ["promoted"]  # `pulumi up` returns
     assert final["status"] == "promoted", json.dumps({**final, "after": None})
-    assert [h["live"]["green"] for h in final["history"]] == [0, 5, 50, 100]
+    assert [h["live"]["green"] for h in final["history"]] == [0, 25, 50, 100]
     assert final["after"] == {"green"} and final["live"] == {"blue": 0, "green": 100}
     assert final["store"]["status"] == "promoted"  # persisted for a restart
     assert load.failures == []
