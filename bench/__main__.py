@@ -1,5 +1,5 @@
-"""``python -m bench [server|router|rollout|collection-loss]``: run the benchmarks (not tests),
-each printing a table.
+"""``python -m bench [server|router|rollout|collection-loss|batching]``: run the benchmarks
+(not tests), each printing a table.
 
 With no name, runs every benchmark one after another with its defaults (rollout needs the
 toolchain and the local cluster: `make setup cluster-up`).
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from bench import collection_loss, router, server
+from bench import batching, collection_loss, router, server
 
 
 def _rollout(argv: list[str]) -> int:
@@ -23,6 +23,7 @@ BENCHMARKS = {
     "router": router.main,
     "rollout": _rollout,
     "collection-loss": collection_loss.main,
+    "batching": batching.main,
 }
 
 

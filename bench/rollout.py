@@ -157,7 +157,7 @@ def timed_up(
         if step is None or step.metadata.op.value in ("same", "read"):
             return
         meta = step.metadata
-        if meta.type == "pulumi-python:dynamic:Resource" and meta.urn.endswith("-image"):
+        if meta.type == "docker-build:index:Image":
             (images_pre if event.resource_pre_event else images_outs).append(now)
         name = ROUTER_STEPS.get(meta.type)
         if name and meta.urn.endswith(f"::{name}"):

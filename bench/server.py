@@ -10,6 +10,9 @@ seconds per cell:
                      request_timeout_ms=5000 via SIGALRM, body limit, JSON access log to a
                      file), collection off
 - ``ours-collect``   the same with model_inputs/model_outputs collection at sampling rate 1
+- ``ours-ship``      ours-collect shipping to a folder destination (a PVC's shape: the
+                     supervisor's shipper thread copies each closed file; files roll at
+                     1 MiB so shipping runs during the cells) (opt-in row: --servers)
 - ``ours-queue``     the same (collection off) with a queue limit: run() in a thread,
                      max_concurrent_requests_per_instance=128 (opt-in row: --servers)
 - ``bare``           uvicorn + Starlette calling the same run() inline (bench/bare_app.py)
@@ -92,6 +95,39 @@ def payloads(work: Path) -> dict[tuple[str, int], Path]:
     return out
 
 
+def mlserver_folder(
+    folder: Path, name: str, pickle: Path, port: int, **model_settings: object
+) -> Path:
+    """An MLServer model repository serving the scikit-learn ``pickle`` as model ``name``
+    on 127.0.0.1:``port`` with 2 workers; ``model_settings`` add to its model-settings.json
+    (e.g. adaptive batching's ``max_batch_size``)."""
+    (folder / name).mkdir(parents=True, exist_ok=True)
+    shutil.copy(pickle, folder / name / "model.pkl")
+    (folder / name / "model-settings.json").write_text(
+        json.dumps(
+            {
+                "name": name,
+                "implementation": "mlserver_sklearn.SKLearnModel",
+                **model_settings,
+                "parameters": {"uri": "./model.pkl", "version": "v1"},
+            }
+        )
+    )
+    (folder / "settings.json").write_text(
+        json.dumps(
+            {
+                "host": "127.0.0.1",
+                "http_port": port,
+                "grpc_port": free_port(),
+                "metrics_port": free_port(),
+                "parallel_workers": 2,
+                "debug": False,
+            }
+        )
+    )
+    return folder
+
+
 def servers(names: list[str], model: Path, work: Path, port: int) -> list[Server]:
     script = str(SAMPLE / "score.py")
     # Inline execution, no queue limit: what the published tables measured (the server's
@@ -111,6 +147,12 @@ def servers(names: list[str], model: Path, work: Path, port: int) -> list[Server
                     cwd=REPO,
                 )
             )
+        elif name == "ours-ship":
+            (work / "shipped").mkdir(parents=True, exist_ok=True)
+            collect = ["--collect", "true", "--collect-dir", str(work / "spool")]
+            ship = ["--collect-destination", str(work / "shipped")]
+            roll = ["--collect-max-file-bytes", str(1024 * 1024)]
+            result.append(Server(name, [*ours, *collect, *ship, *roll], "/score", cwd=REPO))
         elif name == "ours-queue":
             result.append(
                 Server(
@@ -172,30 +214,7 @@ def servers(names: list[str], model: Path, work: Path, port: int) -> list[Server
             )
         elif name == "mlserver":
             py = peer_python("mlserver", PEERS["mlserver"] + MODEL_PINS)
-            folder = work / "mlserver"
-            (folder / "diabetes").mkdir(parents=True, exist_ok=True)
-            shutil.copy(model / "model.pkl", folder / "diabetes" / "model.pkl")
-            (folder / "diabetes" / "model-settings.json").write_text(
-                json.dumps(
-                    {
-                        "name": "diabetes",
-                        "implementation": "mlserver_sklearn.SKLearnModel",
-                        "parameters": {"uri": "./model.pkl", "version": "v1"},
-                    }
-                )
-            )
-            (folder / "settings.json").write_text(
-                json.dumps(
-                    {
-                        "host": "127.0.0.1",
-                        "http_port": port,
-                        "grpc_port": free_port(),
-                        "metrics_port": free_port(),
-                        "parallel_workers": 2,
-                        "debug": False,
-                    }
-                )
-            )
+            folder = mlserver_folder(work / "mlserver", "diabetes", model / "model.pkl", port)
             result.append(
                 Server(
                     name,
@@ -356,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--servers",
         default=",".join(ALL),
-        help=f"comma-separated subset/order of {', '.join(ALL)}, ours-queue",
+        help=f"comma-separated subset/order of {', '.join(ALL)}, ours-queue, ours-ship",
     )
     parser.add_argument(
         "--rounds",

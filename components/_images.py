@@ -1,23 +1,26 @@
-"""Container images for the Pulumi program: build with the local Docker engine, push, pin.
+"""Container images for the Pulumi program: pulumi-docker-build's `Image`, built by BuildKit.
 
-Why a dynamic provider over the Docker SDK for Python: it needs nothing beyond the Docker
-engine and the `docker` package (both installed by `make setup`), works with Debian's Docker
-20.10 daemon and its legacy builder, and builds with ``--network none`` from a host-made
-wheelhouse (pip inside a build cannot reach PyPI here). The alternative, the
-pulumi-docker-build provider, drives BuildKit through buildx and would need another Go build
-plus a BuildKit new enough for it; see docs/toolchain.md.
+Why this provider: it is the documented Pulumi resource for images (BuildKit caching, registry
+authentication, build secrets, exports, multi-platform builds), so the program reads as Pulumi
+users expect. Here it is built from its Go module (scripts/setup_pulumi.sh) and builds on the
+local buildkitd registered as the buildx `remote` builder ``ml-endpoints``
+(scripts/buildkit.sh); docs/toolchain.md says why and how.
 
 Behaviour:
-- The image's content key is computed when the program runs (preview or up): Dockerfile text,
-  build context files, plain build args and, for wheelhouse builds, the requirements, the
-  constraints and the project's sources. An unchanged key previews as no change; nothing is
-  built during preview.
-- On ``up`` (create/update) the image is built (progress lines logged with
-  ``pulumi.log.info``), pushed, and its registry digest read back.
-- Outputs: ``ref`` = ``repository:tag@sha256:...`` (what pods and ``FROM`` should use: it
-  changes whenever the content does, even if a caller reuses a tag) and ``digest`` =
-  ``sha256:...`` as the registry reports it.
-- Deleting the resource leaves the image in the registry (other stacks or rollbacks may use it).
+- ``Image`` *is* a ``pulumi_docker_build.Image`` with the project's defaults: build with no
+  network (``RUN`` steps cannot reach anything; the wheels come from the host), push to
+  ``repository:tag``, nothing built during preview (``build_on_preview=False``).
+- The provider hashes the build context (its files, the Dockerfile, the ``wheels`` named
+  context), so an unchanged context previews as no change.
+- Tag: the first 16 hex digits of the content key (Dockerfile, context, plain build args and, for
+  wheelhouse builds, the project's sources): new content, new tag.
+- Outputs: ``ref`` = ``repository:tag@sha256:...`` (what pods and ``FROM`` use: it changes
+  whenever the content does) and ``digest`` = ``sha256:...``. A scoring image whose build arg is
+  its environment's ``ref`` is rebuilt, on top of it, whenever the environment is.
+- Registry credentials: the provider's ``registries`` (infra/program.py sets them from the stack
+  config secrets ``registry.username`` / ``registry.password``).
+- Deleting the resource leaves the image in the registry (``retain_on_delete``: other stacks and
+  rollbacks may use it).
 """
 
 from __future__ import annotations
@@ -27,20 +30,24 @@ import hashlib
 import os
 import shutil
 import subprocess
-import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pulumi
-import pulumi.dynamic as dyn
+import pulumi_docker_build as dbuild
 
 from components._hashing import project_sources_hash
 from mlendpoints.paths import REPO as REPO_ROOT
+from mlendpoints.paths import cache_root
 
 WHEELHOUSE_SCRIPT = REPO_ROOT / "scripts" / "wheelhouse.sh"
-_KEY_VERSION = "images/v1"
+# The buildx builder scripts/buildkit.sh registers (a `remote` builder on the local buildkitd).
+BUILDER = os.environ.get("ML_ENDPOINTS_BUILDER", "ml-endpoints")
+# The named build context a Dockerfile copies the host's wheels from (`COPY --from=wheels`).
+WHEELS_CONTEXT = "wheels"
+_KEY_VERSION = "images/v2"
 
 
 @dataclass
@@ -53,10 +60,10 @@ class ImageArgs:
         repository: registry repository, e.g. ``127.0.0.1:5000/mlendpoints/env-sklearn``.
         tag: image tag; default: the first 16 hex digits of the content key.
         build_args: ``ARG`` values; Outputs are allowed (e.g. another image's ``ref``).
-        wheelhouse: ``"auto"`` adds ``wheels/`` (scripts/wheelhouse.sh) to the context when the
-            Dockerfile copies ``wheels/``, for the project wheel plus the context's
-            ``requirements.txt`` (none: the project only); ``"yes"`` / ``"no"`` force it.
-        push: push to ``repository`` (default) or only build locally.
+        wheelhouse: ``"auto"`` gives the build the named context ``wheels`` (scripts/
+            wheelhouse.sh: the project wheel plus the context's ``requirements.txt``) when the
+            Dockerfile copies ``--from=wheels``; ``"yes"`` / ``"no"`` force it.
+        push: push to ``repository`` (default) or only build (into BuildKit's cache).
     """
 
     context: str
@@ -108,12 +115,12 @@ def _project_sources_hash() -> str:
 
 
 def wants_wheelhouse(args: ImageArgs) -> bool:
-    """Whether the build context gets a ``wheels/`` folder (see ``ImageArgs.wheelhouse``)."""
+    """Whether the build gets the ``wheels`` named context (see ``ImageArgs.wheelhouse``)."""
     if args.wheelhouse not in ("auto", "yes", "no"):
         raise ValueError(f"ImageArgs.wheelhouse: expected auto, yes or no, got {args.wheelhouse!r}")
     if args.wheelhouse != "auto":
         return args.wheelhouse == "yes"
-    return "wheels/" in Path(args.dockerfile).read_text()
+    return f"--from={WHEELS_CONTEXT}" in Path(args.dockerfile).read_text()
 
 
 def content_key(args: ImageArgs) -> str:
@@ -127,161 +134,107 @@ def content_key(args: ImageArgs) -> str:
     h.update(b"dockerfile\0" + dockerfile.read_bytes())
     h.update(b"context\0" + _hash_tree(context).encode())
     for key, value in sorted(args.build_args.items()):
-        if isinstance(value, str):  # Outputs are separate inputs: the diff sees them
+        if isinstance(value, str):  # Outputs are separate inputs: the provider's diff sees them
             h.update(f"arg\0{key}={value}\0".encode())
     if wants_wheelhouse(args):
         h.update(b"wheelhouse\0" + _project_sources_hash().encode())
     return h.hexdigest()
 
 
-# --- the provider (runs in the dynamic provider process on preview/up) -----------------------
+@functools.cache
+def wheelhouse(requirements: Path | None) -> Path:
+    """The wheels for the project wheel plus `requirements`, as the ``wheels`` named context.
 
-
-def _log(message: str) -> None:
-    try:
-        pulumi.log.info(message)
-    except Exception:  # no engine connection: still visible in the provider's log
-        print(message, flush=True)
-
-
-def _wheelhouse(requirements: Path) -> Path:
-    cmd = ["bash", str(WHEELHOUSE_SCRIPT), "-r", str(requirements)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(
-            f"wheelhouse for {requirements} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}"
-        )
-    return Path(proc.stdout.strip().splitlines()[-1])
-
-
-def _link_tree(src: Path, dest: Path) -> None:
-    """Copy a folder by hard links where possible (wheelhouses are large, the copy is brief)."""
-    for path in _files(src):
-        target = dest / path.relative_to(src)
-        target.parent.mkdir(parents=True, exist_ok=True)
+    Made when the program runs, preview included, because the provider hashes the named context
+    to tell whether the image changed; cached by its inputs, so seconds once made. Only wheels
+    are made here: no image is built during preview.
+    """
+    if requirements is None:  # the project wheel and its runtime dependencies only
+        requirements = cache_root() / "build" / "empty-requirements.txt"
+        requirements.parent.mkdir(parents=True, exist_ok=True)
+        if not requirements.is_file():
+            requirements.write_text("")
+    for _attempt in range(2):
+        cmd = ["bash", str(WHEELHOUSE_SCRIPT), "-r", str(requirements)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise RuntimeError(
+                f"wheelhouse for {requirements} failed (exit {proc.returncode}):\n"
+                f"{proc.stderr[-3000:]}"
+            )
         try:
-            os.link(path, target)
-        except OSError:
-            shutil.copy2(path, target)
+            return _kept(Path(proc.stdout.strip().splitlines()[-1]))
+        except FileNotFoundError:  # pruned by another run of wheelhouse.sh meanwhile: remake
+            continue
+    raise RuntimeError(f"wheelhouse for {requirements} was removed twice while being used")
 
 
-def _client() -> Any:
-    import docker  # the infra extra; imported here so `import components` stays light
-
-    return docker.APIClient(version="auto", timeout=900, **docker.utils.kwargs_from_env())
+# Kept copies untouched this long are removed (a stack updated later remakes its copy: same path).
+_KEPT_DAYS = 2
 
 
-def _build_and_push(props: Mapping[str, Any]) -> dict[str, Any]:
-    repository, tag = props["repository"], props["tag"]
-    name = f"{repository}:{tag}"
-    context = Path(props["context"])
-    build_args = {k: str(v) for k, v in (props.get("build_args") or {}).items()}
-    client = _client()
-    with tempfile.TemporaryDirectory(prefix="image-ctx-") as tmp:
-        if props.get("use_wheelhouse"):
-            reqs = context / "requirements.txt"
-            if not reqs.is_file():  # the project wheel and its runtime dependencies only
-                reqs = Path(tmp) / "requirements.txt"
-                reqs.write_text("")
-            _log(f"{name}: wheelhouse for {reqs}")
-            wheels = _wheelhouse(reqs)
-            staged = Path(tmp) / "ctx"
-            _link_tree(context, staged)
-            _link_tree(wheels, staged / "wheels")
-            if not (staged / "requirements.txt").exists():
-                (staged / "requirements.txt").write_text("")
-            context = staged
-        _log(f"{name}: building ({Path(props['dockerfile']).name}, --network none)")
-        last_error = None
-        tail: list[str] = []
-        for chunk in client.build(
-            path=str(context),
-            dockerfile=str(props["dockerfile"]),
-            tag=name,
-            buildargs=build_args,
-            network_mode="none",
-            rm=True,
-            forcerm=True,
-            pull=False,
-            decode=True,
-        ):
-            line = str(chunk.get("stream", "")).strip()
-            if line:
-                tail = [*tail[-40:], line]
-                if line.startswith("Step "):
-                    _log(f"{name}: {line}")
-            if "error" in chunk:
-                last_error = chunk.get("error")
-        if last_error:
-            raise RuntimeError(f"building {name} failed: {last_error}\n" + "\n".join(tail))
-    image_id = client.inspect_image(name)["Id"]
-    digest = ""
-    if props.get("push", True):
-        _log(f"{name}: pushing")
-        for chunk in client.push(repository, tag=tag, stream=True, decode=True):
-            if "error" in chunk:
-                raise RuntimeError(f"pushing {name} failed: {chunk['error']}")
-            digest = (chunk.get("aux") or {}).get("Digest", digest)
-        if not digest:
-            raise RuntimeError(f"pushing {name}: the registry reported no digest")
-    _log(f"{name}: done {digest or image_id}")
-    ref = f"{name}@{digest}" if digest else name
-    return {"ref": ref, "digest": digest, "image_id": image_id}
+def _kept(wheels: Path) -> Path:
+    """A copy (hard links) of a wheelhouse at `build/wheels-<key>/`, out of reach of
+    scripts/wheelhouse.sh, which keeps only its 6 newest: the provider reads the named context
+    at preview and again at `up`, and other stacks and tests make wheelhouses meanwhile."""
+    kept = cache_root() / "build" / f"wheels-{wheels.name}"
+    if not (kept / ".complete").is_file():
+        tmp = kept.with_name(f"{kept.name}.tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        for path in _files(wheels):
+            target = tmp / path.relative_to(wheels)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(path, target)
+            except OSError as exc:
+                if not path.exists():
+                    raise FileNotFoundError(path) from exc
+                shutil.copy2(path, target)
+        if not (wheels / ".stamp").is_file():  # removed while being copied: the copy is partial
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise FileNotFoundError(wheels / ".stamp")
+        (tmp / ".complete").write_text(wheels.name + "\n")
+        shutil.rmtree(kept, ignore_errors=True)
+        try:
+            tmp.rename(kept)
+        except OSError:  # another program run made it meanwhile: theirs is as good
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not (kept / ".complete").is_file():
+                raise
+    os.utime(kept)
+    cutoff = time.time() - _KEPT_DAYS * 86400
+    for old in kept.parent.glob("wheels-*"):
+        try:
+            stale = old != kept and old.stat().st_mtime < cutoff
+        except FileNotFoundError:  # removed by another run
+            continue
+        if stale:
+            shutil.rmtree(old, ignore_errors=True)
+    return kept
 
 
-_DIFF_KEYS = (
-    "content_key",
-    "repository",
-    "tag",
-    "dockerfile",
-    "build_args",
-    "push",
-    "use_wheelhouse",
-)
-
-
-class ImageProvider(dyn.ResourceProvider):
-    """Create/update = build + push; diff = content key and target; delete leaves the image."""
-
-    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dyn.DiffResult:
-        changed = [k for k in _DIFF_KEYS if olds.get(k) != news.get(k)]
-        return dyn.DiffResult(changes=bool(changed), replaces=[], delete_before_replace=False)
-
-    def create(self, props: dict[str, Any]) -> dyn.CreateResult:
-        outs = _build_and_push(props)
-        return dyn.CreateResult(id_=f"{props['repository']}:{props['tag']}", outs={**props, **outs})
-
-    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> dyn.UpdateResult:
-        return dyn.UpdateResult(outs={**news, **_build_and_push(news)})
-
-    def delete(self, _id: str, _props: dict[str, Any]) -> None:
-        return None
-
-
-class Image(dyn.Resource):
-    """A built and pushed image; see the module docstring and docs/toolchain.md."""
-
-    ref: pulumi.Output[str]
-    digest: pulumi.Output[str]
-    image_id: pulumi.Output[str]
-    content_key: pulumi.Output[str]
+class Image(dbuild.Image):
+    """A pushed image built by BuildKit; see the module docstring and docs/toolchain.md."""
 
     def __init__(
         self, name: str, args: ImageArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         key = content_key(args)
-        tag = args.tag or key[:16]
-        props: dict[str, Any] = {
-            "context": str(Path(args.context).resolve()),
-            "dockerfile": str(Path(args.dockerfile).resolve()),
-            "repository": args.repository,
-            "tag": tag,
-            "build_args": dict(args.build_args),
-            "push": args.push,
-            "use_wheelhouse": wants_wheelhouse(args),
-            "content_key": key,
-            "ref": None,
-            "digest": None,
-            "image_id": None,
-        }
-        super().__init__(ImageProvider(), name, props, opts)
+        context = Path(args.context).resolve()
+        named: dict[str, dbuild.ContextArgs] = {}
+        if wants_wheelhouse(args):
+            reqs = context / "requirements.txt"
+            wheels = wheelhouse(reqs if reqs.is_file() else None)
+            named[WHEELS_CONTEXT] = dbuild.ContextArgs(location=str(wheels))
+        super().__init__(
+            name,
+            context=dbuild.BuildContextArgs(location=str(context), named=named or None),
+            dockerfile=dbuild.DockerfileArgs(location=str(Path(args.dockerfile).resolve())),
+            build_args=dict(args.build_args),
+            tags=[f"{args.repository}:{args.tag or key[:16]}"],
+            push=args.push,
+            network=dbuild.NetworkMode.NONE,
+            builder=dbuild.BuilderConfigArgs(name=BUILDER),
+            build_on_preview=False,
+            opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(retain_on_delete=True)),
+        )

@@ -67,3 +67,13 @@ def router_dns_names(endpoint: str, namespace: str) -> list[str]:
         f"{svc}.{namespace}.svc",
         f"{svc}.{namespace}.svc.cluster.local",
     ]
+
+
+def collection_secret(endpoint: str, deployment: str) -> str:
+    """Kubernetes name of a deployment's S3 keys for shipping collected data."""
+    return f"{deployment_object(endpoint, deployment)}-collection-s3"
+
+
+def collection_claim(endpoint: str, deployment: str) -> str:
+    """Kubernetes name of a deployment's PersistentVolumeClaim for collected data."""
+    return f"{deployment_object(endpoint, deployment)}-collected"

@@ -14,7 +14,8 @@ import pulumi
 import pulumi_kubernetes as k8s
 from pydantic import ValidationError
 
-from components import _build, _labels, _naming, _pods, _scaling, rules
+from components import _build, _collection, _labels, _naming, _pods, _scaling, rules
+from components._collection import CollectionStorage
 from components._hashing import hash_parts, hash_tree
 from components._scaling import ScaleSettings
 from components.environment import Environment
@@ -89,6 +90,10 @@ class OnlineDeploymentArgs:
         routing: how the endpoint's router may treat this deployment's requests (`idempotent`:
             replay once after a dropped connection), declared in `scoring.router.config`; it
             reaches the router config file's entry for this deployment.
+        collection_storage: the sinks `data_collection.collect_destination` may name (the S3
+            connection and its keys, the PVC's size and class); see `components._collection`.
+            An S3 destination needs boto3 in the image: build its environment with
+            `extra_build_args={"SERVER_EXTRAS": "s3"}` (the stack program does).
     """
 
     endpoint_name: str
@@ -113,6 +118,7 @@ class OnlineDeploymentArgs:
     secret_environment_variables: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
     internal_credential: InternalCredential | None = None
     routing: RoutingPolicy = field(default_factory=RoutingPolicy)
+    collection_storage: CollectionStorage = field(default_factory=CollectionStorage)
 
     def server_settings(self) -> DeploymentSettings:
         """The server settings as one checked model (its bounds apply here too).
@@ -181,7 +187,7 @@ class OnlineDeployment(pulumi.ComponentResource):
             ],
             ports=[k8s.core.v1.ContainerPortArgs(name="http", container_port=_naming.SCORING_PORT)],
             env=[
-                *(k8s.core.v1.EnvVarArgs(name=k, value=v) for k, v in _env(args).items()),
+                *(k8s.core.v1.EnvVarArgs(name=k, value=v) for k, v in _env(name, args).items()),
                 *(
                     k8s.core.v1.EnvVarArgs(
                         name=var,
@@ -192,6 +198,17 @@ class OnlineDeployment(pulumi.ComponentResource):
                         ),
                     )
                     for var in sorted(args.secret_environment_variables)
+                ),
+                *(
+                    k8s.core.v1.EnvVarArgs(
+                        name=var,
+                        value_from=k8s.core.v1.EnvVarSourceArgs(
+                            secret_key_ref=k8s.core.v1.SecretKeySelectorArgs(
+                                name=_naming.collection_secret(args.endpoint_name, name), key=var
+                            )
+                        ),
+                    )
+                    for var in _s3_key_vars(args)
                 ),
             ],
             resources=k8s.core.v1.ResourceRequirementsArgs(
@@ -212,24 +229,27 @@ class OnlineDeployment(pulumi.ComponentResource):
         }
         secret_deps: list[pulumi.Resource] = []
         if args.secret_environment_variables:
-            self.env_secret = k8s.core.v1.Secret(
+            self.env_secret = self._secret(
                 _naming.child(name, "env"),
-                metadata=k8s.meta.v1.ObjectMetaArgs(
-                    name=_naming.env_secret(args.endpoint_name, name),
-                    namespace=args.namespace,
-                    labels=labels,
-                ),
-                type="Opaque",
-                string_data={
-                    k: pulumi.Output.secret(v) for k, v in args.secret_environment_variables.items()
-                },
-                opts=pulumi.ResourceOptions(parent=self),
+                _naming.env_secret(args.endpoint_name, name),
+                args.namespace,
+                labels,
+                args.secret_environment_variables,
             )
             secret_deps.append(self.env_secret)
             # A changed value must roll the pods (env is read at start): a digest of the values,
             # salted, not the values.
             template_annotations["mlendpoints/secret-env"] = _secret_digest(
                 args.secret_environment_variables
+            )
+        secret_deps += self._collection_sink(name, args, labels)
+        s3 = args.collection_storage.s3
+        if _s3_key_vars(args) and s3.access_key_id and s3.secret_access_key:
+            template_annotations["mlendpoints/collection-keys"] = _secret_digest(
+                {
+                    "id": s3.access_key_id.get_secret_value(),
+                    "secret": s3.secret_access_key.get_secret_value(),
+                }
             )
         if args.internal_credential is not None:
             secret_deps.append(args.internal_credential.secret)
@@ -260,11 +280,13 @@ class OnlineDeployment(pulumi.ComponentResource):
                     ),
                     spec=k8s.core.v1.PodSpecArgs(
                         containers=[container],
-                        termination_grace_period_seconds=_pods.TERMINATION_GRACE_S,
+                        termination_grace_period_seconds=_collection.grace_seconds(
+                            args.data_collection
+                        ),
                         enable_service_links=False,
                         automount_service_account_token=False,
                         security_context=_pods.pod_security(),
-                        volumes=_volumes(args),
+                        volumes=_volumes(name, args),
                         topology_spread_constraints=_scaling.spread(selector),
                     ),
                 ),
@@ -359,6 +381,74 @@ class OnlineDeployment(pulumi.ComponentResource):
             }
         )
 
+    def _secret(
+        self,
+        child: str,
+        object_name: str,
+        namespace: str,
+        labels: dict[str, str],
+        values: Mapping[str, pulumi.Input[str]],
+    ) -> k8s.core.v1.Secret:
+        """An Opaque Secret of the deployment whose values stay Pulumi secrets."""
+        return k8s.core.v1.Secret(
+            child,
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=object_name, namespace=namespace, labels=labels
+            ),
+            type="Opaque",
+            string_data={k: pulumi.Output.secret(v) for k, v in values.items()},
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+
+    def _collection_sink(
+        self, name: str, args: OnlineDeploymentArgs, labels: dict[str, str]
+    ) -> list[pulumi.Resource]:
+        """The destination's objects (S3 keys Secret, or the PVC) and the preview line saying
+        where collected data goes; returns what the pods must wait for."""
+        found = _collection.kind(args.data_collection)
+        lost = args.data_collection.collect and found == "none"
+        (pulumi.log.warn if lost else pulumi.log.info)(
+            _collection.summary(
+                name, args.endpoint_name, args.data_collection, args.collection_storage
+            ),
+            resource=self,
+        )
+        s3 = args.collection_storage.s3
+        if found == "s3" and s3.access_key_id is not None and s3.secret_access_key is not None:
+            keys = (s3.access_key_id.get_secret_value(), s3.secret_access_key.get_secret_value())
+            self.collection_secret = self._secret(
+                _naming.child(name, "collection-s3"),
+                _naming.collection_secret(args.endpoint_name, name),
+                args.namespace,
+                labels,
+                dict(zip(_collection.S3_KEY_VARS, keys, strict=True)),
+            )
+            return [self.collection_secret]
+        if found == "pvc":
+            pvc = args.collection_storage.pvc
+            self.collection_claim = k8s.core.v1.PersistentVolumeClaim(
+                _naming.child(name, "collected"),
+                metadata=k8s.meta.v1.ObjectMetaArgs(
+                    name=_naming.collection_claim(args.endpoint_name, name),
+                    namespace=args.namespace,
+                    labels=labels,
+                    # The first pod binds it (WaitForFirstConsumer classes): the Deployment's
+                    # await is the one that waits.
+                    annotations={"pulumi.com/skipAwait": "true"},
+                ),
+                spec=k8s.core.v1.PersistentVolumeClaimSpecArgs(
+                    access_modes=[pvc.access_mode],
+                    storage_class_name=pvc.storage_class,
+                    resources=k8s.core.v1.VolumeResourceRequirementsArgs(
+                        requests={"storage": pvc.size}
+                    ),
+                ),
+                # Removing the deployment never deletes what it collected.
+                opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True),
+            )
+            return [self.collection_claim]
+        return []
+
     def _scoring_image(
         self, name: str, args: OnlineDeploymentArgs
     ) -> tuple[pulumi.Output[str], pulumi.Output[str], str]:
@@ -438,7 +528,7 @@ def _validate(name: str, args: OnlineDeploymentArgs) -> None:
             f"{where} environment_variables.{var}: the server reads it for "
             f"{settings[var]}; set that instead (one value, checked, in every layer)"
         )
-    reserved = {*settings, *_fixed_env(args)}
+    reserved = {*settings, *_fixed_env(name, args), *_s3_key_vars(args)}
     for var in sorted(args.secret_environment_variables):
         if not ENV_NAME.match(var):
             problems.append(
@@ -455,6 +545,7 @@ def _validate(name: str, args: OnlineDeploymentArgs) -> None:
                 f"{where} secret_environment_variables.{var}: the server sets or reads it; "
                 "pick another name"
             )
+    problems += _collection.check(where, args.data_collection, args.collection_storage)
     try:
         args.server_settings()
     except ValidationError as exc:
@@ -470,10 +561,21 @@ def _entry_script(args: OnlineDeploymentArgs) -> str:
     return f"{_build.CODE_DIR}/{args.code_configuration.scoring_script}"
 
 
-def _fixed_env(args: OnlineDeploymentArgs) -> dict[str, str]:
+def _fixed_env(name: str, args: OnlineDeploymentArgs) -> dict[str, str]:
     """What the components decide for every pod: where the model, script, spool and
-    credential are."""
-    env = {Settings.env_vars("collect_dir")[0]: COLLECT_DIR}
+    credential are, the names in collected data's paths, where collected data goes."""
+    env = {
+        Settings.env_vars("collect_dir")[0]: COLLECT_DIR,
+        Settings.env_vars("endpoint_name")[0]: args.endpoint_name,
+        Settings.env_vars("deployment_name")[0]: name,
+    }
+    dest_var = Settings.env_vars("collect_destination")[0]
+    env[dest_var] = _collection.shipped_to(args.data_collection)
+    if _collection.kind(args.data_collection) == "s3":
+        s3 = args.collection_storage.s3
+        if s3.endpoint_url:
+            env["AWS_ENDPOINT_URL"] = s3.endpoint_url
+        env["AWS_REGION"] = s3.region
     if args.image is None:
         env["AZUREML_MODEL_DIR"] = _build.MODEL_DIR
         env["AZUREML_ENTRY_SCRIPT"] = _entry_script(args)
@@ -482,21 +584,34 @@ def _fixed_env(args: OnlineDeploymentArgs) -> dict[str, str]:
     return env
 
 
-def _env(args: OnlineDeploymentArgs) -> dict[str, str]:
+def _env(name: str, args: OnlineDeploymentArgs) -> dict[str, str]:
     """Every server setting as the env var the server reads (`to_env()`), the fixed paths, then
     the user's (never a server setting: `_validate` refuses them)."""
     env = args.server_settings().to_env()
-    env.update(_fixed_env(args))
+    env.update(_fixed_env(name, args))
     env.update(args.environment_variables)
     return env
 
 
+def _s3_key_vars(args: OnlineDeploymentArgs) -> tuple[str, ...]:
+    """The S3 key variables read from the collection Secret (none without S3 keys)."""
+    s3 = args.collection_storage.s3
+    if _collection.kind(args.data_collection) != "s3" or s3.access_key_id is None:
+        return ()
+    return _collection.S3_KEY_VARS
+
+
 def _mounts(args: OnlineDeploymentArgs) -> list[k8s.core.v1.VolumeMountArgs]:
-    """Writable scratch on the read-only root, and the internal credential read-only."""
+    """Writable scratch on the read-only root, the collection destination when it is a PVC,
+    and the internal credential read-only."""
     mounts = [
         k8s.core.v1.VolumeMountArgs(name="tmp", mount_path=_pods.TMP_DIR),
         k8s.core.v1.VolumeMountArgs(name="data-collection", mount_path=COLLECT_DIR),
     ]
+    if _collection.kind(args.data_collection) == "pvc":
+        mounts.append(
+            k8s.core.v1.VolumeMountArgs(name="collected", mount_path=_collection.DEST_DIR)
+        )
     if args.internal_credential is not None:
         mounts.append(
             k8s.core.v1.VolumeMountArgs(
@@ -506,8 +621,18 @@ def _mounts(args: OnlineDeploymentArgs) -> list[k8s.core.v1.VolumeMountArgs]:
     return mounts
 
 
-def _volumes(args: OnlineDeploymentArgs) -> list[k8s.core.v1.VolumeArgs]:
-    volumes = [_pods.scratch_volume("tmp"), _pods.scratch_volume("data-collection", "1Gi")]
+def _volumes(name: str, args: OnlineDeploymentArgs) -> list[k8s.core.v1.VolumeArgs]:
+    spool = _collection.spool_volume_size(args.data_collection)
+    volumes = [_pods.scratch_volume("tmp"), _pods.scratch_volume("data-collection", spool)]
+    if _collection.kind(args.data_collection) == "pvc":
+        volumes.append(
+            k8s.core.v1.VolumeArgs(
+                name="collected",
+                persistent_volume_claim=k8s.core.v1.PersistentVolumeClaimVolumeSourceArgs(
+                    claim_name=_naming.collection_claim(args.endpoint_name, name)
+                ),
+            )
+        )
     if args.internal_credential is not None:
         volumes.append(_pods.secret_volume("internal", args.internal_credential.secret_name))
     return volumes

@@ -492,8 +492,9 @@ class OnlineEndpoint(pulumi.ComponentResource):
                 build_args={"BASE_IMAGE": settings.base_image},
                 repository=f"{settings.registry}/mlendpoints/{name}-router",
             ),
-            # Built after the scoring images: concurrent wheelhouse builds of the project wheel
-            # collided in the image pipeline (seen on the first `up` of the dev stack).
+            # Built after the scoring images: one BuildKit build at a time on a small machine
+            # (first written for wheelhouse builds that collided; wheelhouses are now made when
+            # the program runs, one after another).
             pulumi.ResourceOptions(
                 parent=self, depends_on=[d.image for d in args.deployments if d.image]
             ),

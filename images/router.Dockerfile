@@ -1,11 +1,11 @@
 # Runtime image for the endpoint router (and any process that needs only the ml-endpoints
 # package): a Python base plus the project wheel and its runtime dependencies, installed from
-# the wheels in the build context (scripts/wheelhouse.sh) with --network none.
-# Context: wheels/*.whl. Build arg: BASE_IMAGE.
+# the host's wheels (the named build context `wheels`, scripts/wheelhouse.sh) with no network.
+# Named context `wheels`: *.whl (BuildKit, components/_images.py). Build arg: BASE_IMAGE.
 ARG BASE_IMAGE=python:3.11-slim
 
 FROM ${BASE_IMAGE} AS build
-COPY wheels/ /tmp/wheels/
+COPY --from=wheels . /tmp/wheels/
 RUN python3 -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir --no-index --find-links /tmp/wheels --disable-pip-version-check ml-endpoints \
  && /opt/venv/bin/python -c "import scoring.router.main"

@@ -1,8 +1,10 @@
+# check=skip=InvalidDefaultArgInFrom
 # Scoring image: an environment image plus one deployment's model and code folders, laid out
 # as Azure ML does (/var/azureml-app), serving with `python -m scoring serve` on port 5001.
 # Context: model/ (the model folder), code/ (the scoring script's folder).
 # Build args: ENV_IMAGE (an environment.Dockerfile image, pinned by digest),
 # ENTRY_SCRIPT (the scoring script, relative to code/; default score.py).
+# (The parser directive above: ENV_IMAGE has no default on purpose, the build must name it.)
 ARG ENV_IMAGE
 FROM ${ENV_IMAGE}
 ARG ENTRY_SCRIPT=score.py

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from components import _scaling, rules
+from components._collection import CollectionStorage
 from components._scaling import ScaleSettings
 from components.online_deployment import DeploymentSettings, RoutingPolicy
 from components.online_endpoint import RouterLimits
@@ -65,6 +66,11 @@ class RegistryConfig(_Section):
     """Image environments are built on (build arg BASE_IMAGE)."""
     python: str = Field(default="3.11", pattern=r"^3\.\d+$")
     """Python major.minor of the base image; conda `python=` pins must agree."""
+    username: str | None = None
+    """User for a registry that needs a login (the local one does not)."""
+    password: SecretStr | None = None
+    """Its password or token: `pulumi config set --secret --path 'ml-endpoints:registry.password'`
+    (encrypted in the stack file, a secret in the state; the image provider logs in with it)."""
 
 
 class ModelConfig(_Section):
@@ -215,6 +221,9 @@ class StackConfig(_Section):
     environments: dict[str, EnvironmentConfig] = {}
     endpoint: EndpointConfig
     deployments: list[DeploymentConfig] = Field(min_length=1)
+    collection: CollectionStorage = CollectionStorage()
+    """Where `data_collection.collect_destination` ships: the S3 connection (keys set with
+    `--secret`) and the PVC's size and class (`components._collection`)."""
 
     @model_validator(mode="after")
     def _cross_field(self) -> StackConfig:

@@ -26,6 +26,9 @@ from components import (
     RoutingPolicy,
     TlsSettings,
 )
+from components._collection import SERVER_EXTRAS_ARG
+from components._collection import kind as collection_kind
+from components._naming import collection_claim
 from infra import config as cfgmod
 from infra.config import StackConfig, StackConfigError
 
@@ -68,6 +71,23 @@ def provider(cluster: cfgmod.ClusterConfig) -> k8s.Provider:
     return k8s.Provider("k8s", **args)
 
 
+def images_provider(registry: cfgmod.RegistryConfig) -> list[pulumi.ProviderResource]:
+    """The image provider logged in to `registry` when the stack gives credentials (none: the
+    default provider, for a registry that needs no login such as the local one)."""
+    if not registry.username and registry.password is None:
+        return []
+    if not registry.username or registry.password is None:
+        raise ValueError("registry: set both username and password (or neither)")
+    import pulumi_docker_build as dbuild  # the infra extra; only a logged-in stack needs it here
+
+    login = dbuild.RegistryArgs(
+        address=registry.url,
+        username=registry.username,
+        password=pulumi.Output.secret(registry.password.get_secret_value()),
+    )
+    return [dbuild.Provider("images", registries=[login])]
+
+
 def previous_routing() -> tuple[pulumi.Output[Any], pulumi.Output[Any], pulumi.Output[Any]]:
     """This stack's own last outputs (traffic, mirror_traffic), for the plan and removal check,
     and where its router answers (scoring_uri, primary_key, ca_certificate), for the
@@ -91,7 +111,8 @@ def build(cfg: StackConfig, previous: tuple[Any, ...] = (None, None, None)) -> O
     # Explicit provider for the dynamic resources (keys, images): the default one would receive
     # the whole stack config as inputs, so every traffic change would also "update" it.
     dynamic = pulumi.ProviderResource("pulumi-python", "dynamic", {})
-    on_cluster = pulumi.ResourceOptions(providers=[k8s_provider, dynamic])
+    providers: list[pulumi.ProviderResource] = [dynamic, *images_provider(cfg.registry)]
+    on_cluster = pulumi.ResourceOptions(providers=[k8s_provider, *providers])
     depends: list[pulumi.Resource] = []
     if cfg.cluster.create_namespace:
         depends.append(
@@ -106,6 +127,12 @@ def build(cfg: StackConfig, previous: tuple[Any, ...] = (None, None, None)) -> O
         )
     used_models = {d.model for d in cfg.deployments if d.image is None}
     used_envs = {d.environment for d in cfg.deployments if d.image is None}
+    # An S3 destination needs boto3 in the image: the server's `s3` extra, in the environment.
+    s3_envs = {
+        d.environment
+        for d in cfg.deployments
+        if d.image is None and collection_kind(d.data_collection) == "s3"
+    }
     models = {
         name: ModelAsset(
             name,
@@ -130,8 +157,9 @@ def build(cfg: StackConfig, previous: tuple[Any, ...] = (None, None, None)) -> O
                 base_image=e.base_image or cfg.registry.base_image,
                 python=cfg.registry.python,
                 registry=cfg.registry.url,
+                extra_build_args={SERVER_EXTRAS_ARG: "s3"} if name in s3_envs else {},
             ),
-            pulumi.ResourceOptions(providers=[dynamic]),
+            pulumi.ResourceOptions(providers=providers),
         )
         for name, e in cfg.environments.items()
         if name in used_envs
@@ -171,6 +199,7 @@ def build(cfg: StackConfig, previous: tuple[Any, ...] = (None, None, None)) -> O
                     request_settings=d.request_settings,
                     data_collection=d.data_collection,
                     routing=d.part(RoutingPolicy),
+                    collection_storage=cfg.collection,
                     liveness_probe=Probe(**d.liveness_probe.model_dump()),
                     readiness_probe=Probe(**d.readiness_probe.model_dump()),
                     environment_variables=dict(d.environment_variables),
@@ -247,7 +276,19 @@ def build(cfg: StackConfig, previous: tuple[Any, ...] = (None, None, None)) -> O
         },
     )
     pulumi.export("image_digests", {d.deployment_label: d.image_digest for d in deployments})
+    pulumi.export("collection", {d.name: _sink(d, cfg) for d in cfg.deployments})
     return endpoint
+
+
+def _sink(d: cfgmod.DeploymentConfig, cfg: StackConfig) -> dict[str, str]:
+    """Where a deployment's collected data goes (`ml-endpoints collected` reads it there)."""
+    dest = d.data_collection.collect_destination
+    sink = {"destination": dest}
+    if collection_kind(d.data_collection) == "s3" and cfg.collection.s3.endpoint_url:
+        sink["endpoint_url"] = cfg.collection.s3.endpoint_url
+    if collection_kind(d.data_collection) == "pvc":
+        sink["claim"] = collection_claim(cfg.endpoint.name, d.name)
+    return sink
 
 
 def _opt_path(value: str | None) -> str | None:

@@ -2,6 +2,7 @@
 
     ml-endpoints invoke --request-file F [--deployment NAME] [--key secondary] [--stack dev]
     ml-endpoints keys | token [--ttl S] | status | traffic | logs --deployment NAME [--tail N]
+    ml-endpoints collected --deployment NAME [--name C | --join] [--since 2h] [--out F]
     ml-endpoints rollout status | pause | resume | abort | promote [--json]
 
 Everything is read from the stack's outputs (through the Automation API, `mlendpoints.stack`);
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import subprocess
 import sys
 import time
@@ -26,6 +29,7 @@ from typing import Any, TextIO
 
 import requests
 
+from mlendpoints import collected as collectedmod
 from mlendpoints import kube, replicas
 from mlendpoints import stack as stackmod
 from mlendpoints.client import EndpointError, Verify, ca_file, fetch_token, router_base
@@ -449,6 +453,101 @@ class Commands:
         except (OSError, ValueError):  # out/err are not real files (tests): let it inherit
             return subprocess.call(argv)
 
+    def collected(self) -> int:
+        """Collected records of a deployment, read back from its destination (docs/cli.md)."""
+        a = self.args
+        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}", a.name):
+            raise CliError(f"--name: {a.name!r} is not a collection name (e.g. model_inputs)")
+        try:
+            since = collectedmod.parse_since(a.since) if a.since else None
+        except collectedmod.CollectedError as exc:
+            raise CliError(str(exc)) from None
+        endpoint = a.endpoint or _need(self.outputs, "endpoint_name", self.stack)
+        where, url = self._collection_source()
+        names = ["model_inputs", "model_outputs"] if a.join else [a.name]
+        try:
+            found = {
+                n: collectedmod.read(where, endpoint, a.deployment, n, since, endpoint_url=url)
+                for n in names
+            }
+            rows = (
+                collectedmod.joined(found["model_inputs"], found["model_outputs"])
+                if a.join
+                else found[a.name]
+            )
+            collectedmod.write(rows, Path(a.out) if a.out else self.out)
+        except collectedmod.CollectedError as exc:
+            raise CliError(str(exc), code=1) from None
+        what = "input/output pairs" if a.join else f"{a.name} records"
+        self.err.write(
+            f"{len(rows)} {what} of {endpoint}/{a.deployment}"
+            f"{f' from the last {a.since}' if a.since else ''} in {where}"
+            f"{f', written to {a.out}' if a.out else ''}\n"
+        )
+        return 0
+
+    def _collection_source(self) -> tuple[str, str | None]:
+        """Where the deployment's data is (``--from``, else the stack's ``collection``
+        output) and the S3 endpoint to read it with (``--s3-endpoint-url``, else
+        ``AWS_ENDPOINT_URL``, else the stack's)."""
+        a = self.args
+        url = a.s3_endpoint_url
+        if a.source:
+            return a.source, url
+        sinks = self.outputs.get("collection") or {}
+        if a.deployment not in sinks:
+            raise CliError(
+                f"--deployment: no deployment {a.deployment!r} in stack {self.stack!r} "
+                f"(deployments: {', '.join(sorted(sinks)) or 'none'})"
+            )
+        sink = sinks[a.deployment]
+        dest = sink.get("destination") or ""
+        if not dest:
+            raise CliError(
+                f"deployment {a.deployment!r} ships its collected data nowhere (records stay in "
+                "its pods' spool); set data_collection.collect_destination, or read a folder "
+                "with --from"
+            )
+        if dest == "pvc":
+            return self._claim_folder(str(sink.get("claim"))), url
+        if url is None and not os.environ.get("AWS_ENDPOINT_URL"):
+            url = sink.get("endpoint_url")
+        return dest, url
+
+    def _claim_folder(self, claim: str) -> str:
+        """The local folder behind a PersistentVolumeClaim (local-path, hostPath or local
+        volumes on this machine); elsewhere, say how to copy it out."""
+        namespace = _need(self.outputs, "namespace", self.stack)
+        kubectl = stackmod.kubectl()
+        if kubectl is None:
+            raise CliError("kubectl not found: reading a PVC destination needs the cluster")
+        cluster = self._cluster_source(self.stack)
+        argv = kube.base_argv(kubectl, stackmod.kubeconfig_path(cluster), cluster.get("context"))
+        get = [*argv, "--namespace", str(namespace), "get"]
+        proc = subprocess.run(
+            [*get, "pvc", claim, "-o", "jsonpath={.spec.volumeName}"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        volume = proc.stdout.strip()
+        if proc.returncode != 0 or not volume:
+            raise CliError(f"PersistentVolumeClaim {claim!r}: {proc.stderr.strip() or 'unbound'}")
+        spec = json.loads(
+            subprocess.run(
+                [*get, "pv", volume, "-o", "json"], capture_output=True, text=True, timeout=30
+            ).stdout
+            or "{}"
+        ).get("spec", {})
+        folder = (spec.get("hostPath") or spec.get("local") or {}).get("path")
+        if not folder or not Path(folder).is_dir():
+            raise CliError(
+                f"PersistentVolumeClaim {claim!r} is not a folder on this machine; copy it out "
+                f"(kubectl cp from a pod that mounts it) and read it with --from FOLDER",
+                code=1,
+            )
+        return str(folder)
+
 
 def rollout_text(status: dict[str, Any]) -> str:
     """`ml-endpoints rollout status` for a person: state, step, bake left, live figures."""
@@ -526,6 +625,25 @@ def parser() -> argparse.ArgumentParser:
     which.add_argument("--router", action="store_true", help="the endpoint's router pods")
     lg.add_argument("--tail", type=int, default=100, help="lines per pod (default 100)")
     lg.add_argument("-f", "--follow", action="store_true", help="keep streaming")
+    co = sub.add_parser(
+        "collected",
+        parents=[common],
+        help="a deployment's collected inputs/outputs, read back from S3 or its PVC",
+    )
+    co.add_argument("--deployment", required=True, help="deployment name (e.g. blue)")
+    co.add_argument("--name", default="model_inputs", help="collection (default model_inputs)")
+    co.add_argument(
+        "--join", action="store_true", help="model_inputs and model_outputs by correlation id"
+    )
+    co.add_argument("--since", help="only records this recent: 90s, 15m, 2h, 3d")
+    co.add_argument("--out", help="write FILE.jsonl or FILE.parquet (needs pyarrow)")
+    co.add_argument(
+        "--from", dest="source", help="a folder or s3://bucket/prefix instead of the stack's"
+    )
+    co.add_argument("--endpoint", help="endpoint name (default: the stack's)")
+    co.add_argument(
+        "--s3-endpoint-url", help="S3 API URL (default: AWS_ENDPOINT_URL, else the stack's)"
+    )
     ro = sub.add_parser(
         "rollout", parents=[common], help="the progressive rollout: status, or act on it"
     )

@@ -92,7 +92,7 @@ if have_image python:3.11-slim || timeout 60 "$DOCKER" pull python:3.11-slim >/d
 fi
 rm -f "$DIR/base-image.stamp"
 if ! stamp_ok "$TARBALL.stamp" "$KEY" || [ ! -f "$TARBALL" ]; then
-  step "base-image-debootstrap" build_rootfs
+  step --expect 120 "base-image-debootstrap" build_rootfs
 fi
 step "base-image-import" import_rootfs
 echo "$KEY" > "$DIR/base-image.stamp"

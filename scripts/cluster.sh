@@ -167,21 +167,11 @@ build_versitygw() {
   addon_key "versitygw@$VERSITYGW_VERSION" >"$VERSITYGW_DIR/.complete"
 }
 
-# build_step NAME EXPECTED CMD...: `step`, plus a line every 30 s with the time spent against
-# the time a cold build took here: minutes of silence from `go build` look like a hang.
+# build_step NAME EXPECTED CMD...: `step --expect` (its progress line every 30 s compares the
+# time spent with EXPECTED, "N min", what a cold build took here).
 build_step() {
   local name="$1" expect="$2"; shift 2
-  local t0 tick; t0=$(date +%s)
-  ( while sleep 30; do
-      kill -0 $$ 2>/dev/null || exit 0
-      say "$name: $(( $(date +%s) - t0 ))s so far (a cold build took ~${expect} here)"
-    done ) &
-  tick=$!
-  # shellcheck disable=SC2064   # expand now: the ticker's pid
-  trap "kill $tick 2>/dev/null || true" EXIT
-  step "$name" "$@"
-  kill "$tick" 2>/dev/null || true; wait "$tick" 2>/dev/null || true
-  trap - EXIT
+  step --expect "$(( ${expect% min} * 60 ))" "$name" "$@"
 }
 
 ensure_packages() {

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Installs the Pulumi CLI, the Python language host (with its exec script and the dynamic
-# provider script) and the Kubernetes resource provider at the versions the Python SDK pins,
-# under $ML_ENDPOINTS_CACHE/tools, and registers the provider in the project's PULUMI_HOME.
+# provider script), the Kubernetes resource provider and the docker-build resource provider (the
+# images) at the versions the Python SDK pins, under $ML_ENDPOINTS_CACHE/tools, and registers the
+# providers in the project's PULUMI_HOME.
 #
 # Online (release downloads reachable) it unpacks the official release tarballs; offline it
 # builds the Go binaries from their modules through the Go module proxy. Each part is built
 # in a staging folder, moved into place, and stamped last: an interrupted run leaves nothing
 # that a later run mistakes for done, and a finished part is skipped in well under a second.
 #
-# Usage: scripts/setup_pulumi.sh [--offline|--online] [cli|kubernetes|plugins]...
+# Usage: scripts/setup_pulumi.sh [--offline|--online] [cli|kubernetes|docker-build|plugins]...
 #   (no part names = all parts; ML_ENDPOINTS_PULUMI_MODE=offline|online|auto, default auto)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,6 +42,8 @@ TOOLS=$ML_ENDPOINTS_CACHE/tools
 BUILD=$ML_ENDPOINTS_CACHE/build
 CLI_DIR=$TOOLS/pulumi-$PULUMI_VERSION
 K8S_DIR=$TOOLS/pulumi-kubernetes-$K8S_VERSION
+DB_VERSION=$PULUMI_DOCKER_BUILD_VERSION
+DB_DIR=$TOOLS/pulumi-docker-build-$DB_VERSION
 
 mode=${ML_ENDPOINTS_PULUMI_MODE:-auto}
 parts=()
@@ -48,16 +51,17 @@ for a in "$@"; do
   case $a in
     --offline) mode=offline ;;
     --online) mode=online ;;
-    cli|kubernetes|plugins) parts+=("$a") ;;
-    *) die "unknown argument '$a' (expected --offline, --online, cli, kubernetes, plugins)" ;;
+    cli|kubernetes|docker-build|plugins) parts+=("$a") ;;
+    *) die "unknown argument '$a' (expected --offline, --online, cli, kubernetes, docker-build, plugins)" ;;
   esac
 done
-[ ${#parts[@]} -gt 0 ] || parts=(cli kubernetes plugins)
+[ ${#parts[@]} -gt 0 ] || parts=(cli kubernetes docker-build plugins)
 
 check_pins() {
   local c=constraints.txt
   grep -qx "pulumi==$PULUMI_VERSION" $c || die "constraints.txt does not pin pulumi==$PULUMI_VERSION; update PULUMI_VERSION in mlendpoints/versions.env with it"
   grep -qix "pulumi[-_]kubernetes==$K8S_VERSION" $c || die "constraints.txt does not pin pulumi_kubernetes==$K8S_VERSION; update PULUMI_KUBERNETES_VERSION in mlendpoints/versions.env with it"
+  grep -qix "pulumi[-_]docker[-_]build==$DB_VERSION" $c || die "constraints.txt does not pin pulumi-docker-build==$DB_VERSION; update PULUMI_DOCKER_BUILD_VERSION in mlendpoints/versions.env with it"
 }
 
 release_reachable() {
@@ -79,6 +83,7 @@ key_of() { printf '%s\n' "$@" | sha256sum | cut -c1-16; }
 
 cli_key() { key_of "$mode" "$PULUMI_VERSION" "$(cat "$ROOT"/tools/pulumi/go.mod "$ROOT"/tools/pulumi/go.sum "$ROOT"/tools/pulumi/cmd/*/*.go | sha256sum)"; }
 k8s_key() { key_of "$mode" "$K8S_VERSION" "$K8S_PROVIDER_MODVER" "$K8S_SDK_MODVER"; }
+db_key() { key_of "$mode" "$DB_VERSION" "$(cd "$ROOT/tools/docker-build" && find . -type f | LC_ALL=C sort | xargs cat | sha256sum)"; }
 
 # --- CLI + Python language host ---------------------------------------------------------------
 # Note: `step` runs these inside `if`, where bash ignores `set -e`, so every command that can
@@ -89,7 +94,7 @@ build_cli_offline() (
   # No `go mod download`: it also asks the proxy for every module's .info, which this proxy
   # refuses for some pinned pseudo-versions (gocloud.dev); `go build` fetches only what it needs.
   echo "downloading Go modules as needed and building pulumi + pulumi-language-python"
-  go build "${GO_BUILD_FLAGS[@]}" -o "$stage/bin/" \
+  go build -v "${GO_BUILD_FLAGS[@]}" -o "$stage/bin/" \
     -ldflags "-s -w -X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=v$PULUMI_VERSION" \
     github.com/pulumi/pulumi/pkg/v3/cmd/pulumi ./cmd/pulumi-language-python || exit 1
   sdk=$(go list -m -f '{{.Dir}}' github.com/pulumi/pulumi/sdk/v3) || exit 1
@@ -141,7 +146,7 @@ build_k8s_offline() (
   echo "go generate (stamps the schema with $K8S_VERSION)"
   VERSION=$K8S_VERSION go generate ./cmd/pulumi-resource-kubernetes || exit 1
   echo "building pulumi-resource-kubernetes"
-  go build -trimpath -o "$stage/bin/" \
+  go build -v -trimpath -o "$stage/bin/" \
     -ldflags "-s -w -X github.com/pulumi/pulumi-kubernetes/provider/v4/pkg/version.Version=$K8S_VERSION" \
     ./cmd/pulumi-resource-kubernetes || exit 1
   cd "$ROOT" && rm -rf "$work"
@@ -165,19 +170,68 @@ install_k8s() (
   rm -rf "$K8S_DIR" && mv "$stage" "$K8S_DIR"
 )
 
-# --- plugin registration ------------------------------------------------------------------------
-plugin_dir() { echo "$PULUMI_HOME/plugins/resource-kubernetes-v$K8S_VERSION"; }
+# --- docker-build provider (the images: components/_images.py) ----------------------------------
+# Built from the wrapper module tools/docker-build/, which requires the provider's module at the
+# release tag: `go install ...@v0.0.22` fails here because the proxy refuses the module's version
+# list, and two of its imports (pulumi-java, pulumi-language-dotnet) are refused outright. The
+# provider uses them only for two schema-metadata struct types, so tools/docker-build/stubs/
+# declares those and go.mod replaces the two modules with them. Unstamped, the binary reports
+# 0.0.1 and Pulumi warns: the version is set by ldflags.
+build_db_offline() (
+  stage=$1
+  cd "$ROOT/tools/docker-build" || exit 1
+  echo "downloading Go modules as needed and building pulumi-resource-docker-build"
+  go build -v "${GO_BUILD_FLAGS[@]}" -o "$stage/bin/" \
+    -ldflags "-s -w -X github.com/pulumi/pulumi-docker-build/provider.Version=$DB_VERSION" \
+    github.com/pulumi/pulumi-docker-build/provider/cmd/pulumi-resource-docker-build || exit 1
+)
 
-plugins_ok() {
-  cmp -s "$(plugin_dir)/pulumi-resource-kubernetes" "$K8S_DIR/bin/pulumi-resource-kubernetes"
+build_db_online() {
+  local stage=$1 tgz a=amd64
+  [ "$(arch)" = arm64 ] && a=arm64
+  tgz="$BUILD/pulumi-resource-docker-build-v$DB_VERSION-linux-$a.tar.gz"
+  curl -fsSL --retry 3 -o "$tgz" \
+    "https://github.com/pulumi/pulumi-docker-build/releases/download/v$DB_VERSION/pulumi-resource-docker-build-v$DB_VERSION-linux-$a.tar.gz" || return 1
+  tar -xzf "$tgz" -C "$stage/bin" pulumi-resource-docker-build || return 1
+  rm -f "$tgz"
 }
 
+install_db() (
+  stage=$BUILD/pulumi-docker-build-$DB_VERSION.stage
+  rm -rf "$stage" && mkdir -p "$stage/bin" "$BUILD" "$TOOLS" || exit 1
+  "build_db_$mode" "$stage" || exit 1
+  [ -x "$stage/bin/pulumi-resource-docker-build" ] || die "provider binary missing from $stage/bin"
+  rm -rf "$DB_DIR" && mv "$stage" "$DB_DIR"
+)
+
+# --- plugin registration ------------------------------------------------------------------------
+# PLUGINS: name version binary, one per provider.
+PLUGINS=(
+  "kubernetes $K8S_VERSION $K8S_DIR/bin/pulumi-resource-kubernetes"
+  "docker-build $DB_VERSION $DB_DIR/bin/pulumi-resource-docker-build"
+)
+
+plugin_ok() { cmp -s "$PULUMI_HOME/plugins/resource-$1-v$2/pulumi-resource-$1" "$3"; }
+
+plugins_ok() {
+  local name version bin p
+  for p in "${PLUGINS[@]}"; do
+    read -r name version bin <<<"$p"
+    plugin_ok "$name" "$version" "$bin" || return 1
+  done
+}
+
+# Installs only the plugins that differ: a running stack's provider is never swapped needlessly.
 register_plugins() {
+  local name version bin p
   mkdir -p "$PULUMI_HOME" || return 1
-  "$CLI_DIR/bin/pulumi" plugin install resource kubernetes "$K8S_VERSION" \
-    --file "$K8S_DIR/bin/pulumi-resource-kubernetes" --reinstall || return 1
+  for p in "${PLUGINS[@]}"; do
+    read -r name version bin <<<"$p"
+    plugin_ok "$name" "$version" "$bin" && continue
+    "$CLI_DIR/bin/pulumi" plugin install resource "$name" "$version" --file "$bin" --reinstall || return 1
+  done
   "$CLI_DIR/bin/pulumi" plugin ls || return 1
-  plugins_ok || die "plugin not in $(plugin_dir) after install"
+  plugins_ok || die "plugins not in $PULUMI_HOME/plugins after install"
 }
 
 # --- main ---------------------------------------------------------------------------------------
@@ -193,10 +247,11 @@ done_already() {
   return 1
 }
 
-# build_part LABEL DIR KEYFN INSTALLFN STEP: skipped when DIR's stamp matches KEYFN; else
-# installed by INSTALLFN (as step STEP-<mode>) and stamped last.
+# build_part LABEL DIR KEYFN INSTALLFN STEP EXPECTED: skipped when DIR's stamp matches KEYFN;
+# else installed by INSTALLFN (as step STEP-<mode>, EXPECTED seconds cold offline, measured on
+# 2 busy cores) and stamped last.
 build_part() {
-  local label=$1 dir=$2 key_fn=$3 install_fn=$4 name=$5
+  local label=$1 dir=$2 key_fn=$3 install_fn=$4 name=$5 expected=$6
   if done_already "$dir" "$key_fn"; then
     say "$label: up to date ($dir)"
     return 0
@@ -204,9 +259,11 @@ build_part() {
   resolve_mode
   rm -f "$dir/.stamp"
   if [ "$mode" = offline ]; then
-    say "$label: building from Go modules (cold: ~20 min on 2 busy cores)"
+    say "$label: building from Go modules"
+  else
+    expected=60
   fi
-  step "$name-$mode" "$install_fn"
+  step --expect "$expected" "$name-$mode" "$install_fn"
   "$key_fn" > "$dir/.stamp"
 }
 
@@ -215,20 +272,24 @@ for part in "${parts[@]}"; do
   case $part in
     cli)
       build_part "pulumi CLI v$PULUMI_VERSION + python language host" "$CLI_DIR" cli_key \
-        install_cli "pulumi-cli-$PULUMI_VERSION"
+        install_cli "pulumi-cli-$PULUMI_VERSION" 360
       ;;
     kubernetes)
       build_part "kubernetes provider v$K8S_VERSION" "$K8S_DIR" k8s_key \
-        install_k8s "pulumi-kubernetes-$K8S_VERSION"
+        install_k8s "pulumi-kubernetes-$K8S_VERSION" 1020
+      ;;
+    docker-build)
+      build_part "docker-build provider v$DB_VERSION" "$DB_DIR" db_key \
+        install_db "pulumi-docker-build-$DB_VERSION" 600
       ;;
     plugins)
-      if [ ! -f "$CLI_DIR/.stamp" ] || [ ! -f "$K8S_DIR/.stamp" ]; then
-        die "plugins: run the 'cli' and 'kubernetes' parts first"
+      if [ ! -f "$CLI_DIR/.stamp" ] || [ ! -f "$K8S_DIR/.stamp" ] || [ ! -f "$DB_DIR/.stamp" ]; then
+        die "plugins: run the 'cli', 'kubernetes' and 'docker-build' parts first"
       fi
       if plugins_ok; then
-        say "plugins: kubernetes v$K8S_VERSION registered in $PULUMI_HOME"
+        say "plugins: kubernetes v$K8S_VERSION, docker-build v$DB_VERSION registered in $PULUMI_HOME"
       else
-        say "registering kubernetes v$K8S_VERSION in $PULUMI_HOME"
+        say "registering kubernetes v$K8S_VERSION, docker-build v$DB_VERSION in $PULUMI_HOME"
         step "pulumi-plugins" register_plugins
       fi
       ;;

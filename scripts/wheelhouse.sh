@@ -4,7 +4,9 @@
 # build cannot verify PyPI's certificates here, and offline builds are reproducible anyway).
 #
 # The set: the project's own wheel (the scoring server: `python -m scoring serve`), its runtime
-# dependencies, and the given requirement files (default: the sample's
+# dependencies with its `s3` extra (boto3: an environment image installs it only when one of its
+# deployments ships collected data to S3, build arg SERVER_EXTRAS=s3, but the wheels must be at
+# hand offline either way), and the given requirement files (default: the sample's
 # samples/diabetes/requirements.txt). Versions follow constraints.txt, except for packages a
 # requirement file names itself. The images run Debian's Python 3.11 (or python:3.11-slim), so
 # the wheels are cp311 / manylinux x86_64 ones.
@@ -35,7 +37,7 @@ for r in "${reqs[@]}"; do [ -f "$r" ] || die "wheelhouse: requirements file '$r'
 # (`components` is in the wheel too but only runs on the workstation, so editing it does not
 # invalidate wheelhouses). The same hash as the image content keys: components/_hashing.py.
 project_hash=$("$PY" components/_hashing.py project-sources "$ROOT")
-key=$( { echo "v2 py$IMAGE_PYTHON"; cat constraints.txt; echo "$project_hash"; cat "${reqs[@]}"; } | sha256sum | cut -c1-16)
+key=$( { echo "v3 py$IMAGE_PYTHON"; cat constraints.txt; echo "$project_hash"; cat "${reqs[@]}"; } | sha256sum | cut -c1-16)
 OUT=$ML_ENDPOINTS_CACHE/wheelhouse/$key
 
 if stamp_ok "$OUT/.stamp" "$key"; then
@@ -81,12 +83,12 @@ PYEOF
   echo "dependencies (host python $host_py, image python $IMAGE_PYTHON)"
   if [ "$host_py" = "$IMAGE_PYTHON" ] && [ "$(uname -m)" = x86_64 ]; then
     # Same interpreter ABI as the image: `pip wheel` also turns any sdist into a wheel.
-    "$PY" -m pip wheel --disable-pip-version-check --progress-bar off -w "$tmp" -c "$cons" "$proj" "${req_args[@]}" || return 1
+    "$PY" -m pip wheel --disable-pip-version-check --progress-bar off -w "$tmp" -c "$cons" "${proj}[s3]" "${req_args[@]}" || return 1
   else
     "$PY" -m pip download --disable-pip-version-check --progress-bar off -d "$tmp" -c "$cons" \
       --only-binary=:all: --implementation cp --python-version "$IMAGE_PYTHON" \
       --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 --platform manylinux_2_34_x86_64 \
-      "$proj" "${req_args[@]}" || return 1
+      "${proj}[s3]" "${req_args[@]}" || return 1
   fi
   rm -f "$cons"
   echo "$key" > "$tmp/.stamp" || return 1

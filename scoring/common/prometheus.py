@@ -71,15 +71,25 @@ class Exposition:
         for key, value in sorted(values.items()):
             self.sample(name, value, f'{label}="{key}"')
 
-    def histogram(self, name: str, labels: str, counts: Sequence[float], total: float) -> None:
+    def histogram(
+        self,
+        name: str,
+        labels: str,
+        counts: Sequence[float],
+        total: float,
+        bounds: Sequence[float] = BUCKETS,
+    ) -> None:
         """A histogram's cumulative buckets, sum and count; ``counts`` has one slot per
-        bucket of ``BUCKETS`` and one for +Inf."""
+        bucket of ``bounds`` (default ``BUCKETS``) and one for +Inf; ``labels`` may be empty."""
+        les = _BOUNDS if bounds is BUCKETS else (*(number(b) for b in bounds), "+Inf")
+        head = f"{labels}," if labels else ""
+        tail = f"{{{labels}}}" if labels else ""
         cumulative = 0.0
-        for le, n in zip(_BOUNDS, counts, strict=True):
+        for le, n in zip(les, counts, strict=True):
             cumulative += n
-            self.lines.append(f'{name}_bucket{{{labels},le="{le}"}} {number(cumulative)}')
-        self.lines.append(f"{name}_sum{{{labels}}} {number(total)}")
-        self.lines.append(f"{name}_count{{{labels}}} {number(cumulative)}")
+            self.lines.append(f'{name}_bucket{{{head}le="{le}"}} {number(cumulative)}')
+        self.lines.append(f"{name}_sum{tail} {number(total)}")
+        self.lines.append(f"{name}_count{tail} {number(cumulative)}")
 
     def render(self) -> bytes:
         return ("\n".join(self.lines) + "\n").encode()

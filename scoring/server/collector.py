@@ -105,7 +105,7 @@ class Sink:
         self.endpoint = endpoint
         self.deployment = deployment
         self.source = f"/endpoints/{endpoint}/deployments/{deployment}"
-        self.period = _PERIOD[rolling_rate]
+        self.period = PERIOD[rolling_rate]
         self.payload_max_bytes = payload_max_bytes
         self.spool_max_bytes = spool_max_bytes
         self.pid = os.getpid()
@@ -340,7 +340,7 @@ def _write_whole(path: Path, data: bytes) -> None:
 RUN = uuid.uuid4().hex[:8]
 """This container start's id, first in every file name (set at import, before the fork): the
 shipper takes files of another run as closed."""
-_PERIOD = {"minute": 60, "hour": 3600, "day": 86400}
+PERIOD = {"minute": 60, "hour": 3600, "day": 86400}
 _PAYLOAD = b"\x00payload\x00"  # separates a large record from its payload until flush()
 
 

@@ -16,12 +16,16 @@ import contextlib
 import json
 import os
 from bisect import bisect_left
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from scoring.common.prometheus import BUCKETS, Exposition
 
 _N = len(BUCKETS) + 1  # last slot: +Inf
+#: Batch size histogram bounds (requests per model call); a last slot counts +Inf.
+BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+_NB = len(BATCH_SIZES) + 1
 
 
 class Stats:
@@ -40,6 +44,18 @@ class Stats:
         self.dropped: dict[str, int] = {}
         self.shipped: dict[str, int] = {}
         self.ready = 0
+        self.batch_sizes = [0.0] * (_NB + 1)  # buckets..., sum
+        self.batch_wait = [0.0] * (_N + 1)  # buckets..., sum (seconds, per request)
+
+    def batch(self, size: int, waits: Sequence[float]) -> None:
+        """Count a model call over ``size`` requests, and each one's wait for it."""
+        sizes = self.batch_sizes
+        sizes[bisect_left(BATCH_SIZES, size)] += 1
+        sizes[_NB] += size
+        wait = self.batch_wait
+        for seconds in waits:
+            wait[bisect_left(BUCKETS, seconds)] += 1
+            wait[_N] += seconds
 
     def observe(self, route: str, status: int, seconds: float) -> None:
         """Count a finished request and its latency."""
@@ -68,6 +84,8 @@ class Stats:
             "collection_dropped": self.dropped,
             "collection_shipped": self.shipped,
             "ready": self.ready,
+            "batch_sizes": self.batch_sizes,
+            "batch_wait": self.batch_wait,
         }
 
     def write(self) -> None:
@@ -128,7 +146,12 @@ def render(snaps: list[dict[str, Any]]) -> bytes:
     shipped: dict[str, int] = {}
     run_seconds = 0.0
     in_flight = ready = past_timeout = 0
+    batch_sizes = [0.0] * (_NB + 1)
+    batch_wait = [0.0] * (_N + 1)
     for snap in snaps:
+        for acc, key in ((batch_sizes, "batch_sizes"), (batch_wait, "batch_wait")):
+            for i, v in enumerate(snap.get(key, ())):
+                acc[i] += v
         for route, status, n in snap["requests"]:
             requests[(route, status)] = requests.get((route, status), 0) + n
         for kind, n in snap["errors"].items():
@@ -160,6 +183,17 @@ def render(snaps: list[dict[str, Any]]) -> bytes:
     )
     out.family("scoring_run_seconds_total", "counter", "Time spent inside run().")
     out.sample("scoring_run_seconds_total", run_seconds)
+    if batch_sizes[_NB]:  # only once batching has formed a batch
+        out.family(
+            "scoring_batch_size", "histogram", "Requests per model call when batching is on."
+        )
+        out.histogram("scoring_batch_size", "", batch_sizes[:_NB], batch_sizes[_NB], BATCH_SIZES)
+        out.family(
+            "scoring_batch_wait_seconds",
+            "histogram",
+            "Time a request waited for its batch to start (batching on).",
+        )
+        out.histogram("scoring_batch_wait_seconds", "", batch_wait[:_N], batch_wait[_N])
     out.family("scoring_requests_in_flight", "gauge", "Requests being handled now (live workers).")
     out.sample("scoring_requests_in_flight", in_flight)
     out.family(

@@ -20,12 +20,13 @@ mlflow is an optional extra: without it, start-up fails with a message naming
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from scoring.server.errors import BadInput, ScoringError, ScriptFailed
 from scoring.server.jsonable import jsonable
-from scoring.server.scorer import Score, ScriptHeaders
+from scoring.server.scorer import BatchScore, Failed, Score, ScriptHeaders
 from scoring.server.script import describe_folder
 
 KEYS = ("input_data", "dataframe_split", "dataframe_records", "instances", "inputs")
@@ -56,6 +57,7 @@ class MlflowScorer:
         self.widen: dict[str, str] = {}  # column -> "float" | "datetime", from the signature
         self.signature: Any = None
         self.call: Score = self._call
+        self.call_batch: BatchScore | None = self._call_batch
 
     @property
     def source(self) -> str:
@@ -101,17 +103,140 @@ class MlflowScorer:
         raise AssertionError("an MLflow model takes no raw request")
 
     def _call(self, raw: str, headers: ScriptHeaders | None) -> Any:
-        try:
-            payload = json.loads(raw)
-        except ValueError as exc:
-            raise BadInput(f"request body is not valid JSON: {exc}") from exc
+        return self._predict(*self._read(_load(raw)))
+
+    def _read(self, payload: Any) -> tuple[Any, dict[str, Any] | None]:
+        """A parsed body as ``predict``'s input and params."""
         data = self.decode(payload)
         params = payload.get("params")
+        if params is not None and not isinstance(params, dict):
+            raise BadInput(f"params: expected an object, got {type(params).__name__}")
+        return data, params
+
+    def _predict(self, data: Any, params: dict[str, Any] | None) -> Any:
         if params is not None:
-            if not isinstance(params, dict):
-                raise BadInput(f"params: expected an object, got {type(params).__name__}")
             return jsonable(self.model.predict(data, params=params))
         return jsonable(self.model.predict(data))
+
+    def _call_batch(
+        self, raws: Sequence[str], headers: Sequence[ScriptHeaders | None]
+    ) -> list[Any]:
+        """Several bodies: one ``predict`` per group of inputs that concatenate without
+        changing a column's type, split back by rows. Rows sent as JSON lists under the same
+        columns, with the same JSON type per column, make one table at once (a table per
+        request then ``concat`` costs more than the model); other tables and arrays group by
+        columns and dtypes, or row shape and dtype; always by params. An input that cannot be
+        read fails alone; a group whose call fails, or whose answer has not one row per input
+        row, is scored one input at a time, each getting what it gets alone."""
+        outcomes: list[Any] = [None] * len(raws)
+        groups: dict[Any, list[tuple[int, Any, Any]]] = {}  # key -> (i, payload, data)
+        for i, raw in enumerate(raws):
+            try:
+                payload = _load(raw)
+                plain = self._plain_rows(payload)
+                if plain is not None:
+                    key, rows = plain
+                    groups.setdefault(key, []).append((i, payload, rows))
+                    continue
+                data, params = self._read(payload)
+            except Exception as exc:
+                outcomes[i] = Failed(exc)
+                continue
+            found = _batch_key(data, params)
+            groups.setdefault(found or ("alone", i), []).append((i, payload, data))
+        for key, members in groups.items():
+            parts = (
+                self._predict_group(key, [d for _, _, d in members]) if len(members) > 1 else None
+            )
+            for n, (i, payload, _) in enumerate(members):
+                if parts is not None:
+                    outcomes[i] = parts[n]
+                    continue
+                try:
+                    outcomes[i] = self._predict(*self._read(payload))
+                except Exception as exc:
+                    outcomes[i] = Failed(exc)
+        return outcomes
+
+    def _plain_rows(self, payload: Any) -> tuple[tuple[Any, ...], tuple[list[Any], Any]] | None:
+        """``(group key, (rows, index))`` for a body of JSON rows under named columns whose
+        every row has the same JSON types (so a table of many such bodies gets the dtypes each
+        gets alone), else None."""
+        if not isinstance(payload, dict):
+            return None
+        name = next((k for k in KEYS if k in payload), None)
+        if name is None or name == "dataframe_records":
+            return None
+        value, params, index = payload[name], payload.get("params"), None
+        if isinstance(value, dict) and "data" in value and len(value) <= 3:
+            if not set(value) <= {"columns", "index", "data"}:
+                return None
+            rows, columns, index = (
+                value["data"],
+                value.get("columns") or self.columns,
+                value.get("index"),
+            )
+        elif isinstance(value, list):
+            rows, columns = value, self.columns
+        else:
+            return None
+        if not isinstance(rows, list) or not rows or not isinstance(columns, list):
+            return None
+        if not all(isinstance(c, str) for c in columns) or (
+            params is not None and not isinstance(params, dict)
+        ):
+            return None
+        if index is not None and (not isinstance(index, list) or len(index) != len(rows)):
+            return None
+        if not all(isinstance(r, list) for r in rows) or len(rows[0]) != len(columns):
+            return None
+        types = tuple(map(type, rows[0]))
+        if not set(types) <= _PLAIN or any(tuple(map(type, r)) != types for r in rows):
+            return None
+        if int in types and any(abs(v) >= 2**53 for r in rows for v in r if type(v) is int):
+            return None  # pandas may pick another integer dtype for a mix of sizes
+        given = None if params is None else json.dumps(params, sort_keys=True)
+        return ("rows", tuple(columns), types, given), (rows, index)
+
+    def _predict_group(self, key: tuple[Any, ...], inputs: list[Any]) -> list[Any] | None:
+        """One ``predict`` over ``inputs`` merged, split back per input; None if the call
+        fails or its answer has not one row per input row."""
+        import numpy as np
+        import pandas as pd
+
+        params = None if key[-1] is None else json.loads(key[-1])
+        try:
+            if key[0] == "rows":  # (rows, index) per input: one table, each keeps its index
+                sizes = [len(rows) for rows, _ in inputs]
+                index = None
+                if any(i is not None for _, i in inputs):
+                    index = [
+                        label
+                        for (rows, i) in inputs
+                        for label in (i if i is not None else range(len(rows)))
+                    ]
+                merged = pd.DataFrame(
+                    [row for rows, _ in inputs for row in rows], columns=list(key[1]), index=index
+                )
+                if self.widen:
+                    merged = self._follow_signature(merged)
+            else:
+                sizes = [len(d) for d in inputs]
+                merged = pd.concat(inputs) if key[0] == "frame" else np.concatenate(inputs)
+            if params is not None:
+                out = self.model.predict(merged, params=params)
+            else:
+                out = self.model.predict(merged)
+            starts = _starts(sizes)
+            if isinstance(out, pd.DataFrame | pd.Series) and len(out) == sum(sizes):
+                parts = [out.iloc[a : a + n] for a, n in zip(starts, sizes, strict=True)]
+            elif isinstance(out, np.ndarray | list) and np.ndim(out) > 0 and len(out) == sum(sizes):
+                parts = [out[a : a + n] for a, n in zip(starts, sizes, strict=True)]
+            else:
+                return None
+        except Exception:
+            return None
+        return [jsonable(part) for part in parts]
 
     def decode(self, payload: Any) -> Any:
         """Turn one of the accepted body shapes into what ``predict`` takes."""
@@ -226,6 +351,41 @@ _EXAMPLE: dict[str, Any] = {
     "string": "sample string",
     "datetime": "2024-01-01T00:00:00",
 }
+
+
+#: JSON value types whose columns pandas types the same whatever the number of rows.
+_PLAIN = frozenset({int, float, str, bool})
+
+
+def _load(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise BadInput(f"request body is not valid JSON: {exc}") from exc
+
+
+def _batch_key(data: Any, params: dict[str, Any] | None) -> tuple[Any, ...] | None:
+    """What inputs must share to be predicted together unchanged (None: never batched):
+    a table's columns and dtypes, or an array's row shape and dtype, and the params."""
+    import numpy as np
+    import pandas as pd
+
+    given = None if params is None else json.dumps(params, sort_keys=True)
+    if isinstance(data, pd.DataFrame):
+        dtypes = tuple(str(t) for t in data.dtypes)
+        return ("frame", tuple(str(c) for c in data.columns), dtypes, given)
+    if isinstance(data, np.ndarray) and data.ndim >= 1:
+        return ("array", data.shape[1:], data.dtype.str, given)
+    return None
+
+
+def _starts(rows: list[int]) -> list[int]:
+    """Where each input's rows begin in the concatenation."""
+    out, at = [], 0
+    for n in rows:
+        out.append(at)
+        at += n
+    return out
 
 
 def _type_name(kind: Any) -> str:

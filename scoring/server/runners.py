@@ -120,22 +120,33 @@ class InlineRunner:
         if self.timeout_s <= 0:
             return _timed(call, raw, headers, request_id, sampled)
         collector.set_request(request_id, sampled)
+        start = time.perf_counter()
+        try:
+            result = self.within(lambda: call(raw, headers), self.timeout_s)
+        except RunInterrupted as exc:
+            raise TimedOut(self.timeout_ms, interrupted=True) from exc
+        return result, time.perf_counter() - start
+
+    def within(self, fn: Callable[[], Any], seconds: float) -> Any:
+        """``fn()`` under the alarm, after ``seconds`` (0: no alarm).
+
+        Raises:
+            RunInterrupted: the time passed (also when ``fn`` swallowed the interruption).
+        """
+        if seconds <= 0:
+            return fn()
         self._fired = False
         self._armed = True
         setitimer = signal.setitimer
-        start = time.perf_counter()
+        setitimer(signal.ITIMER_REAL, seconds)
         try:
-            setitimer(signal.ITIMER_REAL, self.timeout_s)
-            try:
-                result = call(raw, headers)
-            finally:
-                setitimer(signal.ITIMER_REAL, 0)
-                self._armed = False
-        except RunInterrupted as exc:
-            raise TimedOut(self.timeout_ms, interrupted=True) from exc
+            result = fn()
+        finally:
+            setitimer(signal.ITIMER_REAL, 0)
+            self._armed = False
         if self._fired:  # the script caught RunInterrupted with a bare except
-            raise TimedOut(self.timeout_ms, interrupted=True)
-        return result, time.perf_counter() - start
+            raise RunInterrupted
+        return result
 
     def close(self) -> None:
         """Nothing to release (the alarm is disarmed after every call)."""
@@ -149,7 +160,30 @@ class InlineRunner:
         return False
 
 
-class ThreadRunner:
+class PooledSlots:
+    """A pool of ``run()`` threads whose calls may outlive their timeout (holding a slot):
+    ``close``/``stuck``/``wedged`` of an ``AsyncRunner``, for ``ThreadRunner`` and the
+    batcher. Subclasses set ``pool``, ``timeout_ms`` and record stuck calls in ``_stuck``."""
+
+    pool: ThreadPoolExecutor
+    timeout_ms: int
+    _stuck: dict[int, float]  # a stuck call's key -> when its timeout passed (monotonic)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    def stuck(self) -> int:
+        """How many calls are still going past their timeout (slots held)."""
+        return len(self._stuck)
+
+    def wedged(self) -> bool:
+        """Whether a call has been stuck for one more timeout: replace this worker."""
+        if not self._stuck:
+            return False
+        return time.monotonic() - min(self._stuck.values()) >= self.timeout_ms / 1000.0
+
+
+class ThreadRunner(PooledSlots):
     """Calls ``run()`` in a thread pool behind a bounded wait for one of ``slots`` (an
     ``AsyncRunner``)."""
 
@@ -205,17 +239,6 @@ class ThreadRunner:
             raise
         sem.release()
         return result
-
-    def close(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)
-
-    def stuck(self) -> int:
-        return len(self._stuck)
-
-    def wedged(self) -> bool:
-        if not self._stuck:
-            return False
-        return time.monotonic() - min(self._stuck.values()) >= self.timeout_ms / 1000.0
 
 
 def make_runner(

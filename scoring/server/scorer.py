@@ -3,13 +3,14 @@
 A scorer is an entry script (``script.ScriptScorer``) or an MLflow model folder
 (``mlflow_model.MlflowScorer``). The app knows only this interface: ``init()`` once, then
 ``call(raw, headers)`` per request (picked once so the request path does no inspection;
-``call_request(request)`` for ``@rawhttp`` scripts),
+``call_request(request)`` for ``@rawhttp`` scripts), ``call_batch`` when it can score many
+requests in one call (``batcher``),
 ``classify`` for what ``call`` raised, and ``swagger`` for ``/swagger.json``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from scoring.server.raw_request import Headers, title_headers
@@ -29,6 +30,31 @@ headers_from = title_headers
 
 #: One request: the body as text and the headers (None unless the scorer wants them).
 Score = Callable[[str, ScriptHeaders | None], Any]
+
+
+class Failed:
+    """One request's error among a batch's outcomes (the others still succeed)."""
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+BATCHED = "__ml_endpoints_batched__"
+
+
+def batched(run: Callable[[list[str]], list[Any]]) -> Callable[[list[str]], list[Any]]:
+    """Decorate a script's ``run`` that takes a list of request bodies and returns one result
+    per body (as ``run_batch``): the server then calls it with batches of requests, and with
+    a list of one for a request alone."""
+    setattr(run, BATCHED, True)
+    return run
+
+
+#: Many requests in one call: their bodies and headers; one outcome per request, in order
+#: (an outcome that is a ``batcher.Failed`` is that request's own error).
+BatchScore = Callable[[Sequence[str], Sequence[ScriptHeaders | None]], list[Any]]
 
 
 class Scorer(Protocol):
@@ -61,6 +87,11 @@ class Scorer(Protocol):
     @property
     def call(self) -> Score:
         """Score one request; returns what ``run()``/``predict()`` returned."""
+        ...
+
+    @property
+    def call_batch(self) -> BatchScore | None:
+        """Score several requests in one call (set by ``init()``), or None: never batched."""
         ...
 
     def init(self) -> None:

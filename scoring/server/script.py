@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from scoring.server.errors import BadInput, ScoringError, ScriptFailed
-from scoring.server.scorer import Score, ScriptHeaders
+from scoring.server.scorer import BATCHED, BatchScore, Score, ScriptHeaders
 
 if TYPE_CHECKING:
     from scoring.server.raw_request import AMLRequest
@@ -91,6 +91,7 @@ class ScriptScorer:
         # A plain run(raw) script reads any body as text, as on Microsoft's server.
         self.any_content_type = True
         self.call: Score = self._not_ready
+        self.call_batch: BatchScore | None = None
 
     @property
     def source(self) -> str:
@@ -166,10 +167,17 @@ class ScriptScorer:
             )
             self.call = self._call_schema
             self.any_content_type = False
+        elif getattr(run, BATCHED, False):  # @batched: run takes a list of bodies
+            self.call = lambda raw, headers: _one(run([raw]), "run()")
+            self.call_batch = lambda raws, headers: run(list(raws))
+            return
         elif self.wants_headers:
             self.call = lambda raw, headers: run(raw, request_headers=headers)
         else:
             self.call = lambda raw, headers: run(raw)
+        run_batch = getattr(self.module, "run_batch", None)
+        if callable(run_batch) and not self.raw_http:
+            self.call_batch = _batch_call(run_batch)
 
     def _call_schema(self, raw: str, headers: ScriptHeaders | None) -> Any:
         """inference-schema: the body is a JSON object of ``run()``'s arguments."""
@@ -221,6 +229,25 @@ class ScriptScorer:
         return document(
             title=self.path.stem, input_schema=inputs, output_schema=outputs, version=version
         )
+
+
+def _batch_call(run_batch: Callable[..., Any]) -> BatchScore:
+    """The script's ``run_batch(raw_data_list)`` (``request_headers_list`` when declared)."""
+    try:
+        wants_headers = "request_headers_list" in inspect.signature(run_batch).parameters
+    except (TypeError, ValueError):
+        wants_headers = False
+    if wants_headers:
+        return lambda raws, headers: run_batch(list(raws), request_headers_list=list(headers))
+    return lambda raws, headers: run_batch(list(raws))
+
+
+def _one(results: Any, name: str) -> Any:
+    """The only result of a batch call over one input."""
+    if not isinstance(results, list | tuple) or len(results) != 1:
+        size = len(results) if isinstance(results, list | tuple) else type(results).__name__
+        raise ScoringError(f"{name} returned {size} results for 1 input; return a list", 500)
+    return results[0]
 
 
 def _input_schema(run: Callable[..., Any]) -> Mapping[str, Any] | None:

@@ -4,12 +4,15 @@ PersistentVolumeClaim).
 
 Runs as a thread of the supervisor, not of the workers, so a worker that crashes loses
 nothing it had written to the spool. A file is shipped once it is closed: it rolled (its
-writer has opened a newer one for the same collection), its writer is gone (a crashed
-worker, or any file of an earlier container start: the spool is an ``emptyDir`` that
-survives the container), or the server is stopping. Shipping is copy, then delete from the
-spool; a destination that is slow or down only lets the spool grow: workers drop new records
-(``spool_full``) once the spool holds ``collect_spool_max_bytes`` (read from ``.usage``,
-which this thread rewrites on every pass, so the bound can be overshot by one pass of writes).
+writer has opened a newer one for the same collection), its rolling period is over (a writer
+never appends to a file of an earlier period, so an idle deployment's last records ship within
+one ``collect_rolling_rate`` plus ``PERIOD_MARGIN_S`` instead of waiting for the next request),
+its writer is gone (a crashed worker, or any file of an earlier container start: the spool is
+an ``emptyDir`` that survives the container), or the server is stopping. Shipping is copy,
+then delete from the spool; a destination that is slow or down only lets the spool grow:
+workers drop new records (``spool_full``) once the spool holds ``collect_spool_max_bytes``
+(read from ``.usage``, which this thread rewrites on every pass, so the bound can be overshot
+by one pass of writes).
 """
 
 from __future__ import annotations
@@ -26,7 +29,10 @@ from scoring.common.logs import get_log
 from scoring.server.metrics import Stats
 
 USAGE = ".usage"
-_FILE = re.compile(r"(?P<run>[0-9a-f]+)-(?P<pid>\d+)-\d+-(?P<seq>\d+)\.jsonl")
+_FILE = re.compile(r"(?P<run>[0-9a-f]+)-(?P<pid>\d+)-(?P<opened>\d+)-(?P<seq>\d+)\.jsonl")
+PERIOD_MARGIN_S = 5
+"""A file of an ended period ships this long after the period's end: room for a flush that
+chose the file just before the boundary (its name's time is never before its period's)."""
 
 
 class DestinationError(RuntimeError):
@@ -109,6 +115,7 @@ class Shipper:
         live: Any,
         stats: Stats | None = None,
         interval_s: float = 1.0,
+        period_s: int | None = None,
     ) -> None:
         self.spool = spool
         self.dest = dest
@@ -116,6 +123,7 @@ class Shipper:
         self.live = live  # () -> set of the workers' pids now
         self.stats = stats
         self.interval_s = interval_s
+        self.period_s = period_s  # the writers' rolling period (None: ship on roll only)
         self.shipped: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="collection-shipper", daemon=True)
@@ -172,6 +180,9 @@ class Shipper:
         if final:
             return set(files)
         live = self.live()
+        ended = None
+        if self.period_s:
+            ended = int(time.time() - PERIOD_MARGIN_S) // self.period_s  # periods before: over
         newest: dict[tuple[Path, str], int] = {}
         parsed: dict[Path, tuple[Path, str, int] | None] = {}
         for path in files:
@@ -181,6 +192,9 @@ class Shipper:
                 continue
             if m["run"] != self.run or int(m["pid"]) not in live:
                 parsed[path] = None  # an earlier container's, or a dead worker's
+                continue
+            if self.period_s and ended is not None and int(m["opened"]) // self.period_s < ended:
+                parsed[path] = None  # its period is over: its writer moved on
                 continue
             key = (path.relative_to(self.spool).parents[-4], m["pid"])
             parsed[path] = (key[0], key[1], int(m["seq"]))

@@ -213,6 +213,7 @@ class Supervisor:
             collector.RUN,
             lambda: set(self.children.copy()),
             Stats(s.metrics_dir),
+            period_s=collector.PERIOD[s.collect_rolling_rate],
         )
 
     def _init_failed(self, index: int, pid: int, code: int) -> None:
@@ -345,8 +346,9 @@ def worker(settings: Settings, sock: socket.socket | None, ready_fd: int | None 
     ``ready_fd``: the pipe on which to tell the supervisor that ``init()`` succeeded.
     """
     from scoring.server.app import ScoringApp
+    from scoring.server.batcher import Batcher
     from scoring.server.config import read_credential
-    from scoring.server.runners import make_runner
+    from scoring.server.runners import AsyncRunner, InlineRunner, Runner, make_runner
     from scoring.server.scorer import make_scorer
     from scoring.server.script import InitFailed
 
@@ -404,18 +406,37 @@ def worker(settings: Settings, sock: socket.socket | None, ready_fd: int | None 
         log.flush()
         os._exit(REPLACE_ME)
 
-    app = ScoringApp(
-        scorer,
-        stats=stats,
-        log=log,
-        runner=make_runner(
+    runner: Runner | AsyncRunner
+    if settings.max_batch_size > 1 and scorer.call_batch is not None:
+        limited = settings.max_concurrent_requests_per_instance > 0
+        runner = Batcher(
+            scorer.call_batch,
+            stats=stats,
+            max_batch_size=settings.max_batch_size,
+            max_batch_wait_ms=settings.max_batch_wait_ms,
+            timeout_ms=settings.request_timeout_ms,
+            slots=settings.slots_per_worker or 1,
+            max_queue_wait_ms=settings.max_queue_wait_ms if limited else None,
+            inline=(
+                None
+                if settings.run_in_thread
+                else InlineRunner(settings.request_timeout_ms, wedged_inline)
+            ),
+        )
+    else:
+        runner = make_runner(
             settings.run_in_thread,
             settings.request_timeout_ms,
             settings.slots_per_worker or 1,
             settings.max_concurrent_requests_per_instance,
             settings.max_queue_wait_ms,
             wedged_inline,
-        ),
+        )
+    app = ScoringApp(
+        scorer,
+        stats=stats,
+        log=log,
+        runner=runner,
         max_body=settings.max_request_body_bytes,
         bytes_in_flight=settings.bytes_in_flight_per_worker,
         collect=settings.collect,
@@ -446,6 +467,8 @@ def worker(settings: Settings, sock: socket.socket | None, ready_fd: int | None 
         backlog=2048,
     )
     server = DrainingServer(config)
+    if isinstance(runner, Batcher):
+        runner.connections = server.server_state.connections
 
     def replace_me() -> None:  # slots stuck past their timeout: drain, then exit REPLACE_ME
         server.should_exit = True

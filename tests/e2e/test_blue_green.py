@@ -217,6 +217,19 @@ def test_blue_green_walkthrough(endpoint_project: EndpointProject) -> None:
         status, _, body = endpoint.post(credential=str(bad))
         assert status == 401, (status, body)
 
-    # 8. destroy leaves nothing behind in the namespace (the stack created it, so it goes too).
-    walk.step(8)
+    # 8. collection on for green (a PVC): the three requests come back as pairs, their input
+    # the request sent, their output green's answer.
+    ran = walk.step(8)
+    assert "collect green: model_inputs/model_outputs at 1 sampling -> PersistentVolumeClaim" in (
+        line(ran, "pulumi up").out
+    )
+    assert line(ran, "for i in").out.count("\n") == 3
+    pairs = [json.loads(x) for x in line(ran, "ml-endpoints collected").out.splitlines()]
+    assert len(pairs) == 3, pairs
+    for pair in pairs:
+        assert pair["input"] == SAMPLE_REQUEST
+        assert pair["output"] == predictions("model-v2", SAMPLE_REQUEST["data"])
+
+    # 9. destroy leaves nothing behind in the namespace (the stack created it, so it goes too).
+    walk.step(9)
     assert not namespace_exists(ns), kubectl("-n", ns, "get", "all,configmaps,secrets")

@@ -199,6 +199,8 @@ def test_scoring_deployment_spec(assets: dict[str, Path]) -> None:
         "MAX_REQUEST_HEADER_BYTES": "65536",
         "MAX_CONNECTIONS": "2048",
         "REQUEST_READ_TIMEOUT_MS": "30000",
+        "MAX_BATCH_SIZE": "32",
+        "MAX_BATCH_WAIT_MS": "2.0",
         "DATA_COLLECTION_ENABLED": "false",
         "DATA_COLLECTION_SAMPLING_RATE": "1.0",
         "DATA_COLLECTION_MAX_FILE_BYTES": "10485760",
@@ -209,6 +211,8 @@ def test_scoring_deployment_spec(assets: dict[str, Path]) -> None:
         "AZUREML_MODEL_DIR": "/var/azureml-app/model",
         "AZUREML_ENTRY_SCRIPT": "/var/azureml-app/code/score.py",
         "DATA_COLLECTION_DIR": "/var/azureml-app/data-collection",
+        "ML_ENDPOINTS_ENDPOINT": "diabetes",
+        "ML_ENDPOINTS_DEPLOYMENT": "blue",
         "INTERNAL_CREDENTIAL_FILE": "/var/run/secrets/ml-endpoints-internal/credential",
         "EXTRA": "1",
     }

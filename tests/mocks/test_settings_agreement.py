@@ -77,6 +77,7 @@ ARGS_ONLY = NOT_SERVER | {
     "code_configuration",
     "registry",
     "internal_credential",
+    "collection_storage",
 }
 # Set by the components (paths inside the pod), not by a deployment.
 POD_ENV_ONLY = {
@@ -84,7 +85,11 @@ POD_ENV_ONLY = {
     "AZUREML_ENTRY_SCRIPT",
     "DATA_COLLECTION_DIR",
     "INTERNAL_CREDENTIAL_FILE",
+    "ML_ENDPOINTS_ENDPOINT",
+    "ML_ENDPOINTS_DEPLOYMENT",
 }
+# Set by the components for an S3 destination (its keys come from a Secret: `test_collection`).
+POD_ENV_S3 = {"AWS_REGION"}
 ROUTER_FILE_ONLY = {
     "endpoint_name",
     "auth_mode",
@@ -258,7 +263,8 @@ def test_stack_value_reaches_pod_env_and_server(
         raw, expected = set_everything(raw), OTHER
     env = pod_env(render(raw))
     declared = {Settings.env_vars(name)[0]: name for name in LEAVES}
-    assert set(env) == set(declared) | POD_ENV_ONLY | {"EXTRA"}
+    s3 = POD_ENV_S3 if expected["collect_destination"].startswith("s3://") else set()
+    assert set(env) == set(declared) | POD_ENV_ONLY | s3 | {"EXTRA"}
     assert {declared[var]: env[var] for var in declared} == {
         n: text(v) for n, v in expected.items()
     }

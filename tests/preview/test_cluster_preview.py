@@ -31,11 +31,7 @@ def test_default_stack_previews_against_the_local_cluster(
     result = stack.preview(on_event=events.append)
     ops = steps(events)
     assert set(ops.values()) == {"create", "read"}, ops  # read: the self StackReference
-    images = sorted(
-        name
-        for (typ, name) in ops
-        if typ == "pulumi-python:dynamic:Resource" and name.endswith("image")
-    )
+    images = sorted(name for (typ, name) in ops if typ == "docker-build:index:Image")
     assert images == ["blue-image", "diabetes-router-image", "sklearn-image"]
     assert "traffic plan (first deployment):" in result.stdout
     assert stack.export_stack().deployment.get("resources") in (None, [])

@@ -75,14 +75,14 @@ def metric(text: str, name: str, **labels: str) -> float:
     return 0.0
 
 
-def wait_for(check, what: str, timeout: float = 15.0):
-    """Poll ``check()`` until it returns a truthy value (bounded)."""
+def wait_for(check, what: str, timeout: float = 15.0, every: float = 0.05):
+    """Poll ``check()`` every EVERY seconds until it returns a truthy value (bounded)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = check()
         if value:
             return value
-        time.sleep(0.05)
+        time.sleep(every)
     raise AssertionError(f"timed out waiting for {what}")
 
 

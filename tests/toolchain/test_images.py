@@ -1,9 +1,10 @@
 """Images built offline by `components._images` through the real CLI, run, scored and pulled back.
 
 The program builds the environment image (base + project wheel + the sample's requirements from
-the host wheelhouse, `--network none`) and the scoring image (model + code) with the dynamic
-provider, pushes both to the local registry, then this test runs the scoring image on loopback,
-scores the sample request, and reads the manifest back from the registry by tag.
+the host wheelhouse, no network) and the scoring image (model + code) with the pulumi-docker-build
+provider on the local buildkitd, pushes both to the local registry, then this test runs the
+scoring image on loopback, scores the sample request, and reads the manifest back from the
+registry by tag.
 """
 
 from __future__ import annotations
@@ -25,16 +26,13 @@ from pulumi import automation as auto
 from components._images import Image, ImageArgs
 from mlendpoints._procs import free_port
 from mlendpoints.paths import REPO as ROOT
-from mlendpoints.versions import PULUMI_VERSION
+from tests.support.inline import inline_stack, summary
 
 pytestmark = pytest.mark.images
 
 REGISTRY = "127.0.0.1:5000"
-MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
-
-
-def _summary(changes: dict[Any, int]) -> dict[str, int]:
-    return {getattr(k, "value", k): v for k, v in changes.items() if v}
+# BuildKit pushes OCI manifests (Docker 20.10 and containerd 1.6 pull them).
+MANIFEST_OCI = "application/vnd.oci.image.manifest.v1+json"
 
 
 def _http(
@@ -56,6 +54,21 @@ def _base_image(env: dict[str, str]) -> str:
     if not ref.is_file():
         pytest.fail(f"{ref} missing: run `make images-setup` (scripts/base_image.sh)")
     return ref.read_text().strip()
+
+
+@pytest.fixture(autouse=True)
+def buildkit(toolchain_env: dict[str, str]) -> None:
+    """The builder every image names: buildkitd running and registered with buildx."""
+    status = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "buildkit.sh"), "status"],
+        capture_output=True,
+        text=True,
+        env=toolchain_env,
+        timeout=30,
+        check=False,
+    )
+    if status.returncode != 0:
+        pytest.fail(f"{status.stdout.strip()}: run `make buildkit` (scripts/buildkit.sh)")
 
 
 @pytest.fixture
@@ -123,27 +136,26 @@ def test_scoring_image_builds_offline_runs_and_is_pushed(
         pulumi.export("scoring_ref", scoring.ref)
         pulumi.export("scoring_digest", scoring.digest)
 
-    root = Path(toolchain_env["ML_ENDPOINTS_CACHE"]) / "tools" / f"pulumi-{PULUMI_VERSION}"
-    stack = auto.create_or_select_stack(
-        "test",
-        project_name="toolchain-images",
-        program=program,
-        opts=auto.LocalWorkspaceOptions(
-            env_vars=toolchain_env,
-            pulumi_command=auto.PulumiCommand(root=str(root)),
-            project_settings=auto.ProjectSettings(name="toolchain-images", runtime="python"),
-        ),
-    )
+    stack = inline_stack(toolchain_env, "toolchain-images", program)
     client = docker.from_env()
     container = None
     try:
-        assert _summary(stack.preview().change_summary) == {"create": 3}
-        events: list[str] = []
-        up = stack.up(on_output=events.append)
+        assert summary(stack.preview().change_summary) == {"create": 3}
+        progress: list[tuple[str, str]] = []  # (resource name, message)
+
+        def on_event(event: auto.EngineEvent) -> None:
+            diag = event.diagnostic_event
+            if diag is not None and diag.urn:
+                progress.append((diag.urn.rsplit("::", 1)[-1], diag.message))
+
+        up = stack.up(on_event=on_event)
         assert up.summary.result == "succeeded"
-        assert _summary(up.summary.resource_changes) == {"create": 3}
-        # Progress a person can follow: the provider's build steps appear during `up`.
-        assert any("building (scoring.Dockerfile" in line for line in events), events[-20:]
+        assert summary(up.summary.resource_changes) == {"create": 3}
+        # Progress a person can follow: BuildKit's steps stream during `up`, per image.
+        assert any(
+            name == "scoring" and "load build definition from scoring.Dockerfile" in message
+            for name, message in progress
+        ), progress[-20:]
 
         scoring_ref = up.outputs["scoring_ref"].value
         digest = up.outputs["scoring_digest"].value
@@ -154,17 +166,17 @@ def test_scoring_image_builds_offline_runs_and_is_pushed(
         assert up.outputs["env_ref"].value.startswith(f"{repo}/env:")
 
         # Unchanged inputs: nothing to build.
-        assert _summary(stack.preview().change_summary) == {"same": 3}
+        assert summary(stack.preview().change_summary) == {"same": 3}
 
         # The registry serves the manifest under the tag, with the digest we recorded.
         tag = name.rsplit(":", 1)[1]
         status, headers, body = _http(
             f"http://{REGISTRY}/v2/mlendpoints-test/scoring/manifests/{tag}",
-            headers={"Accept": MANIFEST_V2},
+            headers={"Accept": MANIFEST_OCI},
         )
         assert status == 200, body[:300]
         assert headers.get("Docker-Content-Digest") == digest
-        assert json.loads(body)["mediaType"] == MANIFEST_V2
+        assert json.loads(body)["mediaType"] == MANIFEST_OCI
 
         # Run it on loopback and score the sample request.
         port = free_port()
@@ -211,3 +223,48 @@ def test_scoring_image_builds_offline_runs_and_is_pushed(
         if container is not None:
             container.remove(force=True)
         stack.workspace.remove_stack("test", force=True)
+
+
+# The RUN step succeeds only when the socket finds no network at all (ENETUNREACH, at once);
+# with a network it times out or connects, and the build fails.
+_NO_NETWORK_PROBE = (
+    "import errno, socket, sys\n"
+    "try:\n"
+    "    socket.create_connection(('10.0.0.1', 80), timeout=5)\n"
+    "except OSError as exc:\n"
+    "    sys.exit(0 if exc.errno == errno.ENETUNREACH else f'a network answered: {exc!r}')\n"
+    "sys.exit('a network answered: connected')\n"
+)
+
+
+@pytest.mark.timeout(300)
+def test_image_builds_run_with_no_network(toolchain_env: dict[str, str], tmp_path: Path) -> None:
+    """RUN steps cannot reach anything: the wheels come from the host, never from an index."""
+    context = tmp_path / "ctx"
+    context.mkdir()
+    (context / "probe.py").write_text(_NO_NETWORK_PROBE)
+    dockerfile = tmp_path / "net.Dockerfile"
+    dockerfile.write_text(
+        "# check=skip=InvalidDefaultArgInFrom\nARG BASE_IMAGE\nFROM ${BASE_IMAGE}\n"
+        "COPY probe.py /probe.py\nRUN python3 /probe.py\n"
+    )
+    base = _base_image(toolchain_env)
+
+    def program() -> None:
+        Image(
+            "net",
+            ImageArgs(
+                context=str(context),
+                dockerfile=str(dockerfile),
+                repository=f"{REGISTRY}/mlendpoints-test/net",
+                build_args={"BASE_IMAGE": base},
+                push=False,
+            ),
+        )
+
+    stack = inline_stack(toolchain_env, "toolchain-images-net", program, "net")
+    try:
+        up = stack.up()
+        assert up.summary.result == "succeeded"
+    finally:
+        stack.workspace.remove_stack("net", force=True)

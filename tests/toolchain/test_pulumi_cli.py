@@ -21,8 +21,9 @@ import yaml
 from pulumi import automation as auto
 
 from mlendpoints.paths import REPO as ROOT
+from mlendpoints.versions import PULUMI_DOCKER_BUILD_VERSION, PULUMI_VERSION
 from mlendpoints.versions import PULUMI_KUBERNETES_VERSION as K8S_VERSION
-from mlendpoints.versions import PULUMI_VERSION
+from tests.support.inline import inline_stack, summary
 
 pytestmark = pytest.mark.toolchain
 
@@ -30,10 +31,6 @@ pytestmark = pytest.mark.toolchain
 def _command(env: dict[str, str]) -> auto.PulumiCommand:
     root = Path(env["ML_ENDPOINTS_CACHE"]) / "tools" / f"pulumi-{PULUMI_VERSION}"
     return auto.PulumiCommand(root=str(root))
-
-
-def _summary(changes: dict[Any, int]) -> dict[str, int]:
-    return {getattr(k, "value", k): v for k, v in changes.items() if v}
 
 
 def _rendered_configmaps(folder: Path) -> dict[str, dict[str, Any]]:
@@ -57,10 +54,16 @@ def test_cli_and_plugins_are_the_pinned_versions(toolchain_env: dict[str, str]) 
         ).stdout
 
     assert run("version").strip() == f"v{PULUMI_VERSION}"
-    plugins = json.loads(run("plugin", "ls", "--json"))
-    assert {"name": "kubernetes", "kind": "resource", "version": K8S_VERSION} in [
-        {k: p[k] for k in ("name", "kind", "version")} for p in plugins
+    plugins = [
+        {k: p[k] for k in ("name", "kind", "version")}
+        for p in json.loads(run("plugin", "ls", "--json"))
     ]
+    assert {"name": "kubernetes", "kind": "resource", "version": K8S_VERSION} in plugins
+    assert {
+        "name": "docker-build",
+        "kind": "resource",
+        "version": PULUMI_DOCKER_BUILD_VERSION,
+    } in plugins
     found = shutil.which("pulumi", path=toolchain_env["PATH"])
     assert found is not None, "pulumi not on the PATH scripts/env.sh sets"
     bin_dir = Path(found).parent
@@ -89,41 +92,32 @@ def test_inline_program_with_kubernetes_provider(
         pulumi.export("name", cm.metadata.name)
         pulumi.export("greeting", cm.data["greeting"])
 
-    stack = auto.create_or_select_stack(
-        "test",
-        project_name="toolchain-inline",
-        program=program,
-        opts=auto.LocalWorkspaceOptions(
-            env_vars=toolchain_env,
-            pulumi_command=_command(toolchain_env),
-            project_settings=auto.ProjectSettings(name="toolchain-inline", runtime="python"),
-        ),
-    )
+    stack = inline_stack(toolchain_env, "toolchain-inline", program)
     assert stack.workspace.pulumi_version == PULUMI_VERSION
     try:
         preview = stack.preview()
-        assert _summary(preview.change_summary) == {"create": 3}  # stack, provider, ConfigMap
+        assert summary(preview.change_summary) == {"create": 3}  # stack, provider, ConfigMap
         assert not rendered.exists(), "preview must not render manifests"
 
         up = stack.up()
         assert up.summary.result == "succeeded"
-        assert _summary(up.summary.resource_changes) == {"create": 3}
+        assert summary(up.summary.resource_changes) == {"create": 3}
         assert up.outputs["name"].value == "toolchain-test"
         assert up.outputs["greeting"].value == "hello"
         cms = _rendered_configmaps(rendered)
         assert cms["toolchain-test"]["data"] == {"greeting": "hello"}
 
-        assert _summary(stack.preview().change_summary) == {"same": 3}
+        assert summary(stack.preview().change_summary) == {"same": 3}
 
         # The provider's own rule (no enableConfigMapMutable): new ConfigMap data => replace.
         greeting["value"] = "bonjour"
-        assert _summary(stack.preview().change_summary) == {"same": 2, "replace": 1}
+        assert summary(stack.preview().change_summary) == {"same": 2, "replace": 1}
         up = stack.up()
-        assert _summary(up.summary.resource_changes) == {"same": 2, "replace": 1}
+        assert summary(up.summary.resource_changes) == {"same": 2, "replace": 1}
         assert _rendered_configmaps(rendered)["toolchain-test"]["data"] == {"greeting": "bonjour"}
 
         down = stack.destroy()
-        assert _summary(down.summary.resource_changes) == {"delete": 3}
+        assert summary(down.summary.resource_changes) == {"delete": 3}
     finally:
         stack.workspace.remove_stack("test", force=True)
 
@@ -179,14 +173,14 @@ def test_program_on_disk_runs_through_the_language_host(
                 "token": auto.ConfigValue("not-a-real-secret", secret=True),
             }
         )
-        assert _summary(stack.preview().change_summary) == {"create": 3}
+        assert summary(stack.preview().change_summary) == {"create": 3}
         up = stack.up()
-        assert _summary(up.summary.resource_changes) == {"create": 3}
+        assert summary(up.summary.resource_changes) == {"create": 3}
         assert up.outputs["greeting"].value == "hi"
         assert up.outputs["token"].secret is True
         assert up.outputs["token"].value == "not-a-real-secret"
         assert _rendered_configmaps(rendered)["from-disk"]["data"] == {"greeting": "hi"}
-        assert _summary(stack.preview().change_summary) == {"same": 3}
+        assert summary(stack.preview().change_summary) == {"same": 3}
 
         # A failing program: the host reports the program's error and the update fails.
         stack.set_config("fail", auto.ConfigValue("true"))

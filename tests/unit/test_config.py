@@ -109,8 +109,8 @@ def test_unknown_keys_list_accepted_keys(dev: dict[str, Any]) -> None:
         "environment_variables, idempotent, image, instance_count, liveness_probe, model, name, "
         "readiness_probe, request_settings, resources, rollout_timeout_s, scale_settings, "
         "secret_environment_variables, worker_count",
-        "clustr: unknown key; accepted keys: cluster, deployments, endpoint, environments, "
-        "models, registry",
+        "clustr: unknown key; accepted keys: cluster, collection, deployments, endpoint, "
+        "environments, models, registry",
     ]
 
 

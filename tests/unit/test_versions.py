@@ -23,6 +23,9 @@ def test_versions_file_parses_and_has_every_key() -> None:
         "COREDNS_VERSION",
         "PAUSE_VERSION",
         "KIND_REGISTRY_IMAGE",
+        "PULUMI_DOCKER_BUILD_VERSION",
+        "BUILDKIT_VERSION",
+        "BUILDX_VERSION",
     }
 
 
@@ -65,12 +68,16 @@ def test_python_pins_equal_the_versions_file(path: str) -> None:
     assert pins["pulumi-kubernetes"] == versions.PULUMI_KUBERNETES_VERSION, (
         f"{path} vs mlendpoints/versions.env"
     )
+    assert pins["pulumi-docker-build"] == versions.PULUMI_DOCKER_BUILD_VERSION, (
+        f"{path} vs mlendpoints/versions.env"
+    )
 
 
 def test_pyproject_pins_are_in_the_infra_extra() -> None:
     extra = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert f"pulumi=={versions.PULUMI_VERSION}" in extra["infra"]
     assert f"pulumi-kubernetes=={versions.PULUMI_KUBERNETES_VERSION}" in extra["infra"]
+    assert f"pulumi-docker-build=={versions.PULUMI_DOCKER_BUILD_VERSION}" in extra["infra"]
 
 
 def test_go_modules_equal_the_versions_file() -> None:
@@ -80,6 +87,12 @@ def test_go_modules_equal_the_versions_file() -> None:
             f"tools/pulumi/go.mod: {module} is not v{versions.PULUMI_VERSION} "
             "(mlendpoints/versions.env PULUMI_VERSION)"
         )
+    docker_build = (REPO / "tools" / "docker-build" / "go.mod").read_text()
+    assert re.search(
+        rf"^require github.com/pulumi/pulumi-docker-build v{versions.PULUMI_DOCKER_BUILD_VERSION}$",
+        docker_build,
+        re.M,
+    ), "tools/docker-build/go.mod: pulumi-docker-build is not PULUMI_DOCKER_BUILD_VERSION"
     coredns = (REPO / "images" / "coredns" / "go.mod").read_text()
     assert re.search(
         rf"^require github.com/coredns/coredns {versions.COREDNS_VERSION}$", coredns, re.M
