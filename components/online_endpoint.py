@@ -16,9 +16,11 @@ from components import _build, _labels, _naming, _pods, _scaling, rules
 from components._certs import GeneratedCertificate
 from components._hashing import hash_parts
 from components._keys import GeneratedKey
+from components._rollout import RolloutVerdict, preview_evidence, verdict_timeout_s
 from components.internal_credential import InternalCredential
 from components.online_deployment import OnlineDeployment
 from scoring.router.config import SERVICE_ACCOUNT_DIR, RouterConfig, RouterLimits
+from scoring.router.rollout import RolloutSpec, check_rollout, rollout_id
 
 AuthMode = Literal["key", "aml_token", "none"]
 ServiceType = Literal["NodePort", "LoadBalancer", "ClusterIP"]
@@ -63,6 +65,17 @@ ROUTER_RULES: list[k8s.rbac.v1.PolicyRuleArgs] = [
         api_groups=["discovery.k8s.io"],
         resources=["endpointslices"],
         verbs=["get", "list", "watch"],
+    ),
+]
+
+#: With a rollout declared (scoring/router/rollout.py, kube.py): its state in ConfigMap
+#: `{router}-rollout` and the Lease that makes one router replica the decider.
+ROLLOUT_RULES: list[k8s.rbac.v1.PolicyRuleArgs] = [
+    k8s.rbac.v1.PolicyRuleArgs(
+        api_groups=[""], resources=["configmaps"], verbs=["get", "create", "update"]
+    ),
+    k8s.rbac.v1.PolicyRuleArgs(
+        api_groups=["coordination.k8s.io"], resources=["leases"], verbs=["get", "create", "update"]
     ),
 ]
 
@@ -141,6 +154,12 @@ class OnlineEndpointArgs:
     max_token_lifetime_s: int = RouterConfig.model_fields["max_token_lifetime_s"].default
     previous_traffic: pulumi.Input[Mapping[str, int] | None] = None
     previous_mirror: pulumi.Input[Mapping[str, int] | None] = None
+    rollout: RolloutSpec | None = None
+    """Move toward `traffic` in steps judged by the router (`scoring.router.rollout`); `up`
+    waits for the verdict. None: the shift happens at once."""
+    previous_endpoint: pulumi.Input[Mapping[str, Any] | None] = None
+    """The deployed stack's `scoring_uri`, `primary_key`, `ca_certificate`: `preview` asks the
+    router for the rollout's evidence with them."""
 
 
 class OnlineEndpoint(pulumi.ComponentResource):
@@ -234,7 +253,15 @@ class OnlineEndpoint(pulumi.ComponentResource):
             "discovery": {"namespace": args.namespace},
             **args.router.limits.model_dump(),
         }
-        config_json = json.dumps(router_config, indent=2, sort_keys=True)
+        rollout = args.rollout
+        if rollout is not None:
+            router_config["rollout"] = rollout.model_dump()
+            router_config["rollout_store"] = f"kubernetes:{args.namespace}/{object_name}-rollout"
+        # With a rollout, the config also carries the split it starts from (the deployed
+        # stack's), an Output; without one, the file is exactly what it was before rollouts.
+        config_json: pulumi.Output[str] = pulumi.Output.from_input(args.previous_traffic).apply(
+            lambda prev: _config_text(router_config, traffic, prev if rollout else None)
+        )
         # The plan (and the "still takes traffic" check) needs the deployed stack's routing, an
         # Output; the ConfigMap consumes the checked value so a refusal stops the update.
         scales = {d.deployment_label: d.scale_settings for d in args.deployments}
@@ -247,12 +274,14 @@ class OnlineEndpoint(pulumi.ComponentResource):
             metadata=k8s.meta.v1.ObjectMetaArgs(
                 name=f"{object_name}-config", namespace=args.namespace, labels=labels
             ),
-            data={_naming.CONFIG_FILE: checked.apply(lambda _: config_json)},
+            data={
+                _naming.CONFIG_FILE: pulumi.Output.all(checked, config_json).apply(lambda a: a[1])
+            },
             opts=pulumi.ResourceOptions(parent=self, depends_on=routed_to),
         )
 
         identity = self._router_identity(name, args, labels)
-        template_annotations = {
+        template_annotations: dict[str, pulumi.Input[str]] = {
             "mlendpoints/key-versions": _key_versions(versions),
             "mlendpoints/tls": _tls_version(tls),
             "mlendpoints/internal-credential": str(
@@ -260,9 +289,9 @@ class OnlineEndpoint(pulumi.ComponentResource):
             ),
         }
         if args.router.reload == "rollout":
-            template_annotations["mlendpoints/config-hash"] = hashlib.sha256(
-                config_json.encode()
-            ).hexdigest()[:16]
+            template_annotations["mlendpoints/config-hash"] = config_json.apply(
+                lambda text: hashlib.sha256(text.encode()).hexdigest()[:16]
+            )
         self.router = k8s.apps.v1.Deployment(
             _naming.child(name, "router"),
             metadata=k8s.meta.v1.ObjectMetaArgs(
@@ -322,6 +351,24 @@ class OnlineEndpoint(pulumi.ComponentResource):
             if self.certificate is not None
             else pulumi.Output.from_input("")
         )
+        if rollout is not None and rollout.gates is not None:
+            # `up` returns when the router has promoted this rollout, fails when it rolled back.
+            self.verdict = RolloutVerdict(
+                _naming.child(name, "rollout"),
+                base,
+                self.primary_key,
+                self.ca_certificate,
+                rollout_id(rollout, traffic),
+                verdict_timeout_s(rollout),
+                pulumi.ResourceOptions(parent=self, depends_on=[self.router, self.service]),
+            )
+        if rollout is not None and pulumi.runtime.is_dry_run():
+            pulumi.Output.from_input(args.previous_endpoint).apply(
+                lambda ep: pulumi.log.info(
+                    f"endpoint {name!r} " + preview_evidence(rollout, traffic, None, ep),
+                    resource=self,
+                )
+            )
         self.traffic = checked.apply(lambda _: traffic)
         self.mirror_traffic = pulumi.Output.from_input(mirror)
         self.register_outputs(
@@ -352,8 +399,9 @@ class OnlineEndpoint(pulumi.ComponentResource):
             automount_service_account_token=False,
             opts=opts,
         )
+        rules = [*ROUTER_RULES, *(ROLLOUT_RULES if args.rollout is not None else [])]
         self.role = k8s.rbac.v1.Role(
-            _naming.child(name, "router-role"), metadata=metadata, rules=ROUTER_RULES, opts=opts
+            _naming.child(name, "router-role"), metadata=metadata, rules=rules, opts=opts
         )
         self.role_binding = k8s.rbac.v1.RoleBinding(
             _naming.child(name, "router-role-binding"),
@@ -473,6 +521,7 @@ def _validate(name: str, args: OnlineEndpointArgs, names: list[str]) -> None:
     problems += rules.check_mirror(
         dict(args.mirror_traffic), dict(args.traffic), names, "endpoint.mirror_traffic"
     )
+    problems += check_rollout(args.rollout, dict(args.traffic), names, "endpoint.rollout")
     if args.auth_mode not in ("key", "aml_token", "none"):
         problems.append(
             f"endpoint.auth_mode: {args.auth_mode!r} is not one of 'key', 'aml_token', 'none'"
@@ -516,6 +565,17 @@ def _plan_and_check(
     plan += _scaling.shift_notes(scales, previous, traffic)
     pulumi.log.info(f"endpoint {endpoint.endpoint_label!r} " + "\n".join(plan), resource=endpoint)
     return True
+
+
+def _config_text(
+    router_config: dict[str, Any], traffic: dict[str, int], previous: Mapping[str, int] | None
+) -> str:
+    """The router config file; with a rollout, plus the split it starts from (the deployed
+    one, when it differs from the target)."""
+    start = _percents(previous)
+    if start and {k: v for k, v in start.items() if v} != {k: v for k, v in traffic.items() if v}:
+        router_config = {**router_config, "rollout_from": start}
+    return json.dumps(router_config, indent=2, sort_keys=True)
 
 
 def _percents(value: Mapping[str, object] | None) -> dict[str, int] | None:
@@ -590,7 +650,7 @@ def _router_spec(
     object_name: str,
     selector: dict[str, str],
     labels: dict[str, str],
-    annotations: dict[str, str],
+    annotations: dict[str, pulumi.Input[str]],
 ) -> k8s.apps.v1.DeploymentSpecArgs:
     settings = args.router
     tls = settings.tls

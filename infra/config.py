@@ -23,6 +23,7 @@ from components.online_endpoint import RouterLimits
 from mlendpoints.paths import REPO as PROJECT_ROOT
 from mlendpoints.paths import cache_root
 from scoring.router.config import RouterConfig as RouterFile
+from scoring.router.rollout import RolloutSpec, check_rollout
 
 PROJECT = "ml-endpoints"
 _Declared = TypeVar("_Declared", bound=BaseModel)
@@ -198,6 +199,9 @@ class EndpointConfig(_Section):
     """The router's declaration: longest token lifetime it accepts and issues (`POST /token`)."""
     tls: TlsConfig = TlsConfig()
     router: RouterConfig = RouterConfig()
+    rollout: RolloutSpec | None = None
+    """Move toward `traffic` in steps the router judges (`scoring.router.rollout.RolloutSpec`,
+    declared there once); unset: the shift happens at once."""
 
 
 class ConfigProblems(ValueError):
@@ -268,6 +272,7 @@ def cross_field_problems(cfg: StackConfig) -> list[str]:
     problems += rules.check_mirror(
         cfg.endpoint.mirror_traffic, cfg.endpoint.traffic, names, "endpoint.mirror_traffic"
     )
+    problems += check_rollout(cfg.endpoint.rollout, cfg.endpoint.traffic, names, "endpoint.rollout")
     return problems
 
 

@@ -88,17 +88,24 @@ def images_provider(registry: cfgmod.RegistryConfig) -> list[pulumi.ProviderReso
     return [dbuild.Provider("images", registries=[login])]
 
 
-def previous_routing() -> tuple[pulumi.Output[Any], pulumi.Output[Any]]:
-    """This stack's own last outputs (traffic, mirror_traffic), for the plan and removal check."""
+def previous_routing() -> tuple[pulumi.Output[Any], pulumi.Output[Any], pulumi.Output[Any]]:
+    """This stack's own last outputs (traffic, mirror_traffic), for the plan and removal check,
+    and where its router answers (scoring_uri, primary_key, ca_certificate), for the
+    rollout's evidence in `preview`."""
     # The file backend's organization is always "organization".
     org = pulumi.get_organization() or "organization"
     ref = pulumi.StackReference(
         "previous-routing", stack_name=f"{org}/{pulumi.get_project()}/{pulumi.get_stack()}"
     )
-    return ref.get_output("traffic"), ref.get_output("mirror_traffic")
+    endpoint = pulumi.Output.all(
+        ref.get_output("scoring_uri"),
+        ref.get_output("primary_key"),
+        ref.get_output("ca_certificate"),
+    ).apply(lambda v: {"scoring_uri": v[0], "primary_key": v[1], "ca_certificate": v[2]})
+    return ref.get_output("traffic"), ref.get_output("mirror_traffic"), endpoint
 
 
-def build(cfg: StackConfig, previous: tuple[Any, Any] = (None, None)) -> OnlineEndpoint:
+def build(cfg: StackConfig, previous: tuple[Any, ...] = (None, None, None)) -> OnlineEndpoint:
     """Every component of the stack, parented to the stack, on one explicit provider."""
     k8s_provider = provider(cfg.cluster)
     # Explicit provider for the dynamic resources (keys, images): the default one would receive
@@ -242,6 +249,8 @@ def build(cfg: StackConfig, previous: tuple[Any, Any] = (None, None)) -> OnlineE
             max_token_lifetime_s=ep.max_token_lifetime_s,
             previous_traffic=previous[0],
             previous_mirror=previous[1],
+            rollout=ep.rollout,
+            previous_endpoint=previous[2] if len(previous) > 2 else None,
         ),
         pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(depends_on=depends)),
     )

@@ -3,6 +3,7 @@
     ml-endpoints invoke --request-file F [--deployment NAME] [--key secondary] [--stack dev]
     ml-endpoints keys | token [--ttl S] | status | traffic | logs --deployment NAME [--tail N]
     ml-endpoints collected --deployment NAME [--name C | --join] [--since 2h] [--out F]
+    ml-endpoints rollout status | pause | resume | abort | promote [--json]
 
 Everything is read from the stack's outputs (through the Automation API, `mlendpoints.stack`);
 the endpoint is reached with `requests`, verifying the router's certificate against the stack's
@@ -308,27 +309,38 @@ class Commands:
             w(f"router /ready: {ready['status'] or 'unreachable'} {ready['answer']}\n")
         return 0 if ready["status"] == 200 else 1
 
-    def traffic(self) -> int:
-        o = self.outputs
-        base = router_base(_need(o, "scoring_uri", self.stack))
+    def _router_json(self, method: str, path: str) -> dict[str, Any] | None:
+        """METHOD PATH on the router with the stack's credential: the JSON object it answered,
+        or None after saying on stderr what came instead."""
+        base = router_base(_need(self.outputs, "scoring_uri", self.stack))
         headers = {}
-        auth = authorization(o, self.stack, verify=self.verify)
+        auth = authorization(self.outputs, self.stack, verify=self.verify)
         if auth:
             headers["Authorization"] = auth
-        url = base + "/mirror/summary"
+        url = base + path
         status, _, body = http(
-            "GET", url, headers=headers, timeout=self.args.timeout, verify=self.verify
+            method, url, headers=headers, timeout=self.args.timeout, verify=self.verify
         )
         text = body.decode("utf-8", "replace").strip()
         if status != 200:
-            self.err.write(f"error: GET {url} answered {status}: {text}\n")
-            return 1
+            self.err.write(f"error: {method} {url} answered {status}: {text}\n")
+            return None
         try:
-            summary = json.loads(text)
+            answer = json.loads(text)
         except ValueError:
+            answer = None
+        if not isinstance(answer, dict):
             self.err.write(
-                f"error: GET {url} answered 200 with a body that is not JSON: {text[:200]!r}\n"
+                f"error: {method} {url} answered 200 with a body that is not JSON: {text[:200]!r}\n"
             )
+            return None
+        return answer
+
+    def traffic(self) -> int:
+        o = self.outputs
+        base = router_base(_need(o, "scoring_uri", self.stack))
+        summary = self._router_json("GET", "/mirror/summary")
+        if summary is None:
             return 1
         if self.args.json:
             self.out.write(
@@ -367,6 +379,22 @@ class Commands:
             )
         if not summary.get("mirrors"):
             w("no mirrored requests yet\n")
+        return 0
+
+    def rollout(self) -> int:
+        """`GET /rollout` or `POST /rollout/ACTION` on the router (the key is the admin one)."""
+        action = self.args.action
+        answer = (
+            self._router_json("GET", "/rollout")
+            if action == "status"
+            else self._router_json("POST", f"/rollout/{action}")
+        )
+        if answer is None:
+            return 1
+        if self.args.json:
+            self.out.write(json.dumps(answer, indent=2) + "\n")
+            return 0
+        self.out.write(rollout_text(answer))
         return 0
 
     def logs(self) -> int:
@@ -521,6 +549,33 @@ class Commands:
         return str(folder)
 
 
+def rollout_text(status: dict[str, Any]) -> str:
+    """`ml-endpoints rollout status` for a person: state, step, bake left, live figures."""
+    lines = [f"endpoint {status.get('endpoint_name')!r}: rollout {status.get('status')}"]
+    steps, step = status.get("steps"), status.get("step")
+    if status.get("candidate"):
+        where = "mirror phase (no live traffic yet)" if step == -1 else None
+        if where is None and isinstance(step, int) and steps:
+            where = f"step {step + 1} of {len(steps)} ({steps[step]}%)"
+        lines.append(f"  candidate {status['candidate']!r}, {where}")
+    lines.append(f"  live split  {_split(status.get('live'))}")
+    lines.append(f"  declared    {_split(status.get('declared'))}")
+    window = status.get("window") or {}
+    if window and status.get("status") in ("baking", "mirroring"):
+        lines.append(f"  bake left   {window.get('bake_left_s')} s")
+        figures = ", ".join(f"{k} {v}" for k, v in window.items() if k != "bake_left_s")
+        lines.append(f"  window      {figures}")
+    verdict = status.get("verdict")
+    if verdict:
+        gate = f"gate {verdict['gate']} at {verdict.get('where')}: " if verdict.get("gate") else ""
+        lines.append(f"  verdict     {verdict.get('result')}: {gate}{verdict.get('reason')}")
+    if status.get("gates"):
+        lines.append(f"  gates       {status['gates']} (on failure: {status.get('on_failure')})")
+    if status.get("queued"):
+        lines.append(f"  queued {status['queued']!r} for the deciding router replica")
+    return "\n".join(lines) + "\n"
+
+
 # ------------------------------------------------------------------------------------ main
 
 
@@ -589,6 +644,11 @@ def parser() -> argparse.ArgumentParser:
     co.add_argument(
         "--s3-endpoint-url", help="S3 API URL (default: AWS_ENDPOINT_URL, else the stack's)"
     )
+    ro = sub.add_parser(
+        "rollout", parents=[common], help="the progressive rollout: status, or act on it"
+    )
+    ro.add_argument("action", choices=("status", "pause", "resume", "abort", "promote"))
+    ro.add_argument("--json", action="store_true", help="print JSON")
     return p
 
 

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from scoring.router.rollout import RolloutSpec, check_rollout
 from scoring.router.traffic import check_mirror, check_traffic, name_problem
 
 #: Secret file names inside ``secrets_dir`` and the env variables that may supply them instead.
@@ -201,6 +202,15 @@ class _Routing(BaseModel):
     ``x-ml-endpoints-credential`` on every proxied and mirrored request; re-read on reload."""
     max_token_lifetime_s: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
     """Longest token lifetime (``exp - iat``) accepted, and the cap of ``POST /token``'s ttl_s."""
+    rollout: RolloutSpec | None = None
+    """Move toward ``traffic`` in judged steps (``scoring.router.rollout``); none: at once."""
+    rollout_from: dict[str, int] = {}
+    """The split served before this config (the components write the deployed stack's): a
+    rollout starts from it when neither the store nor this process knows the live split."""
+    rollout_store: str | None = None
+    """Where the rollout's state lives so a restart resumes it: a file path, or
+    ``kubernetes:NAMESPACE/NAME`` (a ConfigMap and a Lease, one decider among replicas);
+    unset: memory only."""
     discovery: DiscoveryConfig | None = None
     """Balance over each deployment's ready pods, read from the Kubernetes API (EndpointSlices
     of its Service); ``None``: send to the Service's address (kube-proxy picks a pod per
@@ -234,6 +244,8 @@ class RouterConfig(RouterLimits, _Routing):
         problems = check_traffic(self.traffic, names, "traffic") + check_mirror(
             self.mirror_traffic, self.traffic, names, "mirror_traffic"
         )
+        if not problems:
+            problems = check_rollout(self.rollout, self.traffic, names, "rollout")
         if problems:
             raise ValueError("\n".join(problems))
         return self

@@ -22,6 +22,7 @@ from scoring.router.auth import AuthError, bearer, check_key, issue_token, verif
 from scoring.router.config import RouterConfig, Secrets
 from scoring.router.metrics import Metrics
 from scoring.router.mirror import MIRROR_MAX_IN_FLIGHT, MirrorStats
+from scoring.router.rollout import RolloutController, RolloutError
 from scoring.router.traffic import Split, mirror_target, should_mirror
 from scoring.router.upstream import (
     Budget,
@@ -59,6 +60,8 @@ class RouterState:
     mirror_share: float
     timeout_s: float
     generation: int = 0
+    #: The split served now: the declared ``traffic``, or a rollout's step (``rollout.with_live``).
+    live: dict[str, int] = field(default_factory=dict, compare=False)
     #: Tokens already verified under this state's signing key → when they stop being valid.
     tokens: dict[bytes, float] = field(default_factory=dict, compare=False)
 
@@ -78,6 +81,7 @@ class RouterState:
             share,
             config.request_timeout_ms / 1000.0,
             generation,
+            dict(config.traffic),
         )
 
 
@@ -222,7 +226,10 @@ _DROP_FROM_UPSTREAM = frozenset(
     }
 )
 #: Paths whose requests need a credential: checked as soon as their headers are in.
-AUTHENTICATED = frozenset({b"/score", b"/swagger.json", b"/mirror/summary"})
+ROLLOUT_PATHS = frozenset(
+    {b"/rollout", *(b"/rollout/" + a.encode() for a in ("pause", "resume", "abort", "promote"))}
+)
+AUTHENTICATED = frozenset({b"/score", b"/swagger.json", b"/mirror/summary", *ROLLOUT_PATHS})
 ROUTES = (
     "GET /",
     "GET /ready",
@@ -231,6 +238,8 @@ ROUTES = (
     "GET /swagger.json",
     "GET /metrics",
     "GET /mirror/summary",
+    "GET /rollout",
+    "POST /rollout/{pause,resume,abort,promote}",
 )
 
 
@@ -257,6 +266,8 @@ class Router:
         self.mirrors_in_flight = 0
         self.draining = False
         self._rand = random.random
+        #: The progressive rollout, when the process runs one (``scoring.router.rollout``).
+        self.rollout: RolloutController | None = None
         self._error_log: dict[tuple[str, str], tuple[float, int]] = {}
 
     def log_upstream_error(self, deployment: str, kind: str, rid: bytes, message: str) -> None:
@@ -348,6 +359,9 @@ class Router:
                 raise RouteError(f"use POST for /token (got {method.decode()})", 405)
             self._done(respond, 200, [JSON_HEADER, (REQUEST_ID_HEADER, rid)], token_for(state, req))
             return
+        if path in ROLLOUT_PATHS:
+            self._rollout(state, req, rid, respond)
+            return
         if method != b"GET":
             if path in (b"/", b"/ready", b"/swagger.json", b"/metrics", b"/mirror/summary"):
                 raise RouteError(f"use GET for {path.decode()} (got {method.decode()})", 405)
@@ -375,6 +389,29 @@ class Router:
         else:
             raise RouteError(self._no_route(req), 404)
 
+    def _rollout(self, state: RouterState, req: Request, rid: bytes, respond: Respond) -> None:
+        """``GET /rollout`` (status and evidence) and ``POST /rollout/ACTION``; the endpoint's
+        key (or token) is the admin credential."""
+        if not req.authorized:
+            authorize(state, req.authorization)
+        want = b"GET" if req.path == b"/rollout" else b"POST"
+        if req.method != want:
+            raise RouteError(
+                f"use {want.decode()} for {req.path.decode()} (got {req.method.decode()})", 405
+            )
+        controller = self.rollout
+        if controller is None:
+            raise RouteError("this router runs no rollout controller", 404)
+        try:
+            if want == b"GET":
+                answer = controller.status()
+            else:
+                answer = controller.command(req.path.rsplit(b"/", 1)[1].decode())
+        except RolloutError as exc:
+            raise RouteError(exc.message, exc.status) from exc
+        body = json.dumps(answer, indent=1, allow_nan=False).encode()
+        self._done(respond, 200, [JSON_HEADER, (REQUEST_ID_HEADER, rid)], body)
+
     @staticmethod
     def _no_route(req: Request) -> str:
         return f"no route {req.method.decode()} {req.path.decode('latin-1')}; routes: " + ", ".join(
@@ -384,8 +421,10 @@ class Router:
     def mirror_summary(self, state: RouterState) -> dict[str, object]:
         return {
             "endpoint_name": state.config.endpoint_name,
-            "mirror_traffic": dict(state.config.mirror_traffic),
-            "traffic": dict(state.config.traffic),
+            "mirror_traffic": {state.mirror_name: round(state.mirror_share * 100)}
+            if state.mirror_name
+            else {},
+            "traffic": dict(state.live),
             "mirror_calls_in_flight": self.mirrors_in_flight,
             "mirrors": {name: s.summary() for name, s in sorted(self.metrics.mirrors.items())},
         }

@@ -29,6 +29,7 @@ from scoring.router.discovery import Discovery
 from scoring.router.dispatch import Router, RouterState
 from scoring.router.listeners import MetricsProtocol, TlsContexts
 from scoring.router.protocol import HttpProtocol, check_times
+from scoring.router.rollout import RolloutController, store_for
 from scoring.router.upstream import PooledClient
 
 POLL_S = 1.0
@@ -71,6 +72,9 @@ class RouterProcess:
         self.fingerprint = _fingerprint(config_path, secret_paths(router.state.config))
         tls_context = router.state.secrets.tls_context
         self.tls = TlsContexts(tls_context) if tls_context is not None else None
+        store, lease = store_for(router.state.config.rollout_store)
+        router.rollout = RolloutController(router, store, lease)
+        router.rollout.configure(None)
         # The deployments' ready pods, when the config says where to read them (in cluster).
         self.discovery = (
             Discovery(router.client) if isinstance(router.client, PooledClient) else None
@@ -111,6 +115,8 @@ class RouterProcess:
             return False
         state = RouterState.build(config, secrets, old.generation + 1)
         self.router.swap(state)
+        if self.router.rollout is not None:  # the declared split, or the rollout's step
+            self.router.rollout.configure(old.live)
         self.discover()
         if self.tls is not None and secrets.tls_context is not None:
             self.tls.swap(secrets.tls_context)
@@ -203,8 +209,17 @@ class RouterProcess:
             "start",
         )
         watcher = loop.create_task(self.watch())
+        rollout_stop = asyncio.Event()
+        rollouts = (
+            loop.create_task(self.router.rollout.run(rollout_stop))
+            if self.router.rollout is not None
+            else None
+        )
         self.discover()
         await self.stop_event.wait()
+        rollout_stop.set()
+        if rollouts is not None:
+            await rollouts  # a pending decision is written before the drain
         # Drain, in order. 1) readiness is already false (router.draining).
         if self.drain_delay > 0:
             # Let the Service stop sending new connections here before we stop accepting.
@@ -255,6 +270,8 @@ def _needs_restart(old: RouterConfig, new: RouterConfig) -> str | None:
         return "turning tls on or off"
     if old.metrics_port != new.metrics_port:
         return "changing metrics_port"
+    if old.rollout_store != new.rollout_store:
+        return "changing rollout_store"
     return None
 
 

@@ -133,6 +133,6 @@ class Metrics:
         out.sample("router_config_generation", state.generation)
         out.family("router_traffic_percent", "gauge", "Live traffic percent per deployment.")
         for dep in sorted(state.targets):
-            pct = state.config.traffic.get(dep, 0)
+            pct = state.live.get(dep, 0)
             out.sample("router_traffic_percent", pct, f'deployment="{dep}"')
         return out.render()

@@ -5,7 +5,9 @@ app. ``POST /score`` answers ``{"deployment": NAME, "request_id": ..., "body": .
 caller steers it per request with headers (forwarded by the router, so mirrored copies
 behave the same): ``x-test-delay-ms`` sleeps first, ``x-test-status`` sets the status,
 ``x-test-same: 1`` leaves the deployment name out so every deployment answers alike.
-``--delay-ms`` adds a fixed delay to every ``/score`` answer (a slower pod).
+``--delay-ms`` adds a fixed delay to every ``/score`` answer (a slower pod), and
+``--fail-every N`` answers 500 to every Nth: a bad candidate for the rollout tests, whatever
+headers the router forwards.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ import json
 import uvicorn
 
 
-def make_app(name: str, delay_ms: int = 0):
+def make_app(name: str, fail_every: int = 0, delay_ms: int = 0):
+    scored = 0
+
     async def app(scope, receive, send) -> None:
         if scope["type"] == "lifespan":
             while True:
@@ -37,10 +41,14 @@ def make_app(name: str, delay_ms: int = 0):
         path = scope["path"]
         status = 200
         if path == "/score" and scope["method"] == "POST":
-            delay = delay_ms + int(headers.get(b"x-test-delay-ms", b"0"))
+            nonlocal scored
+            scored += 1
+            delay = int(headers.get(b"x-test-delay-ms", b"0")) + delay_ms
             if delay:
                 await asyncio.sleep(delay / 1000)
             status = int(headers.get(b"x-test-status", b"200"))
+            if fail_every and scored % fail_every == 0:
+                status = 500
             out: dict[str, object] = {"body": body.decode("utf-8", "replace")}
             if headers.get(b"x-test-same") != b"1":
                 out["deployment"] = name
@@ -72,10 +80,11 @@ def main() -> None:
     p.add_argument("--name", required=True)
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--fail-every", type=int, default=0)
     p.add_argument("--delay-ms", type=int, default=0)
     args = p.parse_args()
     uvicorn.run(
-        make_app(args.name, args.delay_ms),
+        make_app(args.name, args.fail_every, args.delay_ms),
         host=args.host,
         port=args.port,
         log_level="warning",

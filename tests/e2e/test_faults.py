@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import pytest
-from pulumi import automation as auto
 
 from components import _labels
 from mlendpoints._project import EndpointProject
@@ -29,6 +28,7 @@ from mlendpoints.kube import is_ready, kubectl, running_pods
 from mlendpoints.paths import REPO
 from tests.support.load import Load
 from tests.support.security import scan_for_secrets
+from tests.support.stack_ops import failed_up, script_folder, up
 from tests.support.walkthrough import FIGURES
 
 pytestmark = [pytest.mark.toolchain, pytest.mark.images, pytest.mark.cluster]
@@ -73,25 +73,6 @@ def remove_deployment(project: EndpointProject, index: int, name: str) -> None:
     project.remove_config(f"deployments[{index}]")
     project.remove_config(f"endpoint.traffic.{name}")
     project.set_config({"endpoint.traffic.blue": 100})
-
-
-def up(project: EndpointProject) -> auto.UpResult:
-    with project.logged("pulumi up") as out:
-        return project.stack.up(on_output=out)
-
-
-def failed_up(project: EndpointProject) -> str:
-    """`up` that must fail; its whole output."""
-    with pytest.raises(auto.CommandError) as failure:
-        up(project)
-    return str(failure.value)
-
-
-def script_folder(tmp: Path, name: str, text: str) -> Path:
-    folder = tmp / name
-    folder.mkdir()
-    (folder / "score.py").write_text(text)
-    return folder
 
 
 @pytest.mark.timeout(1200)

@@ -101,6 +101,9 @@ ROUTER_FILE_ONLY = {
     "metrics_port",
     "internal_credential_file",
     "max_token_lifetime_s",
+    "rollout",  # scoring.router.rollout.RolloutSpec: endpoint.rollout in the stack config
+    "rollout_from",
+    "rollout_store",
     "discovery",  # the components write it (namespace, the ServiceAccount's files)
 }
 ROUTER_STACK_ONLY = {

@@ -25,8 +25,10 @@ AUTH1 = {"Authorization": f"Bearer {KEY1}"}
 
 
 @contextlib.contextmanager
-def upstream(name: str) -> Iterator[Proc]:
-    with run_python(["tests/assets/echo_upstream.py", "--name", name, "--port", "{port}"]) as p:
+def upstream(name: str, *options: str) -> Iterator[Proc]:
+    """An echo upstream; ``options`` are its flags (``--fail-every N``, ``--delay-ms MS``)."""
+    args = ["tests/assets/echo_upstream.py", "--name", name, "--port", "{port}", *options]
+    with run_python(args) as p:
         yield p
 
 

@@ -104,7 +104,7 @@ def test_unknown_keys_list_accepted_keys(dev: dict[str, Any]) -> None:
     problems = errors_for(dev)
     assert problems == [
         "endpoint.trafic: unknown key; accepted keys: auth_mode, keys, max_token_lifetime_s, "
-        "mirror_traffic, name, router, tls, traffic",
+        "mirror_traffic, name, rollout, router, tls, traffic",
         "deployments[0].replicas: unknown key; accepted keys: code, data_collection, environment, "
         "environment_variables, idempotent, image, instance_count, liveness_probe, model, name, "
         "readiness_probe, request_settings, resources, rollout_timeout_s, scale_settings, "
