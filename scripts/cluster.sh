@@ -485,9 +485,13 @@ start_containerd() {
       "$LOCAL_PATH_REF") tar="$LOCAL_PATH_DIR/image.tar" ;;
       *) tar="$BUSYBOX_DIR/image.tar" ;;
     esac
-    if ctr_ images ls -q | grep -qxF "$ref"; then continue; fi
-    ctr_ images import "$tar" >/dev/null
-    say "imported $ref"
+    if ! ctr_ images ls -q | grep -qxF "$ref"; then
+      ctr_ images import "$tar" >/dev/null
+      say "imported $ref"
+    fi
+    # Pinned: the kubelet's image GC (run on disk pressure) never removes these. They were
+    # built offline and cannot be pulled again; without the pause image no pod can start.
+    ctr_ images label "$ref" io.cri-containerd.pinned=pinned >/dev/null
   done
 }
 
