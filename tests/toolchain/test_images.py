@@ -16,6 +16,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,10 @@ def contexts(tmp_path: Path) -> tuple[Path, Path]:
     shutil.copy(ROOT / "samples" / "diabetes" / "requirements.txt", env_ctx / "requirements.txt")
     scoring_ctx = tmp_path / "scoring"
     (scoring_ctx / "code").mkdir(parents=True)
-    shutil.copy(ROOT / "samples" / "diabetes" / "score.py", scoring_ctx / "code" / "score.py")
+    # A line of its own per run: the scoring build is never wholly cached, so BuildKit has
+    # steps to report (a wholly cached build streams only its "building with" line).
+    script = (ROOT / "samples" / "diabetes" / "score.py").read_text()
+    (scoring_ctx / "code" / "score.py").write_text(f"{script}\n# test build {uuid.uuid4()}\n")
     subprocess.run(
         [
             sys.executable,
