@@ -34,7 +34,7 @@ test-fast: python ## the tiers that need no toolchain or cluster (unit, mocks, h
 	@$(PY) -m pytest -q tests/unit tests/mocks tests/http tests/hardening tests/compat
 
 test: setup lint cluster-up ## the README's test command: set up everything, run every tier
-	@$(PY) -m pytest -q tests
+	@$(PY) -m pytest -q --durations=30 tests
 
 STACK ?= dev
 deploy: setup cluster-up sample-model ## the main job: deploy the sample stack, score a request, print the scoring URI
