@@ -1,11 +1,16 @@
 """The Pulumi side of a progressive rollout: `up` waits for the router's verdict; `preview`
-prints the evidence so far.
+prints the evidence so far; `pulumi refresh` reads the live split back.
 
 The rollout itself runs in the router (`scoring.router.rollout`); nothing here moves traffic.
 `RolloutVerdict` is a small dynamic resource whose create/update polls the router's
-`GET /rollout` until the declared rollout (named by `rollout_id`) is promoted (success) or
-rolled back (failure naming the gate, step and figures). Closing the terminal loses only the
-wait: the rollout goes on in the cluster, and the next `up` waits again or reports its verdict.
+`GET /rollout` until the declared rollout (named by `rollout_id`) has a verdict, and records it
+in its outputs (`status`, `step`, `live`, `declared`, `candidate`, `verdict`). A rolled-back or
+aborted rollout is a verdict too: the resource succeeds, and `OnlineEndpoint` turns it into the
+`up` failure (`fail_on_verdict`). That keeps the verdict in the state, so the next `preview`
+with the same declaration proposes nothing (`diff`: same rollout, same router) and only warns,
+while the next `up` fails again with the divergence; a new declaration is a new rollout. Closing
+the terminal loses only the wait: the rollout goes on in the cluster, and the next `up` waits
+again (the state still holds the previous rollout) or reports its verdict.
 """
 
 from __future__ import annotations
@@ -27,10 +32,14 @@ from pulumi.dynamic import (
     UpdateResult,
 )
 
-from scoring.router.rollout import RolloutSpec, Tally, candidate_of, judge
+from scoring.router.rollout import RolloutSpec, Tally, candidate_of, judge, rollout_id
 
 DONE_OK = ("promoted", "none")
 DONE_BAD = ("rolled_back", "aborted")
+OBSERVED = ("status", "step", "live", "declared", "candidate", "verdict")
+"""The router's answer as the resource records it (and the `rollout` stack output shows)."""
+CONNECTION = ("rollout_id", "base_url", "key", "ca")
+"""Inputs whose change is a change of the resource; anything else is the router's to report."""
 
 
 def fetch_status(base_url: str, key: str, ca_pem: str, timeout: float = 5.0) -> dict[str, Any]:
@@ -47,21 +56,63 @@ def fetch_status(base_url: str, key: str, ca_pem: str, timeout: float = 5.0) -> 
 
 
 def failure_message(status: Mapping[str, Any]) -> str:
-    """`rolled back at step 1 of 4 (5%): gate error_rate: error rate 5.00% > 1% (...)`."""
+    """`rollout of 'green' rolled back at step 1 of 4 (5%): gate error_rate: error rate 5.00% >
+    1% (...); figures {...}; live split now {...} (declared {...}). ...`: what `up` fails with
+    and what `preview` warns of, from the router's status or the resource's outputs."""
+    status = _whole(status)
     verdict = status.get("verdict") or {}
     word = str(status.get("status", "")).replace("_", " ")
+    split = (
+        f"live split now {_sorted(status.get('live'))} (declared "
+        f"{_sorted(status.get('declared'))}). Fix the "
+        "candidate (or change endpoint.traffic / endpoint.rollout) and run `pulumi up` again: "
+        "until the declaration changes, `preview` proposes nothing and `up` fails with this"
+    )
     if verdict.get("gate"):
         return (
             f"rollout of {status.get('candidate')!r} {word} at {verdict.get('where')}: gate "
             f"{verdict['gate']}: {verdict.get('reason')}; figures {verdict.get('figures')}; "
-            f"live split now {status.get('live')} (declared {status.get('declared')}). Fix the "
-            "candidate (or change endpoint.traffic / endpoint.rollout) and run `pulumi up` again"
+            + split
         )
-    return f"rollout of {status.get('candidate')!r} {word}: {verdict.get('reason')}"
+    return (
+        f"rollout of {status.get('candidate')!r} {word} at step {verdict.get('step')}: "
+        f"{verdict.get('reason')}; " + split
+    )
+
+
+def _whole(value: Any) -> Any:
+    """Whole numbers as ints again: the state (protobuf) hands every number back as a float,
+    and `{'blue': 100.0}` is not how a split reads."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, Mapping):
+        return {k: _whole(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_whole(v) for v in value]
+    return value
+
+
+def _sorted(split: Any) -> Any:
+    """A split by deployment name: the state does not keep a map's order."""
+    return dict(sorted(split.items())) if isinstance(split, Mapping) else split
+
+
+def _observed(status: Mapping[str, Any]) -> dict[str, Any]:
+    """The recorded part of a `GET /rollout` answer; `step` counts from 1 (0: the mirror
+    phase), as the verdict's does."""
+    step = status.get("step")
+    return {
+        "status": status.get("status"),
+        "step": int(step) + 1 if isinstance(step, int) else None,
+        "live": status.get("live"),
+        "declared": status.get("declared"),
+        "candidate": status.get("candidate"),
+        "verdict": status.get("verdict"),
+    }
 
 
 class _VerdictProvider(ResourceProvider):
-    """Waits for the router's verdict on rollout `rollout_id`."""
+    """Waits for the router's verdict on rollout `rollout_id` and records it."""
 
     def _wait(self, props: dict[str, Any]) -> dict[str, Any]:
         deadline = time.monotonic() + float(props["timeout_s"])
@@ -75,10 +126,10 @@ class _VerdictProvider(ResourceProvider):
                 continue
             if status.get("id") != props["rollout_id"]:
                 last = f"router still serves rollout {status.get('id')} (old pods rolling)"
-            elif status.get("status") in DONE_OK:
+            elif status.get("status") in DONE_OK + DONE_BAD:
+                # A rollback is recorded, not raised: `OnlineEndpoint` fails `up` with it, and
+                # the state keeps which rollout it was (so `preview` proposes nothing after it).
                 return {**props, **_observed(status)}
-            elif status.get("status") in DONE_BAD:
-                raise RuntimeError(failure_message(status))
             else:
                 last = f"status {status.get('status')} at step {status.get('step')}"
             time.sleep(1)
@@ -94,33 +145,41 @@ class _VerdictProvider(ResourceProvider):
         return UpdateResult(outs=self._wait(news))
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        changed = olds.get("rollout_id") != news.get("rollout_id")
-        return DiffResult(changes=changed, replaces=[], delete_before_replace=False)
+        """A change only when another rollout is declared (or the router moved): the state holds
+        the verdict on this one, promoted or rolled back, so there is nothing to wait for.
+
+        `olds` are the recorded outputs: a rollout `up` recorded a verdict on. (One that never
+        got one — a timeout, a closed terminal — left the previous rollout in the state, so the
+        next `up` waits again.)
+        """
+        changed = [k for k in CONNECTION if olds.get(k) != news.get(k)]
+        return DiffResult(changes=bool(changed), replaces=[], delete_before_replace=False)
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
-        """`pulumi refresh`: the router's status and live split now (kept if it is unreachable)."""
+        """`pulumi refresh`: the router's live split, and this rollout's status now (all kept
+        when the router cannot be reached; only the split when it serves another rollout)."""
         try:
             status = fetch_status(props["base_url"], props["key"], props["ca"])
         except (OSError, ValueError, KeyError):
             return ReadResult(id_=id_, outs=props)
-        return ReadResult(id_=id_, outs={**props, **_observed(status)})
-
-
-def _observed(status: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        "status": status.get("status"),
-        "verdict": status.get("verdict"),
-        "live": status.get("live"),
-    }
+        observed = _observed(status)
+        if status.get("id") != props.get("rollout_id"):
+            observed = {"live": observed["live"], "declared": observed["declared"]}
+        return ReadResult(id_=id_, outs={**props, **observed})
 
 
 class RolloutVerdict(Resource):
-    """`pulumi up` returns when the router promoted rollout `rollout_id`, fails when it rolled
-    it back."""
+    """`pulumi up` returns when the router has a verdict on rollout `rollout_id`: promoted, or
+    rolled back / aborted (then `OnlineEndpoint` fails `up` with `failure_message`)."""
 
+    rollout_id: pulumi.Output[str]
     status: pulumi.Output[str]
+    step: pulumi.Output[int | None]
     live: pulumi.Output[dict[str, int]]
     """The router's live split when `up` returned, or at the last `pulumi refresh`."""
+    declared: pulumi.Output[dict[str, int]]
+    candidate: pulumi.Output[str | None]
+    verdict: pulumi.Output[dict[str, Any] | None]
 
     def __init__(
         self,
@@ -141,14 +200,27 @@ class RolloutVerdict(Resource):
                 "ca": ca,
                 "rollout_id": rollout_id,
                 "timeout_s": timeout_s,
-                "status": None,
-                "verdict": None,
-                "live": None,
+                **{k: None for k in OBSERVED},
             },
             pulumi.ResourceOptions.merge(
                 opts, pulumi.ResourceOptions(additional_secret_outputs=["key"])
             ),
         )
+
+    def observed(self) -> pulumi.Output[dict[str, Any]]:
+        """`rollout_id` and the recorded router status (no key: a plain output)."""
+        return pulumi.Output.all(
+            rollout_id=self.rollout_id,
+            **{k: getattr(self, k) for k in OBSERVED},
+        )
+
+
+def fail_on_verdict(observed: Mapping[str, Any]) -> Mapping[str, Any]:
+    """`up`: a rolled-back or aborted rollout fails it with the divergence, every `up` until
+    the declaration changes (`preview` only warns: `preview_evidence`)."""
+    if observed.get("status") in DONE_BAD:
+        raise pulumi.RunError(failure_message(observed))
+    return observed
 
 
 def verdict_timeout_s(spec: RolloutSpec) -> int:
@@ -239,18 +311,24 @@ def preview_evidence(
     traffic: Mapping[str, int],
     live: Mapping[str, int] | None,
     endpoint: Mapping[str, Any] | None,
-) -> str:
-    """The evidence line, or `evidence unavailable (why)`: never an error."""
+) -> tuple[bool, str]:
+    """What `preview` logs: (warn, text). The evidence line, or `rollout evidence unavailable
+    (why)`; a warning naming the divergence when the router rolled back (or an operator
+    aborted) the very rollout declared — `preview` then proposes nothing and `up` would fail.
+    Never an error."""
     endpoint = endpoint or {}
     uri, key = endpoint.get("scoring_uri"), endpoint.get("primary_key")
     if not uri or not key:
-        return "rollout evidence unavailable (the endpoint is not deployed yet)"
+        return False, "rollout evidence unavailable (the endpoint is not deployed yet)"
     try:
         status = fetch_status(
             str(uri).removesuffix("/score"), str(key), str(endpoint.get("ca_certificate") or ""), 3
         )
     except Exception as exc:
-        return f"rollout evidence unavailable ({type(exc).__name__}: {exc})"
-    return "rollout evidence: " + evidence_line(
+        return False, f"rollout evidence unavailable ({type(exc).__name__}: {exc})"
+    if status.get("id") == rollout_id(spec, traffic) and status.get("status") in DONE_BAD:
+        observed = _observed(status)
+        return True, "the live split differs from the declaration: " + failure_message(observed)
+    return False, "rollout evidence: " + evidence_line(
         spec, traffic, live or status.get("live") or {}, status
     )

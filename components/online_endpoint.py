@@ -16,7 +16,12 @@ from components import _build, _labels, _naming, _pods, _scaling, rules
 from components._certs import GeneratedCertificate
 from components._hashing import hash_parts
 from components._keys import GeneratedKey
-from components._rollout import RolloutVerdict, preview_evidence, verdict_timeout_s
+from components._rollout import (
+    RolloutVerdict,
+    fail_on_verdict,
+    preview_evidence,
+    verdict_timeout_s,
+)
 from components.internal_credential import InternalCredential
 from components.online_deployment import OnlineDeployment
 from scoring.router.config import SERVICE_ACCOUNT_DIR, RouterConfig, RouterLimits
@@ -160,6 +165,9 @@ class OnlineEndpointArgs:
     previous_endpoint: pulumi.Input[Mapping[str, Any] | None] = None
     """The deployed stack's `scoring_uri`, `primary_key`, `ca_certificate`: `preview` asks the
     router for the rollout's evidence with them."""
+    wait_for_rollout: bool = True
+    """False when the manifests are only rendered (`cluster.render_yaml_to`): no router will
+    answer, so `up` must not wait for a verdict nor `preview` ask for evidence."""
 
 
 class OnlineEndpoint(pulumi.ComponentResource):
@@ -178,6 +186,9 @@ class OnlineEndpoint(pulumi.ComponentResource):
     ca_certificate: pulumi.Output[str]
     traffic: pulumi.Output[dict[str, int]]
     mirror_traffic: pulumi.Output[dict[str, int]]
+    rollout: pulumi.Output[dict[str, Any] | None]
+    """The verdict resource's record (`rollout_id`, `status`, `step`, `live`, `declared`,
+    `candidate`, `verdict`): as of the last `up` or `pulumi refresh`. None without gates."""
 
     def __init__(
         self, name: str, args: OnlineEndpointArgs, opts: pulumi.ResourceOptions | None = None
@@ -351,8 +362,11 @@ class OnlineEndpoint(pulumi.ComponentResource):
             if self.certificate is not None
             else pulumi.Output.from_input("")
         )
-        if rollout is not None and rollout.gates is not None:
-            # `up` returns when the router has promoted this rollout, fails when it rolled back.
+        self.verdict: RolloutVerdict | None = None
+        self.rollout: pulumi.Output[dict[str, Any] | None] = pulumi.Output.from_input(None)
+        if rollout is not None and rollout.gates is not None and args.wait_for_rollout:
+            # `up` returns when the router has promoted this rollout, fails when it rolled back
+            # (every `up` until the declaration changes; `preview` proposes nothing then).
             self.verdict = RolloutVerdict(
                 _naming.child(name, "rollout"),
                 base,
@@ -362,13 +376,22 @@ class OnlineEndpoint(pulumi.ComponentResource):
                 verdict_timeout_s(rollout),
                 pulumi.ResourceOptions(parent=self, depends_on=[self.router, self.service]),
             )
+            self.rollout = self.verdict.observed()
+            if not pulumi.runtime.is_dry_run():
+                self.rollout.apply(fail_on_verdict)
         if rollout is not None and pulumi.runtime.is_dry_run():
-            pulumi.Output.from_input(args.previous_endpoint).apply(
-                lambda ep: pulumi.log.info(
-                    f"endpoint {name!r} " + preview_evidence(rollout, traffic, None, ep),
+            if args.wait_for_rollout:
+                pulumi.Output.from_input(args.previous_endpoint).apply(
+                    lambda ep: _log_evidence(
+                        self, f"endpoint {name!r} ", preview_evidence(rollout, traffic, None, ep)
+                    )
+                )
+            else:
+                pulumi.log.info(
+                    f"endpoint {name!r} rollout evidence unavailable (manifests are only rendered: "
+                    "no router answers, and `up` waits for no verdict)",
                     resource=self,
                 )
-            )
         self.traffic = checked.apply(lambda _: traffic)
         self.mirror_traffic = pulumi.Output.from_input(mirror)
         self.register_outputs(
@@ -380,6 +403,7 @@ class OnlineEndpoint(pulumi.ComponentResource):
                 "ca_certificate": self.ca_certificate,
                 "traffic": self.traffic,
                 "mirror_traffic": self.mirror_traffic,
+                "rollout": self.rollout,
             }
         )
 
@@ -788,6 +812,13 @@ def _kube_api_volume() -> k8s.core.v1.VolumeArgs:
             ],
         ),
     )
+
+
+def _log_evidence(resource: pulumi.Resource, prefix: str, said: tuple[bool, str]) -> None:
+    """`preview`'s rollout line: a warning when the live split diverges after a rollback (the
+    plan proposes nothing then), else information. Never an error."""
+    warn, text = said
+    (pulumi.log.warn if warn else pulumi.log.info)(prefix + text, resource=resource)
 
 
 def _base_url(

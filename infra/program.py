@@ -251,6 +251,8 @@ def build(cfg: StackConfig, previous: tuple[Any, ...] = (None, None, None)) -> O
             previous_mirror=previous[1],
             rollout=ep.rollout,
             previous_endpoint=previous[2] if len(previous) > 2 else None,
+            # Rendered manifests have no router to wait for (or to ask for evidence).
+            wait_for_rollout=not cfg.cluster.render_yaml_to,
         ),
         pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(depends_on=depends)),
     )
@@ -264,6 +266,9 @@ def build(cfg: StackConfig, previous: tuple[Any, ...] = (None, None, None)) -> O
     pulumi.export("ca_certificate", endpoint.ca_certificate)
     pulumi.export("traffic", endpoint.traffic)
     pulumi.export("mirror_traffic", endpoint.mirror_traffic)
+    # The router's verdict, live split and step as of the last `up` (or `refresh --run-program`):
+    # plain, it holds no secret. None without rollout gates.
+    pulumi.export("rollout", endpoint.rollout)
     pulumi.export(
         "deployments",
         {

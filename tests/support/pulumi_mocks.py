@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import types
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,8 @@ class Registration:
 class Recorder:
     regs: list[Registration] = field(default_factory=list)
     logs: list[str] = field(default_factory=list)
+    levels: list[tuple[str, str]] = field(default_factory=list)
+    """(level, message) of each log line: `WARNING`, `INFO`, ..."""
 
     def of_type(self, typ: str) -> list[Registration]:
         return [r for r in self.regs if r.type == typ]
@@ -56,14 +59,22 @@ class Recorder:
         return next(r for r in self.regs if r.urn == urn)
 
 
+Engine = Callable[[str, dict[str, Any]], dict[str, Any]]
+"""What the engine hands back for a resource (name, inputs → outputs), e.g. the outputs of a
+dynamic provider's real `create`, or those a state holds after a diff without changes."""
+
+
 class _Mocks(pulumi.runtime.Mocks):
     """Echo inputs back as outputs, plus what a real provider would compute."""
 
-    def __init__(self, outputs: dict[str, dict[str, Any]]) -> None:
+    def __init__(self, outputs: dict[str, dict[str, Any]], engine: dict[str, Engine]) -> None:
         self.stack_outputs = outputs
+        self.engine = engine
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict]:
         state = dict(args.inputs)
+        if args.name in self.engine:
+            return f"{args.name}-id", self.engine[args.name](args.name, state)
         if args.typ == "pulumi-python:dynamic:Resource" and "dns_names" in args.inputs:
             state["ca_certificate"] = FAKE_CA
             state["certificate"] = FAKE_CA.replace("mock-ca", "mock-server")
@@ -151,21 +162,26 @@ async def _plain(value: Any) -> Any:
 
 
 class _ListHandler(logging.Handler):
-    def __init__(self, sink: list[str]) -> None:
+    def __init__(self, recorder: Recorder) -> None:
         super().__init__(logging.DEBUG)
-        self.sink = sink
+        self.recorder = recorder
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.sink.append(record.getMessage())
+        self.recorder.logs.append(record.getMessage())
+        self.recorder.levels.append((record.levelname, record.getMessage()))
 
 
-def install(stack_outputs: dict[str, Any] | None = None, preview: bool = True) -> Recorder:
-    """Fresh mocks + recorder; returns the recorder."""
+def install(
+    stack_outputs: dict[str, Any] | None = None,
+    preview: bool = True,
+    engine: dict[str, Engine] | None = None,
+) -> Recorder:
+    """Fresh mocks + recorder; returns the recorder. `engine`: resource name → its outputs."""
     recorder = Recorder()
     logger = logging.getLogger(f"pulumi-mocks-{id(recorder)}")
     logger.setLevel(logging.DEBUG)
-    logger.addHandler(_ListHandler(recorder.logs))
-    mocks = _Mocks(stack_outputs or {})
+    logger.addHandler(_ListHandler(recorder))
+    mocks = _Mocks(stack_outputs or {}, engine or {})
     pulumi.runtime.set_mocks(
         mocks,
         project="ml-endpoints",
