@@ -64,9 +64,9 @@ def failure_message(status: Mapping[str, Any]) -> str:
     word = str(status.get("status", "")).replace("_", " ")
     split = (
         f"live split now {_sorted(status.get('live'))} (declared "
-        f"{_sorted(status.get('declared'))}). Fix the "
-        "candidate (or change endpoint.traffic / endpoint.rollout) and run `pulumi up` again: "
-        "until the declaration changes, `preview` proposes nothing and `up` fails with this"
+        f"{_sorted(status.get('declared'))}). Fix the candidate, then change endpoint.traffic "
+        "or endpoint.rollout (the same declaration is the same rollout, and it stays as it "
+        "ended): until then `preview` proposes nothing and `up` fails with this"
     )
     if verdict.get("gate"):
         return (

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pulumi
 import pytest
 
-from components._rollout import _VerdictProvider, preview_evidence
+from components._rollout import _VerdictProvider, fail_on_verdict, preview_evidence
 from mlendpoints._procs import Proc
 from mlendpoints.cli import main
 from scoring.router.rollout import Gates, RolloutSpec
@@ -118,11 +119,12 @@ def verdict_of(proc: Proc, status: dict[str, Any]) -> str:
     provider = _VerdictProvider()
     refreshed = provider.read(status["id"], props).outs  # `pulumi refresh`
     assert (refreshed["status"], refreshed["live"]) == (status["status"], status["live"])
+    recorded = provider.create(props).outs
     try:
-        provider.create(props)
-    except RuntimeError as exc:
+        fail_on_verdict(recorded)  # what `OnlineEndpoint` does with it in `up`
+    except pulumi.RunError as exc:
         return str(exc)
-    return "promoted"
+    return str(recorded["status"])
 
 
 def test_five_percent_500s_roll_back_at_the_first_step(tmp_path: Path) -> None:
@@ -219,7 +221,7 @@ def test_preview_evidence_from_a_live_router(tmp_path: Path, client: httpx.Clien
             ep = {"scoring_uri": f"{proc.url}/score", "primary_key": KEY1, "ca_certificate": ""}
             line = wait_for(
                 lambda: (
-                    (t := preview_evidence(spec, {"blue": 0, "green": 100}, None, ep))
+                    (t := preview_evidence(spec, {"blue": 0, "green": 100}, None, ep)[1])
                     and "mirrored" in t
                     and t
                 ),
@@ -227,5 +229,5 @@ def test_preview_evidence_from_a_live_router(tmp_path: Path, client: httpx.Clien
             )
     assert line.startswith("rollout evidence: green  live 0% -> 100% in 2 steps · mirrored "), line
     assert "agree 0.0% (gate 98%)" in line and line.endswith("WOULD FAIL agreement"), line
-    gone = preview_evidence(spec, {"blue": 0, "green": 100}, None, ep)
-    assert gone.startswith("rollout evidence unavailable (URLError"), gone
+    warn, gone = preview_evidence(spec, {"blue": 0, "green": 100}, None, ep)
+    assert not warn and gone.startswith("rollout evidence unavailable (URLError"), gone

@@ -135,8 +135,9 @@ def test_refresh_reads_the_live_split_and_status_from_the_router(api: FakeRollou
     assert outs["declared"] == TRAFFIC and outs["verdict"]["gate"] == "error_rate"
     assert outs["rollout_id"] == ROLLED_BACK["id"] and outs["key"] == KEY  # inputs kept
     # The router serves another rollout: only the split is news about this one.
-    other = router_status("promoted", traffic={"blue": 10, "green": 90}, rollout={
-        **ROLLOUT, "steps": [5, 25, 90]})
+    other = router_status(
+        "promoted", traffic={"blue": 10, "green": 90}, rollout={**ROLLOUT, "steps": [5, 25, 90]}
+    )
     api.status = other
     outs = provider.read(ROLLED_BACK["id"], recorded).outs
     assert outs["live"] == {"blue": 10, "green": 90} and outs["status"] == "baking"
@@ -189,9 +190,7 @@ def unwrap(value: Any) -> Any:
     return value.get("value") if isinstance(value, dict) else value
 
 
-def run(
-    raw: dict[str, Any], api: FakeRolloutApi, preview: bool
-) -> tuple[Recorder, dict[str, Any]]:
+def run(raw: dict[str, Any], api: FakeRolloutApi, preview: bool) -> tuple[Recorder, dict[str, Any]]:
     """The program, with the verdict's outputs those of the real provider against `api` (what
     an `up` recorded; after a diff without changes the engine hands the program the same)."""
 
@@ -270,4 +269,3 @@ def test_rendered_manifests_wait_for_no_router(
         assert any(
             "rollout evidence unavailable (manifests are only rendered" in m for m in rec.logs
         ), rec.logs
-
