@@ -15,8 +15,8 @@ import pulumi_kubernetes as k8s
 
 from components import _build, _ingress, _labels, _naming, _pods, _scaling, rules
 from components._certs import GeneratedCertificate
-from components._ingress import IngressSettings
 from components._hashing import hash_parts
+from components._ingress import IngressSettings
 from components._keys import GeneratedKey
 from components._rollout import RolloutVerdict, preview_evidence, verdict_timeout_s
 from components.internal_credential import InternalCredential

@@ -48,6 +48,9 @@ def test_ingress_routes_the_host_to_the_router_https_port(assets: dict[str, Path
     )
     ingress = the_ingress(rec)
     assert ingress.name == "diabetes-ingress"
+    router = rec.one("kubernetes:apps/v1:Deployment", "diabetes-router")
+    volumes = {v["name"]: v for v in router.inputs["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["tls"]["secret"]["secretName"] == "diabetes-router-tls"
     assert ingress.parent == rec.one("mlendpoints:index:OnlineEndpoint", "diabetes").urn
     meta, spec = ingress.inputs["metadata"], ingress.inputs["spec"]
     assert (meta["name"], meta["namespace"]) == ("diabetes-router", "mlns")
@@ -127,6 +130,10 @@ def test_own_tls_secret_is_the_ingress_secret(assets: dict[str, Path]) -> None:
     assert the_ingress(rec).inputs["spec"]["tls"] == [
         {"hosts": [HOST], "secretName": "my-company-cert"}
     ]
+    # The router serves the same Secret behind the controller.
+    router = rec.one("kubernetes:apps/v1:Deployment", "diabetes-router")
+    volumes = {v["name"]: v for v in router.inputs["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["tls"]["secret"]["secretName"] == "my-company-cert"
     assert outputs["scoring_uri"] == f"https://{HOST}/score"
 
 
