@@ -381,7 +381,15 @@ class OnlineEndpoint(pulumi.ComponentResource):
                 self.ca_certificate,
                 rollout_id(rollout, traffic),
                 verdict_timeout_s(rollout),
-                pulumi.ResourceOptions(parent=self, depends_on=[self.router, self.service]),
+                pulumi.ResourceOptions(
+                    parent=self,
+                    # It asks the router where clients reach it: through the Ingress, if any.
+                    depends_on=[
+                        self.router,
+                        self.service,
+                        *([self.ingress] if self.ingress else []),
+                    ],
+                ),
             )
         if rollout is not None and pulumi.runtime.is_dry_run():
             pulumi.Output.from_input(args.previous_endpoint).apply(

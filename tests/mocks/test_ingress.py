@@ -156,3 +156,15 @@ def test_ingress_without_tls_is_refused(assets: dict[str, Path]) -> None:
     with pytest.raises(ValueError, match=r"^endpoint\.ingress: needs endpoint\.tls\.enabled"):
         go()
     assert not rec.of_type(INGRESS)
+
+
+def test_rollout_verdict_asks_through_the_ingress(assets: dict[str, Path]) -> None:
+    """With gates, `up` waits for the router's verdict, asked where clients reach it: the
+    host, once the Ingress exists."""
+    raw = with_ingress(assets)
+    raw["endpoint"]["traffic"] = {"blue": 0, "green": 100}
+    raw["endpoint"]["rollout"] = {"steps": [5, 100], "bake_s": 30, "gates": {"min_requests": 10}}
+    rec, _ = run_stack(raw, ({"blue": 100, "green": 0}, None))
+    verdict = rec.one(DYNAMIC, "diabetes-rollout")
+    assert verdict.inputs["base_url"] == f"https://{HOST}"
+    assert the_ingress(rec).urn in verdict.dependencies
