@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 
 from components import _scaling, rules
 from components._collection import CollectionStorage
+from components._ingress import IngressSettings
 from components._scaling import ScaleSettings
 from components.online_deployment import DeploymentSettings, RoutingPolicy
 from components.online_endpoint import RouterLimits
@@ -199,6 +200,9 @@ class EndpointConfig(_Section):
     """The router's declaration: longest token lifetime it accepts and issues (`POST /token`)."""
     tls: TlsConfig = TlsConfig()
     router: RouterConfig = RouterConfig()
+    ingress: IngressSettings | None = None
+    """An Ingress for the cluster's controller (`components._ingress.IngressSettings`, declared
+    there once): `class_name`, `host`, `annotations`; clients then use `https://<host>`."""
     rollout: RolloutSpec | None = None
     """Move toward `traffic` in steps the router judges (`scoring.router.rollout.RolloutSpec`,
     declared there once); unset: the shift happens at once."""

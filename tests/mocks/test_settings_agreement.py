@@ -115,7 +115,7 @@ ROUTER_STACK_ONLY = {
     "image",
     "resources",
 }
-ROUTER_ARGS_ONLY = ROUTER_STACK_ONLY | {"base_image", "registry", "tls"}
+ROUTER_ARGS_ONLY = ROUTER_STACK_ONLY | {"base_image", "registry", "tls", "ingress"}
 # A router file's deployment entry: where the deployment listens (the components set it).
 ROUTER_ENTRY_ONLY = {"url"}
 
