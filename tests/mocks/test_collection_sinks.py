@@ -171,7 +171,7 @@ def test_preview_says_where_each_deployments_data_goes(assets: dict[str, Path]) 
         "s3://ml-endpoints-collected/runs/diabetes/blue/<collection>/yyyy/MM/dd/HH/ "
         "at http://192.0.2.2:7070",
         "collect green: model_inputs/model_outputs at 0.5 sampling -> the pod's spool only: "
-        "LOST when the pod goes (set collect_destination)",
+        "LOST when the pod goes (set destination)",
     ]
 
 
@@ -181,13 +181,13 @@ def test_preview_says_where_each_deployments_data_goes(assets: dict[str, Path]) 
         (
             "s3://A_B/x",
             {},
-            "deployment 'blue' data_collection.collect_destination: 's3://A_B/x' does not name "
+            "deployment 'blue' data_collection.destination: 's3://A_B/x' does not name "
             "a bucket (s3://BUCKET/PREFIX; 3-63 of a-z, 0-9, '.', '-')",
         ),
         (
             "collected",
             {},
-            "deployment 'blue' data_collection.collect_destination: 'collected' is not "
+            "deployment 'blue' data_collection.destination: 'collected' is not "
             "accepted; use s3://BUCKET/PREFIX, 'pvc', or an absolute folder the image provides",
         ),
         (
