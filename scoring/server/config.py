@@ -172,13 +172,13 @@ class DataCollection(Declared):
     """Azure's ``data_collector`` key -> the fields it sets (``destination`` is ours)."""
 
     collect: bool = setting(False, env=("DATA_COLLECTION_ENABLED",))
-    """Collect every sampled request's input and output (``model_inputs``/``model_outputs``)."""
+    """Collect sampled requests' inputs and outputs (``model_inputs``/``model_outputs``; Azure's ``collections``)."""  # noqa: E501
     collect_collections: Literal["both", "model_inputs", "model_outputs"] = setting(
         "both", env=("DATA_COLLECTION_COLLECTIONS",)
     )
-    """Which of the two ``collect`` writes: ``both`` (a request's pair, kept together) or one."""
+    """Which of the two ``collect`` writes: ``both`` (a request's pair, kept together) or only one."""  # noqa: E501
     collect_sampling_rate: float = setting(1.0, ge=0, le=1, env=("DATA_COLLECTION_SAMPLING_RATE",))
-    """Share of requests collected, 0..1 (also applies to a script's ``Collector``)."""
+    """Share of requests collected, 0..1 (Azure's ``sampling_rate``; also a script's ``Collector``)."""  # noqa: E501
     collect_max_file_bytes: int = setting(
         10 * MiB, ge=1, le=1024 * MiB, env=("DATA_COLLECTION_MAX_FILE_BYTES",)
     )
@@ -192,7 +192,7 @@ class DataCollection(Declared):
     )
     """A record's data larger than this goes to its own file, referenced by ``dataref``."""
     collect_destination: str = setting("", env=("DATA_COLLECTION_DESTINATION",))
-    """Where closed files are shipped: ``s3://bucket/prefix`` or a folder; empty = kept here."""
+    """Where closed files are shipped: ``s3://bucket/prefix`` or a folder; empty = kept here (stack: ``destination``)."""  # noqa: E501
     collect_spool_max_bytes: int = setting(
         1024 * MiB, ge=64 * 1024, le=1024 * 1024 * MiB, env=("DATA_COLLECTION_SPOOL_MAX_BYTES",)
     )
