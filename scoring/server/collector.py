@@ -130,9 +130,7 @@ class Sink:
         with self._lock:
             self._pending.append([(collection, line)])
 
-    def record_pair(
-        self, request_id: str, input_json: str | None, output_json: str | None
-    ) -> None:
+    def record_pair(self, request_id: str, input_json: str | None, output_json: str | None) -> None:
         """Queue a request's ``model_inputs`` and ``model_outputs`` (already JSON, one line
         each; ``request_id`` is sanitised, so it needs no escaping): written together or not
         at all. None leaves that collection out (only the other one is enabled)."""

@@ -22,8 +22,8 @@ import argparse
 import os
 import re
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from functools import cache
+from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
@@ -423,7 +423,8 @@ def _checked(info: FieldInfo, key: str, value: Any) -> Any:
 
 @cache
 def _adapter(info: FieldInfo) -> TypeAdapter[Any]:
-    kind = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+    """A validator of one field's type and bounds (``ge``/``le``), built once."""
+    kind: Any = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
     return TypeAdapter(kind)
 
 

@@ -114,9 +114,7 @@ def test_records_are_azure_envelopes_under_endpoint_and_deployment_folders(
 
 
 @pytest.mark.parametrize("only", ["model_inputs", "model_outputs"])
-def test_only_the_enabled_collection_is_written(
-    model_dir: Path, tmp_path: Path, only: str
-) -> None:
+def test_only_the_enabled_collection_is_written(model_dir: Path, tmp_path: Path, only: str) -> None:
     """`--collect-collections model_inputs` (Azure: only `model_inputs` enabled) writes the
     requests' bodies and no answers; `model_outputs` the reverse."""
     root = tmp_path / "spool"

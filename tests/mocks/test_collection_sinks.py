@@ -1,10 +1,10 @@
 """Where collected data goes (issue 14), under Pulumi mocks: the stack's `collection` section
-and `data_collection.destination` (or `collect_destination`) become an S3 Secret read by `secretKeyRef` (keys in
-no plain place), or a retained PersistentVolumeClaim mounted as the destination; the pods get
-the names of the Azure layout, a grace period that covers the final shipping pass, a spool
-sized from its limit; the environment image gets boto3 only for S3; preview says where data
-goes; a destination that cannot work is refused naming the key; Azure's key names render
-exactly what the server's `collect_*` names do.
+and `data_collection.destination` (or `collect_destination`) become an S3 Secret read by
+`secretKeyRef` (keys in no plain place), or a retained PersistentVolumeClaim mounted as the
+destination; the pods get the names of the Azure layout, a grace period that covers the final
+shipping pass, a spool sized from its limit; the environment image gets boto3 only for S3;
+preview says where data goes; a destination that cannot work is refused naming the key;
+Azure's key names render exactly what the server's `collect_*` names do.
 """
 
 from __future__ import annotations
