@@ -223,7 +223,7 @@ class StackConfig(_Section):
     endpoint: EndpointConfig
     deployments: list[DeploymentConfig] = Field(min_length=1)
     collection: CollectionStorage = CollectionStorage()
-    """Where `data_collection.collect_destination` ships: the S3 connection (keys set with
+    """Where `data_collection.destination` ships: the S3 connection (keys set with
     `--secret`) and the PVC's size and class (`components._collection`)."""
 
     @model_validator(mode="after")
