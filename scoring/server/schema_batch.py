@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
 from typing import Any
 
@@ -101,19 +101,29 @@ class SchemaBatch:
         import numpy as np
 
         for x in inputs:
-            if not (x.ndim and len(x) and x.dtype == first.dtype and x.shape[1:] == first.shape[1:]):
+            if not (
+                x.ndim and len(x) and x.dtype == first.dtype and x.shape[1:] == first.shape[1:]
+            ):
                 raise Unmerged("the arrays differ in dtype or row shape")
         return np.concatenate(inputs)
 
 
 def schema_batch(run: Callable[..., Any], module: ModuleType | None) -> SchemaBatch | None:
     """The batch call for an inference-schema ``run`` that scores rows one by one, else None
-    (see the module docstring for the rules)."""
+    (see the module docstring for the rules). Never raises: a layout of decorators this does
+    not foresee leaves the script unbatched, as it was."""
+    try:
+        return _schema_batch(run, module)
+    except Exception:
+        return None
+
+
+def _schema_batch(run: Callable[..., Any], module: ModuleType | None) -> SchemaBatch | None:
     if getattr(run, "batchable", True) is False or callable(getattr(module, "run_batch", None)):
         return None
     if module is not None and _keeps_collector(module):
         return None
-    inputs: list[dict[str, Any]] = []
+    inputs: list[Mapping[str, Any]] = []
     outputs = 0
     fn: Any = run
     while hasattr(fn, "_self_wrapper") and hasattr(fn, "__wrapped__"):  # wrapt's proxies
@@ -128,9 +138,11 @@ def schema_batch(run: Callable[..., Any], module: ModuleType | None) -> SchemaBa
         else:
             return None
         fn = fn.__wrapped__
-    if not inspect.isfunction(fn) or len(inputs) != 1 or outputs != 1:
+    if not inspect.isfunction(fn) or hasattr(fn, "__wrapped__"):  # functools.wraps: a wrapper
         return None
-    params = list(inspect.signature(fn).parameters.values())
+    if len(inputs) != 1 or outputs != 1:
+        return None
+    params = list(inspect.signature(fn, follow_wrapped=False).parameters.values())
     declared = inputs[0]
     name, param_type = declared.get("param_name"), declared.get("param_type")
     if (
@@ -142,7 +154,7 @@ def schema_batch(run: Callable[..., Any], module: ModuleType | None) -> SchemaBa
         or _qualname(param_type) not in (_NUMPY, _PANDAS)
     ):
         return None
-    sample = getattr(param_type, "sample_input", None)
+    sample: Any = getattr(param_type, "sample_input", None)
     if _qualname(param_type) == _PANDAS and getattr(param_type, "orient", None) not in _ORIENTS:
         return None
     if getattr(sample, "ndim", 0) < 1 or not len(sample):
