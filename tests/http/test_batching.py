@@ -1,10 +1,13 @@
-"""Adaptive batching over real HTTP: an MLflow model and batching scripts under concurrent load.
+"""Adaptive batching over real HTTP: an MLflow model, batching scripts and inference-schema
+scripts (batched unasked) under concurrent load.
 
 To make batches form without relying on timing, a request whose first value is 999 makes its
 model call sleep 2 s: requests sent while it runs queue behind it and form the next batch.
 Every answer is compared with the sample model called directly on that request's rows; the
 batches are read from ``/metrics`` (``scoring_batch_size``). A NaN row makes the model raise,
 for the whole batch it is in: only its own request may fail, with the error it gets alone.
+An inference-schema script's answers are compared, byte for byte, with its ``run()`` called
+directly in this process on that request's input.
 """
 
 from __future__ import annotations

@@ -8,9 +8,11 @@ The batches themselves under concurrent HTTP load: ``tests/http/test_batching.py
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
 import types
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -253,3 +255,15 @@ def test_split_rows(out: Any, parts: list[Any] | None) -> None:
     else:
         assert got is not None
         assert [p.tolist() if isinstance(p, np.ndarray) else p for p in got] == parts
+
+
+@pytest.mark.parametrize("script", ["schema_numpy.py", "schema_pandas.py"])
+def test_the_azure_compat_schema_scripts_stay_unbatched(script: str) -> None:
+    """Their answers are dicts (and schema_pandas.py takes a second argument): called once per
+    request as on Microsoft's server, so the compat tier's byte comparisons hold unchanged."""
+    path = Path(__file__).resolve().parents[1] / "compat" / "scripts" / script
+    spec = importlib.util.spec_from_file_location(f"unit_{path.stem}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert schema_batch(module.run, module) is None
