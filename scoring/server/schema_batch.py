@@ -18,8 +18,12 @@ that changes no dtype (same dtype and row shape; same columns, dtypes and a defa
 calls ``run`` once and cuts its answer back by rows. Anything else raises, and the batcher
 scores that batch one request at a time, each getting what it gets alone: a body that does
 not read, inputs that do not concatenate, a ``run`` that raises (a poisoned input), and an
-answer without one row per input row, after which this worker stops merging (the script
-does not answer per row; calling it twice per batch would only cost).
+answer without one row per input row, after which this worker stops merging and logs it
+(the script does not answer per row; calling it twice per batch would only cost).
+
+What no declaration proves, and this cannot check: that a row's answer depends on that row
+alone (no normalising over the input, no use of the index, no randomness). Such a script
+sets ``run.batchable = False``.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
 from typing import Any
 
+from scoring.common.logs import get_log
 from scoring.server.scorer import ScriptHeaders, split_rows
 
 _DECORATORS = "inference_schema.schema_decorators"
@@ -45,11 +50,12 @@ class Unmerged(Exception):
 class SchemaBatch:
     """``call_batch`` for a row-wise inference-schema ``run`` (a ``BatchScore``)."""
 
-    def __init__(self, run: Callable[..., Any], name: str, param_type: Any) -> None:
+    def __init__(self, run: Callable[..., Any], name: str, param_type: Any, source: str) -> None:
         self.run = run
         self.name = name
         self.param_type = param_type
         self.frame = _qualname(param_type) == _PANDAS
+        self.source = source  # the script, for the log line when merging stops
         self.merging = True
 
     def __call__(self, raws: Sequence[str], headers: Sequence[ScriptHeaders | None]) -> list[Any]:
@@ -66,9 +72,22 @@ class SchemaBatch:
             else:
                 parts = [p.reset_index(drop=True) for p in parts]
         if parts is None:
-            self.merging = False
+            self._stop(out, sum(sizes))
             raise Unmerged(f"run() returned {type(out).__name__}, not one row per input row")
         return parts
+
+    def _stop(self, out: Any, rows: int) -> None:
+        """No more merging in this worker; logged once, since it costs the batching's gain."""
+        if self.merging:
+            self.merging = False
+            get_log().event(
+                "warning",
+                f"run() answered {rows} merged input rows with a {type(out).__name__} that has "
+                "not one row per input row; this worker now calls it once per request "
+                "(set run.batchable = False to skip the attempt)",
+                event="schema_batching_stopped",
+                script=self.source,
+            )
 
     def _read(self, raw: str) -> Any:
         """One body as ``run()``'s decorator converts it (any failure: scored alone)."""
@@ -161,7 +180,7 @@ def _schema_batch(run: Callable[..., Any], module: ModuleType | None) -> SchemaB
         return None
     if not _per_row_output(run, len(sample)):
         return None
-    return SchemaBatch(run, name, param_type)
+    return SchemaBatch(run, name, param_type, str(getattr(module, "__file__", None) or ""))
 
 
 def _per_row_output(run: Callable[..., Any], rows: int) -> bool:

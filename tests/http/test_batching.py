@@ -440,7 +440,8 @@ def test_schema_script_whose_answer_is_not_per_row_is_scored_one_request_at_a_ti
     model_dir: Path, direct: Callable[[str, list[list[float]]], bytes]
 ) -> None:
     """It declares one output per row but answers one mean per call: the batch's answer does
-    not split by rows, so each request is scored alone and gets its own mean."""
+    not split by rows, so each request is scored alone and gets its own mean; the worker logs
+    that it stopped merging."""
     rows = data_rows()
     inputs = [rows[2 * i : 2 * i + 1 + i % 2] for i in range(BURST)]
     with serve(
@@ -453,7 +454,9 @@ def test_schema_script_whose_answer_is_not_per_row_is_scored_one_request_at_a_ti
     ) as proc:
         answers = burst(proc.url, [{"data": r} for r in inputs])
         formed, ones, _ = batches(proc.url, BURST + 1)
+        log = proc.log()
     assert ones < formed, "no batch of more than one request formed (nothing was tested)"
+    assert '"schema_batching_stopped"' in log  # the worker that merged said it stopped
     for i, (resp, mine) in enumerate(zip(answers, inputs, strict=True)):
         assert resp.status_code == 200, resp.text
         assert resp.content == direct("schema_aggregate.py", mine), f"request {i}"
