@@ -150,7 +150,7 @@ class RequestSettings(Declared):
     request_read_timeout_ms: int = setting(30_000, ge=100, le=600_000)
     """Time to send a whole request (from connecting, or its first byte) before 408 and close."""
     max_batch_size: int = setting(32, ge=1, le=4096)
-    """Most requests merged into one model call (MLflow models; scripts with ``run_batch``); 1 = off."""  # noqa: E501
+    """Most requests merged into one model call (MLflow models; scripts with ``run_batch``; row-wise inference-schema scripts); 1 = off."""  # noqa: E501
     max_batch_wait_ms: float = setting(2.0, ge=0, le=1000)
     """Longest a request waits for others to join its batch, only while more are arriving."""
 
