@@ -9,6 +9,7 @@ the toolchain area and builds/pushes images on `pulumi up` only). The server and
 `scoring` and re-exported here.
 """
 
+from components._ingress import IngressSettings
 from components._scaling import ScaleSettings
 from components.environment import Environment, EnvironmentArgs
 from components.internal_credential import InternalCredential, InternalCredentialArgs
@@ -37,6 +38,7 @@ __all__ = [
     "DataCollection",
     "Environment",
     "EnvironmentArgs",
+    "IngressSettings",
     "InternalCredential",
     "InternalCredentialArgs",
     "KeyVersions",

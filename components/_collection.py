@@ -1,8 +1,9 @@
 """Where a deployment's collected data goes: the durable sink behind the pod's spool.
 
 The server writes collected records to a spool (an ``emptyDir``, so they survive a container
-restart) and ships closed files to ``data_collection.collect_destination``
-(scoring/server/shipper.py). The components turn that one setting into what the pod needs:
+restart) and ships closed files to ``data_collection.destination`` (Azure-style key; the
+server's setting ``collect_destination``, scoring/server/shipper.py). The components turn that
+one setting into what the pod needs:
 
 - ``s3://bucket/prefix``: the S3 connection of the stack (``CollectionStorage.s3``); its keys go
   to a Kubernetes Secret read by ``secretKeyRef`` (never in the pod spec), the endpoint URL and
@@ -89,7 +90,7 @@ def kind(settings: DataCollection) -> Literal["s3", "pvc", "folder", "none"]:
 
 def check(where: str, settings: DataCollection, storage: CollectionStorage) -> list[str]:
     """The destination's problems, one line each, naming the key and the value."""
-    key = f"{where} data_collection.collect_destination"
+    key = f"{where} data_collection.destination"
     dest = settings.collect_destination
     found = kind(settings)
     problems = []
@@ -139,8 +140,10 @@ def summary(
     """One preview line: what is collected and where it goes."""
     if not settings.collect and kind(settings) == "none":
         return f"collect {deployment}: off"
+    which = settings.collect_collections
     what = (
-        f"model_inputs/model_outputs at {settings.collect_sampling_rate:g} sampling"
+        f"{'model_inputs/model_outputs' if which == 'both' else which} at "
+        f"{settings.collect_sampling_rate:g} sampling"
         if settings.collect
         else "scripts' Collector() only (automatic collection off)"
     )
@@ -158,5 +161,5 @@ def summary(
     elif found == "folder":
         where = f"folder {settings.collect_destination}/{layout}"
     else:
-        where = "the pod's spool only: LOST when the pod goes (set collect_destination)"
+        where = "the pod's spool only: LOST when the pod goes (set destination)"
     return f"collect {deployment}: {what} -> {where}"

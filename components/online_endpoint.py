@@ -1,4 +1,5 @@
-"""OnlineEndpoint: the stable front door — keys, router config, router Deployment and Service."""
+"""OnlineEndpoint: the stable front door — keys, router config, router Deployment and Service
+(and an optional Ingress, `components._ingress`)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from typing import Any, Literal
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components import _build, _labels, _naming, _pods, _scaling, rules
+from components import _build, _ingress, _labels, _naming, _pods, _scaling, rules
 from components._certs import GeneratedCertificate
 from components._hashing import hash_parts
+from components._ingress import IngressSettings
 from components._keys import GeneratedKey
 from components._rollout import (
     RolloutVerdict,
@@ -108,6 +110,8 @@ class RouterSettings:
         node_port: fixed NodePort (30000-32767) so `scoring_uri` is stable; None lets
             Kubernetes pick one.
         public_host: host clients use with a NodePort.
+        ingress: an Ingress for the cluster's controller (`components._ingress`); clients then
+            use `https://<ingress.host>` and the certificate also names that host.
         limits: the router's upstream limits (`request_timeout_ms`, ...), declared with their
             defaults and bounds in `scoring.router.config`; written to the router config file
             under the same names.
@@ -130,6 +134,7 @@ class RouterSettings:
         default_factory=lambda: {k: dict(v) for k, v in DEFAULT_ROUTER_RESOURCES.items()}
     )
     tls: TlsSettings = field(default_factory=TlsSettings)
+    ingress: IngressSettings | None = None
 
 
 @dataclass
@@ -171,7 +176,8 @@ class OnlineEndpointArgs:
 
 
 class OnlineEndpoint(pulumi.ComponentResource):
-    """Keys (Pulumi secrets, in a Kubernetes Secret), router ConfigMap, router Deployment+Service.
+    """Keys (Pulumi secrets, in a Kubernetes Secret), router ConfigMap, router Deployment+Service
+    (and an Ingress in front of it when `router.ingress` is set).
 
     The router's ConfigMap and Deployment depend on every deployment it routes to: a new
     deployment's pods are Ready before any router config naming it is written. A traffic or
@@ -318,6 +324,7 @@ class OnlineEndpoint(pulumi.ComponentResource):
                 selector,
                 labels,
                 template_annotations,
+                _tls_secret_name(name, tls),
             ),
             opts=pulumi.ResourceOptions(
                 parent=self,
@@ -351,6 +358,20 @@ class OnlineEndpoint(pulumi.ComponentResource):
             ),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.router]),
         )
+        self.ingress: k8s.networking.v1.Ingress | None = None
+        if args.router.ingress is not None:
+            self.ingress = _ingress.declare(
+                self,
+                _naming.child(name, "ingress"),
+                object_name,
+                args.namespace,
+                labels,
+                args.router.ingress,
+                args.router.limits,
+                port_name,
+                _tls_secret_name(name, tls),
+                [self.service, *tls_deps],
+            )
 
         base = _base_url(self.service, args, object_name)
         self.scoring_uri = base.apply(lambda b: f"{b}/score")
@@ -374,7 +395,15 @@ class OnlineEndpoint(pulumi.ComponentResource):
                 self.ca_certificate,
                 rollout_id(rollout, traffic),
                 verdict_timeout_s(rollout),
-                pulumi.ResourceOptions(parent=self, depends_on=[self.router, self.service]),
+                pulumi.ResourceOptions(
+                    parent=self,
+                    # It asks the router where clients reach it: through the Ingress, if any.
+                    depends_on=[
+                        self.router,
+                        self.service,
+                        *([self.ingress] if self.ingress else []),
+                    ],
+                ),
             )
             self.rollout = self.verdict.observed()
             if not pulumi.runtime.is_dry_run():
@@ -450,7 +479,8 @@ class OnlineEndpoint(pulumi.ComponentResource):
         self.certificate: GeneratedCertificate | None = None
         if not tls.enabled or tls.secret_name:
             return []
-        dns, ips = certificate_names(name, args.namespace, settings.public_host, tls.dns_names)
+        extra = [*tls.dns_names, *([settings.ingress.host] if settings.ingress else [])]
+        dns, ips = certificate_names(name, args.namespace, settings.public_host, extra)
         secret_name = _naming.tls_secret(name)
         if tls.issuer:
             # Rendered only: cert-manager's controller issues into `secret_name`; the router's
@@ -559,6 +589,11 @@ def _validate(name: str, args: OnlineEndpointArgs, names: list[str]) -> None:
             f"endpoint.tls: both secret_name ({tls.secret_name!r}) and issuer ({tls.issuer!r}) "
             "are set; give one (or neither: the stack generates a certificate)"
         )
+    if args.router.ingress is not None and not tls.enabled:
+        problems.append(
+            "endpoint.ingress: needs endpoint.tls.enabled (the controller terminates TLS with the "
+            "endpoint's TLS Secret and re-encrypts to the router); turn TLS on or drop ingress"
+        )
     if args.internal_credential is not None:
         for deployment in args.deployments:
             if deployment.internal_credential is not args.internal_credential:
@@ -630,6 +665,12 @@ def _port_name(tls: TlsSettings) -> str:
     return "https" if tls.enabled else "http"
 
 
+def _tls_secret_name(endpoint: str, tls: TlsSettings) -> str:
+    """The Secret the router (and an Ingress) serve: the user's, else the one the stack or
+    cert-manager writes."""
+    return tls.secret_name or _naming.tls_secret(endpoint)
+
+
 def certificate_names(
     endpoint: str, namespace: str, public_host: str, extra: Sequence[str] = ()
 ) -> tuple[list[str], list[str]]:
@@ -675,6 +716,7 @@ def _router_spec(
     selector: dict[str, str],
     labels: dict[str, str],
     annotations: dict[str, pulumi.Input[str]],
+    tls_secret: str,
 ) -> k8s.apps.v1.DeploymentSpecArgs:
     settings = args.router
     tls = settings.tls
@@ -702,7 +744,7 @@ def _router_spec(
         mounts.append(
             k8s.core.v1.VolumeMountArgs(name="tls", mount_path=_naming.TLS_DIR, read_only=True)
         )
-        volumes.append(_pods.secret_volume("tls", tls.secret_name or f"{object_name}-tls"))
+        volumes.append(_pods.secret_volume("tls", tls_secret))
     if args.internal_credential is not None:
         mounts.append(
             k8s.core.v1.VolumeMountArgs(
@@ -824,8 +866,10 @@ def _log_evidence(resource: pulumi.Resource, prefix: str, said: tuple[bool, str]
 def _base_url(
     service: k8s.core.v1.Service, args: OnlineEndpointArgs, object_name: str
 ) -> pulumi.Output[str]:
-    """Where clients reach the router, by service type."""
+    """Where clients reach the router: the Ingress's host, else by service type."""
     settings = args.router
+    if settings.ingress is not None:
+        return pulumi.Output.from_input(f"https://{settings.ingress.host}")
     scheme = "https" if settings.tls.enabled else "http"
     if settings.service_type == "NodePort":
         if settings.node_port:

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 
 from components import _scaling, rules
 from components._collection import CollectionStorage
+from components._ingress import IngressSettings
 from components._scaling import ScaleSettings
 from components.online_deployment import DeploymentSettings, RoutingPolicy
 from components.online_endpoint import RouterLimits
@@ -24,6 +25,7 @@ from mlendpoints.paths import REPO as PROJECT_ROOT
 from mlendpoints.paths import cache_root
 from scoring.router.config import RouterConfig as RouterFile
 from scoring.router.rollout import RolloutSpec, check_rollout
+from scoring.server.config import SettingKeyError
 
 PROJECT = "ml-endpoints"
 _Declared = TypeVar("_Declared", bound=BaseModel)
@@ -199,6 +201,9 @@ class EndpointConfig(_Section):
     """The router's declaration: longest token lifetime it accepts and issues (`POST /token`)."""
     tls: TlsConfig = TlsConfig()
     router: RouterConfig = RouterConfig()
+    ingress: IngressSettings | None = None
+    """An Ingress for the cluster's controller (`components._ingress.IngressSettings`, declared
+    there once): `class_name`, `host`, `annotations`; clients then use `https://<host>`."""
     rollout: RolloutSpec | None = None
     """Move toward `traffic` in steps the router judges (`scoring.router.rollout.RolloutSpec`,
     declared there once); unset: the shift happens at once."""
@@ -222,7 +227,7 @@ class StackConfig(_Section):
     endpoint: EndpointConfig
     deployments: list[DeploymentConfig] = Field(min_length=1)
     collection: CollectionStorage = CollectionStorage()
-    """Where `data_collection.collect_destination` ships: the S3 connection (keys set with
+    """Where `data_collection.destination` ships: the S3 connection (keys set with
     `--secret`) and the PVC's size and class (`components._collection`)."""
 
     @model_validator(mode="after")
@@ -305,6 +310,9 @@ def render(exc: ValidationError) -> list[str]:
             lines += inner.problems
             continue
         path = _path(err["loc"])
+        if isinstance(inner, SettingKeyError):  # a key inside the section, named by it
+            lines.append(f"{path}.{inner.key}: {inner.message}")
+            continue
         kind = err["type"]
         if kind == "extra_forbidden":
             accepted = _accepted_keys(err["loc"][:-1])
@@ -347,7 +355,8 @@ def _accepted_keys(loc: tuple[int | str, ...]) -> list[str]:
             model = _value_model(model)
             continue
         model = _value_model(field.annotation)
-    return sorted(getattr(model, "model_fields", {}))
+    # A section's other spellings (data_collection: Azure's keys) are accepted too.
+    return sorted({*getattr(model, "model_fields", {}), *getattr(model, "AZURE_KEYS", {})})
 
 
 def _value_model(annotation: Any) -> Any:

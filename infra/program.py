@@ -244,6 +244,7 @@ def build(cfg: StackConfig, previous: tuple[Any, ...] = (None, None, None)) -> O
                     "limits": {k: v for k, v in ep.router.resources.limits.items()},
                 },
                 tls=TlsSettings(**ep.tls.model_dump()),
+                ingress=ep.ingress,
             ),
             internal_credential=credential,
             max_token_lifetime_s=ep.max_token_lifetime_s,

@@ -10,6 +10,7 @@ the folder, with a passphrase generated for it.
 
 from __future__ import annotations
 
+import copy
 import os
 import secrets
 import uuid
@@ -35,6 +36,20 @@ class EndpointProject:
     namespace: str
     stack: auto.Stack
     log: Path
+    baseline: dict[str, Any]
+    """The stack's config as made (the shipped dev stack in this copy's namespace)."""
+
+    @property
+    def stack_file(self) -> Path:
+        return self.work_dir / "Pulumi.dev.yaml"
+
+    def reset_config(self) -> None:
+        """Back to the baseline config, whatever earlier tests set, keeping the secrets
+        provider's keys (a secret set since wrote a salt the state's secrets depend on). Only
+        the config changes: the next `up` converges what is deployed."""
+        doc = yaml.safe_load(self.stack_file.read_text())
+        doc["config"] = copy.deepcopy(self.baseline)
+        self.stack_file.write_text(yaml.safe_dump(doc, sort_keys=False))
 
     def outputs(self) -> dict[str, Any]:
         """The stack's outputs as plain values (secrets included)."""
@@ -112,9 +127,8 @@ def make_project(folder: Path, prefix: str = "mle-e2e") -> EndpointProject:
     for linked in ("infra", "samples"):
         (work / linked).symlink_to(REPO / linked)
     namespace = f"{prefix}-{uuid.uuid4().hex[:8]}"
-    (work / "Pulumi.dev.yaml").write_text(
-        yaml.safe_dump(dev_stack_config(namespace), sort_keys=False)
-    )
+    doc = dev_stack_config(namespace)
+    (work / "Pulumi.dev.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
     state = folder / "state"
     state.mkdir()
     environ = {
@@ -134,4 +148,6 @@ def make_project(folder: Path, prefix: str = "mle-e2e") -> EndpointProject:
             env_vars=env, pulumi_command=auto.PulumiCommand(root=str(cli))
         ),
     )
-    return EndpointProject(work, env, namespace, stack, folder / "pulumi.log")
+    return EndpointProject(
+        work, env, namespace, stack, folder / "pulumi.log", copy.deepcopy(doc["config"])
+    )

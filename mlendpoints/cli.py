@@ -505,7 +505,7 @@ class Commands:
         if not dest:
             raise CliError(
                 f"deployment {a.deployment!r} ships its collected data nowhere (records stay in "
-                "its pods' spool); set data_collection.collect_destination, or read a folder "
+                "its pods' spool); set data_collection.destination, or read a folder "
                 "with --from"
             )
         if dest == "pvc":

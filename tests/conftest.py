@@ -2,11 +2,33 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from mlendpoints._procs import free_port
+from mlendpoints._project import EndpointProject, make_project
+from mlendpoints.kube import check_cluster
 
 
 @pytest.fixture
 def unused_port() -> int:
     return free_port()
+
+
+@pytest.fixture(scope="session")
+def shared_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EndpointProject]:
+    """The one throwaway copy of the dev stack every cluster and end-to-end module deploys,
+    in turn (a stack per module cost ~2 min of `up` and `destroy` each). A module starts from
+    `reset_config()`: the baseline config, which its first `up` converges to plus its own
+    changes. Destroyed at the end of the session (the walkthrough, run last, destroys it as
+    its final step)."""
+    check_cluster()
+    try:
+        project = make_project(tmp_path_factory.mktemp("stack"))
+    except FileNotFoundError as exc:
+        pytest.fail(str(exc))
+    try:
+        yield project
+    finally:  # a failed test leaves nothing on the cluster either
+        project.stack.destroy(on_output=lambda _line: None)

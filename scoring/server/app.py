@@ -169,6 +169,7 @@ class ScoringApp:
         collect: bool,
         sampling_rate: float,
         sink: collector.Sink | None,
+        collections: str = "both",
         cors_origins: str | None = None,
         credential: bytes | None = None,
     ) -> None:
@@ -188,6 +189,9 @@ class ScoringApp:
         self.replacing = False
         self.on_wedged: Callable[[], None] = lambda: None
         self.collect = collect and sink is not None
+        # Which of the pair is written (``collect_collections``): both, or only one of them.
+        self.collect_inputs = collections in ("both", "model_inputs")
+        self.collect_outputs = collections in ("both", "model_outputs")
         self.sampling_rate = sampling_rate
         self.sink = sink
         self.ready = False
@@ -451,23 +455,29 @@ class ScoringApp:
         return origin is not None and (self._cors_any or origin in self._cors)
 
     def _collect(self, raw: str, out: bytes, request_id: str, out_is_json: bool) -> None:
-        """Queue the request's input and output (``model_inputs``/``model_outputs``).
+        """Queue the request's input and output (``model_inputs``/``model_outputs``; only the
+        enabled ones are encoded).
 
         A JSON body is stored as JSON (re-encoded only if it spans lines); anything else as a
         string. Output our encoder produced is JSON on one line already.
         """
-        try:
-            _JSON_CHECK.decode(raw)
-            data_in = raw if "\n" not in raw and "\r" not in raw else json.dumps(json.loads(raw))
-        except ValueError:
-            data_in = json.dumps(raw)
-        if out_is_json:
-            data_out = out.decode()
-        else:
+        data_in = data_out = None
+        if self.collect_inputs:
             try:
-                data_out = json.dumps(json.loads(out))
+                _JSON_CHECK.decode(raw)
+                data_in = (
+                    raw if "\n" not in raw and "\r" not in raw else json.dumps(json.loads(raw))
+                )
             except ValueError:
-                data_out = json.dumps(out.decode(errors="replace"))
+                data_in = json.dumps(raw)
+        if self.collect_outputs:
+            if out_is_json:
+                data_out = out.decode()
+            else:
+                try:
+                    data_out = json.dumps(json.loads(out))
+                except ValueError:
+                    data_out = json.dumps(out.decode(errors="replace"))
         assert self.sink is not None  # self.collect says so
         self.sink.record_pair(request_id, data_in, data_out)
 

@@ -1,7 +1,8 @@
 """Adaptive batching: concurrent requests' inputs merged into one model call.
 
 Used instead of a runner when the scorer can score a list of inputs at once (``call_batch``:
-an MLflow model, a script's ``run_batch`` or ``@batched`` run) and ``max_batch_size`` > 1.
+an MLflow model, a script's ``run_batch`` or ``@batched`` run, a row-wise inference-schema
+``run``: ``schema_batch``) and ``max_batch_size`` > 1.
 
 When a batch is formed (a slot for a model call is free and requests are queued):
 

@@ -28,7 +28,6 @@ import contextlib
 import errno
 import json
 import os
-import re
 import threading
 import time
 import uuid
@@ -37,10 +36,10 @@ from typing import Any
 
 from scoring.common.logs import get_log, utc_timestamp
 from scoring.common.request_id import new_request_id
+from scoring.server.config import COLLECTION_NAME
 from scoring.server.jsonable import jsonable
 from scoring.server.metrics import Stats
 
-_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
 _local = threading.local()
 
 
@@ -131,13 +130,14 @@ class Sink:
         with self._lock:
             self._pending.append([(collection, line)])
 
-    def record_pair(self, request_id: str, input_json: str, output_json: str) -> None:
+    def record_pair(self, request_id: str, input_json: str | None, output_json: str | None) -> None:
         """Queue a request's ``model_inputs`` and ``model_outputs`` (already JSON, one line
         each; ``request_id`` is sanitised, so it needs no escaping): written together or not
-        at all."""
+        at all. None leaves that collection out (only the other one is enabled)."""
         group = [
-            ("model_inputs", self._envelope("model_inputs", input_json, request_id, request_id)),
-            ("model_outputs", self._envelope("model_outputs", output_json, request_id, request_id)),
+            (name, self._envelope(name, data, request_id, request_id))
+            for name, data in (("model_inputs", input_json), ("model_outputs", output_json))
+            if data is not None
         ]
         with self._lock:
             self._pending.append(group)
@@ -362,7 +362,7 @@ class Collector:
     """
 
     def __init__(self, name: str, on_error: Any = None, **_: Any) -> None:
-        if not _NAME.fullmatch(name or ""):
+        if not COLLECTION_NAME.fullmatch(name or ""):
             raise ValueError(f"Collector name {name!r} must be 1-128 of [A-Za-z0-9_.-]")
         self.name = name
         self.on_error = on_error

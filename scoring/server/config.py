@@ -22,18 +22,34 @@ import argparse
 import os
 import re
 from collections.abc import Mapping, Sequence
+from functools import cache
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Annotated, Any, ClassVar, Literal, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 
 MiB = 1024 * 1024
 _PATH_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,62}")
+COLLECTION_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
+"""A collection's name, a folder of the collected data: ``Collector(name=...)`` and the keys of
+the stack config's ``data_collection.collections``."""
+AUTOMATIC_COLLECTIONS = ("model_inputs", "model_outputs")
+"""The collections the server writes itself: each sampled request's body and its answer."""
 
 
 class SettingsError(ValueError):
     """A setting has a bad value; the message names the option, the env var and the value."""
+
+
+class SettingKeyError(ValueError):
+    """A bad key or value inside a settings section; ``key`` is relative to the section (the
+    stack config prefixes it with the section's path, e.g. ``deployments[0].data_collection``)."""
+
+    def __init__(self, key: str, message: str) -> None:
+        self.key = key
+        self.message = message
+        super().__init__(f"{key}: {message}")
 
 
 def setting(
@@ -134,18 +150,35 @@ class RequestSettings(Declared):
     request_read_timeout_ms: int = setting(30_000, ge=100, le=600_000)
     """Time to send a whole request (from connecting, or its first byte) before 408 and close."""
     max_batch_size: int = setting(32, ge=1, le=4096)
-    """Most requests merged into one model call (MLflow models; scripts with ``run_batch``); 1 = off."""  # noqa: E501
+    """Most requests merged into one model call (MLflow models; scripts with ``run_batch``; row-wise inference-schema scripts); 1 = off."""  # noqa: E501
     max_batch_wait_ms: float = setting(2.0, ge=0, le=1000)
     """Longest a request waits for others to join its batch, only while more are arriving."""
 
 
 class DataCollection(Declared):
-    """Collect sampled requests' inputs and outputs as JSONL (Azure's ``data_collector``)."""
+    """Collect sampled requests' inputs and outputs as JSONL (Azure's ``data_collector``).
+
+    The stack config also takes Azure's key names (``AZURE_KEYS``, the documented spelling):
+    ``collections: {model_inputs: {enabled: true}, ...}``, ``sampling_rate``, ``rolling_rate``
+    and ``destination`` become the fields below, whose names are the server's settings.
+    """
+
+    AZURE_KEYS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "collections": ("collect", "collect_collections"),
+        "sampling_rate": ("collect_sampling_rate",),
+        "rolling_rate": ("collect_rolling_rate",),
+        "destination": ("collect_destination",),
+    }
+    """Azure's ``data_collector`` key -> the fields it sets (``destination`` is ours)."""
 
     collect: bool = setting(False, env=("DATA_COLLECTION_ENABLED",))
-    """Collect every sampled request's input and output (``model_inputs``/``model_outputs``)."""
+    """Collect sampled requests' inputs and outputs (``model_inputs``/``model_outputs``; Azure's ``collections``)."""  # noqa: E501
+    collect_collections: Literal["both", "model_inputs", "model_outputs"] = setting(
+        "both", env=("DATA_COLLECTION_COLLECTIONS",)
+    )
+    """Which of the two ``collect`` writes: ``both`` (a request's pair, kept together) or only one."""  # noqa: E501
     collect_sampling_rate: float = setting(1.0, ge=0, le=1, env=("DATA_COLLECTION_SAMPLING_RATE",))
-    """Share of requests collected, 0..1 (also applies to a script's ``Collector``)."""
+    """Share of requests collected, 0..1 (Azure's ``sampling_rate``; also a script's ``Collector``)."""  # noqa: E501
     collect_max_file_bytes: int = setting(
         10 * MiB, ge=1, le=1024 * MiB, env=("DATA_COLLECTION_MAX_FILE_BYTES",)
     )
@@ -159,11 +192,40 @@ class DataCollection(Declared):
     )
     """A record's data larger than this goes to its own file, referenced by ``dataref``."""
     collect_destination: str = setting("", env=("DATA_COLLECTION_DESTINATION",))
-    """Where closed files are shipped: ``s3://bucket/prefix`` or a folder; empty = kept here."""
+    """Where closed files are shipped: ``s3://bucket/prefix`` or a folder; empty = kept here (stack: ``destination``)."""  # noqa: E501
     collect_spool_max_bytes: int = setting(
         1024 * MiB, ge=64 * 1024, le=1024 * 1024 * MiB, env=("DATA_COLLECTION_SPOOL_MAX_BYTES",)
     )
     """With a destination: spooled bytes not yet shipped past which new records are dropped."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _azure_keys(cls, data: Any) -> Any:
+        """Azure's ``data_collector`` keys onto the fields (one spelling per setting)."""
+        if not isinstance(data, dict):
+            return data
+        out = dict(data)
+        if "request_logging" in out:
+            raise SettingKeyError(
+                "request_logging",
+                "Azure's header capture is not supported: records carry the request id "
+                "(xrequestid, correlationid), no headers; remove it",
+            )
+        for azure, fields in cls.AZURE_KEYS.items():
+            if azure not in out:
+                continue
+            value = out.pop(azure)
+            both = [name for name in fields if name in out]
+            if both:
+                raise SettingKeyError(
+                    azure,
+                    f"also set as {' and '.join(both)} (the server's name); set one of the two",
+                )
+            if azure == "collections":
+                out.update(_collections(value))
+            else:
+                out[fields[0]] = _checked(cls.model_fields[fields[0]], azure, value)
+        return out
 
 
 class DeploymentSettings(Workers):
@@ -282,6 +344,88 @@ def memory_limit(files: Sequence[Path] = _CGROUP_LIMITS) -> int | None:
 def default_bytes_in_flight(limit: int | None) -> int:
     """``max_request_bytes_in_flight``'s default for a pod with memory limit ``limit``."""
     return BYTES_IN_FLIGHT_NO_LIMIT if limit is None else max(MiB, limit // MEMORY_PER_BODY_BYTE)
+
+
+def _collections(value: Any) -> dict[str, Any]:
+    """Azure's ``collections`` map as ``collect`` and ``collect_collections``.
+
+    ``model_inputs``/``model_outputs`` are the server's own collections (either, or both); any
+    other valid name is a script's ``Collector(name=...)``, which records whenever it is called,
+    so it is accepted enabled only. A collection left out is off, as in Azure.
+    """
+    if not isinstance(value, dict):
+        raise SettingKeyError(
+            "collections",
+            f"must be a map: collection name -> {{enabled: true or false}} (got {value!r})",
+        )
+    enabled: dict[str, bool] = {}
+    for name, spec in value.items():
+        key = f"collections.{name}"
+        if name in ("request", "response"):
+            raise SettingKeyError(
+                key,
+                "Azure's payload-logging names are not used here: the request and response "
+                "bodies are the collections model_inputs and model_outputs; enable those",
+            )
+        if not isinstance(name, str) or not COLLECTION_NAME.fullmatch(name):
+            raise SettingKeyError(
+                key,
+                "is not a collection name (1-128 of A-Z, a-z, 0-9, '_', '.', '-'; as "
+                "Collector(name=...))",
+            )
+        if not isinstance(spec, dict):
+            raise SettingKeyError(key, f"must be a map with enabled: true or false (got {spec!r})")
+        for extra in spec:
+            if extra == "enabled":
+                continue
+            if extra in ("data", "client_id"):
+                raise SettingKeyError(
+                    f"{key}.{extra}",
+                    "Azure's per-collection storage is not supported: every collection ships to "
+                    "data_collection.destination; remove it",
+                )
+            raise SettingKeyError(f"{key}.{extra}", "unknown key; accepted keys: enabled")
+        if "enabled" not in spec:
+            raise SettingKeyError(f"{key}.enabled", "required key is missing (true or false)")
+        on = _enabled(spec["enabled"])
+        if on is None:
+            raise SettingKeyError(
+                f"{key}.enabled", f"{spec['enabled']!r} is not accepted; accepted: true, false"
+            )
+        if not on and name not in AUTOMATIC_COLLECTIONS:
+            raise SettingKeyError(
+                f"{key}.enabled",
+                f"false is not supported for a script's own collection: Collector(name={name!r})"
+                ".collect() always records here (sampled); remove the call, or this entry",
+            )
+        enabled[name] = on
+    inputs, outputs = (enabled.get(name, False) for name in AUTOMATIC_COLLECTIONS)
+    which = "both" if inputs == outputs else "model_inputs" if inputs else "model_outputs"
+    return {"collect": inputs or outputs, "collect_collections": which}
+
+
+def _enabled(value: Any) -> bool | None:
+    """A collection's ``enabled``: a boolean, or Azure's ``'True'``/``'False'``; else None."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    return None
+
+
+def _checked(info: FieldInfo, key: str, value: Any) -> Any:
+    """``value`` validated as field ``info`` (type and bounds), errors naming ``key``."""
+    try:
+        return _adapter(info).validate_python(value)
+    except ValidationError as exc:
+        raise SettingKeyError(key, f"{exc.errors()[0]['msg']} (got {value!r})") from None
+
+
+@cache
+def _adapter(info: FieldInfo) -> TypeAdapter[Any]:
+    """A validator of one field's type and bounds (``ge``/``le``), built once."""
+    kind: Any = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+    return TypeAdapter(kind)
 
 
 def _extra(info: FieldInfo, key: str) -> list[str]:

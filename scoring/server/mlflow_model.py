@@ -26,7 +26,7 @@ from typing import Any
 
 from scoring.server.errors import BadInput, ScoringError, ScriptFailed
 from scoring.server.jsonable import jsonable
-from scoring.server.scorer import BatchScore, Failed, Score, ScriptHeaders
+from scoring.server.scorer import BatchScore, Failed, Score, ScriptHeaders, split_rows
 from scoring.server.script import describe_folder
 
 KEYS = ("input_data", "dataframe_split", "dataframe_records", "instances", "inputs")
@@ -227,16 +227,10 @@ class MlflowScorer:
                 out = self.model.predict(merged, params=params)
             else:
                 out = self.model.predict(merged)
-            starts = _starts(sizes)
-            if isinstance(out, pd.DataFrame | pd.Series) and len(out) == sum(sizes):
-                parts = [out.iloc[a : a + n] for a, n in zip(starts, sizes, strict=True)]
-            elif isinstance(out, np.ndarray | list) and np.ndim(out) > 0 and len(out) == sum(sizes):
-                parts = [out[a : a + n] for a, n in zip(starts, sizes, strict=True)]
-            else:
-                return None
+            parts = split_rows(out, sizes)
         except Exception:
             return None
-        return [jsonable(part) for part in parts]
+        return None if parts is None else [jsonable(part) for part in parts]
 
     def decode(self, payload: Any) -> Any:
         """Turn one of the accepted body shapes into what ``predict`` takes."""
@@ -377,15 +371,6 @@ def _batch_key(data: Any, params: dict[str, Any] | None) -> tuple[Any, ...] | No
     if isinstance(data, np.ndarray) and data.ndim >= 1:
         return ("array", data.shape[1:], data.dtype.str, given)
     return None
-
-
-def _starts(rows: list[int]) -> list[int]:
-    """Where each input's rows begin in the concatenation."""
-    out, at = [], 0
-    for n in rows:
-        out.append(at)
-        at += n
-    return out
 
 
 def _type_name(kind: Any) -> str:

@@ -10,6 +10,7 @@ requests in one call (``batcher``),
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -55,6 +56,28 @@ def batched(run: Callable[[list[str]], list[Any]]) -> Callable[[list[str]], list
 #: Many requests in one call: their bodies and headers; one outcome per request, in order
 #: (an outcome that is a ``batcher.Failed`` is that request's own error).
 BatchScore = Callable[[Sequence[str], Sequence[ScriptHeaders | None]], list[Any]]
+
+
+def split_rows(out: Any, sizes: Sequence[int]) -> list[Any] | None:
+    """A batch call's answer cut back into consecutive parts of ``sizes`` rows (each part of
+    the type the input alone gets: a list, an array, a frame), or None when the answer has not
+    one row per input row (a dict, a scalar, another length)."""
+    pd, np = sys.modules.get("pandas"), sys.modules.get("numpy")
+    if pd is not None and isinstance(out, pd.DataFrame | pd.Series):
+        rows = out.iloc
+    elif isinstance(out, list | tuple) or (
+        np is not None and isinstance(out, np.ndarray) and out.ndim > 0
+    ):
+        rows = out
+    else:
+        return None
+    if len(out) != sum(sizes):
+        return None
+    parts, at = [], 0
+    for n in sizes:
+        parts.append(rows[at : at + n])
+        at += n
+    return parts
 
 
 class Scorer(Protocol):

@@ -3,7 +3,8 @@
 Scripts run unchanged: ``run(raw_data)`` gets the body as a ``str``; a ``request_headers``
 parameter, when declared, gets the request headers; ``@input_schema``/``@output_schema``
 from ``inference-schema`` make the server parse the JSON body into ``run(**args)`` and
-describe it in ``/swagger.json``; ``@rawhttp`` makes it take the whole request
+describe it in ``/swagger.json`` (and, for a ``run`` that scores rows one by one, batch it:
+``schema_batch``); ``@rawhttp`` makes it take the whole request
 (``raw_request.AMLRequest``). When ``azureml-core``/``azureml-ai-monitoring`` are not
 installed, small stand-ins (``scoring/_compat``) provide ``Model.get_model_path``,
 ``Collector``, ``AMLRequest``/``rawhttp`` and ``AMLResponse``. As Microsoft's server, a
@@ -178,6 +179,10 @@ class ScriptScorer:
         run_batch = getattr(self.module, "run_batch", None)
         if callable(run_batch) and not self.raw_http:
             self.call_batch = _batch_call(run_batch)
+        elif self.schema_args:  # batched unasked when it provably scores rows one by one
+            from scoring.server.schema_batch import schema_batch
+
+            self.call_batch = schema_batch(run, self.module)
 
     def _call_schema(self, raw: str, headers: ScriptHeaders | None) -> Any:
         """inference-schema: the body is a JSON object of ``run()``'s arguments."""

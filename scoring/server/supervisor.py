@@ -442,6 +442,7 @@ def worker(settings: Settings, sock: socket.socket | None, ready_fd: int | None 
         collect=settings.collect,
         sampling_rate=settings.collect_sampling_rate,
         sink=sink,
+        collections=settings.collect_collections,
         cors_origins=settings.cors_origins,
         credential=(
             read_credential(settings.internal_credential_file)

@@ -1,4 +1,4 @@
-"""Autoscaling on the local cluster (issue 15): a throwaway copy of the dev stack with blue on
+"""Autoscaling on the local cluster (issue 15): the session's copy of the dev stack with blue on
 `scale_settings.type: target_utilization` (1..3 replicas) and green fixed at 1, a bounded CPU
 step load through the router, then:
 
@@ -19,17 +19,17 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
-from mlendpoints._project import EndpointProject, make_project
+from mlendpoints._project import EndpointProject
 from mlendpoints._sample import SampleEndpoint
 from mlendpoints.client import ca_file
-from mlendpoints.kube import check_cluster, is_ready, kubectl, kubectl_json, running_pods
+from mlendpoints.kube import is_ready, kubectl, kubectl_json, running_pods
 from tests.support.load import Load
+from tests.support.pod_metrics import pod_metrics, sample_sum
 
 pytestmark = [pytest.mark.toolchain, pytest.mark.images, pytest.mark.cluster]
 
@@ -43,17 +43,13 @@ SCALE = {
     "scale_down_delay": 20,
 }
 READY_PODS = re.compile(r"deployment 'blue' .*?: (\d+) ready pod\(s\)")
-COUNTER = re.compile(r'^scoring_requests_total\{route="/score",status="200"\} (\d+)', re.M)
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EndpointProject]:
-    check_cluster()
-    try:
-        proj = make_project(tmp_path_factory.mktemp("autoscale"), prefix="mle-scale")
-    except FileNotFoundError as exc:
-        pytest.fail(str(exc))
-    path = proj.work_dir / "Pulumi.dev.yaml"
+def project(shared_project: EndpointProject) -> EndpointProject:
+    """The session's dev stack (tests/conftest.py) with blue autoscaled and green fixed."""
+    shared_project.reset_config()
+    path = shared_project.stack_file
     doc = yaml.safe_load(path.read_text())
     [blue] = doc["config"]["ml-endpoints:deployments"]
     blue.pop("instance_count")
@@ -63,12 +59,9 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EndpointProjec
     doc["config"]["ml-endpoints:deployments"] = [blue, green]
     doc["config"]["ml-endpoints:endpoint"]["traffic"] = {"blue": 100, "green": 0}
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    try:
-        with proj.logged("pulumi up") as out:
-            proj.stack.up(on_output=out)
-        yield proj
-    finally:
-        proj.stack.destroy(on_output=lambda _line: None)
+    with shared_project.logged("pulumi up") as out:
+        shared_project.stack.up(on_output=out)
+    return shared_project
 
 
 def replicas(ns: str, name: str) -> tuple[int, int]:
@@ -109,24 +102,8 @@ def rescales(ns: str, hpa: str) -> list[str]:
 
 def served(ns: str, pod: str) -> int:
     """Requests to /score this pod answered with 200, from its own /metrics."""
-    text = kubectl(
-        "-n",
-        ns,
-        "exec",
-        pod,
-        "--",
-        "python",
-        "-c",
-        # The server answers only requests carrying the internal credential (the router's).
-        "import os, urllib.request as u;"
-        "f = os.environ.get('INTERNAL_CREDENTIAL_FILE');"
-        "h = {'x-ml-endpoints-credential': open(f).read().strip()} if f else {};"
-        "r = u.Request('http://127.0.0.1:5001/metrics', headers=h);"
-        "print(u.urlopen(r, timeout=5).read().decode())",
-        timeout=30,
-    )
-    found = COUNTER.search(text)
-    return int(found.group(1)) if found else 0
+    text = pod_metrics(ns, pod)
+    return int(sample_sum(text, "scoring_requests_total", 'route="/score",status="200"'))
 
 
 def wait_for(what: str, check: object, limit: float) -> float:

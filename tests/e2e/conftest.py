@@ -1,20 +1,32 @@
 """The end-to-end tier: the shipped dev stack on the local cluster, driven like a user would.
 
-`endpoint_project` is a throwaway copy of the project and its dev stack (mlendpoints/_project.py):
-its own namespace, its own state, a NodePort the cluster picks; destroyed after the module.
+`endpoint_project` is the session's throwaway copy of the project and its dev stack
+(`shared_project`, tests/conftest.py; mlendpoints/_project.py): its own namespace, its own
+state, a NodePort the cluster picks. Each module gets it back at the baseline config; the
+walkthrough runs last, since it ends by destroying the stack.
 The README walkthrough runner is tests/support/walkthrough.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from mlendpoints._project import EndpointProject, make_project
-from mlendpoints.kube import check_cluster
+from mlendpoints._project import EndpointProject
 from tests.support.walkthrough import FIGURES
+
+LAST = "test_blue_green.py"
+"""The module that destroys the shared stack as its last step."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the walkthrough after the other end-to-end modules (in place: the other tiers'
+    order is unchanged)."""
+    here = [i for i, item in enumerate(items) if "e2e" in item.path.parts]
+    ordered = sorted((items[i] for i in here), key=lambda item: item.path.name == LAST)
+    for i, item in zip(here, ordered, strict=True):
+        items[i] = item
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
@@ -26,14 +38,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
 
 @pytest.fixture(scope="module")
-def endpoint_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EndpointProject]:
-    """A throwaway copy of the project with stack `dev`, on the real cluster; destroyed after."""
-    check_cluster()
-    try:
-        project = make_project(tmp_path_factory.mktemp("e2e"))
-    except FileNotFoundError as exc:
-        pytest.fail(str(exc))
-    try:
-        yield project
-    finally:  # a failed test leaves nothing on the cluster either
-        project.stack.destroy(on_output=lambda _line: None)
+def endpoint_project(shared_project: EndpointProject) -> EndpointProject:
+    """The shared dev stack, its config back at the baseline (what is deployed converges at
+    the module's first `up`)."""
+    shared_project.reset_config()
+    return shared_project

@@ -14,6 +14,7 @@ that does not exist fails `pulumi up` with the server's reason while the old pod
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -36,6 +37,7 @@ from mlendpoints.cli import main
 from mlendpoints.client import ca_file
 from mlendpoints.kube import is_ready, kubectl, kubectl_json, running_pods
 from tests.support.load import Load
+from tests.support.pod_metrics import pod_metrics, sample_sum
 from tests.support.router import wait_for as poll
 from tests.support.s3 import S3_ENV, s3_client, s3_env
 from tests.support.walkthrough import FIGURES
@@ -332,3 +334,135 @@ def sigkill(
         f"{max(ages, default=0):.2f} s before the kill; {len(load.failures)} requests failed "
         f"while it restarted"
     )
+
+
+def empty_bucket(s3: Any, bucket: str) -> list[bytes]:
+    """Delete BUCKET with everything in it, returning the objects' bodies (a shipper may still
+    be writing: repeat until the bucket itself is gone)."""
+    bodies: list[bytes] = []
+    for _ in range(50):
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            for o in page.get("Contents", []):
+                bodies.append(s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read())
+                s3.delete_object(Bucket=bucket, Key=o["Key"])
+        try:
+            s3.delete_bucket(Bucket=bucket)
+            return bodies
+        except s3.exceptions.ClientError as exc:  # BucketNotEmpty: a file shipped meanwhile
+            if "BucketNotEmpty" not in str(exc):
+                raise
+    raise AssertionError(f"bucket {bucket} never became empty")
+
+
+def records_in(bodies: list[bytes], collection: str) -> Counter[str]:
+    """Correlation ids of COLLECTION's records in BODIES; every line must be whole JSON."""
+    found: Counter[str] = Counter()
+    for body in bodies:
+        for line in body.splitlines():
+            record = json.loads(line)  # a truncated record fails here
+            if record["type"] == f"azureml.inference.{collection}":
+                found[record["correlationid"]] += 1
+    return found
+
+
+@pytest.mark.timeout(900)
+def test_lost_destination_and_full_spool_drop_exactly_what_they_count(
+    endpoint_project: EndpointProject,
+) -> None:
+    env = s3_env()
+    project, ns = endpoint_project, endpoint_project.namespace
+    s3 = s3_client(env, env["AWS_ENDPOINT_URL"])
+    bucket = f"{ns}-spool"
+    s3.create_bucket(Bucket=bucket)
+    saved: list[bytes] = []
+    try:
+        project.set_config(
+            {
+                "deployments[0].instance_count": 1,
+                "deployments[0].data_collection.collect": "true",
+                "deployments[0].data_collection.collect_destination": f"s3://{bucket}/x",
+                "deployments[0].data_collection.collect_max_file_bytes": 8192,
+                "deployments[0].data_collection.collect_spool_max_bytes": 65536,
+                "collection.s3.endpoint_url": env["ML_ENDPOINTS_S3_POD_ENDPOINT"],
+                "collection.s3.region": env["AWS_REGION"],
+            }
+        )
+        for key, var in (
+            ("access_key_id", "AWS_ACCESS_KEY_ID"),
+            ("secret_access_key", "AWS_SECRET_ACCESS_KEY"),
+        ):
+            project.set_secret_config(f"collection.s3.{key}", env[var])
+        with project.logged("pulumi up (small spool)") as log:
+            project.stack.up(on_output=log)
+        [pod] = wait_for("one Ready blue pod", lambda: (p := blue_pods(ns)) and len(p) == 1 and p)
+        outputs = project.outputs()
+        verify = ca_file(ns, outputs["ca_certificate"])
+        uri, key = outputs["scoring_uri"], outputs["primary_key"]
+        answered: set[str] = set()
+        lock = threading.Lock()
+
+        def ask() -> tuple[int, str]:
+            rid = f"s-{uuid.uuid4().hex}"
+            resp = requests.post(
+                uri,
+                data=BATCH,
+                headers={
+                    "Authorization": f"Bearer {key}",
+                    "Content-Type": "application/json",
+                    "x-request-id": rid,
+                },
+                timeout=10,
+                verify=verify,
+            )
+            if resp.status_code == 200:
+                with lock:
+                    answered.add(rid)
+            return resp.status_code, resp.headers.get("azureml-model-deployment", "")
+
+        dropped = "scoring_collection_dropped_total"
+        load = Load(ask, threads=4, pause=0.01, max_seconds=300, max_requests=MAX_REQUESTS)
+        with load:
+            wait_for("files shipped", lambda: s3.list_objects_v2(Bucket=bucket).get("KeyCount"))
+            saved += empty_bucket(s3, bucket)  # the destination is gone
+            lost_at = len(load.answers)
+            wait_for(
+                "records dropped for a full spool",
+                lambda: sample_sum(pod_metrics(ns, pod), dropped) > 0,
+                timeout=240,
+            )
+            wait_for("more answers after the drops", lambda: len(load.answers) > lost_at + 300)
+        assert load.failures == [], load.failures[:10]  # every request answered throughout
+        time.sleep(3)  # the workers' last flush (0.5 s) and metrics snapshot (1 s)
+        drops = sample_sum(pod_metrics(ns, pod), dropped)
+        s3.create_bucket(Bucket=bucket)  # the destination is back: the spool ships
+        kubectl("-n", ns, "rollout", "restart", "deployment/diabetes-blue")
+        kubectl("-n", ns, "rollout", "status", "deployment/diabetes-blue", "--timeout=300s")
+        wait_for("the old pod gone (its final ship done)", lambda: blue_pods_at_all(ns) == 1, 120)
+
+        def shipped() -> list[bytes]:
+            listed = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+            keys = [o["Key"] for page in listed for o in page.get("Contents", [])]
+            return [s3.get_object(Bucket=bucket, Key=k)["Body"].read() for k in keys]
+
+        bodies = saved + shipped()
+        inputs, outputs = (records_in(bodies, name) for name in ("model_inputs", "model_outputs"))
+        for name, found in (("model_inputs", inputs), ("model_outputs", outputs)):
+            assert set(found.values()) <= {1}, (name, found.most_common(3))  # never twice
+            assert set(found) <= answered, (name, sorted(set(found) - answered)[:5])
+        missing_inputs, missing_outputs = answered - set(inputs), answered - set(outputs)
+        assert missing_inputs == missing_outputs, "a pair was split"
+        assert missing_inputs, "nothing was dropped: the spool never filled"
+        # Every record the server did not count as dropped arrived; every dropped one is absent.
+        assert len(missing_inputs) + len(missing_outputs) == drops, (
+            len(missing_inputs),
+            drops,
+        )
+        FIGURES.append(
+            f"collection: destination lost under load with a 64 KiB spool: "
+            f"{len(answered)} answered, 0 failed; {len(missing_inputs)} pairs dropped "
+            f"(spool_full, counted exactly), the other {len(answered) - len(missing_inputs)} "
+            f"shipped once when the bucket came back"
+        )
+    finally:
+        with contextlib.suppress(Exception):
+            empty_bucket(s3, bucket)

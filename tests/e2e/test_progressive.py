@@ -3,7 +3,8 @@
 The dev stack gets a `green` deployment and an `endpoint.rollout` block (steps 20/50/100, a
 short bake); a bounded background load runs throughout. Then, in order:
 1. a good green (blue's model and script) promotes through every step, zero failed requests;
-2. back to blue, and the router pod is killed mid-rollout: the new pod resumes and finishes;
+2. back to blue with two router replicas, and the deciding one (the Lease holder) is deleted
+   mid-rollout: the other takes the lease over, resumes and finishes, no request failing;
 3. (agreement gate off) a green whose script fails 1 request in 20 rolls back at the first
    step; `up` fails naming
    the error gate; the failures clients saw are counted against the exposure bound;
@@ -26,9 +27,10 @@ from components import _labels
 from mlendpoints._project import EndpointProject
 from mlendpoints._sample import BATCH
 from mlendpoints.client import Endpoint, ca_file
-from mlendpoints.kube import kubectl
+from mlendpoints.kube import is_ready, kubectl, running_pods
 from mlendpoints.paths import REPO
 from tests.support.load import Load
+from tests.support.router import wait_for
 from tests.support.stack_ops import failed_up, script_folder, up
 from tests.support.walkthrough import FIGURES
 
@@ -121,8 +123,11 @@ def scenarios(project: EndpointProject, tmp_path: Path) -> None:
             f"{BAKE_S} s bake in {took:.0f} s (`up` included), 0 failed requests"
         )
 
-        # 2. Back to blue; the router pod is deleted mid-rollout and its successor resumes.
+        # 2. Back to blue with two router replicas; the one deciding (the Lease's holder) is
+        # deleted mid-rollout and the other takes the lease over and finishes the rollout.
+        # (A longer bake: time for the second replica to be Ready before the kill.)
         target(project, 100)
+        project.set_config({"endpoint.router.replicas": 2, "endpoint.rollout.bake_s": 15})
         result: dict[str, Any] = {}
         runner = threading.Thread(target=lambda: result.update(up=_try(up, project)))
         runner.start()
@@ -134,16 +139,31 @@ def scenarios(project: EndpointProject, tmp_path: Path) -> None:
             assert time.monotonic() < deadline, f"the rollout to blue never reached step 2: {now}"
             time.sleep(0.5)
         selector = _labels.as_selector(_labels.router_selector("diabetes"))
+
+        def two_routers_one_deciding() -> str:
+            ready = {p["metadata"]["name"] for p in running_pods(ns, selector) if is_ready(p)}
+            holder = lease_holder(ns)
+            return holder if len(ready) == 2 and holder in ready else ""
+
+        decider = wait_for(two_routers_one_deciding, "2 Ready router pods, one deciding", 120, 0.5)
+        before_kill = status()
+        assert before_kill["status"] == "baking", before_kill  # the kill is mid-rollout
         killed_at = time.monotonic()
-        kubectl("-n", ns, "delete", "pod", "-l", selector, "--wait=false")
+        kubectl("-n", ns, "delete", "pod", decider, "--wait=false")
         runner.join(timeout=600)
         assert not isinstance(result.get("up"), Exception), result
         resumed = status()
         assert resumed["status"] == "promoted" and resumed["candidate"] == "blue", resumed
+        successor = lease_holder(ns)
+        assert successor and successor != decider, (decider, successor)
+        assert load.failures == [], load.failures[:10]
         FIGURES.append(
-            f"progressive 5: router pod deleted at step 2 of the rollout back to blue; the new "
-            f"pod resumed and promoted {time.monotonic() - killed_at:.0f} s later"
+            f"progressive 5: the deciding router replica (of 2) deleted at step 2 of the rollout "
+            f"back to blue; {successor} took the lease, resumed and promoted "
+            f"{time.monotonic() - killed_at:.0f} s later, 0 failed requests"
         )
+        # One router again for the gates below: each replica judges the traffic it routes.
+        project.set_config({"endpoint.router.replicas": 1, "endpoint.rollout.bake_s": BAKE_S})
 
         # 3. 5% 500s: rolled back at the first step, naming the error gate. (No agreement gate
         # for 3 and 4: a candidate that fails or differs would be refused while mirrored.)
@@ -193,6 +213,13 @@ def scenarios(project: EndpointProject, tmp_path: Path) -> None:
         target(project, 100)
         up(project)
     FIGURES.append(f"progressive: background load {load.report()}")
+
+
+def lease_holder(ns: str) -> str:
+    """The router pod that decides the rollout: the holder of the endpoint's rollout Lease."""
+    return kubectl(
+        "-n", ns, "get", "lease", "diabetes-rollout", "-o", "jsonpath={.spec.holderIdentity}"
+    ).strip()
 
 
 def _try(fn: Any, *args: Any) -> Any:

@@ -1,21 +1,26 @@
-"""Adaptive batching over real HTTP: an MLflow model and batching scripts under concurrent load.
+"""Adaptive batching over real HTTP: an MLflow model, batching scripts and inference-schema
+scripts (batched unasked) under concurrent load.
 
 To make batches form without relying on timing, a request whose first value is 999 makes its
 model call sleep 2 s: requests sent while it runs queue behind it and form the next batch.
 Every answer is compared with the sample model called directly on that request's rows; the
 batches are read from ``/metrics`` (``scoring_batch_size``). A NaN row makes the model raise,
 for the whole batch it is in: only its own request may fail, with the error it gets alone.
+An inference-schema script's answers are compared, byte for byte, with its ``run()`` called
+directly in this process on that request's input.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import re
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -131,14 +136,16 @@ def post_json(url: str, body: Any, request_id: str) -> httpx.Response:
     )
 
 
-def burst(url: str, bodies: list[Any]) -> list[httpx.Response]:
-    """A slow request first, then ``bodies`` at once while it runs: they queue and batch."""
+def burst(url: str, bodies: list[Any], slow_body: Any = None) -> list[httpx.Response]:
+    """A slow request first (``slow_body``, else one guessed from ``bodies``), then ``bodies``
+    at once while it runs: they queue and batch."""
     slow_row = [SLOW, *[0.0] * 9]
-    slow_body = (
-        {"input_data": [slow_row]}
-        if isinstance(bodies[0], dict) and "data" not in bodies[0]
-        else {"data": [slow_row]}
-    )
+    if slow_body is None:
+        slow_body = (
+            {"input_data": [slow_row]}
+            if isinstance(bodies[0], dict) and "data" not in bodies[0]
+            else {"data": [slow_row]}
+        )
     answers: dict[int, httpx.Response] = {}
 
     def post(i: int, body: Any) -> None:
@@ -335,3 +342,158 @@ def test_one_connection_is_scored_where_unbatched_requests_are(limit: str, threa
     with serve(SCRIPTS / "thread_name_run.py", None, *args) as proc, httpx.Client() as client:
         names = {client.post(proc.url + "/score", content="x").json() for _ in range(5)}
     assert names == {thread}
+
+
+# -- inference-schema scripts, batched unasked -----------------------------------------------
+SCHEMA_ARG = {"schema_rows.py": "data", "schema_frame_rows.py": "frame"}
+CLIENTS = 32  # concurrent requests in an inference-schema burst
+
+
+def schema_value(script: str, rows: list[list[float]]) -> Any:
+    """``rows`` as the script's argument: an array's rows, or a frame's records."""
+    if script == "schema_frame_rows.py":
+        return [dict(zip(FEATURES, r, strict=True)) for r in rows]
+    return rows
+
+
+@pytest.fixture(scope="module")
+def direct(model_dir: Path) -> Callable[[str, list[list[float]]], bytes]:
+    """The bytes a schema script's ``run()`` gives ``rows`` called directly, one input alone,
+    as the server calls and encodes it (the script imported here, its ``init()`` run)."""
+    from scoring.server.app import encode_result
+
+    loaded: dict[str, Any] = {}
+
+    def answer(script: str, rows: list[list[float]]) -> bytes:
+        if script not in loaded:
+            path = SCRIPTS / script
+            spec = importlib.util.spec_from_file_location(f"direct_{path.stem}", path)
+            assert spec is not None and spec.loader is not None
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            before = os.environ.get("AZUREML_MODEL_DIR")
+            os.environ["AZUREML_MODEL_DIR"] = str(model_dir)
+            try:
+                module.init()
+            finally:
+                if before is None:
+                    del os.environ["AZUREML_MODEL_DIR"]
+                else:
+                    os.environ["AZUREML_MODEL_DIR"] = before
+            loaded[script] = module
+        name = SCHEMA_ARG.get(script, "data")
+        return encode_result(loaded[script].run(**{name: schema_value(script, rows)}))[1]
+
+    return answer
+
+
+@pytest.mark.parametrize("script", ["schema_rows.py", "schema_frame_rows.py"])
+def test_schema_script_is_batched_each_client_gets_its_bytes_and_a_poisoned_input_fails_alone(
+    script: str,
+    model_dir: Path,
+    direct: Callable[[str, list[list[float]]], bytes],
+    tmp_path: Path,
+) -> None:
+    """32 concurrent requests of 1-3 rows to a numpy / pandas inference-schema script that
+    never asked for batching: each gets the very bytes run() gives its rows alone; batches of
+    more than one formed and run() was called on more rows than any request sent (merged); a
+    NaN request gets the error it gets alone, the others their answers."""
+    rows_log = tmp_path / "rows.log"
+    name = SCHEMA_ARG[script]
+    rows = data_rows()
+    inputs = [rows[3 * i : 3 * i + 1 + i % 3] for i in range(CLIENTS)]
+    poisoned = [[float("nan"), *rows[0][1:]]]
+    bodies: list[Any] = [
+        {name: schema_value(script, r), "ignored": i} for i, r in enumerate(inputs)
+    ]
+    bodies[7] = {name: schema_value(script, poisoned)}
+    slow = {name: schema_value(script, [[SLOW, *[0.0] * 9]])}
+    with serve(
+        SCRIPTS / script,
+        model_dir,
+        "--workers",
+        "2",
+        "--max-queue-wait-ms",
+        "20000",
+        env={"ROWS_LOG": str(rows_log)},
+    ) as proc:
+        alone = post_json(proc.url, {name: schema_value(script, poisoned)}, "poison")
+        assert alone.status_code == 500
+        assert alone.json()["error"] == "run() raised ValueError; see server log"
+        answers = burst(proc.url, bodies, slow)
+        formed, ones, batched = batches(proc.url, CLIENTS + 2)
+    assert batched == CLIENTS + 2  # the poisoned one alone, the slow one, the burst
+    assert ones < formed, "no batch of more than one request formed"
+    rows_per_call = [int(n) for n in rows_log.read_text().split()]
+    assert max(rows_per_call) > 3, f"no call merged requests: {rows_per_call}"
+    for i, resp in enumerate(answers):
+        if i == 7:
+            assert (resp.status_code, resp.json()["error"]) == (500, alone.json()["error"])
+            assert resp.headers["x-ms-run-function-failed"] == "True"
+        else:
+            assert resp.status_code == 200, resp.text
+            assert resp.content == direct(script, inputs[i]), f"request {i}"
+            assert resp.headers["x-request-id"] == f"r{i}"
+
+
+def test_schema_script_whose_answer_is_not_per_row_is_scored_one_request_at_a_time(
+    model_dir: Path, direct: Callable[[str, list[list[float]]], bytes]
+) -> None:
+    """It declares one output per row but answers one mean per call: the batch's answer does
+    not split by rows, so each request is scored alone and gets its own mean; the worker logs
+    that it stopped merging."""
+    rows = data_rows()
+    inputs = [rows[2 * i : 2 * i + 1 + i % 2] for i in range(BURST)]
+    with serve(
+        SCRIPTS / "schema_aggregate.py",
+        model_dir,
+        "--workers",
+        "2",
+        "--max-queue-wait-ms",
+        "20000",
+    ) as proc:
+        answers = burst(proc.url, [{"data": r} for r in inputs])
+        formed, ones, _ = batches(proc.url, BURST + 1)
+        log = proc.log()
+    assert ones < formed, "no batch of more than one request formed (nothing was tested)"
+    assert '"schema_batching_stopped"' in log  # the worker that merged said it stopped
+    for i, (resp, mine) in enumerate(zip(answers, inputs, strict=True)):
+        assert resp.status_code == 200, resp.text
+        assert resp.content == direct("schema_aggregate.py", mine), f"request {i}"
+        assert len(resp.json()) == 1
+
+
+@pytest.mark.parametrize(
+    ("script", "env"),
+    [("schema_run.py", {}), ("schema_rows.py", {"SCHEMA_BATCHABLE": "0"})],
+    ids=["dict-answer", "run.batchable=False"],
+)
+def test_schema_script_not_provably_row_wise_or_opted_out_is_not_batched(
+    script: str,
+    env: dict[str, str],
+    model_dir: Path,
+    direct: Callable[[str, list[list[float]]], bytes],
+) -> None:
+    """A schema script answering a dict, and one that sets ``run.batchable = False``: called
+    once per request as before (no batch metrics), each answer its own."""
+    rows = data_rows()
+    inputs = [rows[i : i + 2] for i in range(BURST)]
+    with serve(
+        SCRIPTS / script,
+        model_dir,
+        "--workers",
+        "2",
+        "--max-queue-wait-ms",
+        "20000",
+        env=env,
+    ) as proc:
+        answers = burst(proc.url, [{"data": r} for r in inputs])
+        time.sleep(1.2)  # every worker has published its counters
+        text = httpx.get(proc.url + "/metrics").text
+    for resp, mine in zip(answers, inputs, strict=True):
+        assert resp.status_code == 200, resp.text
+        if script == "schema_run.py":
+            assert resp.json()["predictions"] == expected(model_dir, mine)
+        else:
+            assert resp.content == direct(script, mine)
+    assert "scoring_batch" not in text

@@ -113,6 +113,33 @@ def test_records_are_azure_envelopes_under_endpoint_and_deployment_folders(
     assert outputs["large-1"]["data"] == answers["large-1"]  # the output is small
 
 
+@pytest.mark.parametrize("only", ["model_inputs", "model_outputs"])
+def test_only_the_enabled_collection_is_written(model_dir: Path, tmp_path: Path, only: str) -> None:
+    """`--collect-collections model_inputs` (Azure: only `model_inputs` enabled) writes the
+    requests' bodies and no answers; `model_outputs` the reverse."""
+    root = tmp_path / "spool"
+    args = ["--collect", "true", "--collect-collections", only, "--collect-dir", str(root)]
+    sent = {f"only-{i}": {"data": [[0.01 * (i + j) for j in range(10)]]} for i in range(3)}
+    with serve(SAMPLE / "score.py", model_dir, *args) as proc:
+        answers = {}
+        for rid, body in sent.items():
+            resp = httpx.post(
+                proc.url + "/score",
+                content=json.dumps(body),
+                headers={"x-request-id": rid, "content-type": "application/json"},
+            )
+            assert resp.status_code == 200
+            answers[rid] = resp.json()
+        metrics = _wait_accounted(proc.url, len(sent))
+        time.sleep(1)  # two more flushes: nothing else may turn up
+        assert _metrics(proc.url) == metrics
+    assert metrics == {f'scoring_collected_records_total{{collection="{only}"}}': len(sent)}
+    other = "model_outputs" if only == "model_inputs" else "model_inputs"
+    assert _lines(root, other) == [] and not list(root.rglob(other))
+    found = {json.loads(x)["xrequestid"]: json.loads(x)["data"] for _, x in _lines(root, only)}
+    assert found == (sent if only == "model_inputs" else answers)
+
+
 @contextlib.contextmanager
 def _tiny_disk(folder: Path, size: str) -> Iterator[Path]:
     """A real filesystem of ``size`` (tmpfs) at ``folder``; root only."""

@@ -1,9 +1,10 @@
 """Where collected data goes (issue 14), under Pulumi mocks: the stack's `collection` section
-and `data_collection.collect_destination` become an S3 Secret read by `secretKeyRef` (keys in
-no plain place), or a retained PersistentVolumeClaim mounted as the destination; the pods get
-the names of the Azure layout, a grace period that covers the final shipping pass, a spool
-sized from its limit; the environment image gets boto3 only for S3; preview says where data
-goes; a destination that cannot work is refused naming the key.
+and `data_collection.destination` (or `collect_destination`) become an S3 Secret read by
+`secretKeyRef` (keys in no plain place), or a retained PersistentVolumeClaim mounted as the
+destination; the pods get the names of the Azure layout, a grace period that covers the final
+shipping pass, a spool sized from its limit; the environment image gets boto3 only for S3;
+preview says where data goes; a destination that cannot work is refused naming the key;
+Azure's key names render exactly what the server's `collect_*` names do.
 """
 
 from __future__ import annotations
@@ -171,8 +172,50 @@ def test_preview_says_where_each_deployments_data_goes(assets: dict[str, Path]) 
         "s3://ml-endpoints-collected/runs/diabetes/blue/<collection>/yyyy/MM/dd/HH/ "
         "at http://192.0.2.2:7070",
         "collect green: model_inputs/model_outputs at 0.5 sampling -> the pod's spool only: "
-        "LOST when the pod goes (set collect_destination)",
+        "LOST when the pod goes (set destination)",
     ]
+
+
+def test_azure_keys_and_server_names_give_the_components_the_same_deployment(
+    assets: dict[str, Path],
+) -> None:
+    """`data_collection` in Azure's spelling renders exactly what the `collect_*` names do:
+    every resource's inputs (pod env, PVC, volumes, grace) and the preview lines."""
+    azure = stack_raw(assets)
+    azure["deployments"][0]["data_collection"] = {
+        "collections": {"model_inputs": {"enabled": True}, "model_outputs": {"enabled": "True"}},
+        "sampling_rate": "0.5",
+        "rolling_rate": "minute",
+        "destination": "pvc",
+    }
+    server = stack_raw(assets)
+    server["deployments"][0]["data_collection"] = {
+        "collect": True,
+        "collect_sampling_rate": 0.5,
+        "collect_rolling_rate": "minute",
+        "collect_destination": "pvc",
+    }
+    assert cfgmod.parse(azure).deployments == cfgmod.parse(server).deployments
+    seen = [render(raw) for raw in (azure, server)]
+    inputs = [{(r.type, r.name): r.inputs for r in rec.regs} for rec in seen]
+    assert inputs[0] == inputs[1]
+    previews = [[x for x in rec.logs if x.startswith("collect ")] for rec in seen]
+    assert previews[0] == previews[1] and len(previews[0]) == 2
+    env = plain_env(seen[0], "blue")
+    assert (env["DATA_COLLECTION_ENABLED"], env["DATA_COLLECTION_SAMPLING_RATE"]) == ("true", "0.5")
+    assert len(seen[0].of_type(PVC)) == 1
+
+
+def test_one_collection_reaches_the_pod_and_the_preview_line(assets: dict[str, Path]) -> None:
+    raw = stack_raw(assets)
+    raw["deployments"][0]["data_collection"] = {
+        "collections": {"model_outputs": {"enabled": True}},
+        "destination": "pvc",
+    }
+    rec = render(raw)
+    assert plain_env(rec, "blue")["DATA_COLLECTION_COLLECTIONS"] == "model_outputs"
+    [line] = [x for x in rec.logs if x.startswith("collect blue:")]
+    assert line.startswith("collect blue: model_outputs at 1 sampling -> PersistentVolumeClaim ")
 
 
 @pytest.mark.parametrize(
@@ -181,13 +224,13 @@ def test_preview_says_where_each_deployments_data_goes(assets: dict[str, Path]) 
         (
             "s3://A_B/x",
             {},
-            "deployment 'blue' data_collection.collect_destination: 's3://A_B/x' does not name "
+            "deployment 'blue' data_collection.destination: 's3://A_B/x' does not name "
             "a bucket (s3://BUCKET/PREFIX; 3-63 of a-z, 0-9, '.', '-')",
         ),
         (
             "collected",
             {},
-            "deployment 'blue' data_collection.collect_destination: 'collected' is not "
+            "deployment 'blue' data_collection.destination: 'collected' is not "
             "accepted; use s3://BUCKET/PREFIX, 'pvc', or an absolute folder the image provides",
         ),
         (

@@ -208,6 +208,7 @@ def test_scoring_deployment_spec(assets: dict[str, Path]) -> None:
         "DATA_COLLECTION_PAYLOAD_MAX_BYTES": "4194304",
         "DATA_COLLECTION_DESTINATION": "",
         "DATA_COLLECTION_SPOOL_MAX_BYTES": "1073741824",
+        "DATA_COLLECTION_COLLECTIONS": "both",
         "AZUREML_MODEL_DIR": "/var/azureml-app/model",
         "AZUREML_ENTRY_SCRIPT": "/var/azureml-app/code/score.py",
         "DATA_COLLECTION_DIR": "/var/azureml-app/data-collection",

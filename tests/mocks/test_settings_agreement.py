@@ -33,7 +33,7 @@ from components import OnlineDeployment, OnlineDeploymentArgs, RouterSettings
 from infra import config as cfgmod
 from scoring.router.config import DeploymentConfig as RouterDeployment
 from scoring.router.config import RouterConfig, RouterLimits, RoutingPolicy, parse_config
-from scoring.server.config import DeploymentSettings, Settings, load, parser
+from scoring.server.config import DataCollection, DeploymentSettings, Settings, load, parser
 from tests.mocks.test_components import run_stack
 from tests.support.pulumi_mocks import Recorder, stack_raw
 
@@ -115,7 +115,7 @@ ROUTER_STACK_ONLY = {
     "image",
     "resources",
 }
-ROUTER_ARGS_ONLY = ROUTER_STACK_ONLY | {"base_image", "registry", "tls"}
+ROUTER_ARGS_ONLY = ROUTER_STACK_ONLY | {"base_image", "registry", "tls", "ingress"}
 # A router file's deployment entry: where the deployment listens (the components set it).
 ROUTER_ENTRY_ONLY = {"url"}
 
@@ -206,6 +206,14 @@ def test_each_layer_has_the_declared_fields_and_no_other_setting() -> None:
         set(RouterLimits.model_fields) | ROUTER_STACK_ONLY
     )
     assert {f.name for f in fields(RouterSettings)} == {"limits"} | ROUTER_ARGS_ONLY
+
+
+def test_azure_keys_are_spellings_of_declared_settings_only() -> None:
+    """`data_collection`'s Azure keys (`collections`, `sampling_rate`, ...) set declared
+    settings and nothing else, and none of them is a field name of its own."""
+    azure = DataCollection.AZURE_KEYS
+    assert {field for fields_ in azure.values() for field in fields_} <= set(LEAVES)
+    assert not set(azure) & set(Settings.model_fields)
 
 
 @pytest.mark.parametrize("name", sorted(LEAVES))

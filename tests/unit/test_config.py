@@ -103,8 +103,8 @@ def test_unknown_keys_list_accepted_keys(dev: dict[str, Any]) -> None:
     dev["clustr"] = {}
     problems = errors_for(dev)
     assert problems == [
-        "endpoint.trafic: unknown key; accepted keys: auth_mode, keys, max_token_lifetime_s, "
-        "mirror_traffic, name, rollout, router, tls, traffic",
+        "endpoint.trafic: unknown key; accepted keys: auth_mode, ingress, keys, "
+        "max_token_lifetime_s, mirror_traffic, name, rollout, router, tls, traffic",
         "deployments[0].replicas: unknown key; accepted keys: code, data_collection, environment, "
         "environment_variables, idempotent, image, instance_count, liveness_probe, model, name, "
         "readiness_probe, request_settings, resources, rollout_timeout_s, scale_settings, "
@@ -155,6 +155,88 @@ def test_environment_needs_exactly_one_source(dev: dict[str, Any]) -> None:
     assert errors_for(dev) == [
         "environments.sklearn: give exactly one of conda_file, requirements_file, requirements, "
         "image (got conda_file, requirements)"
+    ]
+
+
+def test_ingress_is_optional_and_parsed(dev: dict[str, Any]) -> None:
+    assert cfgmod.parse(dev).endpoint.ingress is None
+    dev["endpoint"]["ingress"] = {
+        "class_name": "nginx",
+        "host": "scoring.example.com",
+        "annotations": {"nginx.ingress.kubernetes.io/proxy-read-timeout": "300"},
+    }
+    ingress = cfgmod.parse(dev).endpoint.ingress
+    assert ingress is not None
+    assert (ingress.class_name, ingress.host) == ("nginx", "scoring.example.com")
+    assert ingress.annotations == {"nginx.ingress.kubernetes.io/proxy-read-timeout": "300"}
+
+
+def test_ingress_needs_class_name_and_host(dev: dict[str, Any]) -> None:
+    dev["endpoint"]["ingress"] = {"annotations": {}}
+    assert errors_for(dev) == [
+        "endpoint.ingress.class_name: required key is missing",
+        "endpoint.ingress.host: required key is missing",
+    ]
+    dev["endpoint"]["ingress"] = {"class_name": "", "host": "scoring.example.com", "hosts": []}
+    assert errors_for(dev) == [
+        "endpoint.ingress.class_name: must not be empty: name the IngressClass of your "
+        "controller (got '')",
+        "endpoint.ingress.hosts: unknown key; accepted keys: annotations, class_name, host",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("host", "why"),
+    [
+        ("Scoring.example.com", "is not a valid DNS name"),
+        ("scoring_v1.example.com", "is not a valid DNS name"),
+        ("scoring.example.com.", "is not a valid DNS name"),
+        ("-scoring.example.com", "is not a valid DNS name"),
+        ("a" * 64 + ".example.com", "is not a valid DNS name"),
+        ("", "is not a valid DNS name"),
+        ("10.0.0.5", "is an IP address"),
+        ("*.example.com", "is a wildcard"),
+    ],
+)
+def test_ingress_host_must_be_one_dns_name(dev: dict[str, Any], host: str, why: str) -> None:
+    dev["endpoint"]["ingress"] = {"class_name": "nginx", "host": host}
+    [problem] = errors_for(dev)
+    assert problem.startswith(f"endpoint.ingress.host: {why}"), problem
+    assert problem.endswith(f"(got {host!r})"), problem
+
+
+def test_ingress_class_name_must_be_a_kubernetes_name(dev: dict[str, Any]) -> None:
+    dev["endpoint"]["ingress"] = {"class_name": "Nginx Public", "host": "scoring.example.com"}
+    assert errors_for(dev) == [
+        "endpoint.ingress.class_name: is not a valid IngressClass name (lowercase letters, "
+        "digits, '-' and '.') (got 'Nginx Public')"
+    ]
+
+
+def test_ingress_annotations_are_a_string_map(dev: dict[str, Any]) -> None:
+    ingress: dict[str, Any] = {"class_name": "nginx", "host": "scoring.example.com"}
+    dev["endpoint"]["ingress"] = {**ingress, "annotations": ["backend-protocol: HTTPS"]}
+    assert errors_for(dev) == [
+        "endpoint.ingress.annotations: Input should be a valid dictionary "
+        "(got ['backend-protocol: HTTPS'])"
+    ]
+    dev["endpoint"]["ingress"] = {
+        **ingress,
+        "annotations": {"nginx.ingress.kubernetes.io/ssl-redirect": False, "a": {"b": "c"}},
+    }
+    assert errors_for(dev) == [
+        "endpoint.ingress.annotations.nginx.ingress.kubernetes.io/ssl-redirect: Input should "
+        "be a valid string (got False)",
+        "endpoint.ingress.annotations.a: Input should be a valid string (got {'b': 'c'})",
+    ]
+    dev["endpoint"]["ingress"] = {
+        **ingress,
+        "annotations": {"ok/name": "1", "bad key": "1", "Bad_Prefix/x": "1", "a/b/c": "1"},
+    }
+    assert errors_for(dev) == [
+        "endpoint.ingress.annotations: 'bad key', 'Bad_Prefix/x', 'a/b/c': not a valid "
+        "annotation key ([prefix/]name, name <= 63 chars of letters, digits, '-', '_', '.') "
+        "(got {'ok/name': '1', 'bad key': '1', 'Bad_Prefix/x': '1', 'a/b/c': '1'})"
     ]
 
 
