@@ -8,7 +8,9 @@ in its outputs (`status`, `step`, `live`, `declared`, `candidate`, `verdict`). A
 aborted rollout is a verdict too: the resource succeeds, and `OnlineEndpoint` turns it into the
 `up` failure (`fail_on_verdict`). That keeps the verdict in the state, so the next `preview`
 with the same declaration proposes nothing (`diff`: same rollout, same router) and only warns,
-while the next `up` fails again with the divergence; a new declaration is a new rollout. Closing
+while the next `up` fails again with the divergence. A new declaration is a new rollout, and so
+is a new revision of a deployment the target gives a share (its image's content tag: a fixed
+scoring script, model or environment; `rollout_id`), so fixing the candidate is enough. Closing
 the terminal loses only the wait: the rollout goes on in the cluster, and the next `up` waits
 again (the state still holds the previous rollout) or reports its verdict.
 """
@@ -64,9 +66,10 @@ def failure_message(status: Mapping[str, Any]) -> str:
     word = str(status.get("status", "")).replace("_", " ")
     split = (
         f"live split now {_sorted(status.get('live'))} (declared "
-        f"{_sorted(status.get('declared'))}). Fix the candidate, then change endpoint.traffic "
-        "or endpoint.rollout (the same declaration is the same rollout, and it stays as it "
-        "ended): until then `preview` proposes nothing and `up` fails with this"
+        f"{_sorted(status.get('declared'))}). Fix the candidate (its scoring script, model or "
+        "environment: a new image is a new rollout) or change endpoint.traffic or "
+        "endpoint.rollout; the same declaration of the same images is the same rollout, and it "
+        "stays as it ended: until then `preview` proposes nothing and `up` fails with this"
     )
     if verdict.get("gate"):
         return (
@@ -217,7 +220,8 @@ class RolloutVerdict(Resource):
 
 def fail_on_verdict(observed: Mapping[str, Any]) -> Mapping[str, Any]:
     """`up`: a rolled-back or aborted rollout fails it with the divergence, every `up` until
-    the declaration changes (`preview` only warns: `preview_evidence`)."""
+    the declaration or a target deployment's revision changes (`preview` only warns:
+    `preview_evidence`)."""
     if observed.get("status") in DONE_BAD:
         raise pulumi.RunError(failure_message(observed))
     return observed
@@ -311,11 +315,12 @@ def preview_evidence(
     traffic: Mapping[str, int],
     live: Mapping[str, int] | None,
     endpoint: Mapping[str, Any] | None,
+    revisions: Mapping[str, str] | None = None,
 ) -> tuple[bool, str]:
     """What `preview` logs: (warn, text). The evidence line, or `rollout evidence unavailable
     (why)`; a warning naming the divergence when the router rolled back (or an operator
-    aborted) the very rollout declared — `preview` then proposes nothing and `up` would fail.
-    Never an error."""
+    aborted) the very rollout declared (`rollout_id` of `spec`, `traffic` and the deployments'
+    `revisions`) — `preview` then proposes nothing and `up` would fail. Never an error."""
     endpoint = endpoint or {}
     uri, key = endpoint.get("scoring_uri"), endpoint.get("primary_key")
     if not uri or not key:
@@ -326,7 +331,8 @@ def preview_evidence(
         )
     except Exception as exc:
         return False, f"rollout evidence unavailable ({type(exc).__name__}: {exc})"
-    if status.get("id") == rollout_id(spec, traffic) and status.get("status") in DONE_BAD:
+    declared = rollout_id(spec, traffic, revisions)
+    if status.get("id") == declared and status.get("status") in DONE_BAD:
         observed = _observed(status)
         return True, "the live split differs from the declaration: " + failure_message(observed)
     return False, "rollout evidence: " + evidence_line(

@@ -143,6 +143,10 @@ class OnlineDeployment(pulumi.ComponentResource):
     """
 
     service_url: pulumi.Output[str]
+    revision: str
+    """What the deployment serves, as the router config's `revision` (a rollout's name counts it):
+    the image's content tag (environment, model and code), or a hash of a prebuilt image's
+    reference. A plain string, known when the program runs (no Output, no secret in it)."""
     image_ref: pulumi.Output[str]
     image_digest: pulumi.Output[str]
     deployment_name: pulumi.Output[str]
@@ -168,6 +172,7 @@ class OnlineDeployment(pulumi.ComponentResource):
             image_digest: pulumi.Input[str] = ""
         else:
             image_ref, image_digest, content_tag = self._scoring_image(name, args)
+        self.revision = content_tag or hash_parts(["image", args.image or ""])[:16]
         model_version = args.model.version_label if args.model else "external"
 
         container = k8s.core.v1.ContainerArgs(

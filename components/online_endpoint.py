@@ -248,6 +248,8 @@ class OnlineEndpoint(pulumi.ComponentResource):
             "deployments": {
                 d.deployment_label: {
                     "url": _naming.service_url(name, d.deployment_label, args.namespace),
+                    # The image's content tag: a fixed script or model is a new rollout.
+                    "revision": d.revision,
                     **d.routing.model_dump(),
                 }
                 for d in args.deployments
@@ -270,6 +272,9 @@ class OnlineEndpoint(pulumi.ComponentResource):
             "discovery": {"namespace": args.namespace},
             **args.router.limits.model_dump(),
         }
+        # What names the rollout, with `rollout` and `traffic`: the file's revisions, so the
+        # verdict waits for the id the router computes from this very file (`rollout_id`).
+        revisions = {n: str(d["revision"]) for n, d in router_config["deployments"].items()}
         rollout = args.rollout
         if rollout is not None:
             router_config["rollout"] = rollout.model_dump()
@@ -387,13 +392,14 @@ class OnlineEndpoint(pulumi.ComponentResource):
         self.rollout: pulumi.Output[dict[str, Any] | None] = pulumi.Output.from_input(None)
         if rollout is not None and rollout.gates is not None and args.wait_for_rollout:
             # `up` returns when the router has promoted this rollout, fails when it rolled back
-            # (every `up` until the declaration changes; `preview` proposes nothing then).
+            # (every `up` until the declaration or a target deployment's revision changes;
+            # `preview` proposes nothing then).
             self.verdict = RolloutVerdict(
                 _naming.child(name, "rollout"),
                 base,
                 self.primary_key,
                 self.ca_certificate,
-                rollout_id(rollout, traffic),
+                rollout_id(rollout, traffic, revisions),
                 verdict_timeout_s(rollout),
                 pulumi.ResourceOptions(
                     parent=self,
@@ -412,7 +418,9 @@ class OnlineEndpoint(pulumi.ComponentResource):
             if args.wait_for_rollout:
                 pulumi.Output.from_input(args.previous_endpoint).apply(
                     lambda ep: _log_evidence(
-                        self, f"endpoint {name!r} ", preview_evidence(rollout, traffic, None, ep)
+                        self,
+                        f"endpoint {name!r} ",
+                        preview_evidence(rollout, traffic, None, ep, revisions),
                     )
                 )
             else:

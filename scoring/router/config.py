@@ -61,6 +61,10 @@ class DeploymentConfig(RoutingPolicy):
 
     url: str
     """``http://host:port`` of the deployment's Service (an optional path prefix is kept)."""
+    revision: str = Field(default="", max_length=64, pattern=r"^[A-Za-z0-9._:-]*$")
+    """What the deployment serves, as a short opaque string (the components write its image's
+    content tag); a new revision of a deployment with a target share is a new rollout
+    (``rollout_id``). Empty: not known (a config written by hand)."""
 
     @field_validator("url")
     @classmethod
@@ -237,6 +241,11 @@ class RouterConfig(RouterLimits, _Routing):
     """The whole router config file (one router per endpoint): routing, then ``RouterLimits``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    def revisions(self) -> dict[str, str]:
+        """Deployment name → ``revision``: what ``rollout_id`` names a rollout by, with
+        ``rollout`` and ``traffic``."""
+        return {name: d.revision for name, d in self.deployments.items()}
 
     @model_validator(mode="after")
     def _traffic_rules(self) -> RouterConfig:

@@ -306,11 +306,36 @@ def step_split(start: Mapping[str, int], candidate: str, share: int) -> dict[str
     return out
 
 
-def rollout_id(spec: RolloutSpec | None, traffic: Mapping[str, int]) -> str:
-    """Names one declared rollout: the same target and spec resume, anything else is new."""
-    text = json.dumps(
-        [dict(sorted(traffic.items())), spec.model_dump() if spec else None], sort_keys=True
-    )
+def rollout_id(
+    spec: RolloutSpec | None,
+    traffic: Mapping[str, int],
+    revisions: Mapping[str, str] | None = None,
+) -> str:
+    """Names one declared rollout: the same target, spec and revisions resume (or stay as they
+    ended: a rolled-back rollout is not retried), anything else is a new rollout.
+
+    The one owner of the name: the router (``RolloutController.configure``) and the Pulumi side
+    (``OnlineEndpoint``'s ``RolloutVerdict``, ``preview_evidence``) both call it with the config
+    file's ``rollout``, ``traffic`` and each ``deployments[name].revision``.
+
+    ``revisions`` (deployment name → its ``revision``, the content tag of its image) count for
+    every deployment with a share in the target: a fixed scoring script or model is a new
+    rollout, as in Azure where a traffic shift is retried after the deployment is updated.
+    Every target deployment rather than only those whose share changes: the share before the
+    rollout is not an input (the router learns it at run time, from its store, its own live
+    split or ``rollout_from``), and a baseline that keeps its share still is half of what the
+    gates compared. Deployments at 0 % in the target do not count: they serve nothing once the
+    rollout ends, so rebuilding a drained one neither restarts a rollout nor retries one that
+    rolled back. Empty revisions (old config files, ``python -m scoring router`` by hand) leave
+    the name as it was before revisions existed.
+    """
+    parts: list[Any] = [dict(sorted(traffic.items())), spec.model_dump() if spec else None]
+    counted = {
+        n: r for n, r in sorted((revisions or {}).items()) if r and int(traffic.get(n, 0)) > 0
+    }
+    if counted:
+        parts.append(counted)
+    text = json.dumps(parts, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -448,7 +473,8 @@ class RolloutController:
         """
         config = self.router.state.config
         spec, target = config.rollout, dict(config.traffic)
-        rid = rollout_id(spec, target)
+        # A new revision of a target deployment is a new id: a new rollout from the live split.
+        rid = rollout_id(spec, target, config.revisions())
         if self.leader and self.record.get("id") == rid:  # a reload of the same rollout
             self.apply()
             return

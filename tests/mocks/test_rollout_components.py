@@ -4,12 +4,14 @@ resource `up` waits on, and preview's evidence line when the router cannot be re
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pulumi
 import pytest
 
+from components import _labels
 from infra import config as cfgmod
 from infra import program
 from scoring.router.config import parse_config
@@ -65,7 +67,9 @@ def test_rollout_reaches_the_router_with_its_start_store_and_rules(
     }
     verdict = next(r for r in rec.regs if r.name == "diabetes-rollout")
     assert verdict.inputs["rollout_id"] == rollout_id(
-        RolloutSpec(**ROLLOUT), {"blue": 0, "green": 100}
+        RolloutSpec(**ROLLOUT),
+        {"blue": 0, "green": 100},
+        parse_config(json.dumps(config)).revisions(),
     )
     assert "key" in verdict.secret_outputs
     # The endpoint is not reachable here: preview says so and goes on.
@@ -92,3 +96,55 @@ def test_bad_rollout_fails_preview_naming_the_field(assets: dict[str, Path]) -> 
         "endpoint.rollout.steps: the last step is 25% but the target gives 'green' 100% "
         "(traffic); end the steps at 100",
     ]
+
+
+def content_tags(rec: Recorder) -> dict[str, str]:
+    """Each scoring Deployment's `mlendpoints/content-tag` pod annotation, by deployment."""
+    tags = {}
+    for r in rec.regs:
+        template = r.inputs.get("spec", {}).get("template", {}).get("metadata", {})
+        labels = template.get("labels", {})
+        if r.type == "kubernetes:apps/v1:Deployment" and labels.get(_labels.DEPLOYMENT):
+            tags[labels[_labels.DEPLOYMENT]] = template["annotations"]["mlendpoints/content-tag"]
+    return tags
+
+
+def test_a_fixed_candidate_is_a_new_rollout(assets: dict[str, Path], tmp_path: Path) -> None:
+    """The router file carries each deployment's content tag as its `revision`, and the verdict
+    `up` waits on is named by it: after a rollback, fixing green's scoring script is a new
+    rollout (a new id) with no change to `endpoint.traffic` or `endpoint.rollout`; rebuilding
+    blue, which the target gives 0 %, is not."""
+    green_code = tmp_path / "green-code"
+    shutil.copytree(assets["code"], green_code)
+    raw = stack_raw(assets, traffic={"blue": 0, "green": 100})
+    raw["endpoint"]["rollout"] = ROLLOUT
+    raw["deployments"][1]["code"] = {"path": str(green_code), "scoring_script": "score.py"}
+    previous = ({"blue": 100, "green": 0}, None, UNREACHABLE)
+
+    def declare() -> tuple[dict[str, str], str, dict[str, str]]:
+        rec = build(raw, previous)
+        config = router_file(rec)
+        revisions = {n: d["revision"] for n, d in config["deployments"].items()}
+        verdict = next(r for r in rec.regs if r.name == "diabetes-rollout")
+        assert revisions == content_tags(rec)  # the image tag the pods carry, nothing else
+        assert verdict.inputs["rollout_id"] == rollout_id(
+            RolloutSpec(**ROLLOUT), config["traffic"], parse_config(json.dumps(config)).revisions()
+        )  # the id the router computes from this very file
+        return revisions, verdict.inputs["rollout_id"], config
+
+    revisions, first, config = declare()
+    assert all(revisions.values()) and revisions["blue"] != revisions["green"]
+    assert not any("score.py" in r or "/" in r for r in revisions.values())
+    assert declare()[1] == first  # the same declaration of the same images: the same rollout
+
+    (green_code / "score.py").write_text("def init():\n    pass\n\ndef run(raw):\n    return 1\n")
+    fixed, second, _ = declare()
+    assert fixed["green"] != revisions["green"] and fixed["blue"] == revisions["blue"]
+    assert second != first
+
+    (assets["code"] / "score.py").write_text(
+        "def init():\n    pass\n\ndef run(raw):\n    return 2\n"
+    )
+    rebuilt, third, _ = declare()
+    assert rebuilt["blue"] != fixed["blue"] and rebuilt["green"] == fixed["green"]
+    assert third == second  # blue has no share in the target: not part of the rollout

@@ -116,8 +116,9 @@ ROUTER_STACK_ONLY = {
     "resources",
 }
 ROUTER_ARGS_ONLY = ROUTER_STACK_ONLY | {"base_image", "registry", "tls", "ingress"}
-# A router file's deployment entry: where the deployment listens (the components set it).
-ROUTER_ENTRY_ONLY = {"url"}
+# A router file's deployment entry: where the deployment listens and what it serves (its
+# image's content tag, which names a rollout); the components set both.
+ROUTER_ENTRY_ONLY = {"url", "revision"}
 
 
 def other_value(info: FieldInfo) -> Any:
