@@ -20,7 +20,9 @@ from scoring.router.rollout import (
     MemoryStore,
     RolloutController,
     RolloutError,
+    RolloutSpec,
     quantile,
+    rollout_id,
     step_split,
 )
 from scoring.router.upstream import UpstreamClient
@@ -30,11 +32,18 @@ pytestmark = pytest.mark.router
 GATES = {"min_requests": 100, "max_error_rate_pct": 1.0, "max_p99_ratio": 1.5}
 
 
-def config(rollout: dict[str, Any] | None, traffic: dict[str, int] | None = None) -> dict:
+def config(
+    rollout: dict[str, Any] | None,
+    traffic: dict[str, int] | None = None,
+    revisions: dict[str, str] | None = None,
+) -> dict:
     data: dict[str, Any] = {
         "endpoint_name": "diabetes",
         "auth_mode": "none",
-        "deployments": {"blue": {"url": "http://blue:5001"}, "green": {"url": "http://green:5001"}},
+        "deployments": {
+            n: {"url": f"http://{n}:5001", **({"revision": revisions[n]} if revisions else {})}
+            for n in ("blue", "green")
+        },
         "traffic": traffic or {"blue": 0, "green": 100},
     }
     if rollout is not None:
@@ -119,9 +128,12 @@ class Clock:
 
 
 def controller(
-    rollout: dict[str, Any] | None, store: Any = None, previous: dict[str, int] | None = None
+    rollout: dict[str, Any] | None,
+    store: Any = None,
+    previous: dict[str, int] | None = None,
+    revisions: dict[str, str] | None = None,
 ) -> tuple[RolloutController, Router, Clock]:
-    cfg = parse_config(json.dumps(config(rollout)))
+    cfg = parse_config(json.dumps(config(rollout, revisions=revisions)))
     router = Router(
         RouterState.build(cfg, Secrets(None, None, None)), cast(UpstreamClient, object())
     )
@@ -322,3 +334,115 @@ def test_one_slow_request_is_not_a_slow_candidate() -> None:
     ctl.tick()
     assert ctl.record["status"] == "baking", ctl.record["verdict"]
     assert ctl.status()["window"]["p99_quantile"] == pytest.approx(0.933, abs=0.001)
+
+
+# ------------------------------------------------------------------------------ rollout id
+
+
+def test_a_new_revision_of_a_target_deployment_is_a_new_rollout() -> None:
+    spec = RolloutSpec(**ROLLOUT)
+    target = {"blue": 0, "green": 100}
+    first = rollout_id(spec, target, {"blue": "b1", "green": "g1"})
+    assert rollout_id(spec, target, {"green": "g1", "blue": "b1"}) == first  # order: no
+    assert rollout_id(spec, target, {"blue": "b1", "green": "g2"}) != first  # fixed green
+    # Blue has no share in the target: rebuilding it neither restarts nor retries the rollout.
+    assert rollout_id(spec, target, {"blue": "b2", "green": "g1"}) == first
+    # A baseline that keeps a share is part of what the gates compared.
+    canary = {"blue": 50, "green": 50}
+    half = RolloutSpec(**{**ROLLOUT, "steps": [5, 50], "candidate": "green"})
+    assert rollout_id(half, canary, {"blue": "b1", "green": "g1"}) != rollout_id(
+        half, canary, {"blue": "b2", "green": "g1"}
+    )
+    # No revisions (an old file, a router run by hand): the id rollouts always had, so a router
+    # upgraded mid-rollout still recognises its record.
+    assert rollout_id(spec, target, {"blue": "", "green": ""}) == rollout_id(spec, target)
+    assert rollout_id(spec, target, {"blue": "", "green": "g1"}) != rollout_id(spec, target)
+    # The declaration still counts.
+    assert rollout_id(spec, {"blue": 10, "green": 90}, {"green": "g1"}) != rollout_id(
+        spec, target, {"green": "g1"}
+    )
+
+
+def test_fields_that_do_not_declare_the_rollout_leave_its_id() -> None:
+    """The router computes the id from the parsed file: urls, routing policy, limits, mirror,
+    ``rollout_from`` and the store are not the rollout."""
+    base = config(ROLLOUT, revisions={"blue": "b1", "green": "g1"})
+    other = json.loads(json.dumps(base))
+    other["deployments"]["green"].update(url="http://green.ns:6000/x", idempotent=True)
+    other.update(
+        request_timeout_ms=1234,
+        mirror_traffic={"blue": 10},
+        rollout_from={"blue": 100, "green": 0},
+        rollout_store="/tmp/elsewhere.json",
+    )
+
+    def rid(data: dict[str, Any]) -> str:
+        cfg = parse_config(json.dumps(data))
+        return rollout_id(cfg.rollout, cfg.traffic, cfg.revisions())
+
+    assert rid(other) == rid(base)
+    other["deployments"]["green"]["revision"] = "g2"
+    assert rid(other) != rid(base)
+
+
+def test_a_bad_revision_names_the_field() -> None:
+    data = config(None, revisions={"blue": "b1", "green": "has space"})
+    with pytest.raises(ConfigError) as info:
+        parse_config(json.dumps(data), "router.json")
+    assert info.value.problems[0].startswith("deployments.green.revision: "), info.value.problems
+    data["deployments"]["green"]["revision"] = "x" * 65
+    with pytest.raises(ConfigError, match="deployments.green.revision"):
+        parse_config(json.dumps(data), "router.json")
+    plain = parse_config(json.dumps(config(None)))  # no revision: a file written by hand
+    assert plain.revisions() == {"blue": "", "green": ""}
+
+
+def reload(router: Router, ctl: RolloutController, data: dict[str, Any]) -> None:
+    """What ``RouterServer.reload`` does with a new file: swap the state, configure."""
+    old = router.state
+    router.swap(RouterState.build(parse_config(json.dumps(data)), Secrets(None, None, None), 2))
+    ctl.configure(old.live)
+
+
+def test_a_new_candidate_revision_while_baking_starts_from_the_live_split() -> None:
+    """A reload where only green's revision changed, at step 2 (25 %): a new rollout (new id,
+    fresh window, no history) from the split served now; the steps the new revision already
+    has are skipped, as for any declaration that changes mid-rollout, and a breach goes back
+    to that split."""
+    revisions = {"blue": "b1", "green": "g1"}
+    ctl, router, clock = controller(ROLLOUT, revisions=revisions)
+    first = ctl.record["id"]
+    step_through(ctl, router, clock)
+    assert ctl.record["step"] == 1 and router.state.live == {"blue": 75, "green": 25}
+    reload(router, ctl, config(ROLLOUT, revisions=revisions))  # unchanged: the same rollout
+    assert ctl.record["id"] == first and ctl.record["step"] == 1 and ctl.record["history"]
+    reload(router, ctl, config(ROLLOUT, revisions={**revisions, "green": "g2"}))
+    rec = ctl.record
+    assert rec["id"] != first and rec["status"] == "baking" and "history" not in rec
+    assert rec["start"] == {"blue": 75, "green": 25} and rec["step"] == 2
+    assert router.state.live == {"blue": 50, "green": 50}
+    ctl.tick()
+    serve(router, "green", 200, fail_every=10)
+    serve(router, "blue", 2000)
+    ctl.tick()
+    assert rec["status"] == "rolled_back" and router.state.live == {"blue": 75, "green": 25}
+
+
+def test_after_a_rollback_only_a_new_revision_retries() -> None:
+    revisions = {"blue": "b1", "green": "g1"}
+    ctl, router, _clock = controller(ROLLOUT, revisions=revisions)
+    ctl.tick()
+    serve(router, "green", 200, fail_every=10)
+    serve(router, "blue", 2000)
+    ctl.tick()
+    assert ctl.record["status"] == "rolled_back"
+    failed = ctl.record["id"]
+    reload(router, ctl, config(ROLLOUT, revisions=revisions))
+    assert (ctl.record["id"], ctl.record["status"]) == (failed, "rolled_back")
+    assert router.state.live == {"blue": 100, "green": 0}
+    reload(router, ctl, config(ROLLOUT, revisions={**revisions, "blue": "b2"}))  # 0 % target
+    assert (ctl.record["id"], ctl.record["status"]) == (failed, "rolled_back")
+    reload(router, ctl, config(ROLLOUT, revisions={**revisions, "green": "g2"}))
+    assert ctl.record["id"] != failed and ctl.record["status"] == "baking"
+    assert ctl.record["start"] == {"blue": 100, "green": 0}
+    assert router.state.live == {"blue": 95, "green": 5}
