@@ -24,7 +24,7 @@ from mlendpoints._procs import Proc
 from mlendpoints.cli import main
 from scoring.router.rollout import Gates, RolloutSpec
 from tests.support.load import Load
-from tests.support.router import AUTH1, KEY1, cfg, router, upstream, wait_for
+from tests.support.router import AUTH1, KEY1, cfg, metric, router, upstream, wait_for
 
 pytestmark = pytest.mark.router
 
@@ -231,3 +231,78 @@ def test_preview_evidence_from_a_live_router(tmp_path: Path, client: httpx.Clien
     assert "agree 0.0% (gate 98%)" in line and line.endswith("WOULD FAIL agreement"), line
     warn, gone = preview_evidence(spec, {"blue": 0, "green": 100}, None, ep)
     assert not warn and gone.startswith("rollout evidence unavailable (URLError"), gone
+
+
+def test_a_fixed_candidate_is_a_new_rollout_the_same_one_is_not(
+    tmp_path: Path, client: httpx.Client
+) -> None:
+    """After a rollback, the file `pulumi up` writes again with nothing changed keeps the
+    verdict (traffic stays on blue); the same declaration with green's new revision (its image's
+    content tag: the fixed scoring script, in new pods) is a new rollout, and it promotes."""
+    store = tmp_path / "rollout.json"
+    with (
+        upstream("blue") as blue,
+        upstream("green", "--fail-every", "10") as bad,
+        upstream("green") as fixed,
+    ):
+        start = cfg({"blue": blue.url, "green": bad.url}, {"blue": 100, "green": 0})
+        start["rollout_store"] = str(store)
+        with router(tmp_path, start) as (proc, path):
+
+            def ask() -> tuple[int, str]:
+                r = client.post(f"{proc.url}/score", json={"data": [[1]]}, headers=AUTH1)
+                return r.status_code, r.headers.get("azureml-model-deployment", "")
+
+            def status() -> dict[str, Any]:
+                return dict(client.get(f"{proc.url}/rollout", headers=AUTH1).json())
+
+            def declare(green_url: str, revision: str, indent: int | None = None) -> float:
+                """Write the file as the components do; wait until the router serves it."""
+                before = metric(client.get(f"{proc.url}/metrics").text, "router_config_generation")
+                config = rollout_config({"blue": blue, "green": fixed}, store)
+                config["deployments"] = {
+                    "blue": {"url": blue.url, "revision": "b1"},
+                    "green": {"url": green_url, "revision": revision},
+                }
+                path.write_text(json.dumps(config, indent=indent))
+                return wait_for(
+                    lambda: (
+                        (
+                            g := metric(
+                                client.get(f"{proc.url}/metrics").text, "router_config_generation"
+                            )
+                        )
+                        > before
+                        and g
+                    ),
+                    "the router to reload",
+                )
+
+            def verdict() -> dict[str, Any] | None:
+                now = status()
+                return now if now["status"] in ("promoted", "rolled_back") else None
+
+            with Load(ask, threads=2, pause=0.002, max_seconds=120) as load:
+                declare(bad.url, "g1")
+                failed = wait_for(verdict, "the rollback", timeout=90)
+                assert failed["status"] == "rolled_back", failed
+                said = verdict_of(proc, failed)
+                assert "Fix the candidate (its scoring script, model or environment" in said
+                # `pulumi up` again with nothing changed: the same rollout, as it ended.
+                declare(bad.url, "g1", indent=1)
+                again = status()
+                assert (again["id"], again["status"]) == (failed["id"], "rolled_back"), again
+                assert again["live"] == {"blue": 100, "green": 0}
+                # Green's scoring script fixed: new pods, a new content tag, nothing else.
+                declare(fixed.url, "g2")
+                retried = status()
+                assert retried["id"] != failed["id"], retried
+                assert retried["status"] in ("baking", "promoted"), retried
+                assert retried["start"] == {"blue": 100, "green": 0}, retried
+                promoted = wait_for(verdict, "the retried rollout's verdict", timeout=90)
+            assert promoted["status"] == "promoted", json.dumps(promoted)
+            assert promoted["id"] == retried["id"]
+            assert verdict_of(proc, promoted) == "promoted"  # `pulumi up` returns
+            assert json.loads(store.read_text())["id"] == promoted["id"]
+    # Only the bad green failed requests (a 500 it answered); the fixed one promoted.
+    assert load.failures and all(f.label.startswith("HTTP 500") for f in load.failures)
