@@ -11,6 +11,7 @@ being what the real provider's `create` returned against that server.
 from __future__ import annotations
 
 import threading
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from components import _naming
 from components._rollout import _VerdictProvider, failure_message, preview_evidence
 from infra import config as cfgmod
 from infra import program
+from scoring.router.config import parse_config
 from scoring.router.rollout import RolloutSpec, rollout_id
 from tests.support.pulumi_mocks import FAKE_KEY, Recorder, install, stack_raw
 from tests.support.rollout_api import (
@@ -185,6 +187,29 @@ def rollout_raw(assets: dict[str, Path]) -> dict[str, Any]:
     return raw
 
 
+def render(raw: dict[str, Any]) -> tuple[str, dict[str, str]]:
+    """The verdict's rollout id and the revisions (content tags) of the router file this stack
+    writes: a preview with no router to ask."""
+    rec = install()
+
+    @pulumi.runtime.test
+    def go() -> pulumi.Output[Any]:
+        return program.build(cfgmod.parse(raw), ({"blue": 100, "green": 0}, None, None)).traffic
+
+    go()
+    config = rec.one("kubernetes:core/v1:ConfigMap", "diabetes-router-config")
+    revisions = parse_config(config.inputs["data"]["router.json"]).revisions()
+    assert all(revisions.values()), revisions
+    verdict = rec.one("pulumi-python:dynamic:Resource", "diabetes-rollout")
+    return verdict.inputs["rollout_id"], revisions
+
+
+def stack_status(raw: dict[str, Any], outcome: str) -> dict[str, Any]:
+    """What the stack's router answers after `outcome`: the controller run on the revisions
+    of the router file this stack writes."""
+    return router_status(outcome, revisions=render(raw)[1])
+
+
 def unwrap(value: Any) -> Any:
     """A secret input's value (the mocks hand secrets over wrapped)."""
     return value.get("value") if isinstance(value, dict) else value
@@ -215,10 +240,11 @@ def run(raw: dict[str, Any], api: FakeRolloutApi, preview: bool) -> tuple[Record
 def test_preview_after_a_rollback_proposes_nothing_and_warns(
     assets: dict[str, Path], api: FakeRolloutApi
 ) -> None:
-    api.status = ROLLED_BACK
-    rec, seen = run(rollout_raw(assets), api, preview=True)  # no error
+    raw = rollout_raw(assets)
+    api.status = stack_status(raw, "rolled_back")
+    rec, seen = run(raw, api, preview=True)  # no error
     verdict = rec.one("pulumi-python:dynamic:Resource", "diabetes-rollout")
-    assert verdict.inputs["rollout_id"] == ROLLED_BACK["id"]  # the rollout the router judged
+    assert verdict.inputs["rollout_id"] == api.status["id"]  # the rollout the router judged
     recorded = {**verdict.inputs, **seen["rollout"]}
     assert _VerdictProvider().diff("id", recorded, verdict.inputs).changes is False
     warnings = [m for level, m in rec.levels if level == "WARNING" and "rollout" in m]
@@ -237,18 +263,50 @@ def test_preview_after_a_rollback_proposes_nothing_and_warns(
 def test_up_after_a_rollback_fails_naming_the_divergence(
     assets: dict[str, Path], api: FakeRolloutApi
 ) -> None:
-    api.status = ROLLED_BACK
+    raw = rollout_raw(assets)
+    api.status = stack_status(raw, "rolled_back")
     with pytest.raises(pulumi.RunError) as info:
-        run(rollout_raw(assets), api, preview=False)
+        run(raw, api, preview=False)
     assert str(info.value).startswith(DIVERGENCE) and SPLIT in str(info.value), info.value
     assert "`preview` proposes nothing and `up` fails" in str(info.value)
+    assert "Fix the candidate (its scoring script, model or environment" in str(info.value)
+
+
+def test_a_fixed_candidate_after_a_rollback_is_a_new_rollout(
+    assets: dict[str, Path], api: FakeRolloutApi, tmp_path: Path
+) -> None:
+    """Green's scoring script fixed, nothing else: its content tag, so the verdict's id, is new;
+    `preview` shows evidence instead of the divergence, and `up` waits for (and records) the
+    new rollout's verdict instead of failing with the old one."""
+    green_code = tmp_path / "green-code"
+    shutil.copytree(assets["code"], green_code)
+    raw = rollout_raw(assets)
+    raw["deployments"][1]["code"] = {"path": str(green_code), "scoring_script": "score.py"}
+    failed_id, before = render(raw)
+    failed = router_status("rolled_back", revisions=before)
+    assert failed_id == failed["id"]  # the same stack: the rollout that rolled back
+    api.status = failed
+    assert preview_evidence(SPEC, TRAFFIC, None, endpoint(api), before)[0]  # it warns
+    (green_code / "score.py").write_text("def init():\n    pass\n\ndef run(raw):\n    return 1\n")
+    fixed_id, revisions = render(raw)
+    assert fixed_id != failed["id"]
+    # The router still serves the old rollout's verdict: preview now shows evidence.
+    warn, text = preview_evidence(SPEC, TRAFFIC, None, endpoint(api), revisions)
+    assert not warn and text.startswith("rollout evidence: green  live 0% -> 100%"), text
+    assert "last rollout rolled_back" in text, text
+    api.status = promoted = stack_status(raw, "promoted")  # the new pods' router, promoted
+    assert promoted["id"] == fixed_id
+    _, seen = run(raw, api, preview=False)  # no error
+    assert seen["rollout"]["status"] == "promoted"
+    assert seen["rollout"]["rollout_id"] == promoted["id"]
 
 
 def test_up_after_a_promotion_succeeds_and_exports_the_split(
     assets: dict[str, Path], api: FakeRolloutApi
 ) -> None:
-    api.status = router_status("promoted")
-    _, seen = run(rollout_raw(assets), api, preview=False)
+    raw = rollout_raw(assets)
+    api.status = stack_status(raw, "promoted")
+    _, seen = run(raw, api, preview=False)
     assert seen["rollout"]["status"] == "promoted"
     assert seen["rollout"]["live"] == TRAFFIC and seen["rollout"]["rollout_id"] == api.status["id"]
 

@@ -28,20 +28,24 @@ TRAFFIC = {"blue": 0, "green": 100}
 
 
 def router_status(
-    outcome: str, rollout: dict[str, Any] | None = None, traffic: dict[str, int] | None = None
+    outcome: str,
+    rollout: dict[str, Any] | None = None,
+    traffic: dict[str, int] | None = None,
+    revisions: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """The router's `GET /rollout` answer after `outcome`: `baking` (step 1 under way),
     `rolled_back` (green answers 5% 500s at step 1), `aborted` (an operator, at step 1) or
-    `promoted` (every step passes)."""
-    rollout, traffic = rollout or ROLLOUT, traffic or TRAFFIC
+    `promoted` (every step passes). `revisions`: the deployments' `revision` in the router's
+    file (a stack's: its images' content tags), which name the rollout with the rest."""
+    rollout, traffic, revisions = rollout or ROLLOUT, traffic or TRAFFIC, revisions or {}
     cfg = parse_config(
         json.dumps(
             {
                 "endpoint_name": "diabetes",
                 "auth_mode": "none",
                 "deployments": {
-                    "blue": {"url": "http://blue:5001"},
-                    "green": {"url": "http://green:5001"},
+                    n: {"url": f"http://{n}:5001", "revision": revisions.get(n, "")}
+                    for n in ("blue", "green")
                 },
                 "traffic": traffic,
                 "rollout": rollout,
@@ -79,7 +83,7 @@ def router_status(
             ctl.tick()  # the next step's window
     status = json.loads(json.dumps(ctl.status()))
     assert status["status"] == outcome, status  # the driving above is what the test means
-    assert status["id"] == rollout_id(cfg.rollout, traffic)
+    assert status["id"] == rollout_id(cfg.rollout, traffic, revisions)
     return status
 
 
