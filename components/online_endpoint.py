@@ -248,8 +248,6 @@ class OnlineEndpoint(pulumi.ComponentResource):
             "deployments": {
                 d.deployment_label: {
                     "url": _naming.service_url(name, d.deployment_label, args.namespace),
-                    # The image's content tag: a fixed script or model is a new rollout.
-                    "revision": d.revision,
                     **d.routing.model_dump(),
                 }
                 for d in args.deployments
@@ -272,11 +270,16 @@ class OnlineEndpoint(pulumi.ComponentResource):
             "discovery": {"namespace": args.namespace},
             **args.router.limits.model_dump(),
         }
-        # What names the rollout, with `rollout` and `traffic`: the file's revisions, so the
-        # verdict waits for the id the router computes from this very file (`rollout_id`).
-        revisions = {n: str(d["revision"]) for n, d in router_config["deployments"].items()}
+        # With a rollout, each deployment's image content tag names it too (`rollout_id`): a
+        # fixed script or model is a new rollout. Only then: without one, a new image must not
+        # touch the router (its config, its pods). The verdict and preview use the file's own
+        # revisions, so they wait for the id the router computes from this very file.
         rollout = args.rollout
+        revisions: dict[str, str] = {}
         if rollout is not None:
+            for d in args.deployments:
+                router_config["deployments"][d.deployment_label]["revision"] = d.revision
+                revisions[d.deployment_label] = d.revision
             router_config["rollout"] = rollout.model_dump()
             router_config["rollout_store"] = f"kubernetes:{args.namespace}/{object_name}-rollout"
         # With a rollout, the config also carries the split it starts from (the deployed

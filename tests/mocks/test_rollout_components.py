@@ -81,6 +81,8 @@ def test_no_rollout_is_todays_router_and_role(assets: dict[str, Path]) -> None:
     rec = build(stack_raw(assets, traffic={"blue": 0, "green": 100}), ({"blue": 100}, None, None))
     config = router_file(rec)
     assert not {"rollout", "rollout_from", "rollout_store"} & set(config)
+    # No revisions either: without a rollout a new image never touches the router.
+    assert not [d for d in config["deployments"].values() if "revision" in d]
     role = next(r for r in rec.regs if r.type.endswith(":Role"))
     assert {tuple(rule["resources"]) for rule in role.inputs["rules"]} == {("endpointslices",)}
     assert not [r for r in rec.regs if r.name == "diabetes-rollout"]

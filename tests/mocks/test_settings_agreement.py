@@ -116,9 +116,10 @@ ROUTER_STACK_ONLY = {
     "resources",
 }
 ROUTER_ARGS_ONLY = ROUTER_STACK_ONLY | {"base_image", "registry", "tls", "ingress"}
-# A router file's deployment entry: where the deployment listens and what it serves (its
-# image's content tag, which names a rollout); the components set both.
+# A router file's deployment entry: where the deployment listens, and (with a rollout) what it
+# serves (its image's content tag, which names the rollout); the components set both.
 ROUTER_ENTRY_ONLY = {"url", "revision"}
+ROLLOUT_ONLY_ENTRY = {"revision"}
 
 
 def other_value(info: FieldInfo) -> Any:
@@ -313,7 +314,7 @@ def test_routing_policy_reaches_the_router_file_entry(assets: dict[str, Path], w
         raw, expected = set_everything(raw), ROUTING_OTHER
     text_of_file = router_file(render(raw))
     entry = text_of_file["deployments"]["blue"]
-    assert set(entry) == set(RoutingPolicy.model_fields) | ROUTER_ENTRY_ONLY
+    assert set(entry) == set(RoutingPolicy.model_fields) | (ROUTER_ENTRY_ONLY - ROLLOUT_ONLY_ENTRY)
     assert {k: entry[k] for k in RoutingPolicy.model_fields} == expected
     parsed = parse_config(json.dumps(text_of_file)).deployments["blue"]
     assert {k: getattr(parsed, k) for k in RoutingPolicy.model_fields} == expected
