@@ -123,7 +123,7 @@ def test_a_fixed_candidate_is_a_new_rollout(assets: dict[str, Path], tmp_path: P
     raw["deployments"][1]["code"] = {"path": str(green_code), "scoring_script": "score.py"}
     previous = ({"blue": 100, "green": 0}, None, UNREACHABLE)
 
-    def declare() -> tuple[dict[str, str], str, dict[str, str]]:
+    def declare() -> tuple[dict[str, str], str]:
         rec = build(raw, previous)
         config = router_file(rec)
         revisions = {n: d["revision"] for n, d in config["deployments"].items()}
@@ -132,21 +132,21 @@ def test_a_fixed_candidate_is_a_new_rollout(assets: dict[str, Path], tmp_path: P
         assert verdict.inputs["rollout_id"] == rollout_id(
             RolloutSpec(**ROLLOUT), config["traffic"], parse_config(json.dumps(config)).revisions()
         )  # the id the router computes from this very file
-        return revisions, verdict.inputs["rollout_id"], config
+        return revisions, verdict.inputs["rollout_id"]
 
-    revisions, first, config = declare()
+    revisions, first = declare()
     assert all(revisions.values()) and revisions["blue"] != revisions["green"]
     assert not any("score.py" in r or "/" in r for r in revisions.values())
     assert declare()[1] == first  # the same declaration of the same images: the same rollout
 
     (green_code / "score.py").write_text("def init():\n    pass\n\ndef run(raw):\n    return 1\n")
-    fixed, second, _ = declare()
+    fixed, second = declare()
     assert fixed["green"] != revisions["green"] and fixed["blue"] == revisions["blue"]
     assert second != first
 
     (assets["code"] / "score.py").write_text(
         "def init():\n    pass\n\ndef run(raw):\n    return 2\n"
     )
-    rebuilt, third, _ = declare()
+    rebuilt, third = declare()
     assert rebuilt["blue"] != fixed["blue"] and rebuilt["green"] == fixed["green"]
     assert third == second  # blue has no share in the target: not part of the rollout

@@ -10,8 +10,8 @@ being what the real provider's `create` returned against that server.
 
 from __future__ import annotations
 
-import threading
 import shutil
+import threading
 import time
 from pathlib import Path
 from typing import Any
