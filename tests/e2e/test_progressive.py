@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from components import _labels
+from components import _labels, _naming
 from mlendpoints._project import EndpointProject
 from mlendpoints._sample import BATCH
 from mlendpoints.client import Endpoint, ca_file
@@ -145,12 +145,16 @@ def scenarios(project: EndpointProject, tmp_path: Path) -> None:
             holder = lease_holder(ns)
             return holder if len(ready) == 2 and holder in ready else ""
 
-        decider = wait_for(two_routers_one_deciding, "2 Ready router pods, one deciding", 120, 0.5)
-        before_kill = status()
-        assert before_kill["status"] == "baking", before_kill  # the kill is mid-rollout
-        killed_at = time.monotonic()
-        kubectl("-n", ns, "delete", "pod", decider, "--wait=false")
-        runner.join(timeout=600)
+        try:
+            decider = wait_for(
+                two_routers_one_deciding, "2 Ready router pods, one deciding", 120, 0.5
+            )
+            before_kill = status()
+            assert before_kill["status"] == "baking", before_kill  # the kill is mid-rollout
+            killed_at = time.monotonic()
+            kubectl("-n", ns, "delete", "pod", decider, "--wait=false")
+        finally:  # the `up` holds the stack's lock: the next module needs it back
+            runner.join(timeout=600)
         assert not isinstance(result.get("up"), Exception), result
         resumed = status()
         assert resumed["status"] == "promoted" and resumed["candidate"] == "blue", resumed
@@ -216,10 +220,11 @@ def scenarios(project: EndpointProject, tmp_path: Path) -> None:
 
 
 def lease_holder(ns: str) -> str:
-    """The router pod that decides the rollout: the holder of the endpoint's rollout Lease."""
-    return kubectl(
-        "-n", ns, "get", "lease", "diabetes-rollout", "-o", "jsonpath={.spec.holderIdentity}"
-    ).strip()
+    """The router pod that decides the rollout: the holder of the endpoint's rollout Lease
+    (empty while no replica has taken it)."""
+    lease = f"{_naming.router_object('diabetes')}-rollout"  # the router's `rollout_store`
+    found = _try(kubectl, "-n", ns, "get", "lease", lease, "-o", "jsonpath={.spec.holderIdentity}")
+    return "" if isinstance(found, Exception) else found.strip()
 
 
 def _try(fn: Any, *args: Any) -> Any:
