@@ -172,16 +172,18 @@ class Sink:
             if not self._pending:
                 return
             pending, self._pending = self._pending, []
+        full = False
         if self.spool_max_bytes is not None:
-            pending = self._within_spool(pending)
+            kept = self._within_spool(pending)
+            full, pending = len(kept) < len(pending), kept
         groups = [g for g in (self._externalise(group) for group in pending) if g is not None]
-        if not groups:
-            return
-        if not self._write_groups(groups):
+        if groups and not self._write_groups(groups):
             for group in groups:  # the batch failed: save what fits, one group at a time
                 if not self._write_groups([group]):
                     self._drop_group(group)
                     continue
+        if full:
+            self._roll_written()
 
     def _within_spool(
         self, pending: list[list[tuple[str, bytes]]]
@@ -205,6 +207,15 @@ class Sink:
             room -= size
             keep.append(group)
         return keep
+
+    def _roll_written(self) -> None:
+        """Start a new file for every collection whose open file holds records: the shipper
+        ships only files their writer has moved on from, so a spool filled by open files
+        (a spool smaller than a file, or a destination that was down) would otherwise stay
+        full, and keep dropping, until the rolling period ends."""
+        for name in [n for n, f in self._files.items() if f.size > 0]:
+            self.close_file(name)
+            self._file_for(name, 0)
 
     def _write_groups(self, groups: list[list[tuple[str, bytes]]]) -> bool:
         """Append ``groups`` (one write per file); on any failure cut every file back."""

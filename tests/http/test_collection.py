@@ -310,6 +310,38 @@ def test_an_unreachable_destination_fills_the_spool_then_drops_counted_requests_
     }
 
 
+def test_a_spool_full_of_open_files_rolls_them_so_it_drains_and_collection_resumes(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    """A spool smaller than a file (files roll at 10 MiB, the spool holds 64 KiB): once it is
+    full, the writer starts new files, so the shipper can ship the full ones and collection
+    resumes, instead of dropping everything until the hour's file closes."""
+    spool, dest = tmp_path / "spool", tmp_path / "dest"
+    dest.mkdir()
+    args = _ship_args(spool, str(dest), "--collect-spool-max-bytes", "65536")
+    with serve(SAMPLE / "score.py", model_dir, *args) as proc:
+        sent = 0
+        while not _metrics(proc.url).get('scoring_collection_dropped_total{reason="spool_full"}'):
+            sent += len(_send(proc.url, 100, f"f{sent}"))
+            time.sleep(0.6)  # a flush (0.5 s)
+            assert sent < 5000, "the spool never filled"
+        dropped = _metrics(proc.url)['scoring_collection_dropped_total{reason="spool_full"}']
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not list(dest.rglob("*.jsonl")):
+            time.sleep(0.2)
+        assert list(dest.rglob("*.jsonl")), "the full files never shipped"
+        time.sleep(1.5)  # the shipper's next pass publishes the spool's new usage
+        later = _send(proc.url, 20, "later")
+        metrics = _wait_accounted(proc.url, 2 * (sent + len(later)))
+        assert metrics['scoring_collection_dropped_total{reason="spool_full"}'] == dropped
+        proc.popen.send_signal(signal.SIGTERM)
+        assert proc.popen.wait(30) == 0
+    ins, outs = _pairs(dest)
+    assert ins == outs
+    assert later <= set(ins)  # collected again once the spool drained
+    assert len(ins) == sent + len(later) - dropped / 2
+
+
 def test_sigterm_ships_everything_to_a_real_s3_server(model_dir: Path, tmp_path: Path) -> None:
     """versitygw of the local cluster (its ``s3.env``); skipped where it is not set up."""
     if not S3_ENV.exists():
