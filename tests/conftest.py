@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -9,6 +10,13 @@ import pytest
 from mlendpoints._procs import free_port
 from mlendpoints._project import EndpointProject, make_project
 from mlendpoints.kube import check_cluster
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """No `$KUBECONFIG` from the caller's shell: the tests reach the local cluster through its
+    own kubeconfig (mlendpoints.kube) and programs get kubeconfig content explicitly, while
+    the Kubernetes SDK would take `$KUBECONFIG` for a rendering provider, which refuses it."""
+    os.environ.pop("KUBECONFIG", None)
 
 
 @pytest.fixture
