@@ -40,3 +40,18 @@ def shared_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoin
         yield project
     finally:  # a failed test leaves nothing on the cluster either
         project.stack.destroy(on_output=lambda _line: None)
+
+
+@pytest.fixture(scope="module")
+def module_stack(
+    shared_project: EndpointProject, request: pytest.FixtureRequest
+) -> Iterator[EndpointProject]:
+    """The shared stack for one module, its config back at the baseline. If the module failed,
+    the stack is destroyed after it: what a failed module leaves deployed (e.g. traffic on a
+    deployment the baseline does not have) could make the next module's `up` refuse to
+    converge, failing modules that did nothing wrong."""
+    shared_project.reset_config()
+    failed = request.session.testsfailed
+    yield shared_project
+    if request.session.testsfailed > failed:
+        shared_project.stack.destroy(on_output=lambda _line: None)

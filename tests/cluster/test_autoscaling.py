@@ -46,9 +46,9 @@ READY_PODS = re.compile(r"deployment 'blue' .*?: (\d+) ready pod\(s\)")
 
 
 @pytest.fixture(scope="module")
-def project(shared_project: EndpointProject) -> EndpointProject:
+def project(module_stack: EndpointProject) -> EndpointProject:
     """The session's dev stack (tests/conftest.py) with blue autoscaled and green fixed."""
-    shared_project.reset_config()
+    shared_project = module_stack
     path = shared_project.stack_file
     doc = yaml.safe_load(path.read_text())
     [blue] = doc["config"]["ml-endpoints:deployments"]

@@ -38,8 +38,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
 
 @pytest.fixture(scope="module")
-def endpoint_project(shared_project: EndpointProject) -> EndpointProject:
+def endpoint_project(module_stack: EndpointProject) -> EndpointProject:
     """The shared dev stack, its config back at the baseline (what is deployed converges at
-    the module's first `up`)."""
-    shared_project.reset_config()
-    return shared_project
+    the module's first `up`; destroyed after a failed module: tests/conftest.py)."""
+    return module_stack

@@ -166,8 +166,10 @@ def scenarios(project: EndpointProject, tmp_path: Path) -> None:
             f"back to blue; {successor} took the lease, resumed and promoted "
             f"{time.monotonic() - killed_at:.0f} s later, 0 failed requests"
         )
-        # One router again for the gates below: each replica judges the traffic it routes.
+        # One router again before the gates below (each replica judges the traffic it routes,
+        # so a second one still serving during scenario 3 would hide failures from the count).
         project.set_config({"endpoint.router.replicas": 1, "endpoint.rollout.bake_s": BAKE_S})
+        up(project)
 
         # 3. 5% 500s: rolled back at the first step, naming the error gate. (No agreement gate
         # for 3 and 4: a candidate that fails or differs would be refused while mirrored.)
