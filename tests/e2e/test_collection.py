@@ -34,7 +34,7 @@ from components import _labels
 from mlendpoints._project import EndpointProject
 from mlendpoints._sample import BATCH
 from mlendpoints.cli import main
-from mlendpoints.client import ca_file
+from mlendpoints.client import Verify, ca_file
 from mlendpoints.kube import is_ready, kubectl, kubectl_json, running_pods
 from tests.support.load import Load
 from tests.support.pod_metrics import pod_metrics, sample_sum
@@ -83,6 +83,24 @@ def scoring_container(ns: str, pod: str) -> tuple[str, int]:
     status = kubectl_json("-n", ns, "get", "pod", pod)["status"]
     [scoring] = [c for c in status.get("containerStatuses", []) if c["name"] == "scoring"]
     return scoring.get("containerID", "").split("://")[-1], scoring["restartCount"]
+
+
+def score_with_id(uri: str, key: str, verify: Verify, tag: str) -> tuple[str, requests.Response]:
+    """One scoring request with its own `x-request-id` (TAG-<uuid>), the id collection records
+    as the correlation id; returns the id and the response."""
+    rid = f"{tag}-{uuid.uuid4().hex}"
+    resp = requests.post(
+        uri,
+        data=BATCH,
+        headers={
+            "Authorization": f"Bearer {key}",
+            "Content-Type": "application/json",
+            "x-request-id": rid,
+        },
+        timeout=10,
+        verify=verify,
+    )
+    return rid, resp
 
 
 def collected(
@@ -164,18 +182,7 @@ def test_every_answered_request_is_in_s3_once_after_pod_delete_and_rollout(
         lock = threading.Lock()
 
         def ask() -> tuple[int, str]:
-            rid = f"c-{uuid.uuid4().hex}"
-            resp = requests.post(
-                uri,
-                data=BATCH,
-                headers={
-                    "Authorization": f"Bearer {key}",
-                    "Content-Type": "application/json",
-                    "x-request-id": rid,
-                },
-                timeout=10,
-                verify=verify,
-            )
+            rid, resp = score_with_id(uri, key, verify, "c")
             if resp.status_code == 200:
                 with lock:
                     answered[rid] = resp.json()
@@ -402,18 +409,7 @@ def test_lost_destination_and_full_spool_drop_exactly_what_they_count(
         lock = threading.Lock()
 
         def ask() -> tuple[int, str]:
-            rid = f"s-{uuid.uuid4().hex}"
-            resp = requests.post(
-                uri,
-                data=BATCH,
-                headers={
-                    "Authorization": f"Bearer {key}",
-                    "Content-Type": "application/json",
-                    "x-request-id": rid,
-                },
-                timeout=10,
-                verify=verify,
-            )
+            rid, resp = score_with_id(uri, key, verify, "s")
             if resp.status_code == 200:
                 with lock:
                     answered.add(rid)
